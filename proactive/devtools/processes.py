@@ -1,0 +1,142 @@
+"""Start and stop the local stand-ins (Azurite, Agents Playground) as child processes.
+
+Used by the one-command dev launcher, the tests and the benchmarks. Nothing
+here is deployed logic.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
+
+# Azurite's well-known development account (public, documented by Microsoft).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+    "K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 30.0,
+                  proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def node_tool(name: str) -> str:
+    path = NODE_BIN / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run 'npm ci' in {REPO_ROOT}")
+    return str(path)
+
+
+def connection_string(queue_port: int, table_port: int, blob_port: int) -> str:
+    base = "http://127.0.0.1"
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"BlobEndpoint={base}:{blob_port}/{DEV_ACCOUNT};"
+        f"QueueEndpoint={base}:{queue_port}/{DEV_ACCOUNT};"
+        f"TableEndpoint={base}:{table_port}/{DEV_ACCOUNT};"
+    )
+
+
+@dataclass
+class Azurite:
+    proc: subprocess.Popen[bytes]
+    queue_port: int
+    table_port: int
+    blob_port: int
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.queue_port, self.table_port, self.blob_port)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 0,
+                  location: str | None = None, log: Path | None = None) -> Azurite:
+    """Start Azurite; port 0 picks a free port. In memory unless `location` is given."""
+    queue_port = queue_port or free_port()
+    table_port = table_port or free_port()
+    blob_port = blob_port or free_port()
+    args = [
+        node_tool("azurite"), "--silent", "--skipApiVersionCheck", "--loose",
+        "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+        "--blobPort", str(blob_port), "--queuePort", str(queue_port),
+        "--tablePort", str(table_port),
+    ]
+    if location:
+        args += ["--location", location]
+    else:
+        args += ["--inMemoryPersistence"]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        for port in (queue_port, table_port):
+            wait_for_port(port, proc=proc)
+    except Exception:
+        stop_process(proc)
+        raise
+    return Azurite(proc, queue_port, table_port, blob_port)
+
+
+def no_browser_path(tmp: Path) -> str:
+    """A PATH whose first entry holds a no-op `xdg-open`: the Playground CLI
+    dies at start where it can't open a browser."""
+    shim = tmp / "no-browser"
+    shim.mkdir(parents=True, exist_ok=True)
+    opener = shim / "xdg-open"
+    opener.write_text("#!/bin/sh\nexit 0\n")
+    opener.chmod(0o755)
+    return f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def start_playground(*, endpoint: str, port: int, workdir: Path,
+                     log: Path | None = None) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PATH=no_browser_path(workdir))
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [node_tool("agentsplayground"), "-e", endpoint, "-c", "msteams", "-p", str(port)],
+        stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+        start_new_session=True,
+    )
+    wait_for_port(port, proc=proc, timeout=60)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, 15)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
