@@ -1,0 +1,177 @@
+"""Bot Framework activities from Teams: parse, check the fields we rely on, and
+say what each one means for the stored conversation references.
+
+Pure functions, no I/O. Teams sends more fields than we read; unknown activity
+and event types are valid and simply mean nothing to us.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+MAX_ACTIVITY_BODY = 256 * 1024
+SCOPES = ("personal", "groupChat", "channel")
+
+
+class InvalidActivity(ValueError):
+    """The body is not an activity we can act on; the reason is safe to return."""
+
+
+class Change(Enum):
+    NONE = "none"
+    INSTALLED = "installed"
+    UNINSTALLED = "uninstalled"
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: str
+    type: str
+    service_url: str
+    channel_id: str
+    conversation_id: str
+    conversation_type: str
+    tenant_id: str
+    bot_id: str
+    from_id: str
+    from_aad_id: str
+    locale: str
+    timezone: str
+    change: Change
+    team_id: str = ""
+    team_name: str = ""
+    team_aad_group_id: str = ""
+    channel: str = ""
+    event_type: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def scope(self) -> str:
+        return self.conversation_type
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _get_ci(mapping: Mapping[str, Any], name: str) -> Any:
+    """Teams and SDKs differ in the case of some keys (tenantId / tenantID)."""
+    if name in mapping:
+        return mapping[name]
+    lowered = name.lower()
+    for key, value in mapping.items():
+        if isinstance(key, str) and key.lower() == lowered:
+            return value
+    return None
+
+
+def decode_body(body: bytes) -> Mapping[str, Any]:
+    if len(body) > MAX_ACTIVITY_BODY:
+        raise InvalidActivity("body too large")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidActivity("body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidActivity("body is not a JSON object")
+    return data
+
+
+def timezone_of(raw: Mapping[str, Any]) -> str:
+    """IANA zone from a `clientInfo` entity, else the root `localTimezone`."""
+    entities = raw.get("entities")
+    if isinstance(entities, list):
+        for entity in entities:
+            if isinstance(entity, Mapping) and entity.get("type") == "clientInfo":
+                zone = _str(entity.get("timezone"))
+                if zone:
+                    return zone
+    return _str(raw.get("localTimezone"))
+
+
+def _change(raw: Mapping[str, Any], kind: str, bot_id: str) -> Change:
+    if kind == "installationUpdate":
+        action = _str(raw.get("action"))
+        if action in ("add", "add-upgrade"):
+            return Change.INSTALLED
+        if action in ("remove", "remove-upgrade"):
+            # remove-upgrade is the old half of an upgrade in place; the app stays.
+            return Change.UNINSTALLED if action == "remove" else Change.NONE
+        return Change.NONE
+    if kind == "conversationUpdate":
+        for name, change in (("membersAdded", Change.INSTALLED),
+                             ("membersRemoved", Change.UNINSTALLED)):
+            members = raw.get(name)
+            if isinstance(members, list) and any(
+                isinstance(m, Mapping) and _same_bot(_str(m.get("id")), bot_id) for m in members
+            ):
+                return change
+    return Change.NONE
+
+
+def _same_bot(member_id: str, bot_id: str) -> bool:
+    if not member_id or not bot_id:
+        return False
+    return member_id.removeprefix("28:") == bot_id.removeprefix("28:")
+
+
+def parse_activity(raw: Mapping[str, Any]) -> Activity:
+    """Check the fields a conversation reference needs; raise InvalidActivity."""
+    kind = _str(raw.get("type"))
+    if not kind:
+        raise InvalidActivity("missing type")
+    activity_id = _str(raw.get("id"))
+    if not activity_id:
+        raise InvalidActivity("missing id")
+    service_url = _str(raw.get("serviceUrl"))
+    if not service_url.startswith(("https://", "http://")):
+        raise InvalidActivity("missing or invalid serviceUrl")
+    conversation = _obj(raw.get("conversation"))
+    conversation_id = _str(conversation.get("id"))
+    if not conversation_id:
+        raise InvalidActivity("missing conversation.id")
+    channel_data = _obj(raw.get("channelData"))
+    tenant_id = _str(_get_ci(conversation, "tenantId")) or _str(
+        _obj(channel_data.get("tenant")).get("id"))
+    if not tenant_id:
+        raise InvalidActivity("missing tenant id")
+    recipient = _obj(raw.get("recipient"))
+    bot_id = _str(recipient.get("id"))
+    if not bot_id:
+        raise InvalidActivity("missing recipient.id")
+    sender = _obj(raw.get("from"))
+    conversation_type = _str(conversation.get("conversationType")) or "personal"
+    if conversation_type not in SCOPES:
+        raise InvalidActivity("unknown conversation.conversationType")
+    team = _obj(channel_data.get("team"))
+    channel = _str(_obj(channel_data.get("channel")).get("id")) or _str(
+        _obj(_obj(channel_data.get("settings")).get("selectedChannel")).get("id"))
+    return Activity(
+        id=activity_id,
+        type=kind,
+        service_url=service_url,
+        channel_id=_str(raw.get("channelId")),
+        conversation_id=conversation_id,
+        conversation_type=conversation_type,
+        tenant_id=tenant_id,
+        bot_id=bot_id,
+        from_id=_str(sender.get("id")),
+        from_aad_id=_str(sender.get("aadObjectId")),
+        locale=_str(raw.get("locale")),
+        timezone=timezone_of(raw),
+        change=_change(raw, kind, bot_id),
+        team_id=_str(team.get("id")),
+        team_name=_str(team.get("name")),
+        team_aad_group_id=_str(team.get("aadGroupId")),
+        channel=channel,
+        event_type=_str(channel_data.get("eventType")),
+        raw=raw,
+    )

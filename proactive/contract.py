@@ -1,0 +1,173 @@
+"""The outbox queue message contract, version 1.
+
+Published as JSON Schema in `proactive/schemas/outbox-message.v1.json` (the
+tests check this validator and the schema agree). Validation here is plain
+Python so that a cold start does not pay for a schema library.
+
+    {"version": 1, "op": "send", "key": "deploy-4711",
+     "to": {"user": "<AAD object id>"},
+     "text": "Deployed **4711**", "summary": "Deploy finished"}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+OPS = ("send", "update", "delete")
+MAX_KEY = 200
+MAX_ID = 512
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+
+_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt"}
+_TARGETS = {
+    "user": {"user", "tenant"},
+    "conversation": {"conversation", "tenant"},
+    "channel": {"channel", "team", "tenant", "replyTo"},
+}
+
+
+class InvalidMessage(ValueError):
+    """The queue message breaks the contract; never retried. `reason` is a
+    stable name, `detail` says what to fix."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # user | conversation | channel
+    id: str
+    tenant: str = ""
+    team: str = ""
+    reply_to: str = ""
+
+    @property
+    def recipient(self) -> str:
+        """The stable name of this recipient in delivery records."""
+        if self.kind == "user":
+            return f"user:{self.id.lower()}"
+        if self.kind == "channel":
+            return f"thread:{self.id};{self.reply_to}" if self.reply_to else f"channel:{self.id}"
+        return f"conv:{self.id}"
+
+
+@dataclass(frozen=True)
+class Content:
+    text: str = ""
+    card: Mapping[str, Any] | None = None
+    summary: str = ""
+
+    def activity(self) -> dict[str, Any]:
+        activity: dict[str, Any] = {"type": "message"}
+        if self.text:
+            activity["text"] = self.text
+            activity["textFormat"] = "markdown"
+        if self.card is not None:
+            activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": self.card}]
+        if self.summary:
+            activity["summary"] = self.summary
+        return activity
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    op: str
+    key: str
+    target: Target | None = None
+    content: Content | None = None
+
+
+def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InvalidMessage("schema", f"'{name}' is required")
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidMessage("schema", f"'{name}' must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidMessage("schema", f"'{name}' is longer than {limit} characters")
+    return value
+
+
+def _target(data: Any) -> Target:
+    if not isinstance(data, Mapping):
+        raise InvalidMessage("schema", "'to' must be an object")
+    kinds = [kind for kind in _TARGETS if kind in data]
+    if len(kinds) != 1:
+        raise InvalidMessage("schema", "'to' needs exactly one of 'user', 'conversation', "
+                                       "'channel'")
+    kind = kinds[0]
+    extra = set(data) - _TARGETS[kind]
+    if extra:
+        raise InvalidMessage("schema", f"'to' has unknown field(s): {', '.join(sorted(extra))}")
+    return Target(
+        kind=kind,
+        id=_text(data, kind, limit=MAX_ID, required=True),
+        tenant=_text(data, "tenant", limit=MAX_ID),
+        team=_text(data, "team", limit=MAX_ID),
+        reply_to=_text(data, "replyTo", limit=MAX_ID),
+    )
+
+
+def _content(data: Mapping[str, Any]) -> Content:
+    card = data.get("card")
+    if card is not None and (not isinstance(card, Mapping) or card.get("type") != "AdaptiveCard"):
+        raise InvalidMessage("schema", "'card' must be an Adaptive Card object "
+                                       "(\"type\": \"AdaptiveCard\")")
+    text = _text(data, "text", limit=1 << 20)
+    if not text and card is None:
+        raise InvalidMessage("schema", "'text' or 'card' is required")
+    return Content(text=text, card=card, summary=_text(data, "summary", limit=1000))
+
+
+def parse_message(body: str | bytes, *, default_key: str = "",
+                  max_activity_bytes: int = 100 * 1024) -> OutboxMessage:
+    """Decode and validate one queue message; raise InvalidMessage."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage("not-json", "the message is not JSON") from exc
+    if not isinstance(data, Mapping):
+        raise InvalidMessage("schema", "the message must be a JSON object")
+    if data.get("version") != VERSION or isinstance(data.get("version"), bool):
+        raise InvalidMessage("unsupported-version", f"'version' must be {VERSION}")
+    attempt = data.get("attempt", 1)
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        raise InvalidMessage("schema", "'attempt' must be a whole number from 1")
+    op = data.get("op")
+    if op not in OPS:
+        raise InvalidMessage("unknown-op", f"'op' must be one of {', '.join(OPS)}")
+    unknown = set(data) - _TOP
+    if unknown:
+        raise InvalidMessage("schema", f"unknown field(s): {', '.join(sorted(unknown))}")
+    key = _text(data, "key", limit=MAX_KEY, required=op != "send") or default_key
+    if not key:
+        raise InvalidMessage("schema", "'key' is required")
+    if op == "delete":
+        for name in ("to", "text", "card", "summary"):
+            if name in data:
+                raise InvalidMessage("schema", f"'{name}' is not allowed with op 'delete'")
+        return OutboxMessage(op=op, key=key)
+    if op == "update" and "to" in data:
+        raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
+                                       "the key names the message")
+    target = _target(data.get("to")) if op == "send" else None
+    content = _content(data)
+    size = activity_size(content.activity())
+    if size > max_activity_bytes:
+        raise InvalidMessage("too-large", f"the activity is {size} bytes as UTF-16; "
+                                          f"Teams accepts at most {max_activity_bytes}")
+    return OutboxMessage(op=op, key=key, target=target, content=content)
+
+
+def activity_size(activity: Mapping[str, Any]) -> int:
+    """Bytes of the activity's JSON as UTF-16, the measure of Teams' limit."""
+    return len(json.dumps(activity, ensure_ascii=False).encode("utf-16-le"))

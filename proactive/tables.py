@@ -1,0 +1,77 @@
+"""Small helpers over Azure Table Storage (async SDK): safe keys, timestamps,
+and the ETag-conditional writes that every state transition here relies on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+# Table keys may not hold these; '%' is escaped too so the mapping is reversible.
+_UNSAFE = {"%": "%25", "/": "%2F", "\\": "%5C", "#": "%23", "?": "%3F"}
+MAX_KEY_CHARS = 512
+
+
+def safe_key(value: str) -> str:
+    out = "".join(_UNSAFE.get(ch, ch) if ch in _UNSAFE or ch >= " " else f"%{ord(ch):02X}"
+                  for ch in value)
+    if len(out) > MAX_KEY_CHARS:
+        raise ValueError("key too long")
+    return out
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None = None) -> str:
+    return (moment or now_utc()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Conflict(Exception):
+    """Another writer changed or created the entity first."""
+
+
+async def read(table: TableClient, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
+    """The entity as a plain dict, with its ETag; None when absent."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        entity = await table.get_entity(pk, rk)
+    except ResourceNotFoundError:
+        return None
+    return dict(entity), entity.metadata["etag"]
+
+
+async def create(table: TableClient, entity: dict[str, Any]) -> str:
+    """Insert; raise Conflict if it exists. Returns the new ETag."""
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        meta = await table.create_entity(entity)
+    except ResourceExistsError as exc:
+        raise Conflict from exc
+    return str(meta["etag"])
+
+
+async def replace_if(table: TableClient, entity: dict[str, Any], etag: str) -> str:
+    """Replace only if unchanged since `etag`; raise Conflict otherwise."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    try:
+        meta = await table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                         match_condition=MatchConditions.IfNotModified)
+    except (ResourceModifiedError, ResourceNotFoundError) as exc:
+        raise Conflict from exc
+    return str(meta["etag"])
+
+
+async def merge(table: TableClient, entity: dict[str, Any]) -> None:
+    from azure.data.tables import UpdateMode
+
+    await table.upsert_entity(entity, mode=UpdateMode.MERGE)
