@@ -7,6 +7,7 @@ here is deployed logic.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -73,7 +74,9 @@ class Azurite:
         return connection_string(self.queue_port, self.table_port, self.blob_port)
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        # Azurite waits for idle keep-alive connections before it exits; the
+        # data is either in memory or already written, so don't wait long.
+        stop_process(self.proc, timeout=1.0, sig=signal.SIGINT)
 
 
 def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 0,
@@ -128,15 +131,16 @@ def start_playground(*, endpoint: str, port: int, workdir: Path,
     return proc
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0,
+                 sig: int = signal.SIGTERM) -> None:
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, 15)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         return
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -1,0 +1,256 @@
+"""Conversation references in Table Storage: everything a later proactive send
+needs, kept fresh by every inbound activity.
+
+One table, rows keyed by what producers address (PartitionKey) and the tenant
+(RowKey), so a lookup without a tenant is a single-partition query:
+
+    user:{aad object id}   the user's personal (1:1) conversation
+    conv:{conversation id} any conversation seen: personal, group chat, channel
+    team:{team id}         a team the bot is installed in, with its channels
+    tenant:{tenant id}     the tenant's latest serviceUrl (to create 1:1 chats)
+
+Install state lives on the user, conversation and team rows: `installed`,
+`uninstalled` (kept, with when), `blocked` (the user blocked the bot).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import tables
+from .activities import Activity, Change
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+INSTALLED = "installed"
+UNINSTALLED = "uninstalled"
+BLOCKED = "blocked"
+DISABLED = "disabled"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where and how to reach one conversation."""
+
+    conversation_id: str
+    service_url: str
+    tenant_id: str
+    bot_id: str
+    conversation_type: str
+    state: str
+    timezone: str = ""
+    locale: str = ""
+    user_id: str = ""
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> Reference:
+        return cls(
+            conversation_id=entity.get("conversationId", ""),
+            service_url=entity.get("serviceUrl", ""),
+            tenant_id=entity.get("tenantId", ""),
+            bot_id=entity.get("botId", ""),
+            conversation_type=entity.get("conversationType", ""),
+            state=entity.get("installState", UNKNOWN),
+            timezone=entity.get("timezone", ""),
+            locale=entity.get("locale", ""),
+            user_id=entity.get("userId", ""),
+        )
+
+
+def user_pk(aad_id: str) -> str:
+    return tables.safe_key(f"user:{aad_id.lower()}")
+
+
+def conv_pk(conversation_id: str) -> str:
+    return tables.safe_key(f"conv:{conversation_id}")
+
+
+def team_pk(team_id: str) -> str:
+    return tables.safe_key(f"team:{team_id}")
+
+
+def tenant_pk(tenant_id: str) -> str:
+    return tables.safe_key(f"tenant:{tenant_id}")
+
+
+class ReferenceStore:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    # --- reads -----------------------------------------------------------
+
+    async def _find(self, pk: str, tenant_id: str | None) -> dict[str, Any] | None:
+        if tenant_id:
+            found = await tables.read(self.table, pk, tables.safe_key(tenant_id))
+            return found[0] if found else None
+        async for entity in self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": pk}, results_per_page=2
+        ):
+            return dict(entity)
+        return None
+
+    async def user(self, aad_id: str, tenant_id: str | None = None) -> Reference | None:
+        entity = await self._find(user_pk(aad_id), tenant_id)
+        return Reference.from_entity(entity) if entity else None
+
+    async def conversation(self, conversation_id: str,
+                           tenant_id: str | None = None) -> Reference | None:
+        entity = await self._find(conv_pk(conversation_id), tenant_id)
+        return Reference.from_entity(entity) if entity else None
+
+    async def team(self, team_id: str, tenant_id: str | None = None) -> dict[str, Any] | None:
+        return await self._find(team_pk(team_id), tenant_id)
+
+    async def tenant_service_url(self, tenant_id: str) -> tuple[str, str] | None:
+        """(serviceUrl, botId) last seen for the tenant."""
+        entity = await self._find(tenant_pk(tenant_id), tenant_id)
+        if not entity:
+            return None
+        return entity.get("serviceUrl", ""), entity.get("botId", "")
+
+    # --- writes ----------------------------------------------------------
+
+    async def record(self, activity: Activity) -> bool:
+        """Store what the activity tells us. Returns True when it newly
+        installed the bot for a user in personal scope (welcome them)."""
+        now = tables.iso()
+        base = {
+            "RowKey": tables.safe_key(activity.tenant_id),
+            "tenantId": activity.tenant_id,
+            "serviceUrl": activity.service_url,
+            "botId": activity.bot_id,
+            "lastSeen": now,
+        }
+        await tables.merge(self.table, {**base, "PartitionKey": tenant_pk(activity.tenant_id)})
+
+        conversation = {
+            **base,
+            "PartitionKey": conv_pk(activity.conversation_id),
+            "kind": "conversation",
+            "conversationId": activity.conversation_id,
+            "conversationType": activity.conversation_type,
+        }
+        if activity.locale:
+            conversation["locale"] = activity.locale
+        if activity.team_id:
+            conversation["teamId"] = activity.team_id
+        welcome = False
+        if activity.scope == "personal" and activity.from_aad_id:
+            user = {**conversation, "PartitionKey": user_pk(activity.from_aad_id),
+                    "kind": "user", "aadObjectId": activity.from_aad_id,
+                    "userId": activity.from_id}
+            if activity.timezone:
+                user["timezone"] = activity.timezone
+            welcome = await self._transition(user, activity.change, now)
+            conversation["userId"] = activity.from_id
+            conversation["aadObjectId"] = activity.from_aad_id
+        if activity.timezone:
+            conversation["timezone"] = activity.timezone
+        await self._transition(conversation, activity.change, now)
+        if activity.team_id:
+            await self._record_team(activity, base, now)
+        return welcome
+
+    async def _record_team(self, activity: Activity, base: dict[str, Any], now: str) -> None:
+        team = {**base, "PartitionKey": team_pk(activity.team_id), "kind": "team",
+                "teamId": activity.team_id, "conversationType": "channel",
+                # The team id is also the id of its General channel.
+                "conversationId": activity.team_id}
+        if activity.team_name:
+            team["teamName"] = activity.team_name
+        if activity.team_aad_group_id:
+            team["aadGroupId"] = activity.team_aad_group_id
+        channels = {activity.team_id}
+        if activity.channel:
+            channels.add(activity.channel)
+        channels.add(activity.conversation_id.split(";", 1)[0])
+        for _ in range(5):
+            found = await tables.read(self.table, team["PartitionKey"], team["RowKey"])
+            if found:
+                entity, etag = found
+                known = set(json.loads(entity.get("channelIds") or "[]"))
+                merged = {**entity, **team, "channelIds": json.dumps(sorted(known | channels))}
+                merged.update(_state_fields(entity, activity.change, now))
+                try:
+                    await tables.replace_if(self.table, merged, etag)
+                    return
+                except tables.Conflict:
+                    continue
+            fresh = {**team, "firstSeen": now, "channelIds": json.dumps(sorted(channels)),
+                     **_state_fields({}, activity.change, now)}
+            try:
+                await tables.create(self.table, fresh)
+                return
+            except tables.Conflict:
+                continue
+        raise tables.Conflict("team row kept changing")
+
+    async def _transition(self, fields: dict[str, Any], change: Change, now: str) -> bool:
+        """Merge `fields` into the row, applying the install change with an
+        ETag-guarded write. True when this write moved the row to installed
+        (exactly one of several concurrent writers sees True)."""
+        pk, rk = fields["PartitionKey"], fields["RowKey"]
+        for _ in range(5):
+            found = await tables.read(self.table, pk, rk)
+            if found is None:
+                entity = {**fields, "firstSeen": now, **_state_fields({}, change, now)}
+                try:
+                    await tables.create(self.table, entity)
+                except tables.Conflict:
+                    continue
+                return entity["installState"] == INSTALLED
+            current, etag = found
+            before = current.get("installState", UNKNOWN)
+            updated = {**current, **fields, **_state_fields(current, change, now)}
+            try:
+                await tables.replace_if(self.table, updated, etag)
+            except tables.Conflict:
+                continue
+            return before != INSTALLED and updated["installState"] == INSTALLED \
+                and change is Change.INSTALLED
+        raise tables.Conflict(f"{pk} kept changing")
+
+    async def mark(self, reference: Reference, state: str, *, aad_id: str = "") -> None:
+        """Record what a Connector answer taught us (blocked, uninstalled...)."""
+        now = tables.iso()
+        rk = tables.safe_key(reference.tenant_id)
+        stamp = {"installState": state, f"{state}At": now}
+        pks = [conv_pk(reference.conversation_id)]
+        if aad_id:
+            pks.append(user_pk(aad_id))
+        for pk in pks:
+            await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk, **stamp})
+
+    async def store_created_conversation(self, aad_id: str, tenant_id: str, service_url: str,
+                                         bot_id: str, conversation_id: str) -> Reference:
+        """A 1:1 conversation we created for a user who never wrote to us."""
+        now = tables.iso()
+        entity = {
+            "RowKey": tables.safe_key(tenant_id), "tenantId": tenant_id,
+            "serviceUrl": service_url, "botId": bot_id, "conversationId": conversation_id,
+            "conversationType": "personal", "aadObjectId": aad_id, "createdAt": now,
+        }
+        await tables.merge(self.table, {**entity, "PartitionKey": user_pk(aad_id),
+                                        "kind": "user"})
+        await tables.merge(self.table, {**entity, "PartitionKey": conv_pk(conversation_id),
+                                        "kind": "conversation"})
+        found = await tables.read(self.table, user_pk(aad_id), tables.safe_key(tenant_id))
+        assert found is not None
+        return Reference.from_entity(found[0])
+
+
+def _state_fields(current: dict[str, Any], change: Change, now: str) -> dict[str, Any]:
+    state = current.get("installState", UNKNOWN)
+    if change is Change.INSTALLED:
+        return {"installState": INSTALLED, "installedAt": now}
+    if change is Change.UNINSTALLED:
+        return {"installState": UNINSTALLED, "uninstalledAt": now}
+    if state == DISABLED:
+        return {"installState": state}
+    # Any other activity from the conversation shows the bot is there, and a
+    # user who had blocked it talks to it again.
+    return {"installState": INSTALLED}
