@@ -168,7 +168,7 @@ class ReferenceStore:
         if activity.channel:
             channels.add(activity.channel)
         channels.add(activity.conversation_id.split(";", 1)[0])
-        for _ in range(5):
+        async for _ in tables.attempts():
             found = await tables.read(self.table, team["PartitionKey"], team["RowKey"])
             if found:
                 entity, etag = found
@@ -194,7 +194,7 @@ class ReferenceStore:
         ETag-guarded write. True when this write moved the row to installed
         (exactly one of several concurrent writers sees True)."""
         pk, rk = fields["PartitionKey"], fields["RowKey"]
-        for _ in range(5):
+        async for _ in tables.attempts():
             found = await tables.read(self.table, pk, rk)
             if found is None:
                 entity = {**fields, "firstSeen": now, **_state_fields({}, change, now)}

@@ -4,6 +4,9 @@ and the ETag-conditional writes that every state transition here relies on.
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +36,15 @@ def iso(moment: datetime | None = None) -> str:
 
 class Conflict(Exception):
     """Another writer changed or created the entity first."""
+
+
+async def attempts(count: int = 12) -> AsyncIterator[int]:
+    """Rounds of a read-modify-write loop, with a short random pause between
+    them so that writers racing on one row spread out."""
+    for attempt in range(count):
+        if attempt:
+            await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+        yield attempt
 
 
 async def read(table: TableClient, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
