@@ -30,3 +30,14 @@ def settings(azurite: Azurite) -> Settings:
         table_prefix=f"t{tag}",
         local_dev=True,
     )
+
+
+@pytest.fixture
+async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    from proactive.runtime import Runtime
+
+    rt = await Runtime.create(settings)
+    try:
+        yield rt
+    finally:
+        await rt.close()

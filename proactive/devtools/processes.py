@@ -68,6 +68,7 @@ class Azurite:
     queue_port: int
     table_port: int
     blob_port: int
+    persistent: bool = False
 
     @property
     def connection_string(self) -> str:
@@ -76,7 +77,7 @@ class Azurite:
     def stop(self) -> None:
         # Azurite waits for idle keep-alive connections before it exits; the
         # data is either in memory or already written, so don't wait long.
-        stop_process(self.proc, timeout=1.0, sig=signal.SIGINT)
+        stop_process(self.proc, timeout=5.0 if self.persistent else 1.0, sig=signal.SIGINT)
 
 
 def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 0,
@@ -104,7 +105,7 @@ def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 
     except Exception:
         stop_process(proc)
         raise
-    return Azurite(proc, queue_port, table_port, blob_port)
+    return Azurite(proc, queue_port, table_port, blob_port, persistent=bool(location))
 
 
 def no_browser_path(tmp: Path) -> str:

@@ -1,0 +1,196 @@
+"""`python -m proactive ...`: put messages on the outbox, read their status,
+and run the local tools.
+
+    send     put a send on the outbox queue (prints its key)
+    update   put an update of an earlier message (by key)
+    delete   put a delete of an earlier message (by key)
+    status   show the delivery records of a key
+    poison   list what is parked in the poison queue, with reasons
+    host     run function_app.py locally (Functions host semantics)
+    emulator run the Connector emulator
+    dev      start Azurite, the app and the Agents Playground together
+
+The queue commands only write the queue message; the function app does the
+rest. Settings come from the environment, then from local.settings.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .contract import VERSION, InvalidMessage, parse_message
+
+
+def load_local_settings(path: Path = Path("local.settings.json")) -> None:
+    """Like the Functions host: Values into the environment, without
+    overriding what is already set."""
+    try:
+        values = json.loads(path.read_text()).get("Values", {})
+    except (OSError, ValueError):
+        return
+    for name, value in values.items():
+        os.environ.setdefault(name, str(value))
+
+
+def _target(args: argparse.Namespace) -> dict[str, str]:
+    target: dict[str, str] = {}
+    if args.to:
+        target["user"] = args.to
+    if args.conversation:
+        target["conversation"] = args.conversation
+    if args.channel:
+        target["channel"] = args.channel
+        if args.team:
+            target["team"] = args.team
+        if args.reply_to:
+            target["replyTo"] = args.reply_to
+    if args.tenant:
+        target["tenant"] = args.tenant
+    return target
+
+
+def build_message(args: argparse.Namespace) -> dict[str, Any]:
+    message: dict[str, Any] = {"version": VERSION, "op": args.command}
+    message["key"] = args.key or (f"cli-{uuid.uuid4().hex[:12]}" if args.command == "send" else "")
+    if args.command == "send":
+        message["to"] = _target(args)
+    if args.command in ("send", "update"):
+        if args.text:
+            message["text"] = args.text
+        if args.card:
+            message["card"] = json.loads(Path(args.card).read_text())
+        if args.summary:
+            message["summary"] = args.summary
+    return message
+
+
+async def _enqueue(settings: Settings, message: dict[str, Any]) -> None:
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue.aio import QueueClient
+
+    from .queueing import dumps, encode
+
+    async with QueueClient.from_connection_string(settings.storage_connection,
+                                                  settings.outbox_queue) as queue:
+        try:
+            await queue.create_queue()
+        except ResourceExistsError:
+            pass
+        await queue.send_message(encode(dumps(message)))
+
+
+async def _status(settings: Settings, key: str) -> list[dict[str, Any]]:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables.aio import TableClient
+
+    from .runtime import DELIVERIES_TABLE
+    from .tables import safe_key
+
+    name = settings.table_name(DELIVERIES_TABLE)
+    rows: list[dict[str, Any]] = []
+    async with TableClient.from_connection_string(settings.storage_connection, name) as table:
+        try:
+            async for entity in table.query_entities("PartitionKey eq @pk",
+                                                     parameters={"pk": safe_key(key)}):
+                rows.append({k: v for k, v in entity.items()
+                             if k not in ("PartitionKey", "RowKey")})
+        except ResourceNotFoundError:
+            pass
+    return rows
+
+
+async def _poison(settings: Settings, limit: int) -> list[Any]:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue.aio import QueueClient
+
+    out: list[Any] = []
+    async with QueueClient.from_connection_string(settings.storage_connection,
+                                                  settings.poison_queue) as queue:
+        try:
+            for item in await queue.peek_messages(max_messages=min(32, limit)):
+                text = item.content
+                try:
+                    out.append(json.loads(text))
+                except ValueError:
+                    out.append(text)
+        except ResourceNotFoundError:
+            pass
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m proactive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("send", "update", "delete"):
+        cmd = sub.add_parser(name, help=f"put a '{name}' message on the outbox queue")
+        cmd.add_argument("--key", required=name != "send",
+                         help="the message's key (send: default a new random key)")
+        if name == "send":
+            who = cmd.add_argument_group("recipient (one of --to, --conversation, --channel)")
+            who.add_argument("--to", help="user's Azure AD object id")
+            who.add_argument("--conversation", help="a stored conversation id")
+            who.add_argument("--channel", help="channel id (new thread, or --reply-to)")
+            who.add_argument("--team", help="the channel's team id")
+            who.add_argument("--reply-to", help="root message id of the thread to reply in")
+            who.add_argument("--tenant", help="tenant id (optional)")
+        if name != "delete":
+            cmd.add_argument("--text", help="markdown text")
+            cmd.add_argument("--card", help="path of an Adaptive Card JSON file")
+            cmd.add_argument("--summary", help="notification summary")
+    status = sub.add_parser("status", help="show the delivery records of a key")
+    status.add_argument("--key", required=True)
+    poison = sub.add_parser("poison", help="list messages parked in the poison queue")
+    poison.add_argument("--limit", type=int, default=32)
+    sub.add_parser("host", help="run function_app.py locally", add_help=False)
+    sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
+    sub.add_parser("dev", help="start Azurite, the app and the Playground", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("host", "emulator", "dev"):
+        return _run_tool(argv[0], argv[1:])
+    args = _parser().parse_args(argv)
+    load_local_settings()
+    settings = Settings.from_env()
+    if args.command == "status":
+        rows = asyncio.run(_status(settings, args.key))
+        print(json.dumps(rows, indent=2, default=str))
+        return 0 if rows else 1
+    if args.command == "poison":
+        print(json.dumps(asyncio.run(_poison(settings, args.limit)), indent=2))
+        return 0
+    message = build_message(args)
+    try:  # refuse here what the worker would park in the poison queue
+        parse_message(json.dumps(message), max_activity_bytes=settings.max_activity_bytes)
+    except InvalidMessage as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    asyncio.run(_enqueue(settings, message))
+    print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
+                      "key": message["key"]}))
+    return 0
+
+
+def _run_tool(name: str, argv: list[str]) -> int:
+    if name == "host":
+        from .devtools.localhost import main as host_main
+
+        return host_main(argv)
+    if name == "emulator":
+        from .emulator import main as emulator_main
+
+        return emulator_main(argv)
+    from .devtools.dev import main as dev_main
+
+    return dev_main(argv)

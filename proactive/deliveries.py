@@ -1,0 +1,99 @@
+"""Delivery records: one row per (key, recipient) in Table Storage.
+
+They are both the status producers read and the guard that makes a send
+happen once: a worker must *claim* the row (an insert, or an ETag-conditional
+replace) before it calls Teams, and only the claim's holder may complete it.
+A redelivered queue message finds the row `sent` and stops; a second worker
+holding a copy finds a fresh claim and backs off.
+
+States: sending (claimed, lease running) -> sent | failed | retrying;
+sent -> deleted. `reason` says why for failed and retrying rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import tables
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+RETRYING = "retrying"
+DELETED = "deleted"
+FINAL = frozenset({SENT, FAILED, DELETED})
+
+
+class Busy(Exception):
+    """Another worker holds a live claim on this delivery."""
+
+
+@dataclass
+class Claim:
+    entity: dict[str, Any]
+    etag: str
+
+    @property
+    def attempts(self) -> int:
+        return int(self.entity.get("attempts", 1))
+
+
+class DeliveryStore:
+    def __init__(self, table: TableClient, *, lease: timedelta = timedelta(seconds=90)) -> None:
+        self.table = table
+        self.lease = lease
+
+    async def claim(self, key: str, recipient: str) -> Claim | dict[str, Any]:
+        """A Claim to go ahead, or the finished row (sent/failed/deleted) to
+        report instead. Raises Busy while another worker's claim is live."""
+        now = tables.now_utc()
+        pk, rk = tables.safe_key(key), tables.safe_key(recipient)
+        fresh = {
+            "PartitionKey": pk, "RowKey": rk, "key": key, "recipient": recipient,
+            "state": SENDING, "attempts": 1, "createdAt": tables.iso(now),
+            "updatedAt": tables.iso(now), "leaseUntil": tables.iso(now + self.lease),
+        }
+        try:
+            return Claim(fresh, await tables.create(self.table, fresh))
+        except tables.Conflict:
+            pass
+        found = await tables.read(self.table, pk, rk)
+        if found is None:
+            raise Busy  # deleted under us: let the queue bring the message back
+        entity, etag = found
+        if entity.get("state") in FINAL:
+            return entity
+        if entity.get("state") == SENDING and entity.get("leaseUntil", "") > tables.iso(now):
+            raise Busy
+        entity.update(state=SENDING, attempts=int(entity.get("attempts", 0)) + 1,
+                      updatedAt=tables.iso(now), leaseUntil=tables.iso(now + self.lease))
+        try:
+            return Claim(entity, await tables.replace_if(self.table, entity, etag))
+        except tables.Conflict as exc:
+            raise Busy from exc
+
+    async def finish(self, claim: Claim, state: str, **fields: Any) -> None:
+        """Record the outcome of a claimed attempt (only the holder may)."""
+        now = tables.iso()
+        claim.entity.update(fields, state=state, updatedAt=now, leaseUntil="")
+        if state == SENT:
+            claim.entity["sentAt"] = now
+            claim.entity.pop("reason", None)
+        claim.etag = await tables.replace_if(self.table, claim.entity, claim.etag)
+
+    async def by_key(self, key: str) -> list[tuple[dict[str, Any], str]]:
+        rows = []
+        async for entity in self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)}
+        ):
+            rows.append((dict(entity), entity.metadata["etag"]))
+        return rows
+
+    async def save(self, entity: dict[str, Any], etag: str) -> str:
+        entity["updatedAt"] = tables.iso()
+        return await tables.replace_if(self.table, entity, etag)

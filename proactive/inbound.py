@@ -1,0 +1,101 @@
+"""POST /api/messages: authenticate the activity, keep the conversation
+reference fresh, and queue a welcome on a new personal install.
+
+No Connector call happens here: Teams waits only 15 s for the answer and
+redelivers on slowness, so the request does storage writes and returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import tables
+from .activities import Activity, InvalidActivity, decode_body, parse_activity
+from .runtime import Runtime
+from .service_urls import is_loopback
+from .welcome import welcome_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: str
+
+
+UNAUTHORIZED = Reply(401, "unauthorized")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) -> Reply:
+    from .inbound_auth import AuthenticationError
+
+    authorization = _header(headers, "authorization")
+    if authorization is None and not rt.settings.local_dev:
+        return UNAUTHORIZED
+    try:
+        raw = decode_body(body)
+    except InvalidActivity as exc:
+        return Reply(400, str(exc))
+    service_url = raw.get("serviceUrl")
+    dev_exempt = (rt.settings.local_dev and isinstance(service_url, str)
+                  and is_loopback(service_url))
+    if not dev_exempt:
+        if rt.authenticator is None:
+            return UNAUTHORIZED
+        try:
+            await rt.authenticator.authenticate(authorization, raw)
+        except AuthenticationError as exc:
+            log.warning("refused an activity: %s", exc.reason)
+            return Reply(exc.status, "unauthorized")
+    try:
+        activity = parse_activity(raw)
+    except InvalidActivity as exc:
+        return Reply(400, str(exc))
+    if not await _first_delivery(rt, activity):
+        log.info("activity %s already processed (redelivery)", activity.id)
+        return Reply(200, "")
+    try:
+        installed = await rt.references.record(activity)
+        if installed and rt.settings.welcome_enabled:
+            await rt.outbox.put(welcome_message(activity))
+    except Exception:
+        # Let Teams redeliver: forget that we saw it.
+        await _forget(rt, activity)
+        raise
+    log.info("activity %s (%s, %s) recorded", activity.id, activity.type, activity.scope)
+    return Reply(200, "")
+
+
+def _dedupe_keys(activity: Activity) -> tuple[str, str]:
+    digest = hashlib.sha256(f"{activity.conversation_id}\n{activity.id}".encode()).hexdigest()
+    # One partition per day keeps old rows easy to drop with a range query.
+    return tables.now_utc().strftime("%Y-%m-%d"), digest
+
+
+async def _first_delivery(rt: Runtime, activity: Activity) -> bool:
+    pk, rk = _dedupe_keys(activity)
+    try:
+        await tables.create(rt.activities_table, {"PartitionKey": pk, "RowKey": rk,
+                                                  "type": activity.type})
+    except tables.Conflict:
+        return False
+    return True
+
+
+async def _forget(rt: Runtime, activity: Activity) -> None:
+    pk, rk = _dedupe_keys(activity)
+    try:
+        await rt.activities_table.delete_entity(pk, rk)
+    except Exception:  # the original error matters more
+        log.exception("could not clear the dedupe row of activity %s", activity.id)

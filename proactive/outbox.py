@@ -1,0 +1,268 @@
+"""Carry out one outbox queue message: send, update or delete a Teams message.
+
+Every outcome is written to the delivery record of (key, recipient). A message
+that breaks the contract is parked in the poison queue with its reason and
+never retried. A transient failure goes back on the queue with a visibility
+delay (the queue is the timer, so no worker waits idle) until the attempt
+budget runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from . import deliveries as d
+from .connector import ConnectorError
+from .contract import InvalidMessage, OutboxMessage, Target, parse_message
+from .deliveries import Busy, Claim
+from .references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from .runtime import Runtime
+from .service_urls import UntrustedServiceUrl
+from .tables import iso
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+MAX_BACKOFF = 300.0
+# States of a reference that make a send fail fast, without a Connector call.
+_UNREACHABLE = {UNINSTALLED: "uninstalled", BLOCKED: "blocked", DISABLED: "disabled"}
+# What a permanent Connector answer teaches us about the recipient.
+_MARKS = {"blocked": BLOCKED, "uninstalled": UNINSTALLED, "disabled": DISABLED}
+
+
+class Permanent(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # done | retry | poisoned
+    reason: str = ""
+    delay: float = 0.0
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return retry_after
+    base = min(MAX_BACKOFF, 2.0 ** attempt)
+    return base / 2 + random.uniform(0, base / 2)
+
+
+async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
+    """Handle one queue message; never raises for a bad message."""
+    try:
+        message = parse_message(body, default_key=f"msg:{message_id}",
+                                max_activity_bytes=rt.settings.max_activity_bytes)
+    except InvalidMessage as exc:
+        log.warning("outbox message %s refused: %s", message_id, exc.reason)
+        await rt.outbox.poison(body, reason=exc.reason, detail=exc.detail,
+                               message_id=message_id)
+        return Outcome("poisoned", exc.reason)
+    if message.op == "send":
+        outcome = await _send(rt, message)
+    else:
+        outcome = await _edit(rt, message)
+    if outcome.state == "retry":
+        attempt = _attempt_of(body) + 1
+        if attempt > MAX_ATTEMPTS:
+            await _give_up(rt, message, body, message_id, outcome.reason)
+            return Outcome("poisoned", "retries-exhausted")
+        await rt.outbox.put(_requeue(body, message.key, attempt), delay=outcome.delay)
+    return outcome
+
+
+def _attempt_of(body: str) -> int:
+    import json
+
+    data = json.loads(body)
+    return int(data.get("attempt", 1)) if isinstance(data, dict) else 1
+
+
+def _requeue(body: str, key: str, attempt: int) -> dict[str, Any]:
+    import json
+
+    data: dict[str, Any] = json.loads(body)
+    # The copy is a new queue message: pin the key so it stays the same delivery.
+    data["key"] = key
+    data["attempt"] = attempt
+    return data
+
+
+async def _give_up(rt: Runtime, message: OutboxMessage, body: str, message_id: str,
+                   reason: str) -> None:
+    if message.op == "send" and message.target is not None:
+        try:
+            claim = await rt.deliveries.claim(message.key, message.target.recipient)
+        except Busy:
+            claim = {}
+        if isinstance(claim, Claim):
+            await rt.deliveries.finish(claim, d.FAILED, reason="retries-exhausted",
+                                       lastError=reason)
+    await rt.outbox.poison(body, reason="retries-exhausted",
+                           detail=f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}",
+                           message_id=message_id)
+
+
+# --- send -------------------------------------------------------------------
+
+async def _send(rt: Runtime, message: OutboxMessage) -> Outcome:
+    assert message.target is not None and message.content is not None
+    target = message.target
+    try:
+        claim = await rt.deliveries.claim(message.key, target.recipient)
+    except Busy:
+        return Outcome("retry", "busy", delay=backoff(1, None))
+    if not isinstance(claim, Claim):
+        log.info("delivery %s -> %s already %s", message.key, target.recipient,
+                 claim.get("state"))
+        return Outcome("done", str(claim.get("state")))
+    try:
+        fields = await _deliver(rt, target, message.content.activity())
+    except Permanent as exc:
+        await rt.deliveries.finish(claim, d.FAILED, reason=exc.reason, detail=exc.detail)
+        log.warning("delivery %s -> %s failed: %s", message.key, target.recipient, exc.reason)
+        return Outcome("done", exc.reason)
+    except ConnectorError as exc:
+        await rt.deliveries.finish(claim, d.RETRYING, reason=exc.reason,
+                                   lastStatus=exc.status)
+        return Outcome("retry", exc.reason, delay=backoff(claim.attempts, exc.retry_after))
+    await rt.deliveries.finish(claim, d.SENT, **fields)
+    return Outcome("done", d.SENT)
+
+
+async def _reference(rt: Runtime, target: Target) -> Reference:
+    tenant = target.tenant or None
+    if target.kind == "user":
+        ref = await rt.references.user(target.id, tenant)
+        if ref is None or not ref.conversation_id:
+            ref = await _create_personal(rt, target)
+    elif target.kind == "conversation":
+        ref = await rt.references.conversation(target.id, tenant)
+        if ref is None:
+            raise Permanent("unknown-conversation",
+                            "no conversation reference is stored for this conversation id")
+    else:
+        ref = await rt.references.conversation(target.id, tenant)
+        if ref is None and target.team:
+            team = await rt.references.team(target.team, tenant)
+            if team is not None:
+                ref = Reference.from_entity({**team, "conversationId": target.id})
+        if ref is None:
+            raise Permanent("unknown-channel", "no reference is stored for this channel "
+                                               "(give its team, or install the bot in it)")
+    reason = _UNREACHABLE.get(ref.state)
+    if reason:
+        raise Permanent(reason, f"the recipient is {ref.state}; a new install or a "
+                                f"message from them clears it")
+    return ref
+
+
+async def _create_personal(rt: Runtime, target: Target) -> Reference:
+    tenant = target.tenant or rt.settings.app_tenant_id
+    known = await rt.references.tenant_service_url(tenant) if tenant else None
+    if not known:
+        raise Permanent("unknown-user", "no conversation with this user is stored and the "
+                                        "tenant's serviceUrl is not known yet")
+    service_url, bot_id = known
+    bot_id = f"28:{rt.settings.app_id}" if rt.settings.app_id else bot_id
+    conversation_id = await _connector(rt.connector.create_personal_conversation(
+        service_url, bot_id=bot_id, member_id=target.id, tenant_id=tenant))
+    return await rt.references.store_created_conversation(
+        target.id, tenant, service_url, bot_id, conversation_id)
+
+
+async def _connector(call: Any) -> Any:
+    """Await a Connector call, turning refusals into Permanent failures."""
+    try:
+        return await call
+    except UntrustedServiceUrl as exc:
+        raise Permanent("untrusted-service-url",
+                        "the serviceUrl is not a Teams Connector host of this cloud") from exc
+    except ConnectorError as exc:
+        if exc.retryable:
+            raise
+        raise Permanent(exc.reason, f"Teams answered {exc.status} {exc.code}".strip()) from exc
+
+
+async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dict[str, Any]:
+    ref = await _reference(rt, target)
+    try:
+        if target.kind == "channel" and not target.reply_to:
+            conversation_id, activity_id = await _connector(rt.connector.create_channel_thread(
+                ref.service_url, bot_id=ref.bot_id, channel_id=target.id,
+                tenant_id=ref.tenant_id, activity=activity))
+        else:
+            conversation_id = ref.conversation_id
+            if target.kind == "channel":
+                conversation_id = f"{target.id};messageid={target.reply_to}"
+            try:
+                activity_id = await _connector(
+                    rt.connector.send(ref.service_url, conversation_id, activity))
+            except Permanent as exc:
+                if exc.reason != "conversation-not-found" or target.kind != "user":
+                    raise
+                # The stored 1:1 conversation is stale: create it again, once.
+                ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
+                conversation_id = ref.conversation_id
+                activity_id = await _connector(
+                    rt.connector.send(ref.service_url, conversation_id, activity))
+    except Permanent as exc:
+        mark = _MARKS.get(exc.reason)
+        if mark:
+            await rt.references.mark(ref, mark, aad_id=target.id if target.kind == "user" else "")
+        raise
+    return {"conversationId": conversation_id, "activityId": activity_id,
+            "serviceUrl": ref.service_url, "tenantId": ref.tenant_id}
+
+
+# --- update / delete -----------------------------------------------------------
+
+async def _edit(rt: Runtime, message: OutboxMessage) -> Outcome:
+    rows = await rt.deliveries.by_key(message.key)
+    if any(row.get("state") in (d.SENDING, d.RETRYING) for row, _ in rows) or not rows:
+        # The send may still be on its way (queue order is not guaranteed).
+        return Outcome("retry", "send-pending" if rows else "unknown-key", delay=backoff(1, None))
+    retry: ConnectorError | None = None
+    for row, etag in rows:
+        if row.get("state") != d.SENT:
+            continue
+        try:
+            await _edit_one(rt, message, row)
+        except ConnectorError as exc:
+            if exc.retryable:
+                retry = exc
+                continue
+            row.update({f"{message.op}State": "failed", f"{message.op}Reason": exc.reason})
+            log.warning("%s of %s -> %s failed: %s", message.op, message.key,
+                        row.get("recipient"), exc.reason)
+        except UntrustedServiceUrl:
+            row.update({f"{message.op}State": "failed",
+                        f"{message.op}Reason": "untrusted-service-url"})
+        else:
+            if message.op == "delete":
+                row["state"] = d.DELETED
+                row["deletedAt"] = iso()
+            row.update({f"{message.op}State": "done", f"{message.op}Reason": "",
+                        "updates": int(row.get("updates", 0)) + (message.op == "update")})
+        await rt.deliveries.save(row, etag)
+    if retry is not None:
+        return Outcome("retry", retry.reason, delay=backoff(1, retry.retry_after))
+    return Outcome("done", message.op)
+
+
+async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) -> None:
+    service_url, conversation_id = row["serviceUrl"], row["conversationId"]
+    activity_id = row["activityId"]
+    if message.op == "delete":
+        await rt.connector.delete(service_url, conversation_id, activity_id)
+    else:
+        assert message.content is not None
+        await rt.connector.update(service_url, conversation_id, activity_id,
+                                  message.content.activity())
+

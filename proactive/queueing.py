@@ -1,0 +1,72 @@
+"""Writing to the outbox and its poison queue, in the encoding host.json sets.
+
+The Functions host reads queue messages as base64 unless host.json says
+`"messageEncoding": "none"` (ours does, so any client can put plain JSON).
+Whatever we enqueue ourselves (welcome messages, retries, the CLI) follows
+the same setting, read from host.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import tables
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient
+
+HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
+MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 1
+
+
+@cache
+def queue_settings(path: Path = HOST_JSON) -> dict[str, Any]:
+    try:
+        host = json.loads(path.read_text())
+    except (OSError, ValueError):
+        host = {}
+    queues = host.get("extensions", {}).get("queues", {})
+    return queues if isinstance(queues, dict) else {}
+
+
+def message_encoding() -> str:
+    return str(queue_settings().get("messageEncoding", "base64")).lower()
+
+
+def max_dequeue_count() -> int:
+    return int(queue_settings().get("maxDequeueCount", 5))
+
+
+def encode(text: str, encoding: str | None = None) -> str:
+    if (encoding or message_encoding()) == "base64":
+        return base64.b64encode(text.encode()).decode()
+    return text
+
+
+def dumps(message: Mapping[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+class Outbox:
+    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+        self.queue = queue
+        self.poison_queue = poison
+
+    async def put(self, message: Mapping[str, Any], *, delay: float = 0) -> str:
+        delay_s = min(MAX_VISIBILITY_DELAY, max(0, round(delay)))
+        sent = await self.queue.send_message(encode(dumps(message)),
+                                             visibility_timeout=delay_s or None)
+        return str(sent.id)
+
+    async def poison(self, original: str, *, reason: str, detail: str,
+                     message_id: str = "") -> None:
+        """Park a message that must not be retried, with why. The original
+        text is kept verbatim so it can be fixed and put back."""
+        envelope = {"reason": reason, "detail": detail, "failedAt": tables.iso(),
+                    "queueMessageId": message_id, "message": original}
+        await self.poison_queue.send_message(encode(dumps(envelope)))

@@ -1,0 +1,146 @@
+"""The clients shared by every invocation in a process, created once.
+
+Azure Functions runs a Python worker's async functions on one event loop, so
+the async clients (storage, HTTP) are created lazily on first use, inside that
+loop, and kept for the life of the process. Tests build their own Runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    import httpx
+    from azure.data.tables.aio import TableServiceClient
+    from azure.storage.queue.aio import QueueServiceClient
+
+    from .clouds import Cloud
+    from .connector import ConnectorClient
+    from .deliveries import DeliveryStore
+    from .inbound_auth import ActivityAuthenticator
+    from .queueing import Outbox
+    from .references import ReferenceStore
+
+log = logging.getLogger(__name__)
+
+REFERENCES_TABLE = "references"
+DELIVERIES_TABLE = "deliveries"
+ACTIVITIES_TABLE = "activities"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    cloud: Cloud
+    http: httpx.AsyncClient
+    table_service: TableServiceClient
+    queue_service: QueueServiceClient
+    references: ReferenceStore
+    deliveries: DeliveryStore
+    outbox: Outbox
+    connector: ConnectorClient
+    authenticator: ActivityAuthenticator | None
+
+    @property
+    def activities_table(self):  # type: ignore[no-untyped-def]
+        return self.table_service.get_table_client(self.settings.table_name(ACTIVITIES_TABLE))
+
+    @classmethod
+    async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None) -> Runtime:
+        import httpx
+        from azure.data.tables.aio import TableServiceClient
+        from azure.storage.queue.aio import QueueServiceClient
+        from httpx_aiohttp import AiohttpTransport
+
+        from .clouds import resolve_cloud
+        from .connector import ConnectorClient
+        from .credentials import build_token_provider
+        from .deliveries import DeliveryStore
+        from .inbound_auth import ActivityAuthenticator
+        from .queueing import Outbox
+        from .references import ReferenceStore
+
+        check_settings(settings)
+        cloud = resolve_cloud(settings)
+        if http is None:
+            http = httpx.AsyncClient(transport=AiohttpTransport(),
+                                     limits=httpx.Limits(max_connections=64))
+        tokens = build_token_provider(settings, cloud) if settings.has_credentials else None
+        authenticator = (
+            ActivityAuthenticator(cloud, settings.app_id, http,
+                                  allowed_tenants=settings.allowed_tenants)
+            if settings.app_id else None
+        )
+        table_service = TableServiceClient.from_connection_string(settings.storage_connection)
+        queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
+        for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE):
+            await table_service.create_table_if_not_exists(settings.table_name(name))
+        queue = queue_service.get_queue_client(settings.outbox_queue)
+        poison = queue_service.get_queue_client(settings.poison_queue)
+        for client in (queue, poison):
+            await _ensure_queue(client)
+        return cls(
+            settings=settings,
+            cloud=cloud,
+            http=http,
+            table_service=table_service,
+            queue_service=queue_service,
+            references=ReferenceStore(
+                table_service.get_table_client(settings.table_name(REFERENCES_TABLE))),
+            deliveries=DeliveryStore(
+                table_service.get_table_client(settings.table_name(DELIVERIES_TABLE))),
+            outbox=Outbox(queue, poison),
+            connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev),
+            authenticator=authenticator,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.table_service.close()
+        await self.queue_service.close()
+
+
+async def _ensure_queue(client) -> None:  # type: ignore[no-untyped-def]
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        await client.create_queue()
+    except ResourceExistsError:
+        pass
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse combinations that would weaken security or can't work."""
+    if settings.local_dev and settings.has_credentials:
+        raise ConfigError(
+            "PROACTIVE_LOCAL_DEV is on while bot credentials are configured: local "
+            "development mode accepts unauthenticated activities and is refused with "
+            "real credentials. Turn one of them off.")
+    if not settings.local_dev and not settings.app_id:
+        raise ConfigError("MicrosoftAppId is not set (or set PROACTIVE_LOCAL_DEV=true "
+                          "for local development without credentials)")
+    if settings.local_dev:
+        log.warning("LOCAL DEVELOPMENT MODE: activities without a token are accepted from "
+                    "loopback serviceUrls. Never enable this in Azure.")
+
+
+_runtime: Runtime | None = None
+_lock: asyncio.Lock | None = None
+
+
+async def get_runtime() -> Runtime:
+    """The process's Runtime, created on first call from the app settings."""
+    global _runtime, _lock
+    if _runtime is not None:
+        return _runtime
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _runtime is None:
+            _runtime = await Runtime.create(Settings.from_env())
+    return _runtime
