@@ -1,0 +1,476 @@
+"""Authenticate every activity POSTed to /api/messages (Bot Framework, connector to bot).
+
+`ActivityAuthenticator.authenticate` checks, in this order, and raises
+`AuthenticationError` (status 401, or 403 where the token is genuine but not
+good for this activity) on the first failure:
+
+1. `Authorization` present, at most 16 KB, scheme `Bearer` (any case), a
+   compact JWS (three base64url parts);
+2. header `alg` exactly `RS256` (`none`, `HS256` and everything else are
+   refused before any key lookup) and a `kid`;
+3. the key with that `kid` from the cloud's JWKS (found through the OpenID
+   metadata `jwks_uri`); the signature;
+4. `iss` exactly the cloud's issuer, `aud` the bot's app id, `exp` present;
+5. `exp` / `nbf` with at most 5 minutes of clock skew (the injected clock);
+6. the key's `endorsements` contain the activity's `channelId` (else 403);
+7. the `serviceurl` claim equals the activity's `serviceUrl`, after removing
+   one trailing `/` from each;
+8. with an allow-list, the activity's tenant (`conversation.tenantId`,
+   `channelData.tenant.id`: every one present must be allowed) (else 403).
+
+Signing keys are cached for about a day. A `kid` not in the cache triggers a
+refetch, at most one per minute, shared by all concurrent callers (single
+flight); requests whose `kid` is cached never wait for it. When the keys can't be
+fetched and none are cached (or the cache is older than 5 days), requests fail
+closed with 401; stale keys (older than a day) keep working while a refetch
+fails. Validation can't be switched off: the only exception is
+`allow_anonymous_loopback` (local development), which accepts a request without
+an Authorization header when, and only when, the activity's serviceUrl is a
+loopback URL, to which no token is ever sent.
+
+PyJWT, cryptography and httpx are imported lazily (cold-start cost); the error
+reasons never contain the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proactive.config import ConfigError
+from proactive.service_urls import is_loopback
+
+if TYPE_CHECKING:
+    import httpx
+
+    from proactive.clouds import Cloud
+    from proactive.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_AUTHORIZATION_LENGTH = 16 * 1024
+CLOCK_SKEW = 5 * 60
+KEY_TTL = 24 * 3600
+MAX_KEY_AGE = 5 * 24 * 3600
+MIN_REFETCH_INTERVAL = 60.0
+FAILURE_RETRY_INTERVAL = 5.0
+FETCH_TIMEOUT = 10.0
+MAX_DOCUMENT_BYTES = 1024 * 1024
+ALGORITHM = "RS256"
+
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+Clock = Callable[[], float]
+
+
+class AuthenticationError(Exception):
+    """The request is refused. `status` is 401 or 403; `reason` is for logs only
+    (it never contains the token) and should not be sent back to the caller."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"AuthenticationError(status={self.status}, reason={self.reason!r})"
+
+
+class KeysUnavailable(Exception):
+    """No usable signing keys: the metadata/JWKS could not be fetched."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    app_id: str  # the audience: this bot's app id
+    service_url: str  # the token's serviceurl claim (== the activity's, modulo one '/')
+    channel_id: str
+    tenant_id: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # True only for an accepted local-dev request without a token.
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    key: Any  # jwt.PyJWK
+    endorsements: frozenset[str]
+
+
+class SigningKeys:
+    """The cloud's signing keys, fetched with the injected httpx client.
+
+    Cache policy: keys are fresh for `ttl`; an unknown or stale `kid` triggers a
+    refetch, at most once per `min_refetch_interval` after a successful fetch
+    (`failure_retry_interval` after a failed one), single flight. Stale keys stay
+    usable up to `max_age` while refetches fail.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        metadata_url: str,
+        *,
+        clock: Clock = time.time,
+        ttl: float = KEY_TTL,
+        max_age: float = MAX_KEY_AGE,
+        min_refetch_interval: float = MIN_REFETCH_INTERVAL,
+        failure_retry_interval: float = FAILURE_RETRY_INTERVAL,
+    ) -> None:
+        self._http = http
+        self._metadata_url = metadata_url
+        self._clock = clock
+        self._ttl = ttl
+        self._max_age = max_age
+        self._min_refetch_interval = min_refetch_interval
+        self._failure_retry_interval = failure_retry_interval
+        self._keys: dict[str, SigningKey] = {}
+        self._fetched_at: float | None = None
+        self._last_attempt: float | None = None
+        self._last_ok = False
+        self._inflight: asyncio.Future[bool] | None = None
+        self.fetch_attempts = 0
+
+    # -- lookup ---------------------------------------------------------
+    async def get(self, kid: str) -> SigningKey | None:
+        """The key for `kid`, None if unknown; KeysUnavailable if there are no usable keys."""
+        now = self._clock()
+        known = self._keys.get(kid)
+        if known is not None and self._fresh(now):
+            return known
+        if self._inflight is not None and self._inflight.done():
+            self._inflight = None  # e.g. cancelled before it could run
+        if self._inflight is None and self._may_fetch(now):
+            self._last_attempt = now
+            self.fetch_attempts += 1
+            self._inflight = asyncio.ensure_future(self._refresh())
+        if known is not None and not self._too_old(now):
+            # A stale but known key: answer now, the refetch (if any) runs on.
+            return known
+        if self._inflight is not None:
+            # Shielded: a caller that goes away does not cancel the shared fetch.
+            await asyncio.shield(self._inflight)
+        return self._lookup(kid)
+
+    async def settle(self) -> None:
+        """Wait for a fetch in flight, if any (tests, graceful shutdown)."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+
+    def _fresh(self, now: float) -> bool:
+        return self._fetched_at is not None and now - self._fetched_at < self._ttl
+
+    def _may_fetch(self, now: float) -> bool:
+        if self._last_attempt is None:
+            return True
+        interval = self._min_refetch_interval if self._last_ok else self._failure_retry_interval
+        elapsed = now - self._last_attempt
+        return elapsed >= interval or elapsed < 0  # < 0: the clock was set back
+
+    def _too_old(self, now: float) -> bool:
+        return self._fetched_at is None or now - self._fetched_at > self._max_age
+
+    def _lookup(self, kid: str) -> SigningKey | None:
+        if self._too_old(self._clock()):
+            raise KeysUnavailable("no signing keys could be fetched")
+        return self._keys.get(kid)
+
+    # -- fetching -------------------------------------------------------
+    async def _refresh(self) -> bool:
+        try:
+            keys = await self._fetch()
+        except Exception as exc:  # any failure: keep what we have; fail closed if nothing
+            self._last_ok = False
+            log.warning(
+                "fetching Bot Framework signing keys from %s failed: %s",
+                self._metadata_url,
+                _describe_error(exc),
+            )
+            return False
+        else:
+            self._keys = keys
+            self._fetched_at = self._clock()
+            self._last_ok = True
+            log.info("loaded %d Bot Framework signing keys", len(keys))
+            return True
+        finally:
+            self._inflight = None
+
+    async def _get_json(self, url: str) -> Any:
+        response = await self._http.get(
+            url, timeout=FETCH_TIMEOUT, headers={"Accept": "application/json"}
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code} from {url}")
+        if len(response.content) > MAX_DOCUMENT_BYTES:
+            raise RuntimeError(f"document from {url} is too large")
+        return response.json()
+
+    async def _fetch(self) -> dict[str, SigningKey]:
+        metadata = await self._get_json(self._metadata_url)
+        jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
+        if not isinstance(jwks_uri, str) or not _trusted_jwks_uri(jwks_uri, self._metadata_url):
+            raise RuntimeError("OpenID metadata has no usable https jwks_uri")
+        jwks = await self._get_json(jwks_uri)
+        entries = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not isinstance(entries, list):
+            raise RuntimeError("JWKS has no 'keys' list")
+        keys = _parse_keys(entries)
+        if not keys:
+            raise RuntimeError("JWKS holds no usable RSA signing key")
+        return keys
+
+
+def _trusted_jwks_uri(jwks_uri: str, metadata_url: str) -> bool:
+    if jwks_uri.lower().startswith("https://"):
+        return True
+    # Only a loopback test server (test-only cloud override) may use plain http.
+    return (
+        jwks_uri.lower().startswith("http://")
+        and is_loopback(jwks_uri)
+        and is_loopback(metadata_url)
+    )
+
+
+def _parse_keys(entries: Iterable[Any]) -> dict[str, SigningKey]:
+    import jwt
+
+    keys: dict[str, SigningKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        kid = entry.get("kid")
+        if not isinstance(kid, str) or not kid or entry.get("kty") != "RSA":
+            continue
+        if entry.get("use", "sig") != "sig":
+            continue
+        raw_endorsements = entry.get("endorsements")
+        endorsements = frozenset(
+            e for e in raw_endorsements or () if isinstance(e, str)
+        ) if isinstance(raw_endorsements, list) else frozenset()
+        try:
+            key = jwt.PyJWK(entry, algorithm=ALGORITHM)
+        except (jwt.PyJWKError, ValueError, TypeError) as exc:
+            log.warning("skipping signing key %r: %s", kid[:64], type(exc).__name__)
+            continue
+        keys[kid] = SigningKey(kid=kid, key=key, endorsements=endorsements)
+    return keys
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return type(exc).__name__ + (f": {text[:200]}" if text else "")
+
+
+def _strip_one_slash(url: str) -> str:
+    return url[:-1] if url.endswith("/") else url
+
+
+def _tenant_ids(activity: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    conversation = activity.get("conversation")
+    if isinstance(conversation, Mapping):
+        tid = conversation.get("tenantId")
+        if isinstance(tid, str) and tid:
+            found.append(tid)
+    channel_data = activity.get("channelData")
+    if isinstance(channel_data, Mapping):
+        tenant = channel_data.get("tenant")
+        if isinstance(tenant, Mapping):
+            tid = tenant.get("id")
+            if isinstance(tid, str) and tid:
+                found.append(tid)
+    return found
+
+
+class ActivityAuthenticator:
+    """Validates the Bot Connector's token for one activity (see module docstring)."""
+
+    def __init__(
+        self,
+        cloud: Cloud,
+        app_id: str,
+        http: httpx.AsyncClient,
+        clock: Clock = time.time,
+        allowed_tenants: Iterable[str] = (),
+        *,
+        allow_anonymous_loopback: bool = False,
+        keys: SigningKeys | None = None,
+    ) -> None:
+        if not app_id and not allow_anonymous_loopback:
+            raise ConfigError("MicrosoftAppId is required to authenticate activities")
+        self.cloud = cloud
+        self.app_id = app_id
+        self._clock = clock
+        self._allowed_tenants = frozenset(t.strip().lower() for t in allowed_tenants if t.strip())
+        self._allow_anonymous_loopback = allow_anonymous_loopback
+        self.keys = keys or SigningKeys(http, cloud.openid_metadata_url, clock=clock)
+        if allow_anonymous_loopback:
+            log.warning(
+                "local-dev mode: activities without a token are accepted from loopback "
+                "serviceUrls only; never enable PROACTIVE_LOCAL_DEV in production"
+            )
+
+    async def authenticate(
+        self, authorization: str | None, activity: Mapping[str, Any]
+    ) -> Claims:
+        if not isinstance(activity, Mapping):
+            raise AuthenticationError(401, "activity is not a JSON object")
+        service_url = activity.get("serviceUrl")
+        channel_id = activity.get("channelId")
+
+        if authorization is None or not authorization.strip():
+            if (
+                self._allow_anonymous_loopback
+                and isinstance(service_url, str)
+                and is_loopback(service_url)
+            ):
+                return self._anonymous(activity, service_url, channel_id)
+            raise AuthenticationError(401, "missing Authorization header")
+        if not self.app_id:
+            raise AuthenticationError(401, "no MicrosoftAppId configured: can't check tokens")
+        if len(authorization) > MAX_AUTHORIZATION_LENGTH:
+            raise AuthenticationError(401, "Authorization header too large")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthenticationError(401, "Authorization scheme is not Bearer")
+        token = token.strip()
+        if not _COMPACT_JWS.fullmatch(token):
+            raise AuthenticationError(401, "token is not a compact JWS")
+
+        import jwt
+
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthenticationError(401, "token header is malformed") from None
+        alg = header.get("alg")
+        if alg != ALGORITHM:
+            raise AuthenticationError(401, "token algorithm is not RS256")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise AuthenticationError(401, "token has no usable kid")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise AuthenticationError(401, "activity has no channelId")
+        if not isinstance(service_url, str) or not service_url:
+            raise AuthenticationError(401, "activity has no serviceUrl")
+
+        try:
+            signing_key = await self.keys.get(kid)
+        except KeysUnavailable:
+            log.error("refusing activity: Bot Framework signing keys are unavailable")
+            raise AuthenticationError(401, "signing keys unavailable (fail closed)") from None
+        if signing_key is None:
+            raise AuthenticationError(401, "token signed with an unknown key")
+
+        claims = self._decode(jwt, token, signing_key)
+        self._check_times(claims)
+
+        if channel_id not in signing_key.endorsements:
+            raise AuthenticationError(403, "signing key is not endorsed for the activity's channel")
+
+        claim_urls = [v for k, v in claims.items() if k.lower() == "serviceurl"]
+        if not claim_urls:
+            raise AuthenticationError(401, "token has no serviceurl claim")
+        claim_url = claim_urls[0]
+        if not all(isinstance(u, str) and u == claim_url for u in claim_urls):
+            raise AuthenticationError(401, "token has conflicting serviceurl claims")
+        if _strip_one_slash(claim_url) != _strip_one_slash(service_url):
+            raise AuthenticationError(401, "serviceurl claim does not match the activity")
+
+        tenant_id = self._check_tenant(activity)
+        return Claims(
+            app_id=self.app_id,
+            service_url=claim_url,
+            channel_id=channel_id,
+            tenant_id=tenant_id,
+            raw=claims,
+        )
+
+    def _decode(self, jwt: Any, token: str, signing_key: SigningKey) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                signing_key.key,
+                algorithms=[ALGORITHM],
+                audience=self.app_id,
+                issuer=self.cloud.issuer,
+                options={
+                    "verify_signature": True,
+                    "verify_aud": True,
+                    "verify_iss": True,
+                    # Times are checked against the injected clock (_check_times).
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "require": ["exp", "iss", "aud"],
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise AuthenticationError(401, "token signature is invalid") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthenticationError(401, f"token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError(401, "token issuer is not the cloud's connector") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError(401, "token audience is not this bot") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthenticationError(401, f"token is invalid ({type(exc).__name__})") from None
+        return claims
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        now = self._clock()
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise AuthenticationError(401, "token exp is not a number")
+        if now > exp + CLOCK_SKEW:
+            raise AuthenticationError(401, "token has expired")
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
+                raise AuthenticationError(401, "token nbf is not a number")
+            if now + CLOCK_SKEW < nbf:
+                raise AuthenticationError(401, "token is not valid yet")
+
+    def _check_tenant(self, activity: Mapping[str, Any]) -> str | None:
+        tenants = _tenant_ids(activity)
+        if self._allowed_tenants:
+            if not tenants:
+                raise AuthenticationError(403, "activity names no tenant; an allow-list is set")
+            if any(t.strip().lower() not in self._allowed_tenants for t in tenants):
+                raise AuthenticationError(403, "tenant is not allowed")
+        return tenants[0] if tenants else None
+
+    def _anonymous(self, activity: Mapping[str, Any], service_url: str, channel_id: Any) -> Claims:
+        tenant_id = self._check_tenant(activity)
+        return Claims(
+            app_id=self.app_id,
+            service_url=service_url,
+            channel_id=channel_id if isinstance(channel_id, str) else "",
+            tenant_id=tenant_id,
+            anonymous=True,
+        )
+
+
+def build_authenticator(
+    settings: Settings,
+    cloud: Cloud,
+    http: httpx.AsyncClient,
+    *,
+    clock: Clock = time.time,
+) -> ActivityAuthenticator:
+    """The authenticator for these settings (local_dev allows tokenless loopback activities)."""
+    return ActivityAuthenticator(
+        cloud,
+        settings.app_id,
+        http,
+        clock,
+        settings.allowed_tenants,
+        allow_anonymous_loopback=settings.local_dev,
+    )
