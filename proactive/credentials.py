@@ -1,0 +1,412 @@
+"""The bot's own token, for calls to the Bot Connector (outbound).
+
+`build_token_provider(settings, cloud)` returns a `BotTokenProvider` whose
+`get_token()` answers from an in-process cache and refreshes the token 5 minutes
+before it expires: one refresh at a time (concurrent callers keep using the
+still-valid token, or wait for that one refresh), MSAL's synchronous call run in
+a worker thread, only on refresh — never a token request per message.
+
+Credentials, by `MicrosoftAppType`:
+
+* SingleTenant / MultiTenant: client secret (`MicrosoftAppPassword`) or
+  certificate (`MicrosoftAppCertificatePath`: a PEM file with the private key
+  and, unless `MicrosoftAppCertificateThumbprint` is set, the certificate),
+  through one `msal.ConfidentialClientApplication` per provider, built on the
+  first refresh (its constructor does network I/O). Authority
+  `{cloud.token_authority}/{tenant}` with the tenant id for SingleTenant and
+  `cloud.multi_tenant_authority_tenant` for MultiTenant; scope `cloud.token_scope`.
+* UserAssignedMSI: `msal.ManagedIdentityClient` with the bot's app id as the
+  user-assigned identity's client id; resource `cloud.msi_resource`.
+
+Use `shared_token_provider()` to keep one provider (so one MSAL client) per
+process. Secrets never appear in reprs, logs or exception messages.
+
+msal, requests and cryptography are imported lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from proactive.config import ConfigError
+
+if TYPE_CHECKING:
+    from proactive.clouds import Cloud
+    from proactive.config import Settings
+
+log = logging.getLogger(__name__)
+
+REFRESH_MARGIN = 5 * 60.0
+RETRY_INTERVAL = 10.0
+
+Clock = Callable[[], float]
+
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,253}")
+_APP_TYPES = {"singletenant": "SingleTenant", "multitenant": "MultiTenant",
+              "userassignedmsi": "UserAssignedMSI"}
+
+
+class BotTokenProvider(Protocol):
+    async def get_token(self) -> str: ...
+
+
+class TokenError(Exception):
+    """The bot's token could not be obtained (message free of secrets)."""
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str = field(repr=False)
+    expires_at: float  # clock seconds
+    # When to refresh at the latest (defaults to expires_at - margin).
+    refresh_at: float | None = None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+class CachedTokenProvider:
+    """Caches one token from a synchronous `acquire()` (run in a worker thread)."""
+
+    def __init__(
+        self,
+        acquire: Callable[[], AccessToken],
+        *,
+        clock: Clock = time.time,
+        refresh_margin: float = REFRESH_MARGIN,
+        retry_interval: float = RETRY_INTERVAL,
+        description: str = "bot token",
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self._acquire = acquire
+        self._clock = clock
+        self._margin = refresh_margin
+        self._retry_interval = retry_interval
+        self.description = description
+        self._secrets = tuple(s for s in secrets if s)
+        self._token: AccessToken | None = None
+        self._due = 0.0  # when self._token should be refreshed
+        self._lock = asyncio.Lock()
+        self._failed_at: float | None = None
+        self._failure = ""
+        self.acquisitions = 0  # calls to acquire(), for tests and metrics
+
+    def __repr__(self) -> str:
+        return f"CachedTokenProvider({self.description})"
+
+    def _due_time(self, token: AccessToken, now: float) -> float:
+        # `margin` before expiry, but at least half-way through a short-lived token,
+        # so a token shorter than the margin is not re-requested on every call.
+        lifetime = max(token.expires_at - now, 0.0)
+        due = token.expires_at - min(self._margin, lifetime / 2)
+        if token.refresh_at is not None:
+            due = min(due, token.refresh_at)
+        return due
+
+    async def get_token(self) -> str:
+        token = self._token
+        now = self._clock()
+        if token is not None and now < self._due:
+            return token.token
+        if token is not None and now < token.expires_at and self._lock.locked():
+            return token.token  # someone is refreshing; this one is still valid
+        async with self._lock:
+            token = self._token
+            now = self._clock()
+            if token is not None and now < self._due:
+                return token.token  # refreshed while we waited
+            if self._failed_at is not None and now - self._failed_at < self._retry_interval:
+                if token is not None and now < token.expires_at:
+                    return token.token
+                raise TokenError(self._failure)
+            return await self._refresh(token, now)
+
+    async def _refresh(self, old: AccessToken | None, now: float) -> str:
+        self.acquisitions += 1
+        try:
+            new = await asyncio.to_thread(self._acquire)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            detail = redact(str(exc), self._secrets)[:300]
+            self._failed_at = now
+            self._failure = f"could not get the {self.description}: {type(exc).__name__}: {detail}"
+            if old is not None and now < old.expires_at:
+                log.warning("%s; using the current token until it expires", self._failure)
+                return old.token
+            log.error("%s", self._failure)
+            raise TokenError(self._failure) from None
+        self._token = new
+        self._due = self._due_time(new, self._clock())
+        self._failed_at = None
+        return new.token
+
+
+def _token_from_msal(
+    result: Mapping[str, Any] | None, clock: Clock, secrets: Iterable[str]
+) -> AccessToken:
+    if not result or "access_token" not in result:
+        result = result or {}
+        error = str(result.get("error") or "no_token")
+        description = str(result.get("error_description") or "").splitlines()
+        first = description[0] if description else ""
+        raise TokenError(redact(f"{error}: {first}"[:300], secrets))
+    now = clock()
+    expires_in = float(result.get("expires_in") or 0)
+    refresh_in = result.get("refresh_in")
+    return AccessToken(
+        token=str(result["access_token"]),
+        expires_at=now + expires_in,
+        refresh_at=now + float(refresh_in) if isinstance(refresh_in, (int, float)) else None,
+    )
+
+
+class _MsalClientCredentials:
+    """acquire() for a confidential client; the MSAL app is built on first use."""
+
+    def __init__(
+        self,
+        app_id: str,
+        authority: str,
+        scope: str,
+        credential: str | dict[str, str],
+        http_client: Any,
+        clock: Clock,
+    ) -> None:
+        self._app_id = app_id
+        self._authority = authority
+        self._scope = scope
+        self._credential = credential
+        self._http_client = http_client
+        self._clock = clock
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"_MsalClientCredentials(app_id={self._app_id!r}, authority={self._authority!r})"
+
+    def _secrets(self) -> tuple[str, ...]:
+        if isinstance(self._credential, str):
+            return (self._credential,)
+        return tuple(v for k, v in self._credential.items() if k == "private_key")
+
+    def __call__(self) -> AccessToken:
+        import msal
+
+        with self._lock:
+            if self._app is None:
+                self._app = msal.ConfidentialClientApplication(
+                    self._app_id,
+                    client_credential=self._credential,
+                    authority=self._authority,
+                    http_client=self._http_client,
+                    # Our authorities are fixed by the cloud preset: no discovery call.
+                    instance_discovery=False,
+                )
+            app = self._app
+        result = app.acquire_token_for_client(scopes=[self._scope])
+        return _token_from_msal(result, self._clock, self._secrets())
+
+
+class _MsalManagedIdentity:
+    """acquire() for a user-assigned managed identity."""
+
+    def __init__(self, client_id: str, resource: str, http_client: Any, clock: Clock) -> None:
+        self._client_id = client_id
+        self._resource = resource
+        self._http_client = http_client
+        self._clock = clock
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"_MsalManagedIdentity(client_id={self._client_id!r})"
+
+    def __call__(self) -> AccessToken:
+        import msal
+
+        with self._lock:
+            if self._client is None:
+                http = self._http_client
+                if http is None:
+                    import requests
+
+                    http = requests.Session()
+                self._client = msal.ManagedIdentityClient(
+                    msal.UserAssignedManagedIdentity(client_id=self._client_id),
+                    http_client=http,
+                )
+            client = self._client
+        result = client.acquire_token_for_client(resource=self._resource)
+        return _token_from_msal(result, self._clock, ())
+
+
+def _normalise_thumbprint(value: str) -> str:
+    tp = re.sub(r"[\s:]", "", value).upper()
+    if not re.fullmatch(r"[0-9A-F]{40}", tp):
+        raise ConfigError(
+            "MicrosoftAppCertificateThumbprint must be the certificate's SHA-1 "
+            "thumbprint (40 hex digits)"
+        )
+    return tp
+
+
+def _load_certificate(path: str, thumbprint_setting: str) -> dict[str, str]:
+    """MSAL's certificate credential from a PEM file (private key [+ certificate])."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"MicrosoftAppCertificatePath {path!r} can't be read ({type(exc).__name__})"
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"the private key in {path!r} is encrypted; provide an unencrypted PEM"
+        ) from None
+    except Exception:
+        raise ConfigError(f"{path!r} holds no usable PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError(f"the private key in {path!r} must be an RSA key")
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    public = key.public_key().public_numbers()
+    matching = [c for c in certificates if _same_public_key(c, public)]
+    computed = (
+        matching[0].fingerprint(hashes.SHA1()).hex().upper()
+        if matching
+        else None
+    )
+    if thumbprint_setting:
+        thumbprint = _normalise_thumbprint(thumbprint_setting)
+        if computed is not None and computed != thumbprint:
+            raise ConfigError(
+                f"MicrosoftAppCertificateThumbprint does not match the certificate in {path!r}"
+            )
+    elif computed is not None:
+        thumbprint = computed
+    else:
+        raise ConfigError(
+            f"{path!r} has no certificate matching its private key: add the certificate "
+            "to the PEM file or set MicrosoftAppCertificateThumbprint"
+        )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    return {"private_key": key_pem, "thumbprint": thumbprint}
+
+
+def _same_public_key(cert: Any, public_numbers: Any) -> bool:
+    try:
+        return bool(cert.public_key().public_numbers() == public_numbers)
+    except Exception:
+        return False
+
+
+def _app_type(settings: Settings) -> str:
+    try:
+        return _APP_TYPES[(settings.app_type or "SingleTenant").strip().lower()]
+    except KeyError:
+        raise ConfigError(
+            "MicrosoftAppType must be SingleTenant, MultiTenant or UserAssignedMSI, "
+            f"got {settings.app_type!r}"
+        ) from None
+
+
+def authority_for(settings: Settings, cloud: Cloud) -> str:
+    """The token authority for a SingleTenant or MultiTenant bot."""
+    app_type = _app_type(settings)
+    if app_type == "SingleTenant":
+        tenant = settings.app_tenant_id.strip()
+        if not tenant:
+            raise ConfigError("MicrosoftAppTenantId is required for a SingleTenant bot")
+    else:
+        tenant = cloud.multi_tenant_authority_tenant
+    if not _TENANT.fullmatch(tenant):
+        raise ConfigError("MicrosoftAppTenantId must be a tenant id (GUID) or domain name")
+    return f"{cloud.token_authority.rstrip('/')}/{tenant}"
+
+
+def build_token_provider(
+    settings: Settings,
+    cloud: Cloud,
+    *,
+    http_client: Any = None,
+    clock: Clock = time.time,
+) -> CachedTokenProvider:
+    """The bot's token provider. `http_client`: a requests-like sync client for MSAL
+    (tests: `FakeAAD.msal_http_client()`); None uses MSAL's default (requests)."""
+    app_type = _app_type(settings)
+    app_id = settings.app_id.strip()
+    if not app_id:
+        raise ConfigError("MicrosoftAppId is required to get the bot's token")
+
+    if app_type == "UserAssignedMSI":
+        if settings.app_password or settings.certificate_path:
+            raise ConfigError(
+                "MicrosoftAppType UserAssignedMSI uses the managed identity: leave "
+                "MicrosoftAppPassword and MicrosoftAppCertificatePath empty"
+            )
+        acquire_msi = _MsalManagedIdentity(app_id, cloud.msi_resource, http_client, clock)
+        return CachedTokenProvider(
+            acquire_msi, clock=clock, description=f"managed identity token for {app_id}"
+        )
+
+    if settings.app_password and settings.certificate_path:
+        raise ConfigError(
+            "set either MicrosoftAppPassword or MicrosoftAppCertificatePath, not both"
+        )
+    credential: str | dict[str, str]
+    if settings.app_password:
+        if settings.certificate_thumbprint:
+            raise ConfigError(
+                "MicrosoftAppCertificateThumbprint is set without MicrosoftAppCertificatePath"
+            )
+        credential = settings.app_password
+        secrets: tuple[str, ...] = (settings.app_password,)
+    elif settings.certificate_path:
+        credential = _load_certificate(settings.certificate_path, settings.certificate_thumbprint)
+        secrets = (credential["private_key"],)
+    else:
+        raise ConfigError(
+            f"a {app_type} bot needs MicrosoftAppPassword or MicrosoftAppCertificatePath "
+            "(or MicrosoftAppType=UserAssignedMSI)"
+        )
+    authority = authority_for(settings, cloud)
+    acquire = _MsalClientCredentials(
+        app_id, authority, cloud.token_scope, credential, http_client, clock
+    )
+    return CachedTokenProvider(
+        acquire,
+        clock=clock,
+        description=f"bot token for {app_id} from {authority}",
+        secrets=secrets,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def shared_token_provider(settings: Settings, cloud: Cloud) -> CachedTokenProvider:
+    """One provider (so one MSAL client and one token cache) per process and settings."""
+    return build_token_provider(settings, cloud)
