@@ -73,17 +73,13 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _enqueue(settings: Settings, message: dict[str, Any]) -> None:
-    from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue.aio import QueueClient
 
-    from .queueing import dumps, encode
+    from .queueing import dumps, encode, ensure_queue
 
     async with QueueClient.from_connection_string(settings.storage_connection,
                                                   settings.outbox_queue) as queue:
-        try:
-            await queue.create_queue()
-        except ResourceExistsError:
-            pass
+        await ensure_queue(queue)
         await queue.send_message(encode(dumps(message)))
 
 

@@ -3,7 +3,7 @@
 One `httpx.AsyncClient` per process, over aiohttp's transport (several times
 less CPU per call than httpx's own). Before any request the serviceUrl is
 checked against the cloud's Connector hosts; the bot's token is attached only
-to those hosts, never to a loopback emulator in local development.
+to those hosts, never to a loopback stand-in allowed by local development mode.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .service_urls import check_service_url, is_loopback
+from .service_urls import check_service_url
 
 if TYPE_CHECKING:
     import httpx
@@ -112,8 +112,9 @@ def _join(service_url: str, path: str) -> str:
     return service_url.rstrip("/") + path
 
 
-def _conv(conversation_id: str) -> str:
-    return quote(conversation_id, safe="")
+def _activities(conversation_id: str, activity_id: str = "") -> str:
+    path = f"/v3/conversations/{quote(conversation_id, safe='')}/activities"
+    return f"{path}/{quote(activity_id, safe='')}" if activity_id else path
 
 
 class ConnectorClient:
@@ -129,9 +130,8 @@ class ConnectorClient:
                     body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         import httpx
 
-        check_service_url(service_url, self.cloud, local_dev=self.local_dev)
         headers = {"Content-Type": "application/json"}
-        if not is_loopback(service_url):
+        if check_service_url(service_url, self.cloud, local_dev=self.local_dev):
             if self.tokens is None:
                 raise ConnectorError(0, "NoCredentials", "no-credentials")
             headers["Authorization"] = "Bearer " + await self.tokens.get_token()
@@ -191,16 +191,13 @@ class ConnectorClient:
 
     async def send(self, service_url: str, conversation_id: str,
                    activity: Mapping[str, Any]) -> str:
-        data = await self._call("POST", service_url,
-                                f"/v3/conversations/{_conv(conversation_id)}/activities",
-                                activity)
+        data = await self._call("POST", service_url, _activities(conversation_id), activity)
         return str(data.get("id") or "")
 
     async def update(self, service_url: str, conversation_id: str, activity_id: str,
                      activity: Mapping[str, Any]) -> None:
-        path = f"/v3/conversations/{_conv(conversation_id)}/activities/{quote(activity_id, safe='')}"
-        await self._call("PUT", service_url, path, {**activity, "id": activity_id})
+        await self._call("PUT", service_url, _activities(conversation_id, activity_id),
+                         {**activity, "id": activity_id})
 
     async def delete(self, service_url: str, conversation_id: str, activity_id: str) -> None:
-        path = f"/v3/conversations/{_conv(conversation_id)}/activities/{quote(activity_id, safe='')}"
-        await self._call("DELETE", service_url, path)
+        await self._call("DELETE", service_url, _activities(conversation_id, activity_id))

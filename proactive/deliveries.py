@@ -91,7 +91,7 @@ class DeliveryStore:
         async for entity in self.table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)}
         ):
-            rows.append((dict(entity), entity.metadata["etag"]))
+            rows.append((dict(entity), str(entity.metadata["etag"])))
         return rows
 
     async def save(self, entity: dict[str, Any], etag: str) -> str:

@@ -9,6 +9,7 @@ the same setting, read from host.json.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Mapping
 from functools import cache
@@ -46,6 +47,13 @@ def encode(text: str, encoding: str | None = None) -> str:
     if (encoding or message_encoding()) == "base64":
         return base64.b64encode(text.encode()).decode()
     return text
+
+
+async def ensure_queue(client: QueueClient) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    with contextlib.suppress(ResourceExistsError):
+        await client.create_queue()
 
 
 def dumps(message: Mapping[str, Any]) -> str:

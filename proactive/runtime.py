@@ -16,7 +16,7 @@ from .config import ConfigError, Settings
 
 if TYPE_CHECKING:
     import httpx
-    from azure.data.tables.aio import TableServiceClient
+    from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.queue.aio import QueueServiceClient
 
     from .clouds import Cloud
@@ -44,10 +44,10 @@ class Runtime:
     deliveries: DeliveryStore
     outbox: Outbox
     connector: ConnectorClient
-    authenticator: ActivityAuthenticator | None
+    authenticator: ActivityAuthenticator
 
     @property
-    def activities_table(self):  # type: ignore[no-untyped-def]
+    def activities_table(self) -> TableClient:
         return self.table_service.get_table_client(self.settings.table_name(ACTIVITIES_TABLE))
 
     @classmethod
@@ -59,10 +59,10 @@ class Runtime:
 
         from .clouds import resolve_cloud
         from .connector import ConnectorClient
-        from .credentials import build_token_provider
+        from .credentials import shared_token_provider
         from .deliveries import DeliveryStore
-        from .inbound_auth import ActivityAuthenticator
-        from .queueing import Outbox
+        from .inbound_auth import build_authenticator
+        from .queueing import Outbox, ensure_queue
         from .references import ReferenceStore
 
         check_settings(settings)
@@ -70,12 +70,8 @@ class Runtime:
         if http is None:
             http = httpx.AsyncClient(transport=AiohttpTransport(),
                                      limits=httpx.Limits(max_connections=64))
-        tokens = build_token_provider(settings, cloud) if settings.has_credentials else None
-        authenticator = (
-            ActivityAuthenticator(cloud, settings.app_id, http,
-                                  allowed_tenants=settings.allowed_tenants)
-            if settings.app_id else None
-        )
+        tokens = shared_token_provider(settings, cloud) if settings.has_credentials else None
+        authenticator = build_authenticator(settings, cloud, http)
         table_service = TableServiceClient.from_connection_string(settings.storage_connection)
         queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
         for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE):
@@ -83,7 +79,7 @@ class Runtime:
         queue = queue_service.get_queue_client(settings.outbox_queue)
         poison = queue_service.get_queue_client(settings.poison_queue)
         for client in (queue, poison):
-            await _ensure_queue(client)
+            await ensure_queue(client)
         return cls(
             settings=settings,
             cloud=cloud,
@@ -103,15 +99,6 @@ class Runtime:
         await self.http.aclose()
         await self.table_service.close()
         await self.queue_service.close()
-
-
-async def _ensure_queue(client) -> None:  # type: ignore[no-untyped-def]
-    from azure.core.exceptions import ResourceExistsError
-
-    try:
-        await client.create_queue()
-    except ResourceExistsError:
-        pass
 
 
 def check_settings(settings: Settings) -> None:

@@ -55,7 +55,7 @@ async def read(table: TableClient, pk: str, rk: str) -> tuple[dict[str, Any], st
         entity = await table.get_entity(pk, rk)
     except ResourceNotFoundError:
         return None
-    return dict(entity), entity.metadata["etag"]
+    return dict(entity), str(entity.metadata["etag"])
 
 
 async def create(table: TableClient, entity: dict[str, Any]) -> str:
