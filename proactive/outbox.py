@@ -156,6 +156,7 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
         if ref is None:
             raise Permanent("unknown-channel", "no reference is stored for this channel "
                                                "(give its team, or install the bot in it)")
+    _check_tenant(rt, ref.tenant_id)
     reason = _UNREACHABLE.get(ref.state)
     if reason:
         raise Permanent(reason, f"the recipient is {ref.state}; a new install or a "
@@ -163,8 +164,16 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
     return ref
 
 
+def _check_tenant(rt: Runtime, tenant_id: str) -> None:
+    allowed = rt.settings.allowed_tenants
+    if allowed and tenant_id.lower() not in {t.lower() for t in allowed}:
+        raise Permanent("tenant-not-allowed", "the recipient's tenant is not in "
+                                              "PROACTIVE_ALLOWED_TENANTS")
+
+
 async def _create_personal(rt: Runtime, target: Target) -> Reference:
     tenant = target.tenant or rt.settings.app_tenant_id
+    _check_tenant(rt, tenant)
     known = await rt.references.tenant_service_url(tenant) if tenant else None
     if not known:
         raise Permanent("unknown-user", "no conversation with this user is stored and the "
