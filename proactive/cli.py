@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidMessage as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
+    from .queueing import MAX_QUEUE_MESSAGE, dumps, encode
+
+    if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
+        print("error: the message is over the 64 KB a storage queue message can hold",
+              file=sys.stderr)
+        return 2
     asyncio.run(_enqueue(settings, message))
     print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
                       "key": message["key"]}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -18,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import tables
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
 HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
+MAX_QUEUE_MESSAGE = 64 * 1024  # Azure Storage's limit, after encoding
 MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 1
 
 
@@ -77,4 +81,12 @@ class Outbox:
         text is kept verbatim so it can be fixed and put back."""
         envelope = {"reason": reason, "detail": detail, "failedAt": tables.iso(),
                     "queueMessageId": message_id, "message": original}
-        await self.poison_queue.send_message(encode(dumps(envelope)))
+        text = encode(dumps(envelope))
+        if len(text.encode()) > MAX_QUEUE_MESSAGE:
+            # The wrapped copy would not fit in a queue message: park the
+            # original as it came (as the Functions host does); the reason is
+            # in the log line.
+            log.error("outbox message %s parked without its envelope (too large): %s: %s",
+                      message_id, reason, detail)
+            text = encode(original)
+        await self.poison_queue.send_message(text)
