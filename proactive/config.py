@@ -69,6 +69,9 @@ class Settings:
     # Teams' limit is 100 KB of the activity measured as UTF-16.
     max_activity_bytes: int = 100 * 1024
     welcome_enabled: bool = True
+    # Teams allows 50 requests/s per app per tenant (older docs said 30).
+    tenant_rps: float = 50.0
+    max_attempts: int = 8
 
     @property
     def has_credentials(self) -> bool:
@@ -103,4 +106,6 @@ class Settings:
             default_timezone=env.get("PROACTIVE_DEFAULT_TIMEZONE") or "UTC",
             max_activity_bytes=_int(env, "PROACTIVE_MAX_ACTIVITY_BYTES", 100 * 1024),
             welcome_enabled=_flag(env, "PROACTIVE_WELCOME", default=True),
+            tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50)),
+            max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8),
         )

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import deliveries as d
+from .clouds import GCC
 from .connector import ConnectorError
 from .contract import InvalidMessage, OutboxMessage, Target, parse_message
 from .deliveries import Busy, Claim
+from .pacing import Defer
 from .references import BLOCKED, DISABLED, UNINSTALLED, Reference
 from .runtime import Runtime
 from .service_urls import UntrustedServiceUrl
 from .tables import iso
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-MAX_ATTEMPTS = 8
 MAX_BACKOFF = 300.0
 # States of a reference that make a send fail fast, without a Connector call.
 _UNREACHABLE = {UNINSTALLED: "uninstalled", BLOCKED: "blocked", DISABLED: "disabled"}
@@ -45,6 +48,7 @@ class Outcome:
     state: str  # done | retry | poisoned
     reason: str = ""
     delay: float = 0.0
+    counts: bool = True  # whether the retry uses up an attempt
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -69,8 +73,8 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
     else:
         outcome = await _edit(rt, message)
     if outcome.state == "retry":
-        attempt = _attempt_of(body) + 1
-        if attempt > MAX_ATTEMPTS:
+        attempt = _attempt_of(body) + outcome.counts
+        if attempt > rt.settings.max_attempts:
             await _give_up(rt, message, body, message_id, outcome.reason)
             return Outcome("poisoned", "retries-exhausted")
         await rt.outbox.put(_requeue(body, message.key, attempt), delay=outcome.delay)
@@ -105,7 +109,8 @@ async def _give_up(rt: Runtime, message: OutboxMessage, body: str, message_id: s
             await rt.deliveries.finish(claim, d.FAILED, reason="retries-exhausted",
                                        lastError=reason)
     await rt.outbox.poison(body, reason="retries-exhausted",
-                           detail=f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}",
+                           detail=f"gave up after {rt.settings.max_attempts} attempts; "
+                                  f"last: {reason}",
                            message_id=message_id)
 
 
@@ -132,6 +137,11 @@ async def _send(rt: Runtime, message: OutboxMessage) -> Outcome:
         await rt.deliveries.finish(claim, d.RETRYING, reason=exc.reason,
                                    lastStatus=exc.status)
         return Outcome("retry", exc.reason, delay=backoff(claim.attempts, exc.retry_after))
+    except Defer as exc:
+        # Not a failure: the tenant's budget is spent for a while.
+        await rt.deliveries.finish(claim, d.RETRYING, reason="paced",
+                                   attempts=claim.attempts - 1)
+        return Outcome("retry", "paced", delay=exc.delay, counts=False)
     await rt.deliveries.finish(claim, d.SENT, **fields)
     return Outcome("done", d.SENT)
 
@@ -180,20 +190,37 @@ async def _create_personal(rt: Runtime, target: Target) -> Reference:
                                         "tenant's serviceUrl is not known yet")
     service_url, bot_id = known
     bot_id = f"28:{rt.settings.app_id}" if rt.settings.app_id else bot_id
-    conversation_id = await _connector(rt.connector.create_personal_conversation(
-        service_url, bot_id=bot_id, member_id=target.id, tenant_id=tenant))
+    conversation_id = await _call(
+        rt, tenant, "", service_url,
+        lambda url: rt.connector.create_personal_conversation(
+            url, bot_id=bot_id, member_id=target.id, tenant_id=tenant))
     return await rt.references.store_created_conversation(
         target.id, tenant, service_url, bot_id, conversation_id)
 
 
-async def _connector(call: Any) -> Any:
-    """Await a Connector call, turning refusals into Permanent failures."""
+async def _call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
+                call: Callable[[str], Awaitable[T]]) -> T:
+    """One Connector call: paced for the tenant and conversation, 429s fed
+    back into the tenant's rate, refusals turned into Permanent failures.
+    Raises Defer when the budget is spent for longer than a short wait."""
+    await rt.tenant_pacer.acquire(tenant)
+    if conversation_id:
+        await rt.conversation_pacer.acquire(conversation_id)
     try:
-        return await call
+        try:
+            return await call(service_url)
+        except ConnectorError as exc:
+            if exc.reason != "invalid-bot-api-host":
+                raise
+            # A GCC tenant reached through the public host: Teams asks for the
+            # GCC host instead. Once.
+            return await call(GCC.global_service_url)
     except UntrustedServiceUrl as exc:
         raise Permanent("untrusted-service-url",
                         "the serviceUrl is not a Teams Connector host of this cloud") from exc
     except ConnectorError as exc:
+        if exc.status == 429:
+            await rt.tenant_pacer.throttled(tenant)
         if exc.retryable:
             raise
         raise Permanent(exc.reason, f"Teams answered {exc.status} {exc.code}".strip()) from exc
@@ -203,24 +230,24 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
     ref = await _reference(rt, target)
     try:
         if target.kind == "channel" and not target.reply_to:
-            conversation_id, activity_id = await _connector(rt.connector.create_channel_thread(
-                ref.service_url, bot_id=ref.bot_id, channel_id=target.id,
-                tenant_id=ref.tenant_id, activity=activity))
+            conversation_id, activity_id = await _call(
+                rt, ref.tenant_id, target.id, ref.service_url,
+                lambda url: rt.connector.create_channel_thread(
+                    url, bot_id=ref.bot_id, channel_id=target.id, tenant_id=ref.tenant_id,
+                    activity=activity))
         else:
             conversation_id = ref.conversation_id
             if target.kind == "channel":
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
-                activity_id = await _connector(
-                    rt.connector.send(ref.service_url, conversation_id, activity))
+                activity_id = await _send_activity(rt, ref, conversation_id, activity)
             except Permanent as exc:
                 if exc.reason != "conversation-not-found" or target.kind != "user":
                     raise
                 # The stored 1:1 conversation is stale: create it again, once.
                 ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
-                activity_id = await _connector(
-                    rt.connector.send(ref.service_url, conversation_id, activity))
+                activity_id = await _send_activity(rt, ref, conversation_id, activity)
     except Permanent as exc:
         mark = _MARKS.get(exc.reason)
         if mark:
@@ -230,6 +257,12 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
             "serviceUrl": ref.service_url, "tenantId": ref.tenant_id}
 
 
+async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
+                         activity: dict[str, Any]) -> str:
+    return await _call(rt, ref.tenant_id, conversation_id, ref.service_url,
+                       lambda url: rt.connector.send(url, conversation_id, activity))
+
+
 # --- update / delete -----------------------------------------------------------
 
 async def _edit(rt: Runtime, message: OutboxMessage) -> Outcome:
@@ -237,22 +270,22 @@ async def _edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     if any(row.get("state") in (d.SENDING, d.RETRYING) for row, _ in rows) or not rows:
         # The send may still be on its way (queue order is not guaranteed).
         return Outcome("retry", "send-pending" if rows else "unknown-key", delay=backoff(1, None))
-    retry: ConnectorError | None = None
+    retry: Outcome | None = None
     for row, etag in rows:
         if row.get("state") != d.SENT:
             continue
         try:
             await _edit_one(rt, message, row)
         except ConnectorError as exc:
-            if exc.retryable:
-                retry = exc
-                continue
+            retry = Outcome("retry", exc.reason, delay=backoff(1, exc.retry_after))
+            continue
+        except Defer as exc:
+            retry = Outcome("retry", "paced", delay=exc.delay, counts=False)
+            continue
+        except Permanent as exc:
             row.update({f"{message.op}State": "failed", f"{message.op}Reason": exc.reason})
             log.warning("%s of %s -> %s failed: %s", message.op, message.key,
                         row.get("recipient"), exc.reason)
-        except UntrustedServiceUrl:
-            row.update({f"{message.op}State": "failed",
-                        f"{message.op}Reason": "untrusted-service-url"})
         else:
             if message.op == "delete":
                 row["state"] = d.DELETED
@@ -260,18 +293,18 @@ async def _edit(rt: Runtime, message: OutboxMessage) -> Outcome:
             row.update({f"{message.op}State": "done", f"{message.op}Reason": "",
                         "updates": int(row.get("updates", 0)) + (message.op == "update")})
         await rt.deliveries.save(row, etag)
-    if retry is not None:
-        return Outcome("retry", retry.reason, delay=backoff(1, retry.retry_after))
-    return Outcome("done", message.op)
+    # Edits are idempotent: a retry redoes every recipient's, harmlessly.
+    return retry or Outcome("done", message.op)
 
 
 async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) -> None:
-    service_url, conversation_id = row["serviceUrl"], row["conversationId"]
-    activity_id = row["activityId"]
+    conversation_id, activity_id = row["conversationId"], row["activityId"]
     if message.op == "delete":
-        await rt.connector.delete(service_url, conversation_id, activity_id)
+        await _call(rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
+                    lambda url: rt.connector.delete(url, conversation_id, activity_id))
     else:
         assert message.content is not None
-        await rt.connector.update(service_url, conversation_id, activity_id,
-                                  message.content.activity())
+        activity = message.content.activity()
+        await _call(rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
+                    lambda url: rt.connector.update(url, conversation_id, activity_id, activity))
 

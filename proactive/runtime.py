@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .connector import ConnectorClient
     from .deliveries import DeliveryStore
     from .inbound_auth import ActivityAuthenticator
+    from .pacing import ConversationPacer, TenantPacer
     from .queueing import Outbox
     from .references import ReferenceStore
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 REFERENCES_TABLE = "references"
 DELIVERIES_TABLE = "deliveries"
 ACTIVITIES_TABLE = "activities"
+PACING_TABLE = "pacing"
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Runtime:
     outbox: Outbox
     connector: ConnectorClient
     authenticator: ActivityAuthenticator
+    tenant_pacer: TenantPacer
+    conversation_pacer: ConversationPacer
 
     @property
     def activities_table(self) -> TableClient:
@@ -62,6 +66,7 @@ class Runtime:
         from .credentials import shared_token_provider
         from .deliveries import DeliveryStore
         from .inbound_auth import build_authenticator
+        from .pacing import ConversationPacer, TenantPacer
         from .queueing import Outbox, ensure_queue
         from .references import ReferenceStore
 
@@ -74,7 +79,7 @@ class Runtime:
         authenticator = build_authenticator(settings, cloud, http)
         table_service = TableServiceClient.from_connection_string(settings.storage_connection)
         queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
-        for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE):
+        for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE):
             await table_service.create_table_if_not_exists(settings.table_name(name))
         queue = queue_service.get_queue_client(settings.outbox_queue)
         poison = queue_service.get_queue_client(settings.poison_queue)
@@ -93,6 +98,10 @@ class Runtime:
             outbox=Outbox(queue, poison),
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev),
             authenticator=authenticator,
+            tenant_pacer=TenantPacer(
+                table_service.get_table_client(settings.table_name(PACING_TABLE)),
+                rate=settings.tenant_rps),
+            conversation_pacer=ConversationPacer(),
         )
 
     async def close(self) -> None:

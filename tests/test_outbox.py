@@ -13,7 +13,7 @@ import pytest
 from proactive import deliveries as d
 from proactive.activities import parse_activity
 from proactive.emulator import ConnectorEmulator
-from proactive.outbox import MAX_ATTEMPTS, process
+from proactive.outbox import process
 from proactive.references import BLOCKED, UNINSTALLED
 from proactive.runtime import Runtime
 from proactive.tables import safe_key
@@ -202,9 +202,8 @@ async def test_transient_answers_are_retried(installed: Runtime, emulator: Conne
 async def test_retries_run_out_into_the_poison_queue_with_a_reason(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     emulator.inject(503, operation="send", count=1)
-    body = json.loads(send())
-    outcome = await process(installed, json.dumps({**body, "attempt": MAX_ATTEMPTS}),
-                            message_id="m")
+    last = {**json.loads(send()), "attempt": installed.settings.max_attempts}
+    outcome = await process(installed, json.dumps(last), message_id="m")
     assert (outcome.state, outcome.reason) == ("poisoned", "retries-exhausted")
     record = await row(installed, "k1")
     assert (record["state"], record["reason"]) == (d.FAILED, "retries-exhausted")

@@ -1,0 +1,196 @@
+"""Staying under Teams' rate limits, on many worker instances at once.
+
+Per tenant (Teams: 50 requests/s per app per tenant) the budget is shared
+through one Table Storage row per tenant holding the next free send time and
+the current rate. A worker reserves a short run of send slots with an
+ETag-conditional write (about 0.2 s worth, so one storage write per ~10
+sends at 50/s) and spends them locally, spaced 1/rate apart. However many
+instances run, together they can't reserve more than the rate: slots are
+handed out from one clock in one row.
+
+Adaptive: a 429 lowers the tenant's shared rate (x0.7); it climbs back by
+0.5 requests/s per second once 429s have stopped for 10 s. Tenants never
+share a row, so throttling in one never slows another.
+
+Per conversation (7/1 s, 8/2 s, 60/30 s, 1,800/h) the windows are kept per
+process: a broadcast reaches each conversation once, and a stream into one
+conversation is what the 429 handling covers across processes.
+
+A wait longer than `max_wait` is not slept through: `Defer` tells the caller
+to put the message back on the queue with that delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import tables
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+Clock = Callable[[], float]
+
+CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
+DECREASE = 0.7
+RECOVERY_PER_SECOND = 0.5
+QUIET_BEFORE_RECOVERY = 10.0
+MIN_RATE = 1.0
+# How late a reserved slot may still be used, in seconds.
+LATE = 0.05
+# Slots a hair further apart than 1/rate, so that float rounding never puts
+# rate + 1 of them inside one second.
+SPACING_MARGIN = 1.001
+
+
+class Defer(Exception):
+    """Come back later: the budget is spent for `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"defer {delay:.2f}s")
+        self.delay = delay
+
+
+@dataclass
+class _Slots:
+    times: deque[float] = field(default_factory=deque)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class TenantPacer:
+    def __init__(self, table: TableClient, *, rate: float = 50.0, clock: Clock = time.time,
+                 batch_seconds: float = 0.2, max_wait: float = 2.0,
+                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        self.table = table
+        self.rate = rate
+        self.clock = clock
+        self.batch_seconds = batch_seconds
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self._slots: dict[str, _Slots] = defaultdict(_Slots)
+
+    async def acquire(self, tenant: str) -> float:
+        """Wait for this tenant's next send slot (returned), or raise Defer."""
+        slots = self._slots[tenant]
+        async with slots.lock:
+            now = self.clock()
+            while slots.times and slots.times[0] < now - LATE:
+                # Reserved but not used in time: using it now would bunch
+                # this instance's sends with the next instance's slots.
+                slots.times.popleft()
+            if not slots.times:
+                await self._reserve(tenant, slots, now)
+            at = slots.times.popleft()
+        wait = at - self.clock()
+        if wait > 0:
+            await self.sleep(wait)  # type: ignore[misc]
+        return at
+
+    async def _reserve(self, tenant: str, slots: _Slots, now: float) -> None:
+        pk, rk = tables.safe_key(tenant or "-"), "budget"
+        async for _ in tables.attempts():
+            found = await tables.read(self.table, pk, rk)
+            row, etag = found if found else ({}, "")
+            rate = _recovered(row, now, self.rate)
+            start = max(now, float(row.get("nextFree", 0.0)))
+            if start - now > self.max_wait:
+                raise Defer(start - now)
+            count = max(1, round(rate * self.batch_seconds))
+            spacing = SPACING_MARGIN / rate
+            entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
+                      "nextFree": start + count * spacing, "updated": now}
+            entity.setdefault("throttledAt", 0.0)
+            try:
+                if etag:
+                    await tables.replace_if(self.table, entity, etag)
+                else:
+                    await tables.create(self.table, entity)
+            except tables.Conflict:
+                continue
+            slots.times.extend(start + i * spacing for i in range(count))
+            return
+        raise Defer(self.batch_seconds)
+
+    async def throttled(self, tenant: str) -> float:
+        """Teams answered 429 for this tenant: lower its shared rate."""
+        pk, rk = tables.safe_key(tenant or "-"), "budget"
+        now = self.clock()
+        self._slots[tenant].times.clear()
+        async for _ in tables.attempts():
+            found = await tables.read(self.table, pk, rk)
+            row, etag = found if found else ({}, "")
+            rate = max(MIN_RATE, _recovered(row, now, self.rate) * DECREASE)
+            entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
+                      "throttledAt": now, "updated": now,
+                      "nextFree": max(now, float(row.get("nextFree", 0.0)))}
+            try:
+                if etag:
+                    await tables.replace_if(self.table, entity, etag)
+                else:
+                    await tables.create(self.table, entity)
+            except tables.Conflict:
+                continue
+            return rate
+        return self.rate
+
+    async def current_rate(self, tenant: str) -> float:
+        found = await tables.read(self.table, tables.safe_key(tenant or "-"), "budget")
+        return _recovered(found[0], self.clock(), self.rate) if found else self.rate
+
+
+def _recovered(row: dict[str, object], now: float, ceiling: float) -> float:
+    rate = float(row.get("rate", ceiling))  # type: ignore[arg-type]
+    throttled_at = float(row.get("throttledAt", 0.0))  # type: ignore[arg-type]
+    updated = float(row.get("updated", now))  # type: ignore[arg-type]
+    if rate < ceiling and now - throttled_at > QUIET_BEFORE_RECOVERY:
+        since = now - max(updated, throttled_at + QUIET_BEFORE_RECOVERY)
+        rate += RECOVERY_PER_SECOND * max(0.0, since)
+    return min(ceiling, max(MIN_RATE, rate))
+
+
+class ConversationPacer:
+    """Teams' per-conversation windows, kept in this process."""
+
+    def __init__(self, *, clock: Clock = time.monotonic, max_wait: float = 2.0,
+                 windows: tuple[tuple[float, int], ...] = CONVERSATION_WINDOWS,
+                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        self.clock = clock
+        self.max_wait = max_wait
+        self.windows = windows
+        self.sleep = sleep
+        self._sent: dict[str, deque[float]] = {}
+        self._calls = 0
+
+    def _wait(self, sent: deque[float], now: float) -> float:
+        horizon = self.windows[-1][0]
+        while sent and sent[0] <= now - horizon:
+            sent.popleft()
+        wait = 0.0
+        for span, limit in self.windows:
+            if len(sent) >= limit:
+                # The send `limit` places back must leave the window first.
+                wait = max(wait, sent[-limit] + span - now)
+        return wait
+
+    def _forget_idle(self, now: float) -> None:
+        horizon = self.windows[-1][0]
+        for key in [k for k, sent in self._sent.items() if not sent or sent[-1] < now - horizon]:
+            del self._sent[key]
+
+    async def acquire(self, conversation_id: str) -> None:
+        now = self.clock()
+        self._calls += 1
+        if self._calls % 4096 == 0:  # a broadcast touches each conversation once
+            self._forget_idle(now)
+        sent = self._sent.setdefault(conversation_id.split(";", 1)[0], deque())
+        wait = self._wait(sent, now)
+        if wait > self.max_wait:
+            raise Defer(wait)
+        sent.append(now + wait)
+        if wait > 0:
+            await self.sleep(wait)  # type: ignore[misc]
