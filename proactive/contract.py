@@ -17,16 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
-OPS = ("send", "update", "delete")
+OPS = ("send", "update", "delete", "cancel")
 MAX_KEY = 200
 MAX_ID = 512
+# A storage queue message holds at most 64 KB, about 1,600 AAD ids; larger
+# audiences are sent as several messages with the same key, or as allUsers.
+MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
-_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt"}
+_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part"}
 _TARGETS = {
     "user": {"user", "tenant"},
     "conversation": {"conversation", "tenant"},
     "channel": {"channel", "team", "tenant", "replyTo"},
+    "users": {"users", "tenant"},
+    "allUsers": {"allUsers", "tenant"},
 }
 
 
@@ -42,11 +47,16 @@ class InvalidMessage(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # user | conversation | channel
-    id: str
+    kind: str  # user | conversation | channel | users | allUsers
+    id: str = ""
     tenant: str = ""
     team: str = ""
     reply_to: str = ""
+    users: tuple[str, ...] = ()
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.kind in ("users", "allUsers")
 
     @property
     def recipient(self) -> str:
@@ -108,6 +118,19 @@ def _target(data: Any) -> Target:
     extra = set(data) - _TARGETS[kind]
     if extra:
         raise InvalidMessage("schema", f"'to' has unknown field(s): {', '.join(sorted(extra))}")
+    tenant = _text(data, "tenant", limit=MAX_ID)
+    if kind == "allUsers":
+        if data["allUsers"] is not True:
+            raise InvalidMessage("schema", "'allUsers' must be true")
+        return Target(kind=kind, tenant=tenant)
+    if kind == "users":
+        users = data["users"]
+        if not isinstance(users, list) or not 1 <= len(users) <= MAX_USERS:
+            raise InvalidMessage("schema", f"'users' must be a list of 1 to {MAX_USERS} ids")
+        if not all(isinstance(u, str) and u.strip() and len(u) <= MAX_ID for u in users):
+            raise InvalidMessage("schema", "'users' must hold non-empty id strings")
+        # Order kept, duplicates dropped: one delivery per person.
+        return Target(kind=kind, tenant=tenant, users=tuple(dict.fromkeys(users)))
     return Target(
         kind=kind,
         id=_text(data, kind, limit=MAX_ID, required=True),
@@ -139,6 +162,8 @@ def parse_message(body: str | bytes, *, default_key: str = "",
         raise InvalidMessage("schema", "the message must be a JSON object")
     if data.get("version") != VERSION or isinstance(data.get("version"), bool):
         raise InvalidMessage("unsupported-version", f"'version' must be {VERSION}")
+    if data.get("part", True) is not True:
+        raise InvalidMessage("schema", "'part' must be true when present")
     attempt = data.get("attempt", 1)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
         raise InvalidMessage("schema", "'attempt' must be a whole number from 1")
@@ -151,10 +176,10 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     key = _text(data, "key", limit=MAX_KEY, required=op != "send") or default_key
     if not key:
         raise InvalidMessage("schema", "'key' is required")
-    if op == "delete":
+    if op in ("delete", "cancel"):
         for name in ("to", "text", "card", "summary"):
             if name in data:
-                raise InvalidMessage("schema", f"'{name}' is not allowed with op 'delete'")
+                raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key)
     if op == "update" and "to" in data:
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "

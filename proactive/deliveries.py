@@ -6,8 +6,8 @@ replace) before it calls Teams, and only the claim's holder may complete it.
 A redelivered queue message finds the row `sent` and stops; a second worker
 holding a copy finds a fresh claim and backs off.
 
-States: sending (claimed, lease running) -> sent | failed | retrying;
-sent -> deleted. `reason` says why for failed and retrying rows.
+States: sending (claimed, lease running) -> sent | failed | retrying |
+cancelled; sent -> deleted. `reason` says why for failed and retrying rows.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ SENT = "sent"
 FAILED = "failed"
 RETRYING = "retrying"
 DELETED = "deleted"
-FINAL = frozenset({SENT, FAILED, DELETED})
+CANCELLED = "cancelled"
+FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED})
 
 
 class Busy(Exception):

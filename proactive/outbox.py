@@ -9,6 +9,7 @@ budget runs out.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,9 +19,10 @@ from typing import Any, TypeVar
 from . import deliveries as d
 from .clouds import GCC
 from .connector import ConnectorError
-from .contract import InvalidMessage, OutboxMessage, Target, parse_message
+from .contract import Content, InvalidMessage, OutboxMessage, Target, parse_message
 from .deliveries import Busy, Claim
 from .pacing import Defer
+from .queueing import dumps
 from .references import BLOCKED, DISABLED, UNINSTALLED, Reference
 from .runtime import Runtime
 from .service_urls import UntrustedServiceUrl
@@ -68,70 +70,78 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
         await rt.outbox.poison(body, reason=exc.reason, detail=exc.detail,
                                message_id=message_id)
         return Outcome("poisoned", exc.reason)
+    data: dict[str, Any] = json.loads(body)
+    if message.op == "cancel":
+        return await _cancel(rt, message)
+    if message.target is not None and message.target.is_broadcast:
+        from .broadcast import run
+
+        return await run(rt, message, data)
     if message.op == "send":
-        outcome = await _send(rt, message)
+        assert message.target is not None and message.content is not None
+        outcome = await send_one(rt, message.key, message.target, message.content)
     else:
         outcome = await _edit(rt, message)
     if outcome.state == "retry":
-        attempt = _attempt_of(body) + outcome.counts
-        if attempt > rt.settings.max_attempts:
-            await _give_up(rt, message, body, message_id, outcome.reason)
-            return Outcome("poisoned", "retries-exhausted")
-        await rt.outbox.put(_requeue(body, message.key, attempt), delay=outcome.delay)
+        return await retry_later(rt, data, message.key, outcome, message_id=message_id,
+                                 target=message.target)
     return outcome
 
 
-def _attempt_of(body: str) -> int:
-    import json
-
-    data = json.loads(body)
-    return int(data.get("attempt", 1)) if isinstance(data, dict) else 1
-
-
-def _requeue(body: str, key: str, attempt: int) -> dict[str, Any]:
-    import json
-
-    data: dict[str, Any] = json.loads(body)
+async def retry_later(rt: Runtime, data: dict[str, Any], key: str, outcome: Outcome, *,
+                      message_id: str, target: Target | None) -> Outcome:
+    """Put the message back on the queue with the outcome's delay (the queue is
+    the timer), or give up once the attempts are spent."""
+    attempt = int(data.get("attempt", 1)) + outcome.counts
     # The copy is a new queue message: pin the key so it stays the same delivery.
-    data["key"] = key
-    data["attempt"] = attempt
-    return data
-
-
-async def _give_up(rt: Runtime, message: OutboxMessage, body: str, message_id: str,
-                   reason: str) -> None:
-    if message.op == "send" and message.target is not None:
-        try:
-            claim = await rt.deliveries.claim(message.key, message.target.recipient)
-        except Busy:
-            claim = {}
-        if isinstance(claim, Claim):
-            await rt.deliveries.finish(claim, d.FAILED, reason="retries-exhausted",
-                                       lastError=reason)
-    await rt.outbox.poison(body, reason="retries-exhausted",
+    copy = {**data, "key": key, "attempt": attempt}
+    if attempt <= rt.settings.max_attempts:
+        await rt.outbox.put(copy, delay=outcome.delay)
+        return outcome
+    if target is not None and not target.is_broadcast:
+        await finish_unsent(rt, key, target, d.FAILED, "retries-exhausted")
+    await rt.outbox.poison(dumps({**data, "key": key}), reason="retries-exhausted",
                            detail=f"gave up after {rt.settings.max_attempts} attempts; "
-                                  f"last: {reason}",
-                           message_id=message_id)
+                                  f"last: {outcome.reason}", message_id=message_id)
+    return Outcome("poisoned", "retries-exhausted")
+
+
+async def finish_unsent(rt: Runtime, key: str, target: Target, state: str,
+                        reason: str) -> Outcome:
+    """Close a recipient's delivery without sending (cancelled, given up)."""
+    try:
+        claim = await rt.deliveries.claim(key, target.recipient)
+    except Busy:
+        return Outcome("retry", "busy", delay=backoff(1, None))
+    if not isinstance(claim, Claim):
+        return Outcome("done", "duplicate")
+    await rt.deliveries.finish(claim, state, reason=reason)
+    return Outcome("done", reason)
+
+
+async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
+    if await rt.campaigns.cancel(message.key):
+        log.info("send %s cancelled", message.key)
+        return Outcome("done", "cancelled")
+    return Outcome("done", "unknown-key")
 
 
 # --- send -------------------------------------------------------------------
 
-async def _send(rt: Runtime, message: OutboxMessage) -> Outcome:
-    assert message.target is not None and message.content is not None
-    target = message.target
+async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
+    """Deliver to one recipient, once: claim, call Teams, record."""
     try:
-        claim = await rt.deliveries.claim(message.key, target.recipient)
+        claim = await rt.deliveries.claim(key, target.recipient)
     except Busy:
         return Outcome("retry", "busy", delay=backoff(1, None))
     if not isinstance(claim, Claim):
-        log.info("delivery %s -> %s already %s", message.key, target.recipient,
-                 claim.get("state"))
-        return Outcome("done", str(claim.get("state")))
+        log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
+        return Outcome("done", "duplicate")
     try:
-        fields = await _deliver(rt, target, message.content.activity())
+        fields = await _deliver(rt, target, content.activity())
     except Permanent as exc:
         await rt.deliveries.finish(claim, d.FAILED, reason=exc.reason, detail=exc.detail)
-        log.warning("delivery %s -> %s failed: %s", message.key, target.recipient, exc.reason)
+        log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
         return Outcome("done", exc.reason)
     except ConnectorError as exc:
         await rt.deliveries.finish(claim, d.RETRYING, reason=exc.reason,
@@ -143,7 +153,7 @@ async def _send(rt: Runtime, message: OutboxMessage) -> Outcome:
                                    attempts=claim.attempts - 1)
         return Outcome("retry", "paced", delay=exc.delay, counts=False)
     await rt.deliveries.finish(claim, d.SENT, **fields)
-    return Outcome("done", d.SENT)
+    return Outcome("done", "sent")
 
 
 async def _reference(rt: Runtime, target: Target) -> Reference:

@@ -16,6 +16,7 @@ Install state lives on the user, conversation and team rows: `installed`,
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,15 @@ class ReferenceStore:
         if not entity:
             return None
         return entity.get("serviceUrl", ""), entity.get("botId", "")
+
+    async def users_of_tenant(self, tenant_id: str) -> AsyncIterator[str]:
+        """AAD ids of the tenant's users with a personal reference, page by page."""
+        pages = self.table.query_entities(
+            "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
+            select=["aadObjectId"], results_per_page=1000)
+        async for entity in pages:
+            if entity.get("aadObjectId"):
+                yield str(entity["aadObjectId"])
 
     # --- writes ----------------------------------------------------------
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.queue.aio import QueueServiceClient
 
+    from .campaigns import Campaigns
     from .clouds import Cloud
     from .connector import ConnectorClient
     from .deliveries import DeliveryStore
@@ -33,6 +34,7 @@ REFERENCES_TABLE = "references"
 DELIVERIES_TABLE = "deliveries"
 ACTIVITIES_TABLE = "activities"
 PACING_TABLE = "pacing"
+SENDS_TABLE = "sends"
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Runtime:
     queue_service: QueueServiceClient
     references: ReferenceStore
     deliveries: DeliveryStore
+    campaigns: Campaigns
     outbox: Outbox
     connector: ConnectorClient
     authenticator: ActivityAuthenticator
@@ -61,6 +64,7 @@ class Runtime:
         from azure.storage.queue.aio import QueueServiceClient
         from httpx_aiohttp import AiohttpTransport
 
+        from .campaigns import Campaigns
         from .clouds import resolve_cloud
         from .connector import ConnectorClient
         from .credentials import shared_token_provider
@@ -79,7 +83,8 @@ class Runtime:
         authenticator = build_authenticator(settings, cloud, http)
         table_service = TableServiceClient.from_connection_string(settings.storage_connection)
         queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
-        for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE):
+        for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE,
+                     SENDS_TABLE):
             await table_service.create_table_if_not_exists(settings.table_name(name))
         queue = queue_service.get_queue_client(settings.outbox_queue)
         poison = queue_service.get_queue_client(settings.poison_queue)
@@ -95,6 +100,8 @@ class Runtime:
                 table_service.get_table_client(settings.table_name(REFERENCES_TABLE))),
             deliveries=DeliveryStore(
                 table_service.get_table_client(settings.table_name(DELIVERIES_TABLE))),
+            campaigns=Campaigns(
+                table_service.get_table_client(settings.table_name(SENDS_TABLE))),
             outbox=Outbox(queue, poison),
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev),
             authenticator=authenticator,

@@ -28,6 +28,10 @@ VALID = [
     {"version": 1, "op": "update", "key": "k", "card": CARD, "summary": "s"},
     {"version": 1, "op": "delete", "key": "k"},
     {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x", "attempt": 3},
+    {"version": 1, "op": "send", "key": "k", "to": {"users": ["a", "b", "a"]}, "text": "x"},
+    {"version": 1, "op": "send", "key": "k", "to": {"allUsers": True, "tenant": "t"},
+     "text": "x"},
+    {"version": 1, "op": "cancel", "key": "k"},
 ]
 
 INVALID = [
@@ -52,6 +56,12 @@ INVALID = [
     ({"version": 1, "op": "send", "key": "k" * 201, "to": {"user": "u"}, "text": "x"}, "schema"),
     ({"version": 1, "op": "send", "to": {"user": "u"}, "text": "x", "attempt": 0}, "schema"),
     (["not", "an", "object"], "schema"),
+    ({"version": 1, "op": "send", "to": {"users": []}, "text": "x"}, "schema"),
+    ({"version": 1, "op": "send", "to": {"users": ["a", ""]}, "text": "x"}, "schema"),
+    ({"version": 1, "op": "send", "to": {"users": "a"}, "text": "x"}, "schema"),
+    ({"version": 1, "op": "send", "to": {"allUsers": False}, "text": "x"}, "schema"),
+    ({"version": 1, "op": "cancel"}, "schema"),
+    ({"version": 1, "op": "cancel", "key": "k", "text": "x"}, "schema"),
 ]
 
 

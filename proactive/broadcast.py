@@ -1,0 +1,99 @@
+"""One send to many users: split into parts, deliver each part, count.
+
+A message addressed to `{"users": [...]}` or `{"allUsers": true}` is split
+into part messages of at most PART users (same key, same content), put on the
+outbox queue. Listing a tenant's users pages through the references table, so
+no audience is held in memory whole. Each part delivers to its users a few at
+a time (paced per tenant like every send), each user through the same claimed,
+exactly-once path as a single send; a user whose send must be retried goes
+back on the queue as a part of one. Every result adds to the key's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from . import deliveries as d
+from .campaigns import CANCELLED, result_counts
+from .contract import OutboxMessage, Target
+from .outbox import Outcome, finish_unsent, retry_later, send_one
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PART = 25
+CONCURRENCY = 8
+
+
+async def run(rt: Runtime, message: OutboxMessage, data: dict[str, Any]) -> Outcome:
+    assert message.target is not None
+    target = message.target
+    summary = await rt.campaigns.start(message.key)
+    if data.get("part") and len(target.users) <= PART:
+        return await _deliver_part(rt, message, data, cancelled=summary["state"] == CANCELLED)
+    if summary.get("split") == json.dumps(data.get("to"), sort_keys=True):
+        return Outcome("done", "duplicate")  # this audience was split already
+    queued = 0
+    async for users in _audience(rt, target):
+        part = {**data, "to": {"users": users, "tenant": target.tenant} if target.tenant
+                else {"users": users}, "key": message.key, "part": True}
+        part.pop("attempt", None)
+        await rt.outbox.put(part)
+        queued += len(users)
+        await rt.campaigns.add(message.key, Counter(queued=len(users)))
+    await rt.campaigns.note(message.key, split=json.dumps(data.get("to"), sort_keys=True))
+    log.info("send %s split for %d users", message.key, queued)
+    return Outcome("done", "split")
+
+
+async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
+    """The users in parts of at most PART, without listing them all at once."""
+    if target.kind == "users":
+        for start in range(0, len(target.users), PART):
+            yield list(target.users[start:start + PART])
+        return
+    tenant = target.tenant or rt.settings.app_tenant_id
+    batch: list[str] = []
+    async for user in rt.references.users_of_tenant(tenant):
+        batch.append(user)
+        if len(batch) == PART:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any], *,
+                        cancelled: bool) -> Outcome:
+    assert message.target is not None and message.content is not None
+    content, tenant = message.content, message.target.tenant
+    gate = asyncio.Semaphore(CONCURRENCY)
+    counts: Counter[str] = Counter()
+
+    async def one(user: str) -> None:
+        target = Target("user", user, tenant=tenant)
+        async with gate:
+            if cancelled:
+                outcome = await finish_unsent(rt, message.key, target, d.CANCELLED,
+                                              "cancelled")
+            else:
+                outcome = await send_one(rt, message.key, target, content)
+            if outcome.state == "retry":
+                alone = {**data, "to": {**data["to"], "users": [user]}}
+                outcome = await retry_later(rt, alone, message.key, outcome,
+                                            message_id="", target=target)
+                if outcome.state == "retry":
+                    return  # counted when it comes back
+            if outcome.reason != "duplicate":
+                counts.update(result_counts(outcome.reason))
+
+    await asyncio.gather(*(one(user) for user in message.target.users))
+    await rt.campaigns.add(message.key, counts)
+    return Outcome("done", "part")

@@ -1,0 +1,146 @@
+"""One send to many users: parts, exactly-once per user, counters, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from proactive import deliveries as d
+from proactive.activities import parse_activity
+from proactive.broadcast import PART
+from proactive.emulator import ConnectorEmulator
+from proactive.outbox import process
+from proactive.runtime import Runtime
+from tests.activities_data import TENANT, install, uninstall
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[ConnectorEmulator]:
+    async with ConnectorEmulator() as emu:
+        yield emu
+
+
+def aad(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+async def install_users(rt: Runtime, url: str, count: int) -> list[str]:
+    users = [aad(i) for i in range(count)]
+    for i, user in enumerate(users):
+        await rt.references.record(parse_activity(install(
+            service_url=url, aad=user, conversation=f"a:conv-{i}")))
+    return users
+
+
+async def drain(rt: Runtime, limit: int = 100) -> int:
+    """Run the worker over what is visible on the outbox queue, as the host would."""
+    handled = 0
+    while handled < limit:
+        batch = [m async for m in rt.outbox.queue.receive_messages(
+            messages_per_page=32, visibility_timeout=30, max_messages=32)]
+        if not batch:
+            return handled
+        for message in batch:
+            await process(rt, message.content, message_id=message.id)
+            await rt.outbox.queue.delete_message(message)
+            handled += 1
+    return handled
+
+
+def broadcast(to: dict[str, Any], key: str = "all-hands") -> str:
+    return json.dumps({"version": 1, "op": "send", "key": key, "to": to,
+                       "text": "All-hands at 15:00", "summary": "All-hands"})
+
+
+async def test_a_list_is_split_and_each_user_gets_it_once(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 60)
+    message = broadcast({"users": [*users, users[0]]})
+    outcome = await process(runtime, message, message_id="b1")
+    assert outcome.reason == "split"
+    # Teams redelivers nothing here, but the queue may: the same split again
+    # adds no parts.
+    assert (await process(runtime, message, message_id="b1")).reason == "duplicate"
+    parts = await runtime.outbox.queue.peek_messages(max_messages=32)
+    assert len(parts) == -(-60 // PART)
+    assert all(len(json.loads(p.content)["to"]["users"]) <= PART for p in parts)
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 60
+    assert not emulator.duplicates()
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None
+    assert progress["counts"] == {"queued": 60, "sent": 60}
+
+
+async def test_all_users_of_a_tenant_skipping_who_left(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 30)
+    await runtime.references.record(parse_activity(uninstall(
+        service_url=emulator.url, aad=users[3], conversation="a:conv-3")))
+    await process(runtime, broadcast({"allUsers": True, "tenant": TENANT}), message_id="b")
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 29
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None
+    assert progress["counts"] == {"queued": 30, "sent": 29, "skipped": 1,
+                                  "skipped_uninstalled": 1}
+
+
+async def test_failures_of_some_users_do_not_stop_the_others(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 10)
+    emulator.set_status("a:conv-2", "blocked")
+    emulator.inject(500, conversation_id="a:conv-5")
+    await process(runtime, broadcast({"users": users}), message_id="b")
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 8
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None
+    assert progress["counts"]["sent"] == 8
+    assert progress["counts"]["skipped_blocked"] == 1
+    assert progress["counts"]["failed_service_error"] == 1
+
+
+async def test_a_transient_failure_retries_that_user_alone(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 5)
+    emulator.inject(429, conversation_id="a:conv-1", retry_after=1)
+    await process(runtime, broadcast({"users": users}), message_id="b")
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 4
+    # The throttled user's retry becomes visible after Retry-After (1 s).
+    deadline = asyncio.get_running_loop().time() + 10
+    while emulator.counters["delivered"] < 5 and asyncio.get_running_loop().time() < deadline:
+        await drain(runtime)
+    assert emulator.counters["delivered"] == 5
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None and progress["counts"]["sent"] == 5
+
+
+async def test_cancel_skips_what_was_not_sent_yet(runtime: Runtime,
+                                                  emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 3 * PART)
+    await process(runtime, broadcast({"users": users}), message_id="b")
+    [first] = [m async for m in runtime.outbox.queue.receive_messages(max_messages=1)]
+    await process(runtime, first.content, message_id=first.id)
+    await runtime.outbox.queue.delete_message(first)
+    cancel = json.dumps({"version": 1, "op": "cancel", "key": "all-hands"})
+    assert (await process(runtime, cancel, message_id="c")).reason == "cancelled"
+    await drain(runtime)
+    assert emulator.counters["delivered"] == PART
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None
+    assert progress["state"] == "cancelled"
+    assert progress["counts"]["sent"] == PART
+    assert progress["counts"]["skipped_cancelled"] == 2 * PART
+    row = await runtime.deliveries.table.get_entity("all-hands", f"user:{users[-1]}")
+    assert row["state"] == d.CANCELLED
+
+
+async def test_cancel_of_an_unknown_key_says_so(runtime: Runtime) -> None:
+    cancel = json.dumps({"version": 1, "op": "cancel", "key": "nope"})
+    assert (await process(runtime, cancel, message_id="c")).reason == "unknown-key"
