@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings
@@ -99,7 +100,8 @@ class Runtime:
             references=ReferenceStore(
                 table_service.get_table_client(settings.table_name(REFERENCES_TABLE))),
             deliveries=DeliveryStore(
-                table_service.get_table_client(settings.table_name(DELIVERIES_TABLE))),
+                table_service.get_table_client(settings.table_name(DELIVERIES_TABLE)),
+                lease=timedelta(seconds=settings.claim_lease_seconds)),
             campaigns=Campaigns(
                 table_service.get_table_client(settings.table_name(SENDS_TABLE))),
             outbox=Outbox(queue, poison),
