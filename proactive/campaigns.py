@@ -72,10 +72,7 @@ class Campaigns:
             for name, n in counts.items():
                 row[name] = int(row.get(name, 0)) + n
             try:
-                if etag:
-                    await tables.replace_if(self.table, row, etag)
-                else:
-                    await tables.create(self.table, row)
+                await tables.write_if(self.table, row, etag)
             except tables.Conflict:
                 continue
             return

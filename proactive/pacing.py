@@ -106,10 +106,7 @@ class TenantPacer:
                       "nextFree": start + count * spacing, "updated": now}
             entity.setdefault("throttledAt", 0.0)
             try:
-                if etag:
-                    await tables.replace_if(self.table, entity, etag)
-                else:
-                    await tables.create(self.table, entity)
+                await tables.write_if(self.table, entity, etag)
             except tables.Conflict:
                 continue
             slots.times.extend(start + i * spacing for i in range(count))
@@ -129,10 +126,7 @@ class TenantPacer:
                       "throttledAt": now, "updated": now,
                       "nextFree": max(now, float(row.get("nextFree", 0.0)))}
             try:
-                if etag:
-                    await tables.replace_if(self.table, entity, etag)
-                else:
-                    await tables.create(self.table, entity)
+                await tables.write_if(self.table, entity, etag)
             except tables.Conflict:
                 continue
             return rate

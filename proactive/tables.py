@@ -83,6 +83,14 @@ async def replace_if(table: TableClient, entity: dict[str, Any], etag: str) -> s
     return str(meta["etag"])
 
 
+async def write_if(table: TableClient, entity: dict[str, Any], etag: str) -> str:
+    """The write of a read-modify-write: create when the read found nothing
+    (`etag` empty), else replace if unchanged. Raises Conflict if raced."""
+    if etag:
+        return await replace_if(table, entity, etag)
+    return await create(table, entity)
+
+
 async def merge(table: TableClient, entity: dict[str, Any]) -> None:
     from azure.data.tables import UpdateMode
 
