@@ -82,7 +82,18 @@ def decode_body(body: bytes) -> Mapping[str, Any]:
         raise InvalidActivity("body is not JSON") from exc
     if not isinstance(data, dict):
         raise InvalidActivity("body is not a JSON object")
+    if not encodable(data):
+        raise InvalidActivity("body holds invalid unicode (lone surrogates)")
     return data
+
+
+def encodable(data: Any) -> bool:
+    """JSON may escape lone surrogates (\\ud800) that no storage can write."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def timezone_of(raw: Mapping[str, Any]) -> str:

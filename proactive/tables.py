@@ -5,6 +5,7 @@ and the ETag-conditional writes that every state transition here relies on.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,14 +16,16 @@ if TYPE_CHECKING:
 
 # Table keys may not hold these; '%' is escaped too so the mapping is reversible.
 _UNSAFE = {"%": "%25", "/": "%2F", "\\": "%5C", "#": "%23", "?": "%3F"}
-MAX_KEY_CHARS = 512
+# Keys may be 1 KiB; longer ids keep a readable head and a hash of the whole.
+MAX_KEY_CHARS = 400
 
 
 def safe_key(value: str) -> str:
-    out = "".join(_UNSAFE.get(ch, ch) if ch in _UNSAFE or ch >= " " else f"%{ord(ch):02X}"
-                  for ch in value)
+    out = "".join(_UNSAFE.get(ch, ch) if ch in _UNSAFE or " " <= ch < "\x7f"
+                  or ch > "\x9f" else f"%{ord(ch):02X}" for ch in value)
     if len(out) > MAX_KEY_CHARS:
-        raise ValueError("key too long")
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        out = f"{out[:MAX_KEY_CHARS - 66]}~{digest}"
     return out
 
 

@@ -89,3 +89,8 @@ def test_bodies_that_are_not_activities_are_refused(raw: bytes) -> None:
 
 def test_decode_returns_the_object() -> None:
     assert decode_body(json.dumps({"a": 1}).encode()) == {"a": 1}
+
+
+def test_lone_surrogates_are_refused_not_stored() -> None:
+    with pytest.raises(InvalidActivity, match="unicode"):
+        decode_body(b'{"type": "message", "id": "\\ud800"}')
