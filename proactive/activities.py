@@ -14,6 +14,8 @@ from enum import Enum
 from typing import Any
 
 MAX_ACTIVITY_BODY = 256 * 1024
+MAX_ID = 1024  # longer ids are not Teams'; keys and rows have limits
+MAX_NAME = 256
 SCOPES = ("personal", "groupChat", "channel")
 
 
@@ -78,7 +80,7 @@ def decode_body(body: bytes) -> Mapping[str, Any]:
         raise InvalidActivity("body too large")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidActivity("body is not JSON") from exc
     if not isinstance(data, dict):
         raise InvalidActivity("body is not a JSON object")
@@ -134,8 +136,23 @@ def _same_bot(member_id: str, bot_id: str) -> bool:
     return member_id.removeprefix("28:") == bot_id.removeprefix("28:")
 
 
+def _short(value: str, limit: int) -> str:
+    """Free text we only keep: dropped when implausibly long (a time zone or
+    locale of 70 KB is not one), never a reason to refuse the activity."""
+    return value if len(value) <= limit else ""
+
+
 def parse_activity(raw: Mapping[str, Any]) -> Activity:
     """Check the fields a conversation reference needs; raise InvalidActivity."""
+    activity = _parse(raw)
+    for name in ("id", "service_url", "conversation_id", "tenant_id", "bot_id", "from_id",
+                 "from_aad_id", "team_id", "team_aad_group_id", "channel"):
+        if len(getattr(activity, name)) > MAX_ID:
+            raise InvalidActivity(f"{name} is too long")
+    return activity
+
+
+def _parse(raw: Mapping[str, Any]) -> Activity:
     kind = _str(raw.get("type"))
     if not kind:
         raise InvalidActivity("missing type")
@@ -176,13 +193,13 @@ def parse_activity(raw: Mapping[str, Any]) -> Activity:
         bot_id=bot_id,
         from_id=_str(sender.get("id")),
         from_aad_id=_str(sender.get("aadObjectId")),
-        locale=_str(raw.get("locale")),
-        timezone=timezone_of(raw),
+        locale=_short(_str(raw.get("locale")), 64),
+        timezone=_short(timezone_of(raw), 64),
         change=_change(raw, kind, bot_id),
         team_id=_str(team.get("id")),
-        team_name=_str(team.get("name")),
+        team_name=_str(team.get("name"))[:MAX_NAME],
         team_aad_group_id=_str(team.get("aadGroupId")),
         channel=channel,
-        event_type=_str(channel_data.get("eventType")),
+        event_type=_short(_str(channel_data.get("eventType")), MAX_NAME),
         raw=raw,
     )

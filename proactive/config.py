@@ -44,7 +44,7 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    storage_connection: str = DEV_STORAGE
+    storage_connection: str = field(default=DEV_STORAGE, repr=False)  # may hold a key
     outbox_queue: str = "outbox"
     # Lets several deployments (or test runs) share one storage account.
     table_prefix: str = ""

@@ -60,7 +60,7 @@ request that reaches the limiter uses up the window even if then answered
 
 Python API
 ----------
-`ConnectorEmulator(**options)`, `await start(host, port) -> url`, `.url`,
+`ConnectorEmulator(**options)`, `await start(host, port, ssl_context=None) -> url`, `.url`,
 `await stop()` (or `async with`); `configure(**options)`, `config()`,
 `register_conversation(id, tenant_id=, members=, kind=, team_id=, name=)`,
 `register_team(id, tenant_id=, name=, channels=, members=)`,
@@ -136,6 +136,7 @@ import logging
 import math
 import random
 import signal
+import ssl
 import sys
 import time
 from collections import Counter, deque
@@ -432,8 +433,13 @@ class ConnectorEmulator:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen; port 0 picks a free one. Returns the serviceUrl (also `.url`)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen; port 0 picks a free one. Returns the serviceUrl (also `.url`).
+
+        With `ssl_context` (a server context holding a certificate) it serves
+        https, so tests can put `host:port` on a cloud's Connector hosts (test
+        override) and see the bot's token arrive on an allow-listed host."""
         # Big enough that our own 413 answers oversize activities, not aiohttp's.
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -441,12 +447,13 @@ class ConnectorEmulator:
         # No access log: the benchmark pushes thousands of requests through here.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         sockname = runner.addresses[0]
         shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
-        self.url = f"http://{shown}:{sockname[1]}/"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{shown}:{sockname[1]}/"
         log.info("Connector emulator listening on %s", self.url)
         return self.url
 

@@ -240,6 +240,9 @@ class FakeAAD:
         self.jwks_entered: asyncio.Event | None = None
         self.clients: dict[str, _Client] = {}
         self.token_requests: list[dict[str, str]] = []
+        # Issued bot tokens are f"{token_prefix}{n}": set a distinctive prefix to
+        # look for the token where it must not be (logs, storage, answers).
+        self.token_prefix = "fake-bot-token-"
         self.token_failures = 0
         self.identity_header = uuid.uuid4().hex
         self.msi_requests: list[dict[str, str]] = []
@@ -454,7 +457,7 @@ class FakeAAD:
                 "token_type": "Bearer",
                 "expires_in": self.token_lifetime,
                 "ext_expires_in": self.token_lifetime,
-                "access_token": f"fake-bot-token-{n}",
+                "access_token": f"{self.token_prefix}{n}",
             }
         )
 
