@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ DELIVERIES_TABLE = "deliveries"
 ACTIVITIES_TABLE = "activities"
 PACING_TABLE = "pacing"
 SENDS_TABLE = "sends"
+SCHEDULES_TABLE = "schedules"
 
 
 @dataclass
@@ -58,6 +60,11 @@ class Runtime:
     def activities_table(self) -> TableClient:
         return self.table_service.get_table_client(self.settings.table_name(ACTIVITIES_TABLE))
 
+    @property
+    def schedules_table(self) -> TableClient:
+        """Scheduled sends (`proactive.scheduler`)."""
+        return self.table_service.get_table_client(self.settings.table_name(SCHEDULES_TABLE))
+
     @classmethod
     async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None) -> Runtime:
         import httpx
@@ -76,6 +83,9 @@ class Runtime:
         from .references import ReferenceStore
 
         check_settings(settings)
+        # The SDK logs every storage request at INFO; its URLs name users and tenants.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
+            logging.WARNING)
         cloud = resolve_cloud(settings)
         if http is None:
             http = httpx.AsyncClient(transport=AiohttpTransport(),
@@ -85,7 +95,7 @@ class Runtime:
         table_service = TableServiceClient.from_connection_string(settings.storage_connection)
         queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
         for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE,
-                     SENDS_TABLE):
+                     SENDS_TABLE, SCHEDULES_TABLE):
             await table_service.create_table_if_not_exists(settings.table_name(name))
         queue = queue_service.get_queue_client(settings.outbox_queue)
         poison = queue_service.get_queue_client(settings.poison_queue)
@@ -121,6 +131,9 @@ class Runtime:
 
 def check_settings(settings: Settings) -> None:
     """Refuse combinations that would weaken security or can't work."""
+    if settings.cloud_override and os.environ.get("WEBSITE_INSTANCE_ID"):
+        raise ConfigError("PROACTIVE_CLOUD_OVERRIDE is for tests only and is refused when "
+                          "running in Azure")
     if settings.local_dev and settings.has_credentials:
         raise ConfigError(
             "PROACTIVE_LOCAL_DEV is on while bot credentials are configured: local "
