@@ -4,6 +4,8 @@ and run the local tools.
     send     put a send on the outbox queue (prints its key)
     update   put an update of an earlier message (by key)
     delete   put a delete of an earlier message (by key)
+    cancel   put a cancel of a many-user or scheduled send (by key)
+    schedules list scheduled sends (all still to come, or one key's)
     status   show the delivery records of a key
     poison   list what is parked in the poison queue, with reasons
     host     run function_app.py locally (Functions host semantics)
@@ -22,6 +24,7 @@ import json
 import os
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,45 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
             message["card"] = json.loads(Path(args.card).read_text())
         if args.summary:
             message["summary"] = args.summary
+        schedule = _schedule(args)
+        if schedule:
+            message["schedule"] = schedule
     return message
+
+
+def _schedule(args: argparse.Namespace) -> dict[str, Any]:
+    """The schedule object from --at / --local / --rrule / --cron and friends."""
+    schedule: dict[str, Any] = {}
+    for flag in ("at", "local", "rrule", "cron", "start", "timezone", "until", "count"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            schedule[flag] = value
+    return schedule
+
+
+def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
+    """Refuse a schedule with nothing left to fire (the worker would park it)."""
+    from .schedules import Plan, ScheduleError, parse_spec
+
+    spec = parse_spec(message["schedule"])
+    zone = spec.timezone or settings.default_timezone  # the recipient's is known later
+    if Plan(spec, zone).first(datetime.now(UTC)) is None:
+        raise ScheduleError("the schedule has no occurrence from now on")
+
+
+async def _schedules(settings: Settings, key: str, active_only: bool) -> list[dict[str, Any]]:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables.aio import TableClient
+
+    from .runtime import SCHEDULES_TABLE
+    from .scheduler import list_items
+
+    name = settings.table_name(SCHEDULES_TABLE)
+    async with TableClient.from_connection_string(settings.storage_connection, name) as table:
+        try:
+            return await list_items(table, key, active_only=active_only)
+        except ResourceNotFoundError:
+            return []
 
 
 async def _enqueue(settings: Settings, message: dict[str, Any]) -> None:
@@ -126,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m proactive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("send", "update", "delete"):
+    for name in ("send", "update", "delete", "cancel"):
         cmd = sub.add_parser(name, help=f"put a '{name}' message on the outbox queue")
         cmd.add_argument("--key", required=name != "send",
                          help="the message's key (send: default a new random key)")
@@ -138,10 +179,26 @@ def _parser() -> argparse.ArgumentParser:
             who.add_argument("--team", help="the channel's team id")
             who.add_argument("--reply-to", help="root message id of the thread to reply in")
             who.add_argument("--tenant", help="tenant id (optional)")
-        if name != "delete":
+        if name in ("send", "update"):
             cmd.add_argument("--text", help="markdown text")
             cmd.add_argument("--card", help="path of an Adaptive Card JSON file")
             cmd.add_argument("--summary", help="notification summary")
+            when = cmd.add_argument_group(
+                "schedule (README 'Scheduling'; on update: a new time for a scheduled key)")
+            when.add_argument("--at", help="once, at an instant: 2026-12-01T09:00:00Z")
+            when.add_argument("--local", help="once, at a wall time: 2026-12-01T09:00 "
+                                              "(in --timezone, else the recipient's)")
+            when.add_argument("--rrule", help="recurring: FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;"
+                                              "BYMINUTE=0")
+            when.add_argument("--cron", help="recurring: '0 9 * * 1-5'")
+            when.add_argument("--start", help="first wall time of --rrule / --cron")
+            when.add_argument("--timezone", help="IANA zone (default: the recipient's)")
+            when.add_argument("--until", help="last time of --rrule / --cron")
+            when.add_argument("--count", type=int, help="occurrences of --rrule / --cron")
+    schedules = sub.add_parser("schedules", help="list scheduled sends")
+    schedules.add_argument("--key", default="", help="one key (or an occurrence key)")
+    schedules.add_argument("--all", action="store_true",
+                           help="also those done or cancelled (with --key they always show)")
     status = sub.add_parser("status", help="show the delivery records of a key")
     status.add_argument("--key", required=True)
     poison = sub.add_parser("poison", help="list messages parked in the poison queue")
@@ -166,11 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "poison":
         print(json.dumps(asyncio.run(_poison(settings, args.limit)), indent=2))
         return 0
+    if args.command == "schedules":
+        items = asyncio.run(_schedules(settings, args.key, not args.all))
+        print(json.dumps(items, indent=2, default=str, ensure_ascii=False))
+        return 0 if items or not args.key else 1
     message = build_message(args)
     try:  # refuse here what the worker would park in the poison queue
         parse_message(json.dumps(message), max_activity_bytes=settings.max_activity_bytes)
-    except InvalidMessage as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
+        if "schedule" in message:
+            _check_schedule(settings, message)
+    except (InvalidMessage, ValueError) as exc:  # ValueError: ScheduleError
+        print(f"error: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 2
     from .queueing import MAX_QUEUE_MESSAGE, dumps, encode
 

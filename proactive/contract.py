@@ -14,7 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .activities import encodable
+
+if TYPE_CHECKING:
+    from .schedules import Spec
 
 VERSION = 1
 OPS = ("send", "update", "delete", "cancel")
@@ -25,7 +30,7 @@ MAX_ID = 512
 MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
-_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part"}
+_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule"}
 _TARGETS = {
     "user": {"user", "tenant"},
     "conversation": {"conversation", "tenant"},
@@ -92,6 +97,8 @@ class OutboxMessage:
     key: str
     target: Target | None = None
     content: Content | None = None
+    # send: when (README "Scheduling"); update: a new time for a scheduled key.
+    schedule: Spec | None = None
 
 
 def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
@@ -156,10 +163,12 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     """Decode and validate one queue message; raise InvalidMessage."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidMessage("not-json", "the message is not JSON") from exc
     if not isinstance(data, Mapping):
         raise InvalidMessage("schema", "the message must be a JSON object")
+    if not encodable(data):
+        raise InvalidMessage("schema", "the message holds invalid unicode (lone surrogates)")
     if data.get("version") != VERSION or isinstance(data.get("version"), bool):
         raise InvalidMessage("unsupported-version", f"'version' must be {VERSION}")
     if data.get("part", True) is not True:
@@ -177,7 +186,7 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     if not key:
         raise InvalidMessage("schema", "'key' is required")
     if op in ("delete", "cancel"):
-        for name in ("to", "text", "card", "summary"):
+        for name in ("to", "text", "card", "summary", "schedule"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key)
@@ -185,12 +194,30 @@ def parse_message(body: str | bytes, *, default_key: str = "",
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
                                        "the key names the message")
     target = _target(data.get("to")) if op == "send" else None
+    schedule = _schedule(data, key) if "schedule" in data else None
+    if op == "update" and schedule is not None and "text" not in data and "card" not in data:
+        return OutboxMessage(op=op, key=key, schedule=schedule)  # a new time only
     content = _content(data)
     size = activity_size(content.activity())
     if size > max_activity_bytes:
         raise InvalidMessage("too-large", f"the activity is {size} bytes as UTF-16; "
                                           f"Teams accepts at most {max_activity_bytes}")
-    return OutboxMessage(op=op, key=key, target=target, content=content)
+    return OutboxMessage(op=op, key=key, target=target, content=content, schedule=schedule)
+
+
+def _schedule(data: Mapping[str, Any], key: str) -> Spec:
+    # Imported here: only scheduled messages pay for the time zone machinery.
+    from .schedules import MAX_SERIES_KEY, ScheduleError, parse_spec
+
+    try:
+        spec = parse_spec(data["schedule"])
+    except ScheduleError as exc:
+        raise InvalidMessage(exc.reason, exc.detail) from exc
+    if spec.recurring and len(key) > MAX_SERIES_KEY:
+        raise InvalidMessage("schema", f"the 'key' of a recurring schedule is at most "
+                                       f"{MAX_SERIES_KEY} characters (each occurrence's key "
+                                       f"adds its time)")
+    return spec
 
 
 def activity_size(activity: Mapping[str, Any]) -> int:

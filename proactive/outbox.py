@@ -66,13 +66,17 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
         message = parse_message(body, default_key=f"msg:{message_id}",
                                 max_activity_bytes=rt.settings.max_activity_bytes)
     except InvalidMessage as exc:
-        log.warning("outbox message %s refused: %s", message_id, exc.reason)
-        await rt.outbox.poison(body, reason=exc.reason, detail=exc.detail,
-                               message_id=message_id)
-        return Outcome("poisoned", exc.reason)
+        return await refuse(rt, body, exc, message_id=message_id)
     data: dict[str, Any] = json.loads(body)
     if message.op == "cancel":
         return await _cancel(rt, message)
+    if message.schedule is not None and message.op == "send" and message.target is not None \
+            and (not message.target.is_broadcast or data.get("part")):
+        # Later: stored per recipient; the timer puts it back here when due.
+        # (A many-user send is split first; each part schedules its users.)
+        from .scheduler import schedule_send
+
+        return await schedule_send(rt, message, body=body, message_id=message_id)
     if message.target is not None and message.target.is_broadcast:
         from .broadcast import run
 
@@ -81,11 +85,21 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
         assert message.target is not None and message.content is not None
         outcome = await send_one(rt, message.key, message.target, message.content)
     else:
-        outcome = await _edit(rt, message)
+        try:
+            outcome = await _edit(rt, message)
+        except InvalidMessage as exc:  # a new time that can't be used
+            return await refuse(rt, body, exc, message_id=message_id)
     if outcome.state == "retry":
         return await retry_later(rt, data, message.key, outcome, message_id=message_id,
                                  target=message.target)
     return outcome
+
+
+async def refuse(rt: Runtime, body: str, exc: InvalidMessage, *, message_id: str) -> Outcome:
+    """Park a message that breaks the contract in the poison queue, with why."""
+    log.warning("outbox message %s refused: %s", message_id, exc.reason)
+    await rt.outbox.poison(body, reason=exc.reason, detail=exc.detail, message_id=message_id)
+    return Outcome("poisoned", exc.reason)
 
 
 async def retry_later(rt: Runtime, data: dict[str, Any], key: str, outcome: Outcome, *,
@@ -120,7 +134,10 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: str,
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
-    if await rt.campaigns.cancel(message.key):
+    from .scheduler import manage
+
+    scheduled = await manage(rt, message)
+    if await rt.campaigns.cancel(message.key) or scheduled.changed:
         log.info("send %s cancelled", message.key)
         return Outcome("done", "cancelled")
     return Outcome("done", "unknown-key")
@@ -276,7 +293,22 @@ async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
 # --- update / delete -----------------------------------------------------------
 
 async def _edit(rt: Runtime, message: OutboxMessage) -> Outcome:
+    from .scheduler import manage
+    from .schedules import ScheduleError
+
+    try:  # items still scheduled: new content (or time), or cancelled by a delete
+        scheduled = await manage(rt, message)
+    except ScheduleError as exc:
+        raise InvalidMessage(exc.reason, exc.detail) from exc
+    if scheduled.busy:
+        return Outcome("retry", "dispatching", delay=backoff(1, None))
+    if message.op == "update" and message.content is None:  # a new time only
+        if scheduled.found:
+            return Outcome("done", "rescheduled" if scheduled.changed else "not-scheduled")
+        return Outcome("retry", "unknown-key", delay=backoff(1, None))
     rows = await rt.deliveries.by_key(message.key)
+    if not rows and scheduled.changed:
+        return Outcome("done", "scheduled")
     if any(row.get("state") in (d.SENDING, d.RETRYING) for row, _ in rows) or not rows:
         # The send may still be on its way (queue order is not guaranteed).
         return Outcome("retry", "send-pending" if rows else "unknown-key", delay=backoff(1, None))

@@ -34,3 +34,15 @@ async def outbox(msg: func.QueueMessage) -> None:
     body = msg.get_body().decode("utf-8", errors="replace")
     outcome = await process(await get_runtime(), body, message_id=msg.id or "")
     log.info("outbox message %s: %s %s", msg.id, outcome.state, outcome.reason)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=True)
+async def schedules(timer: func.TimerRequest) -> None:
+    """Every minute: put scheduled sends that are due on the outbox (once each,
+    even when runs overlap; a run after downtime catches up)."""
+    from .runtime import get_runtime
+    from .scheduler import tick
+
+    report = await tick(await get_runtime())
+    if report.due or timer.past_due:
+        log.info("schedules tick: %s", report.as_dict())

@@ -32,6 +32,33 @@ VALID = [
     {"version": 1, "op": "send", "key": "k", "to": {"allUsers": True, "tenant": "t"},
      "text": "x"},
     {"version": 1, "op": "cancel", "key": "k"},
+    # Scheduling (README "Scheduling").
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "schedule": {"at": "2026-12-01T09:00:00Z"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "schedule": {"at": "2026-12-01T09:00:00.250+01:00"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "schedule": {"local": "2026-12-01T09:00"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"allUsers": True}, "text": "x",
+     "schedule": {"local": "2028-02-29T09:00:00", "timezone": "Europe/Berlin"}},
+    {"version": 1, "op": "send", "key": "standup", "to": {"user": "u"}, "text": "x",
+     "schedule": {"rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"conversation": "c"}, "text": "x",
+     "schedule": {"rrule": "RRULE:FREQ=DAILY;COUNT=3", "start": "2026-12-01T09:00",
+                  "timezone": "America/New_York"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "schedule": {"rrule": "FREQ=MONTHLY;BYMONTHDAY=-1", "until": "2027-06-30"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "schedule": {"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin", "count": 10}},
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "schedule": {"cron": "30 0 9 * * *", "until": "2027-01-01T00:00:00Z"}},
+    {"version": 1, "op": "send", "key": "k" * 179, "to": {"user": "u"}, "text": "x",
+     "schedule": {"cron": "0 9 * * *"}},
+    {"version": 1, "op": "send", "key": "k" * 200, "to": {"user": "u"}, "text": "x",
+     "schedule": {"at": "2026-12-01T09:00:00Z"}},
+    {"version": 1, "op": "update", "key": "k", "schedule": {"at": "2026-12-02T09:00:00Z"}},
+    {"version": 1, "op": "update", "key": "k", "text": "y",
+     "schedule": {"local": "2026-12-02T09:00", "timezone": "UTC"}},
 ]
 
 INVALID = [
@@ -62,6 +89,63 @@ INVALID = [
     ({"version": 1, "op": "send", "to": {"allUsers": False}, "text": "x"}, "schema"),
     ({"version": 1, "op": "cancel"}, "schema"),
     ({"version": 1, "op": "cancel", "key": "k", "text": "x"}, "schema"),
+    # Scheduling: the wrong shape is refused by both.
+    *[({"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+        "schedule": schedule}, "schema") for schedule in [
+        "2026-12-01T09:00:00Z",
+        {},
+        {"at": "2026-12-01T09:00:00Z", "local": "2026-12-01T09:00"},
+        {"at": "2026-12-01T09:00:00"},  # an instant needs its offset
+        {"at": "tomorrow"},
+        {"local": "2026-12-01T09:00Z"},  # a wall time has none
+        {"local": "2026-12-01"},
+        {"local": "2026-12-01T09:00", "timezone": ""},
+        {"local": "2026-12-01T09:00", "count": 2},
+        {"at": "2026-12-01T09:00:00Z", "timezone": "UTC"},
+        {"rrule": ""},
+        {"rrule": "FREQ=DAILY", "count": 0},
+        {"rrule": "FREQ=DAILY", "count": True},
+        {"rrule": "FREQ=DAILY", "count": "3"},
+        {"rrule": "FREQ=DAILY", "start": "2026-12-01T09:00:00Z"},
+        {"cron": "0 9 * * *", "until": "next week"},
+        {"cron": "0 9 * * *", "every": "day"},
+        {"cron": 5},
+    ]],
+    ({"version": 1, "op": "send", "key": "k" * 180, "to": {"user": "u"}, "text": "x",
+      "schedule": {"rrule": "FREQ=DAILY"}}, "schema"),
+    ({"version": 1, "op": "update", "key": "k", "summary": "s"}, "schema"),
+    ({"version": 1, "op": "delete", "key": "k", "schedule": {"at": "2026-12-01T09:00:00Z"}},
+     "schema"),
+    ({"version": 1, "op": "cancel", "key": "k", "schedule": {"at": "2026-12-01T09:00:00Z"}},
+     "schema"),
+]
+
+# Well-formed (the JSON Schema can't tell) but unusable: refused when the
+# message is read, with a reason, never at the time it would fire.
+UNWORKABLE = [
+    ({"at": "2026-02-30T09:00:00Z"}, "not a real date-time"),
+    ({"local": "2027-02-29T09:00"}, "not a real date-time"),  # not a leap year
+    ({"local": "2026-12-01T09:00", "timezone": "Mars/Olympus_Mons"}, "unknown time zone"),
+    ({"local": "2026-12-01T09:00", "timezone": "../../etc/passwd"}, "unknown time zone"),
+    ({"rrule": "FREQ=SOMETIMES"}, "invalid RRULE"),
+    ({"rrule": "BYDAY=MO"}, "FREQ is required"),
+    ({"rrule": "FREQ=DAILY;BYHOUR=25"}, "invalid RRULE"),
+    ({"rrule": "FREQ=DAILY;BYDAY=XX"}, "invalid RRULE"),
+    ({"rrule": "FREQ=SECONDLY"}, "more than once a minute"),
+    ({"rrule": "FREQ=MINUTELY;BYSECOND=0,30"}, "more than once a minute"),
+    ({"rrule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"}, "never fires"),
+    ({"rrule": "FREQ=DAILY;COUNT=2;UNTIL=20270101"}, "not both"),
+    ({"rrule": "FREQ=DAILY;COUNT=2", "count": 3}, "not both"),
+    ({"rrule": "DTSTART:20260101T090000\nRRULE:FREQ=DAILY"}, "give the first time as 'start'"),
+    ({"rrule": "FREQ=DAILY", "until": "2026-12-01", "count": 2}, "not both"),
+    ({"cron": "0 9 * *"}, "5 fields"),
+    ({"cron": "61 9 * * *"}, "invalid cron"),
+    ({"cron": "0 9 30 2 *"}, "never fires"),
+    ({"cron": "0 9 * * MON"}, "invalid cron"),
+    ({"cron": "*/10 * * * * *"}, "more than once a minute"),
+    ({"cron": "00:05:00"}, "5 fields"),
+    ({"cron": "0 9 * * *", "timezone": "Europe/Nowhere"}, "unknown time zone"),
+    ({"cron": "0 9 * * *", "until": "2026-13-01"}, "not a real date"),
 ]
 
 
@@ -81,6 +165,33 @@ def test_invalid_messages_fail_both_with_a_reason(message: object, reason: str) 
         parse_message(json.dumps(message), default_key="fallback")
     assert caught.value.reason == reason
     assert caught.value.detail
+
+
+@pytest.mark.parametrize(("schedule", "says"), UNWORKABLE)
+def test_unworkable_schedules_are_refused_when_read_with_a_reason(schedule: dict,
+                                                                  says: str) -> None:
+    message = {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+               "schedule": schedule}
+    jsonschema.validate(message, SCHEMA)
+    with pytest.raises(InvalidMessage) as caught:
+        parse_message(json.dumps(message))
+    assert caught.value.reason == "invalid-schedule"
+    assert says in caught.value.detail
+
+
+def test_a_schedule_is_parsed_into_the_message() -> None:
+    message = {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+               "schedule": {"rrule": "FREQ=DAILY;UNTIL=20270101T000000Z", "timezone": "UTC"}}
+    parsed = parse_message(json.dumps(message))
+    assert parsed.schedule is not None and parsed.schedule.recurring
+    # UNTIL moves out of the rule, in the contract's own form.
+    assert parsed.schedule.to_json() == {"rrule": "FREQ=DAILY", "until": "2027-01-01T00:00:00Z",
+                                         "timezone": "UTC"}
+    jsonschema.validate({**message, "schedule": parsed.schedule.to_json()}, SCHEMA)
+    reschedule = parse_message(json.dumps(
+        {"version": 1, "op": "update", "key": "k", "schedule": {"at": "2026-12-01T09:00:00Z"}}))
+    assert reschedule.content is None and reschedule.schedule is not None
+    assert parse_message(json.dumps(VALID[0])).schedule is None
 
 
 def test_not_json_is_refused_as_such() -> None:
@@ -125,3 +236,25 @@ def test_recipient_names_are_stable_per_target_kind() -> None:
     assert recipient({"conversation": "19:x"}) == "conv:19:x"
     assert recipient({"channel": "19:c"}) == "channel:19:c"
     assert recipient({"channel": "19:c", "replyTo": "5"}) == "thread:19:c;5"
+
+
+def test_lone_surrogates_are_refused() -> None:
+    body = '{"version": 1, "op": "send", "key": "\\udc00", "to": {"user": "u"}, "text": "x"}'
+    with pytest.raises(InvalidMessage, match="unicode"):
+        parse_message(body)
+
+
+def test_long_ids_make_safe_table_keys() -> None:
+    from proactive.tables import MAX_KEY_CHARS, safe_key
+
+    long_id = "19:" + "x/" * 600
+    key = safe_key(long_id)
+    assert len(key) <= MAX_KEY_CHARS
+    assert key != safe_key(long_id + "y")
+    assert "/" not in key
+
+
+def test_deeply_nested_json_is_refused_as_not_json() -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_message("[" * 100_000)
+    assert caught.value.reason == "not-json"
