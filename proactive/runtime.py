@@ -151,6 +151,14 @@ _runtime: Runtime | None = None
 _lock: asyncio.Lock | None = None
 
 
+async def close_runtime() -> None:
+    """Close the process's Runtime, if one was made (at host shutdown)."""
+    global _runtime
+    if _runtime is not None:
+        await _runtime.close()
+        _runtime = None
+
+
 async def get_runtime() -> Runtime:
     """The process's Runtime, created on first call from the app settings."""
     global _runtime, _lock

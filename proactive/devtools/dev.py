@@ -2,12 +2,14 @@
 
 The function app runs under `func start` where Azure Functions Core Tools are
 installed, else under the built-in local host (`python -m proactive host`).
-Everything stops on Ctrl-C. Logs go to .dev/*.log.
+Everything stops on Ctrl-C (also on SIGTERM, or when the terminal closes).
+Logs go to .dev/*.log.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -16,18 +18,26 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
+from . import playground
 from .processes import (
     REPO_ROOT,
     Azurite,
     start_azurite,
-    start_playground,
     stop_process,
     wait_for_port,
 )
 
 AZURITE_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Failed(Exception):
+    """Something could not start; the message says what to do."""
 
 
 def _listening(port: int) -> bool:
@@ -38,17 +48,53 @@ def _listening(port: int) -> bool:
     return True
 
 
-def _start_app(port: int, log: Path, use_func: bool) -> subprocess.Popen[bytes]:
+def _need_free(port: int, what: str) -> None:
+    if _listening(port):
+        raise Failed(f"port {port} ({what}) is already in use: stop what runs there "
+                     f"(an earlier 'dev'? see `ss -ltnp 'sport = :{port}'`) or pick "
+                     f"another port")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a helper that owns a child process starts it, so the
+    child is never left running; the signal is handled right after."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _ensure_settings() -> None:
+    """What scripts/setup does, for `python -m proactive dev` run directly:
+    the app and the CLI read local.settings.json (the queue name, local dev mode)."""
+    settings = REPO_ROOT / "local.settings.json"
+    if not settings.exists():
+        shutil.copyfile(REPO_ROOT / "local.settings.example.json", settings)
+        print("settings:   created local.settings.json from local.settings.example.json",
+              flush=True)
+
+
+def _start_app(port: int, log: Path, use_func: bool,
+               children: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
     if use_func:
         args = ["func", "start", "--port", str(port)]
     else:
         args = [sys.executable, "-m", "proactive", "host", "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    out = open(log, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
-    wait_for_port(port, proc=proc, timeout=120 if use_func else 30)
-    return proc
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    children.append(("the app", proc, log))
+    try:
+        wait_for_port(port, proc=proc, timeout=120 if use_func else 30)
+    except (RuntimeError, TimeoutError) as exc:
+        raise Failed(f"the app did not start ({exc}); see {_rel(log)}") from exc
 
 
 def _playground_user(port: int) -> dict[str, str]:
@@ -57,9 +103,34 @@ def _playground_user(port: int) -> dict[str, str]:
                                     timeout=5) as response:
             config = json.load(response)["config"]
         return {"aad": config["currentUser"]["aadObjectId"], "tenant": config["tenantId"],
-                "name": config["currentUser"]["name"]}
+                "name": config["currentUser"]["name"], "chat": config["personalChat"]["id"]}
     except (OSError, KeyError, ValueError):
         return {}
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _instructions(port: int, user: dict[str, str]) -> str:
+    py = ".venv/bin/python -m proactive"
+    return (
+        f"\nOpen http://localhost:{port} first: that installs the app in the personal "
+        f"chat with {user['name']},\nand the first install brings a welcome card. "
+        f"(No browser? The same install:\n"
+        f"  curl -X POST http://localhost:{port}/_debug/conversation/{user['chat']}"
+        f"/installation )\n"
+        f"\nThen, in another terminal, in {REPO_ROOT}:\n"
+        f"  {py} send --key hello-1 --to {user['aad']} --text 'Hello from **proactive**'\n"
+        f"  {py} update --key hello-1 --text 'Edited in place'\n"
+        f"  {py} delete --key hello-1\n"
+        f"  {py} status --key hello-1\n"
+        f"The Playground does not implement delete (it answers 501): status then shows\n"
+        f'"deleteState": "failed", "deleteReason": "not-supported".'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,48 +142,104 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the app under func (Core Tools) or the built-in host")
     args = parser.parse_args(argv)
 
+    # Set explicitly: a shell that starts us in the background makes SIGINT
+    # ignored, and the children live in their own sessions (a Ctrl-C at the
+    # terminal reaches only us), so we must stop them ourselves.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
     logs = REPO_ROOT / ".dev"
     logs.mkdir(exist_ok=True)
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
     azurite: Azurite | None = None
+    azurite_log, azurite_log_from = logs / "azurite.log", 0
     try:
-        if all(_listening(p) for p in (AZURITE_PORTS["queue"], AZURITE_PORTS["table"])):
-            print("azurite:    already running on 10001/10002, using it")
+        _ensure_settings()
+        _need_free(args.port, "the app")
+        if not args.no_playground:
+            _need_free(args.playground_port, "the Agents Playground")
+        if all(_listening(AZURITE_PORTS[p]) for p in ("queue", "table")):
+            print("azurite:    already running on 10001/10002, using it", flush=True)
         else:
-            azurite = start_azurite(queue_port=AZURITE_PORTS["queue"],
-                                    table_port=AZURITE_PORTS["table"],
-                                    blob_port=AZURITE_PORTS["blob"],
-                                    location=str(REPO_ROOT / ".azurite"),
-                                    log=logs / "azurite.log")
-            print("azurite:    queue 127.0.0.1:10001, table 127.0.0.1:10002 (data in .azurite/)")
-        use_func = args.host == "func" or (args.host == "auto" and shutil.which("func"))
-        children.append(_start_app(args.port, logs / "app.log", bool(use_func)))
+            for name, port in AZURITE_PORTS.items():
+                _need_free(port, f"Azurite {name}")
+            azurite_log_from = azurite_log.stat().st_size if azurite_log.exists() else 0
+            try:
+                with _signals_deferred():
+                    azurite = start_azurite(queue_port=AZURITE_PORTS["queue"],
+                                            table_port=AZURITE_PORTS["table"],
+                                            blob_port=AZURITE_PORTS["blob"],
+                                            location=str(REPO_ROOT / ".azurite"),
+                                            log=azurite_log)
+            except (RuntimeError, TimeoutError) as exc:
+                raise Failed(f"Azurite did not start ({exc}); see .dev/azurite.log") from exc
+            children.append(("Azurite", azurite.proc, azurite_log))
+            print("azurite:    queue 127.0.0.1:10001, table 127.0.0.1:10002 "
+                  "(data in .azurite/; log .dev/azurite.log)", flush=True)
+        use_func = args.host == "func" or (args.host == "auto" and bool(shutil.which("func")))
+        _start_app(args.port, logs / "app.log", use_func, children)
         endpoint = f"http://127.0.0.1:{args.port}/api/messages"
         print(f"app:        {endpoint} ({'func start' if use_func else 'built-in host'}; "
-              f"log .dev/app.log)")
+              f"log .dev/app.log)", flush=True)
         if not args.no_playground:
-            children.append(start_playground(endpoint=endpoint, port=args.playground_port,
-                                             workdir=logs, log=logs / "playground.log"))
+            try:
+                proc = playground.start(endpoint=endpoint, port=args.playground_port,
+                                        workdir=logs, log=logs / "playground.log")
+            except (RuntimeError, TimeoutError) as exc:
+                raise Failed(f"the Agents Playground did not start ({exc})") from exc
+            children.append(("the Agents Playground", proc, logs / "playground.log"))
+            print(f"playground: http://localhost:{args.playground_port} "
+                  f"(log .dev/playground.log)", flush=True)
             user = _playground_user(args.playground_port)
-            print(f"playground: http://localhost:{args.playground_port}  (open it, the app "
-                  f"installs itself in the chat and sends a welcome)")
             if user:
-                print(f"\nTry, in another terminal (as {user['name']}):\n"
-                      f"  .venv/bin/python -m proactive send --key hello-1 "
-                      f"--to {user['aad']} --text 'Hello from **proactive**'\n"
-                      f"  .venv/bin/python -m proactive update --key hello-1 --text 'Edited'\n"
-                      f"  .venv/bin/python -m proactive delete --key hello-1\n"
-                      f"  .venv/bin/python -m proactive status --key hello-1")
-        print("\nCtrl-C stops everything.")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while all(child.poll() is None for child in children):
+                print(_instructions(args.playground_port, user), flush=True)
+        print("\nLogs in .dev/: azurite.log, app.log, playground.log. "
+              "Ctrl-C stops everything.", flush=True)
+        while True:
+            for name, child, log in children:
+                if child.poll() is not None:
+                    print(f"\n{name} exited ({child.returncode}); see {_rel(log)}",
+                          file=sys.stderr, flush=True)
+                    return 1
             time.sleep(0.5)
-        print("a process exited; see .dev/*.log", file=sys.stderr)
+    except Failed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        for child in reversed(children):
-            stop_process(child)
+        # A second Ctrl-C must not cut the cleanup short.
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if children:
+            _say("\nstopping ...")
+        for _, child, _ in reversed(children):
+            if azurite is None or child is not azurite.proc:
+                stop_process(child)
         if azurite is not None:
-            azurite.stop()
+            _stop_azurite(azurite, azurite_log, azurite_log_from)
+        if children:
+            _say("stopped.")
+
+
+def _stop_azurite(azurite: Azurite, log: Path, offset: int) -> None:
+    """SIGINT makes Azurite close its three services (writing its data) and say
+    so; with telemetry on (its default) the process then lingers for seconds.
+    Once all three say closed, the next signal ends it without loss."""
+    proc = azurite.proc
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                if f.read().count(b"service successfully closed") >= len(AZURITE_PORTS):
+                    break
+            time.sleep(0.05)
+    azurite.stop()
+
+
+def _say(text: str) -> None:
+    """Print while stopping, when the terminal may be gone (SIGHUP)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)

@@ -435,6 +435,11 @@ async def _serve(host: LocalHost) -> int:
     await stop.wait()
     log.info("Stopping the host")
     await host.stop()
+    # Like the worker's process exit, minus the warnings about open sessions:
+    # close proactive's shared clients if the app made them.
+    runtime = sys.modules.get("proactive.runtime")
+    if runtime is not None:
+        await runtime.close_runtime()
     return 0
 
 

@@ -88,6 +88,8 @@ def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 
     blob_port = blob_port or free_port()
     args = [
         node_tool("azurite"), "--silent", "--skipApiVersionCheck", "--loose",
+        # Without it Azurite tries to send telemetry out, and lingers at exit.
+        "--disableTelemetry",
         "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
         "--blobPort", str(blob_port), "--queuePort", str(queue_port),
         "--tablePort", str(table_port),
@@ -117,19 +119,6 @@ def no_browser_path(tmp: Path) -> str:
     opener.write_text("#!/bin/sh\nexit 0\n")
     opener.chmod(0o755)
     return f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
-def start_playground(*, endpoint: str, port: int, workdir: Path,
-                     log: Path | None = None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PATH=no_browser_path(workdir))
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [node_tool("agentsplayground"), "-e", endpoint, "-c", "msteams", "-p", str(port)],
-        stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-        start_new_session=True,
-    )
-    wait_for_port(port, proc=proc, timeout=60)
-    return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0,

@@ -1,0 +1,296 @@
+"""End to end through the Microsoft 365 Agents Playground, a Teams stand-in we
+did not write: the app runs under the built-in host as a subprocess (as
+`./scripts/dev` runs it), the Playground sends it real install activities and
+answers its Connector calls, and messages are put on the queue with the CLI.
+
+What the bot sent is read back from the Playground's log stream (see
+proactive/devtools/playground.py for its quirks). The processes are shared by
+the module; each test waits for its own outcomes with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from azure.data.tables.aio import TableClient
+from azure.storage.queue.aio import QueueClient
+
+from proactive.config import Settings
+from proactive.deliveries import DeliveryStore
+from proactive.devtools import playground as pg
+from proactive.devtools.processes import REPO_ROOT, Azurite, free_port, stop_process, wait_for_port
+from proactive.references import INSTALLED, Reference, ReferenceStore
+from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# Inherited settings that must not reach the app: credentials would make it
+# refuse local-dev mode, and the test names its own storage, queue and tables.
+_FOREIGN = ("MicrosoftApp", "PROACTIVE_", "AzureWebJobs", "OUTBOX_QUEUE", "FUNCTIONS_")
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15.0,
+                     what: str = "condition") -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Apps:
+    env: dict[str, str]  # the app's settings, also given to the CLI
+    workdir: Path
+    host: subprocess.Popen[bytes]
+    host_log: Path
+    playground_port: int
+
+
+@pytest.fixture(scope="module")
+def apps(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
+    """The function app (built-in host) and the Playground wired to it."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    tag = uuid.uuid4().hex[:10]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
+    env.update(AzureWebJobsStorage=azurite.connection_string, OUTBOX_QUEUE=f"e2e{tag}",
+               PROACTIVE_TABLE_PREFIX=f"e2e{tag}", PROACTIVE_LOCAL_DEV="true",
+               PYTHONUNBUFFERED="1")
+    # The host would read the repo's local.settings.json (whatever a developer
+    # put there); an empty settings file keeps the environment the only source.
+    settings = workdir / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
+    app_port, playground_port = free_port(), free_port()
+    host_log = workdir / "app.log"
+    with open(host_log, "ab") as out:
+        host = subprocess.Popen(
+            [sys.executable, "-m", "proactive", "host", "--port", str(app_port),
+             "--settings", str(settings)],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    playground = None
+    try:
+        wait_for_port(app_port, proc=host)
+        playground = pg.start(endpoint=f"http://127.0.0.1:{app_port}/api/messages",
+                              port=playground_port, workdir=workdir)
+        yield Apps(env, workdir, host, host_log, playground_port)
+        assert host.poll() is None, f"the app exited: {host_log.read_text()[-2000:]}"
+    finally:
+        if playground is not None:
+            stop_process(playground)
+        stop_process(host, sig=signal.SIGTERM)
+    assert host.returncode == 0, f"the app did not stop cleanly: {host_log.read_text()[-2000:]}"
+
+
+@dataclass
+class Stack:
+    apps: Apps
+    playground: pg.Playground
+    log: pg.LogStream
+    config: dict[str, Any]  # the Playground's tenant, bot, users and chats
+    references: ReferenceStore
+    deliveries: DeliveryStore
+    outbox: QueueClient
+
+    @property
+    def user(self) -> str:
+        return str(self.config["currentUser"]["aadObjectId"])
+
+    @property
+    def chat(self) -> str:
+        return str(self.config["personalChat"]["id"])
+
+    @property
+    def connector(self) -> str:
+        return f"http://localhost:{self.apps.playground_port}/_connector"
+
+    async def cli(self, *args: str, ok: bool = True) -> Any:
+        """`python -m proactive ARGS` with the app's settings; its JSON output.
+        Run outside the repo, so a developer's local.settings.json is not read."""
+        env = {**self.apps.env, "PYTHONPATH": str(REPO_ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proactive", *args, cwd=self.apps.workdir, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        if ok:
+            assert proc.returncode == 0, f"{args}: {proc.returncode} {err.decode()}"
+        return json.loads(out) if out.strip() else None
+
+    async def delivery(self, key: str) -> dict[str, Any]:
+        rows = await self.deliveries.by_key(key)
+        assert len(rows) <= 1, rows
+        return rows[0][0] if rows else {}
+
+    async def delivered(self, key: str, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Wait until the send of `key` reached the Playground and is recorded:
+        (the Playground's log entry, the delivery record)."""
+        entry = await self.log.wait_for(lambda e: pg.body(e).get("text") == text)
+        assert pg.status(entry) == 201, entry
+        activity_id = entry["response"]["body"]["id"]
+        row = await eventually(
+            lambda: _if(self.delivery(key), lambda r: r.get("state") == "sent"),
+            what=f"delivery of {key} recorded as sent")
+        assert row["activityId"] == activity_id
+        return entry, row
+
+    def host_log_has(self, text: str) -> bool:
+        return text in self.apps.host_log.read_text(errors="replace")
+
+
+async def _if(value: Any, test: Callable[[Any], Any]) -> Any:
+    result = await value
+    return result if test(result) else None
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(apps: Apps) -> AsyncIterator[Stack]:
+    settings = Settings(storage_connection=apps.env["AzureWebJobsStorage"],
+                        outbox_queue=apps.env["OUTBOX_QUEUE"],
+                        table_prefix=apps.env["PROACTIVE_TABLE_PREFIX"])
+    conn = settings.storage_connection
+    async with aiohttp.ClientSession() as session, \
+            TableClient.from_connection_string(conn, settings.table_name(REFERENCES_TABLE)) \
+            as references, \
+            TableClient.from_connection_string(conn, settings.table_name(DELIVERIES_TABLE)) \
+            as deliveries, \
+            QueueClient.from_connection_string(conn, settings.outbox_queue) as outbox:
+        playground = pg.Playground(apps.playground_port, session)
+        config = await playground.config()
+        # Connected before anything happens: the stream does not replay.
+        async with playground.log_stream() as log:
+            yield Stack(apps, playground, log, config, ReferenceStore(references),
+                        DeliveryStore(deliveries), outbox)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def installed(stack: Stack) -> Reference:
+    """The bot installed in the personal chat, as opening the Playground does."""
+    await stack.playground.install(stack.chat)
+    ref: Reference = await eventually(
+        lambda: stack.references.user(stack.user, stack.config["tenantId"]),
+        what="the user's conversation reference stored")
+    return ref
+
+
+async def test_install_stores_the_reference_and_sends_one_welcome(
+        stack: Stack, installed: Reference) -> None:
+    config = stack.config
+    assert installed.conversation_id == stack.chat
+    assert installed.service_url == stack.connector  # verbatim, as the activity gave it
+    assert installed.tenant_id == config["tenantId"]
+    assert installed.bot_id == config["bot"]["id"]
+    assert installed.conversation_type == "personal"
+    assert installed.state == INSTALLED
+    conversation = await stack.references.conversation(stack.chat, config["tenantId"])
+    assert conversation is not None and conversation.state == INSTALLED
+
+    # Both install events reached the app and were answered 200.
+    def answered() -> dict[str, int]:
+        return {e["activityName"]: pg.status(e) for e in stack.log.entries
+                if e.get("to") == pg.BOT and e.get("conversationId") == stack.chat}
+    await eventually(lambda: len(answered()) == 2, what="both install events in the log")
+    assert answered() == {"installationUpdate": 200, "conversationUpdate": 200}
+
+    welcome = await stack.log.wait_for(lambda e: pg.body(e).get("attachments"))
+    assert pg.status(welcome) == 201
+    sent = pg.body(welcome)
+    card = sent["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert card["content"]["body"][0]["text"].startswith("Welcome to ")
+    assert sent["summary"].startswith("Welcome to ")
+
+    # Teams (and the Playground) send two events for one install: one welcome.
+    # Once the outbox is empty, every welcome queued has been delivered.
+    async def outbox_empty() -> bool:
+        props = await stack.outbox.get_queue_properties()
+        return props.approximate_message_count == 0
+    await eventually(outbox_empty, what="outbox drained")
+    assert len([e for e in stack.log.from_bot() if pg.body(e).get("attachments")]) == 1
+
+
+async def test_send_update_and_status_by_key(stack: Stack, installed: Reference) -> None:
+    key = f"e2e-{uuid.uuid4().hex[:8]}"
+    text = f"Hello from **proactive** ({key})"
+    queued = await stack.cli("send", "--key", key, "--to", stack.user, "--text", text)
+    assert queued == {"queued": stack.apps.env["OUTBOX_QUEUE"], "op": "send", "key": key}
+
+    entry, row = await stack.delivered(key, text)
+    assert pg.body(entry)["textFormat"] == "markdown"
+    activity_id = row["activityId"]
+    assert row["conversationId"] == stack.chat
+    assert row["serviceUrl"] == stack.connector
+
+    edited = f"Edited in place ({key})"
+    await stack.cli("update", "--key", key, "--text", edited)
+    update = await stack.log.wait_for(lambda e: pg.body(e).get("text") == edited)
+    assert pg.body(update)["id"] == activity_id  # the same message, edited
+    assert pg.status(update) == 200
+    # The log does not show the method; the app's log shows it was a PUT.
+    put = (f"PUT {stack.connector}/v3/conversations/{stack.chat}/activities/{activity_id} "
+           f'"HTTP/1.1 200 OK"')
+    await eventually(lambda: stack.host_log_has(put), what="PUT in the app's log")
+    await eventually(lambda: _if(stack.delivery(key), lambda r: r.get("updates") == 1),
+                     what="update recorded")
+
+    status = await stack.cli("status", "--key", key)
+    assert len(status) == 1
+    assert status[0]["recipient"] == f"user:{stack.user}"
+    assert status[0]["state"] == "sent"
+    assert status[0]["activityId"] == activity_id
+    assert status[0]["updateState"] == "done"
+    assert status[0]["updates"] == 1
+    assert status[0]["attempts"] == 1
+
+
+async def test_delete_is_not_supported_and_the_app_carries_on(
+        stack: Stack, installed: Reference) -> None:
+    key = f"e2e-{uuid.uuid4().hex[:8]}"
+    text = f"To be deleted ({key})"
+    await stack.cli("send", "--key", key, "--to", stack.user, "--text", text)
+    _, row = await stack.delivered(key, text)
+    activity_id = row["activityId"]
+
+    await stack.cli("delete", "--key", key)
+    refused = await stack.log.wait_for(lambda e: pg.status(e) == 501)
+    assert refused["response"]["body"]["error"]["code"] == "DeleteActivityAPINotImplemented"
+    delete = (f"DELETE {stack.connector}/v3/conversations/{stack.chat}/activities/{activity_id} "
+              f'"HTTP/1.1 501 Not Implemented"')
+    await eventually(lambda: stack.host_log_has(delete), what="DELETE in the app's log")
+    await eventually(lambda: _if(stack.delivery(key), lambda r: r.get("deleteState")),
+                     what="delete recorded")
+
+    status = await stack.cli("status", "--key", key)
+    assert len(status) == 1
+    assert status[0]["state"] == "sent"  # still there: the Playground kept it
+    assert status[0]["deleteState"] == "failed"
+    assert status[0]["deleteReason"] == "not-supported"
+
+    # Recorded, not retried, nothing parked, and the worker goes on.
+    assert stack.apps.host.poll() is None
+    assert await stack.cli("poison") == []
+    after = f"After the refused delete ({key})"
+    later = f"{key}-after"
+    await stack.cli("send", "--key", later, "--to", stack.user, "--text", after)
+    await stack.delivered(later, after)
+    assert len([e for e in stack.log.from_bot() if pg.status(e) == 501]) == 1
