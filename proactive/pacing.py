@@ -27,7 +27,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import tables
 
@@ -60,6 +60,12 @@ class Defer(Exception):
 class _Slots:
     times: deque[float] = field(default_factory=deque)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The budget row as this process last wrote it. Written back optimistically
+    # (ETag-conditional), so an instance that has a tenant to itself pays one
+    # storage write per reservation, no read; a conflict means another
+    # instance reserved meanwhile, and only then is the row read again.
+    row: dict[str, Any] = field(default_factory=dict)
+    etag: str = ""
 
 
 class TenantPacer:
@@ -91,11 +97,21 @@ class TenantPacer:
             await self.sleep(wait)  # type: ignore[misc]
         return at
 
+    async def _budget(self, tenant: str, slots: _Slots, attempt: int) -> tuple[dict[str, Any],
+                                                                                 str]:
+        if attempt == 0 and slots.etag:
+            return dict(slots.row), slots.etag
+        found = await tables.read(self.table, tables.safe_key(tenant or "-"), "budget")
+        return found if found else ({}, "")
+
+    async def _write(self, slots: _Slots, entity: dict[str, Any], etag: str) -> None:
+        slots.etag = await tables.write_if(self.table, entity, etag)
+        slots.row = entity
+
     async def _reserve(self, tenant: str, slots: _Slots, now: float) -> None:
         pk, rk = tables.safe_key(tenant or "-"), "budget"
-        async for _ in tables.attempts():
-            found = await tables.read(self.table, pk, rk)
-            row, etag = found if found else ({}, "")
+        async for attempt in tables.attempts():
+            row, etag = await self._budget(tenant, slots, attempt)
             rate = _recovered(row, now, self.rate)
             start = max(now, float(row.get("nextFree", 0.0)))
             if start - now > self.max_wait:
@@ -106,7 +122,7 @@ class TenantPacer:
                       "nextFree": start + count * spacing, "updated": now}
             entity.setdefault("throttledAt", 0.0)
             try:
-                await tables.write_if(self.table, entity, etag)
+                await self._write(slots, entity, etag)
             except tables.Conflict:
                 continue
             slots.times.extend(start + i * spacing for i in range(count))
@@ -117,16 +133,16 @@ class TenantPacer:
         """Teams answered 429 for this tenant: lower its shared rate."""
         pk, rk = tables.safe_key(tenant or "-"), "budget"
         now = self.clock()
-        self._slots[tenant].times.clear()
-        async for _ in tables.attempts():
-            found = await tables.read(self.table, pk, rk)
-            row, etag = found if found else ({}, "")
+        slots = self._slots[tenant]
+        slots.times.clear()
+        async for attempt in tables.attempts():
+            row, etag = await self._budget(tenant, slots, attempt)
             rate = max(MIN_RATE, _recovered(row, now, self.rate) * DECREASE)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "throttledAt": now, "updated": now,
                       "nextFree": max(now, float(row.get("nextFree", 0.0)))}
             try:
-                await tables.write_if(self.table, entity, etag)
+                await self._write(slots, entity, etag)
             except tables.Conflict:
                 continue
             return rate
