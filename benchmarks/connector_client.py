@@ -1,0 +1,201 @@
+"""Benchmark 1: CPU per Connector send in the client process.
+
+`ConnectorClient.send` (httpx over aiohttp's transport, built as
+`Runtime.create` builds it) posting activities to the Connector emulator,
+which runs in its own process with no limits, so only the client's CPU is
+counted: `time.process_time()` delta / sends, at a fixed concurrency.
+
+Baselines, measured the same way against the same emulator:
+- `ConnectorClient` over a plain `httpx.AsyncClient` (httpx's own transport);
+- a bare `httpx` request over the aiohttp transport (no ConnectorClient);
+- a bare `httpx.AsyncClient` request;
+- raw `aiohttp.ClientSession` (the floor).
+
+    .venv/bin/python -m benchmarks.connector_client [--sends 2000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from benchmarks._common import (
+    Emulator,
+    emulator_process,
+    figure,
+    header,
+    machine_cpu,
+    machine_load_note,
+    median,
+    note,
+)
+
+TARGET_US = 500.0
+ORIENTATION = {"raw aiohttp": 190, "httpx + aiohttp transport": 430, "plain httpx": 2050}
+
+ACTIVITY: dict[str, Any] = {
+    "type": "message",
+    "text": "Build **4711** is green: all 1,234 tests passed",
+    "textFormat": "markdown",
+    "summary": "CI",
+    "channelData": {"notification": {"alert": True}},
+}
+
+Send = Callable[[int], Awaitable[Any]]
+
+
+async def _drive(send: Send, count: int, concurrency: int) -> tuple[float, float]:
+    """`count` sends through `concurrency` workers: (CPU seconds, wall seconds)."""
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            await send(i)
+
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.process_time() - cpu0, time.perf_counter() - wall0
+
+
+# --- the variants ----------------------------------------------------------------
+
+def _product_http() -> Any:
+    """The HTTP client exactly as `proactive.runtime.Runtime.create` builds it."""
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+
+    return httpx.AsyncClient(transport=AiohttpTransport(),
+                             limits=httpx.Limits(max_connections=64))
+
+
+def _connector(http: Any) -> Any:
+    from proactive.clouds import resolve_cloud
+    from proactive.config import Settings
+    from proactive.connector import ConnectorClient
+
+    settings = Settings(local_dev=True)  # loopback serviceUrl, no token
+    return ConnectorClient(http, None, resolve_cloud(settings), local_dev=True)
+
+
+async def _variant(name: str, service_url: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    """A send function for one variant, and how to close it."""
+    import httpx
+
+    conv = "a:bench-connector"
+    url = f"{service_url.rstrip('/')}/v3/conversations/{conv}/activities"
+    headers = {"Content-Type": "application/json"}
+
+    if name == "ConnectorClient.send (product)":
+        http = _product_http()
+        client = _connector(http)
+        return (lambda i: client.send(service_url, conv, ACTIVITY)), http.aclose
+    if name == "ConnectorClient over plain httpx":
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        client = _connector(http)
+        return (lambda i: client.send(service_url, conv, ACTIVITY)), http.aclose
+    if name in ("bare httpx + aiohttp transport", "bare plain httpx"):
+        http = (_product_http() if "aiohttp" in name
+                else httpx.AsyncClient(limits=httpx.Limits(max_connections=64)))
+
+        async def bare(i: int) -> Any:
+            body = json.dumps(ACTIVITY, separators=(",", ":")).encode()
+            response = await http.request("POST", url, content=body, headers=headers,
+                                          timeout=15.0)
+            return json.loads(response.content)
+
+        return bare, http.aclose
+    if name == "raw aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        timeout = aiohttp.ClientTimeout(total=15.0)
+
+        async def raw(i: int) -> Any:
+            body = json.dumps(ACTIVITY, separators=(",", ":")).encode()
+            async with session.post(url, data=body, headers=headers,
+                                    timeout=timeout) as response:
+                return json.loads(await response.read())
+
+        return raw, session.close
+    raise ValueError(name)
+
+
+VARIANTS = ("ConnectorClient.send (product)", "ConnectorClient over plain httpx",
+            "bare httpx + aiohttp transport", "bare plain httpx", "raw aiohttp")
+
+
+async def measure(emulator: Emulator, name: str, *, sends: int, concurrency: int,
+                  warmup: int) -> tuple[float, float, int]:
+    """(CPU seconds, wall seconds, delivered) for one variant."""
+    await asyncio.to_thread(emulator.reset)
+    send, close = await _variant(name, emulator.url)
+    try:
+        await _drive(send, warmup, concurrency)  # connections, imports, caches
+        cpu, wall = await _drive(send, sends, concurrency)
+    finally:
+        await close()
+    delivered = (await asyncio.to_thread(emulator.counters)).get("delivered", 0)
+    return cpu, wall, delivered - warmup
+
+
+async def run(sends: int, concurrency: int, rounds: int, warmup: int,
+              variants: tuple[str, ...]) -> None:
+    header(f"Connector client: {sends:,} sends at concurrency {concurrency}, "
+           f"median of {rounds} round(s)")
+    with emulator_process() as emulator:
+        note(f"emulator (own process, no limits): {emulator.url}")
+        results: dict[str, list[tuple[float, float, int]]] = {v: [] for v in variants}
+        machine0, ours0 = machine_cpu(), time.process_time() + emulator.cpu_seconds()
+        for _ in range(rounds):
+            for name in variants:  # interleaved, so drift hits every variant alike
+                results[name].append(await measure(emulator, name, sends=sends,
+                                                   concurrency=concurrency, warmup=warmup))
+        for name in variants:
+            cpu_us = median([cpu / sends * 1e6 for cpu, _, _ in results[name]])
+            wall = median([wall for _, wall, _ in results[name]])
+            lost = [sends - d for _, _, d in results[name] if d != sends]
+            product = name.endswith("(product)")
+            print(f"  {name}:")
+            figure("CPU per send (client process)", cpu_us, "µs",
+                   target=TARGET_US if product else None, fmt="{:,.0f}", indent=4)
+            figure("wall time", wall, "s", fmt="{:,.2f}", indent=4)
+            figure("sends/s", sends / wall, "/s", fmt="{:,.0f}", indent=4)
+            if not product:
+                note(f"  ratio of this baseline to the {TARGET_US:.0f} µs target: "
+                     f"{cpu_us / TARGET_US:.2f}")
+            if lost:
+                note(f"  WARNING: emulator counted fewer deliveries than sends: {lost}")
+        ours = time.process_time() + emulator.cpu_seconds() - ours0
+        note(machine_load_note(machine0, machine_cpu(), ours))
+        note("orientation (from the issue): " + ", ".join(
+            f"{k} ≈ {v:,} µs" for k, v in ORIENTATION.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.connector_client",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sends", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--only-product", action="store_true",
+                        help="measure ConnectorClient.send alone (no baselines)")
+    args = parser.parse_args(argv)
+    variants = VARIANTS[:1] if args.only_product else VARIANTS
+    asyncio.run(run(max(1, args.sends), max(1, args.concurrency), max(1, args.rounds),
+                    max(0, args.warmup), variants))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
