@@ -63,6 +63,15 @@ class Target:
     def is_broadcast(self) -> bool:
         return self.kind in ("users", "allUsers")
 
+    def to_json(self) -> dict[str, str]:
+        """The contract's `to` for a single recipient (what `parse_target` reads)."""
+        to = {self.kind: self.id}
+        for name, value in (("tenant", self.tenant), ("team", self.team),
+                            ("replyTo", self.reply_to)):
+            if value:
+                to[name] = value
+        return to
+
     @property
     def recipient(self) -> str:
         """The stable name of this recipient in delivery records."""
@@ -78,6 +87,17 @@ class Content:
     text: str = ""
     card: Mapping[str, Any] | None = None
     summary: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's content fields (what `parse_message` reads)."""
+        out: dict[str, Any] = {}
+        if self.text:
+            out["text"] = self.text
+        if self.card is not None:
+            out["card"] = dict(self.card)
+        if self.summary:
+            out["summary"] = self.summary
+        return out
 
     def activity(self) -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "message"}
@@ -114,7 +134,7 @@ def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = Fa
     return value
 
 
-def _target(data: Any) -> Target:
+def parse_target(data: Any) -> Target:
     if not isinstance(data, Mapping):
         raise InvalidMessage("schema", "'to' must be an object")
     kinds = [kind for kind in _TARGETS if kind in data]
@@ -193,7 +213,7 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     if op == "update" and "to" in data:
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
                                        "the key names the message")
-    target = _target(data.get("to")) if op == "send" else None
+    target = parse_target(data.get("to")) if op == "send" else None
     schedule = _schedule(data, key) if "schedule" in data else None
     if op == "update" and schedule is not None and "text" not in data and "card" not in data:
         return OutboxMessage(op=op, key=key, schedule=schedule)  # a new time only

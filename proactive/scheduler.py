@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import tables
-from .contract import Content, OutboxMessage, Target
+from .contract import Content, OutboxMessage, Target, parse_target
 from .schedules import (
     Occurrence,
     Plan,
@@ -123,28 +123,6 @@ def _get_json(entity: Mapping[str, Any], name: str) -> Any:
         parts.append(entity[f"{name}{n}"])
         n += 1
     return json.loads("".join(parts) or "null")
-
-
-def target_json(target: Target) -> dict[str, str]:
-    to = {target.kind: target.id}
-    if target.tenant:
-        to["tenant"] = target.tenant
-    if target.team:
-        to["team"] = target.team
-    if target.reply_to:
-        to["replyTo"] = target.reply_to
-    return to
-
-
-def content_json(content: Content) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if content.text:
-        out["text"] = content.text
-    if content.card is not None:
-        out["card"] = dict(content.card)
-    if content.summary:
-        out["summary"] = content.summary
-    return out
 
 
 def _instant(text: str) -> datetime:
@@ -379,7 +357,7 @@ def new_item(key: str, target: Target, content: Content, spec: Spec, zone: str, 
         "timezone": zone, "zoneSource": source, "fired": 0, "skipped": 0,
         "createdAt": tables.iso(now), "dueRow": "",
     }
-    _set_json(item, "data", {"target": target_json(target), "content": content_json(content),
+    _set_json(item, "data", {"target": target.to_json(), "content": content.to_json(),
                              "skips": [], "overrides": {}})
     return item
 
@@ -624,18 +602,12 @@ async def _plan(rt: Runtime, item: dict[str, Any], report: TickReport | None = N
     zone = item.get("timezone") or "UTC"
     if spec.recurring and item.get("zoneSource") in (RECIPIENT, DEFAULT):
         data = _get_json(item, "data")
-        target = _target(data["target"])
+        target = parse_target(data["target"])
         zone, source = await resolve_zone(rt, spec, target)
         if report is not None:
             report.read += 1
         item.update(timezone=zone, zoneSource=source)
     return Plan(spec, zone)
-
-
-def _target(to: Mapping[str, str]) -> Target:
-    kind = next(k for k in ("user", "conversation", "channel") if k in to)
-    return Target(kind=kind, id=to[kind], tenant=to.get("tenant", ""), team=to.get("team", ""),
-                  reply_to=to.get("replyTo", ""))
 
 
 # --- changing scheduled items by key ----------------------------------------------------
@@ -707,7 +679,7 @@ async def _manage_item(rt: Runtime, table: TableClient, message: OutboxMessage,
                     return
                 if message.content is not None:
                     data = _get_json(item, "data")
-                    data["content"] = content_json(message.content)
+                    data["content"] = message.content.to_json()
                     _set_json(item, "data", data)
                 if message.schedule is not None:
                     await _reschedule(rt, table, item, etag, message.schedule, now)
@@ -723,7 +695,7 @@ async def _manage_item(rt: Runtime, table: TableClient, message: OutboxMessage,
 
 async def _reschedule(rt: Runtime, table: TableClient, item: dict[str, Any], etag: str,
                       spec: Spec, now: datetime) -> None:
-    target = _target(_get_json(item, "data")["target"])
+    target = parse_target(_get_json(item, "data")["target"])
     zone, source = await resolve_zone(rt, spec, target)
     if spec.recurring and spec.start is None:
         spec = spec.with_start(wall_of(now, load_zone(zone)).replace(second=0))
@@ -748,7 +720,7 @@ async def _manage_occurrence(table: TableClient, message: OutboxMessage, item: d
             data["skips"] = sorted({*data.get("skips", []), stamp})
         else:
             assert message.content is not None
-            data.setdefault("overrides", {})[stamp] = content_json(message.content)
+            data.setdefault("overrides", {})[stamp] = message.content.to_json()
         _set_json(item, "data", data)
         if sum(len(v) for k, v in item.items() if k.startswith("data")) > MAX_DATA_CHARS:
             raise ScheduleError("too many changed occurrences stored for this series: "
