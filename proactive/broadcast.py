@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from . import deliveries as d
-from .campaigns import CANCELLED, result_counts
+from . import tables
+from .campaigns import CANCELLED
 from .contract import OutboxMessage, Target
 from .outbox import Outcome, finish_unsent, retry_later, send_one
 
@@ -75,7 +76,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
     assert message.target is not None and message.content is not None
     content, tenant = message.content, message.target.tenant
     gate = asyncio.Semaphore(CONCURRENCY)
-    counts: Counter[str] = Counter()
+    results: dict[str, str] = {}  # recipient -> reason, for the counters
 
     async def one(user: str) -> None:
         target = Target("user", user, tenant=tenant)
@@ -91,9 +92,31 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
                                             message_id="", target=target)
                 if outcome.state == "retry":
                     return  # counted when it comes back
-            if outcome.reason != "duplicate":
-                counts.update(result_counts(outcome.reason))
+            reason: str | None = outcome.reason
+            if reason == "duplicate":
+                # Finished earlier: by this part before its worker died, by
+                # another copy, or by an earlier message under the key.
+                # Counting it again is harmless (each recipient counts once);
+                # not counting it would lose a dead worker's results.
+                reason = await _recorded_result(rt, message.key, target)
+            if reason is not None:
+                results[target.recipient] = reason
 
     await asyncio.gather(*(one(user) for user in message.target.users))
-    await rt.campaigns.add(message.key, counts)
+    await rt.campaigns.count(message.key, results)
     return Outcome("done", "part")
+
+
+async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
+    """What a finished delivery row counts as (a reason `result_counts` takes)."""
+    found = await tables.read(rt.deliveries.table, tables.safe_key(key),
+                              tables.safe_key(target.recipient))
+    if found is None:
+        return None
+    row = found[0]
+    state = row.get("state")
+    if state in (d.SENT, d.DELETED):
+        return "sent"
+    if state in (d.FAILED, d.CANCELLED):
+        return str(row.get("reason") or state)
+    return None  # not finished: whoever holds it reports it

@@ -6,12 +6,20 @@ Table `sends`, partition = the key. Row `summary` holds the state
 random shard with an ETag-conditional write, O(1) whatever the audience size,
 and spreading writers over eight rows keeps them from queueing on one.
 Progress is the sum of the shards, readable at any time.
+
+Each recipient's result is counted once: with the shard write goes, in the
+same entity-group transaction, a marker row `~<recipient>` that must not exist
+yet. So a part redelivered after its worker died (whose recipients now find
+their delivery rows final) can count what the dead worker never did, and
+nothing is counted twice. Markers sort after the counter rows, so reading
+progress never scans them.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import tables
@@ -24,6 +32,9 @@ RUNNING = "running"
 CANCELLED = "cancelled"
 # Reasons a recipient was passed over without a Connector call.
 SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled"})
+# Row keys of the per-recipient markers start with this; it sorts after
+# "shard-*" and "summary", so `RowKey lt MARKER` reads only those.
+MARKER = "~"
 
 
 class Campaigns:
@@ -78,11 +89,51 @@ class Campaigns:
             return
         raise tables.Conflict(f"counters of {key} kept changing")
 
+    async def count(self, key: str, results: Mapping[str, str]) -> None:
+        """Add recipients' results (recipient -> reason, as `result_counts`
+        takes) to the counters, each recipient once however often it is
+        reported: one transaction writes a shard and a marker per recipient."""
+        from azure.core import MatchConditions
+        from azure.data.tables import TableTransactionError, UpdateMode
+
+        pk, pending, recheck = tables.safe_key(key), dict(results), False
+        async for _ in tables.attempts(20):
+            if recheck:  # a marker existed (or the answer did not say which row failed)
+                pending = {who: why for who, why in pending.items()
+                           if await tables.read(self.table, pk, _marker(who)) is None}
+            if not pending:
+                return
+            rk = f"shard-{random.randrange(SHARDS)}"
+            found = await tables.read(self.table, pk, rk)
+            fresh: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
+            row, etag = found if found else (fresh, "")
+            for why in pending.values():
+                for name, n in result_counts(why).items():
+                    row[name] = int(row.get(name, 0)) + n
+            ops: list[Any] = [("create", {"PartitionKey": pk, "RowKey": _marker(who),
+                                          "result": why, "countedAt": tables.iso()})
+                              for who, why in pending.items()]
+            ops.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": etag,
+                                        "match_condition": MatchConditions.IfNotModified})
+                       if etag else ("create", row))
+            try:
+                await self.table.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.status_code not in (404, 409, 412):
+                    raise
+                # The shard is the last operation: only it failing means the
+                # markers are still free.
+                recheck = exc.index != len(ops) - 1
+                continue
+            return
+        raise tables.Conflict(f"counters of {key} kept changing")
+
     async def progress(self, key: str) -> dict[str, Any] | None:
         summary: dict[str, Any] | None = None
         totals: Counter[str] = Counter()
         async for entity in self.table.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)}):
+                "PartitionKey eq @pk and RowKey lt @marker",
+                parameters={"pk": tables.safe_key(key), "marker": MARKER}):
             row = dict(entity)
             if row["RowKey"] == "summary":
                 summary = {k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")}
@@ -92,6 +143,10 @@ class Campaigns:
         if summary is None:
             return None
         return {**summary, "counts": dict(totals)}
+
+
+def _marker(recipient: str) -> str:
+    return MARKER + tables.safe_key(recipient)
 
 
 def result_counts(reason: str) -> Counter[str]:
