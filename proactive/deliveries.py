@@ -45,7 +45,7 @@ class Claim:
 
 
 class DeliveryStore:
-    def __init__(self, table: TableClient, *, lease: timedelta = timedelta(seconds=90)) -> None:
+    def __init__(self, table: TableClient, *, lease: timedelta = timedelta(seconds=30)) -> None:
         self.table = table
         self.lease = lease
 

@@ -126,7 +126,9 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: str,
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
     except Busy:
-        return Outcome("retry", "busy", delay=backoff(1, None))
+        # Another worker holds it (or held it and died: its lease runs out).
+        # Not a failed attempt.
+        return Outcome("retry", "busy", delay=backoff(1, None), counts=False)
     if not isinstance(claim, Claim):
         return Outcome("done", "duplicate")
     await rt.deliveries.finish(claim, state, reason=reason)
@@ -150,7 +152,9 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
     except Busy:
-        return Outcome("retry", "busy", delay=backoff(1, None))
+        # Another worker holds it (or held it and died: its lease runs out).
+        # Not a failed attempt.
+        return Outcome("retry", "busy", delay=backoff(1, None), counts=False)
     if not isinstance(claim, Claim):
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome("done", "duplicate")
