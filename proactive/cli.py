@@ -7,6 +7,7 @@ and run the local tools.
     cancel   put a cancel of a many-user or scheduled send (by key)
     schedules list scheduled sends (all still to come, or one key's)
     status   show the delivery records of a key
+    progress show the counters of a many-user send
     poison   list what is parked in the poison queue, with reasons
     host     run function_app.py locally (Functions host semantics)
     emulator run the Connector emulator
@@ -43,10 +44,15 @@ def load_local_settings(path: Path = Path("local.settings.json")) -> None:
         os.environ.setdefault(name, str(value))
 
 
-def _target(args: argparse.Namespace) -> dict[str, str]:
-    target: dict[str, str] = {}
+def _target(args: argparse.Namespace) -> dict[str, Any]:
+    target: dict[str, Any] = {}
     if args.to:
         target["user"] = args.to
+    if args.users:
+        text = Path(args.users[1:]).read_text() if args.users.startswith("@") else args.users
+        target["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
+    if args.all_users:
+        target["allUsers"] = True
     if args.conversation:
         target["conversation"] = args.conversation
     if args.channel:
@@ -144,6 +150,21 @@ async def _status(settings: Settings, key: str) -> list[dict[str, Any]]:
     return rows
 
 
+async def _progress(settings: Settings, key: str) -> dict[str, Any] | None:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables.aio import TableClient
+
+    from .campaigns import Campaigns
+    from .runtime import SENDS_TABLE
+
+    name = settings.table_name(SENDS_TABLE)
+    async with TableClient.from_connection_string(settings.storage_connection, name) as table:
+        try:
+            return await Campaigns(table).progress(key)
+        except ResourceNotFoundError:
+            return None
+
+
 async def _poison(settings: Settings, limit: int) -> list[Any]:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.queue.aio import QueueClient
@@ -172,8 +193,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--key", required=name != "send",
                          help="the message's key (send: default a new random key)")
         if name == "send":
-            who = cmd.add_argument_group("recipient (one of --to, --conversation, --channel)")
+            who = cmd.add_argument_group("recipient (one of --to, --users, --all-users, "
+                                         "--conversation, --channel)")
             who.add_argument("--to", help="user's Azure AD object id")
+            who.add_argument("--users", help="several users: comma-separated AAD object ids, "
+                                             "or @FILE with one per line")
+            who.add_argument("--all-users", action="store_true",
+                             help="every user of the tenant with a stored personal chat")
             who.add_argument("--conversation", help="a stored conversation id")
             who.add_argument("--channel", help="channel id (new thread, or --reply-to)")
             who.add_argument("--team", help="the channel's team id")
@@ -201,6 +227,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="also those done or cancelled (with --key they always show)")
     status = sub.add_parser("status", help="show the delivery records of a key")
     status.add_argument("--key", required=True)
+    progress = sub.add_parser("progress", help="counters of a many-user send")
+    progress.add_argument("--key", required=True)
     poison = sub.add_parser("poison", help="list messages parked in the poison queue")
     poison.add_argument("--limit", type=int, default=32)
     sub.add_parser("host", help="run function_app.py locally", add_help=False)
@@ -220,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = asyncio.run(_status(settings, args.key))
         print(json.dumps(rows, indent=2, default=str))
         return 0 if rows else 1
+    if args.command == "progress":
+        found = asyncio.run(_progress(settings, args.key))
+        print(json.dumps(found, indent=2, default=str))
+        return 0 if found else 1
     if args.command == "poison":
         print(json.dumps(asyncio.run(_poison(settings, args.limit)), indent=2))
         return 0
