@@ -22,7 +22,7 @@ from .connector import ConnectorError
 from .contract import Content, InvalidMessage, OutboxMessage, Target, parse_message
 from .deliveries import Busy, Claim
 from .pacing import Defer
-from .queueing import dumps
+from .queueing import dumps, lenient_text
 from .references import BLOCKED, DISABLED, UNINSTALLED, Reference
 from .runtime import Runtime
 from .service_urls import UntrustedServiceUrl
@@ -62,6 +62,7 @@ def backoff(attempt: int, retry_after: float | None) -> float:
 
 async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
     """Handle one queue message; never raises for a bad message."""
+    body = lenient_text(body)
     try:
         message = parse_message(body, default_key=f"msg:{message_id}",
                                 max_activity_bytes=rt.settings.max_activity_bytes)

@@ -60,6 +60,20 @@ async def ensure_queue(client: QueueClient) -> None:
         await client.create_queue()
 
 
+def lenient_text(body: str) -> str:
+    """The message text, also when a producer base64-encoded it while the host
+    reads plain text (the Functions host default and ours differ; accepting
+    both spares producers that trap)."""
+    stripped = body.strip()
+    if not stripped or stripped[0] in "{[":
+        return body
+    try:
+        decoded = base64.b64decode(stripped, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return body
+    return decoded if decoded.lstrip().startswith("{") else body
+
+
 def dumps(message: Mapping[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 

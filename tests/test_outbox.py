@@ -314,3 +314,14 @@ async def test_group_chat_channel_thread_and_reply(runtime: Runtime,
     reply = await row(runtime, "r", f"thread:{channel};{record['activityId']}")
     assert reply["state"] == d.SENT
     assert len(emulator.deliveries) == 3
+
+
+async def test_a_base64_encoded_message_is_understood(installed: Runtime,
+                                                      emulator: ConnectorEmulator) -> None:
+    import base64
+
+    encoded = base64.b64encode(send("b64").encode()).decode()
+    assert (await process(installed, encoded, message_id="m")).state == "done"
+    assert emulator.counters["delivered"] == 1
+    # Text that is neither JSON nor base64 JSON is still refused as not JSON.
+    assert (await process(installed, "aGVsbG8=", message_id="m2")).reason == "not-json"
