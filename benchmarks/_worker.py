@@ -17,6 +17,7 @@ returns at once, without its Table Storage reservations.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from typing import Any
@@ -25,6 +26,59 @@ COUNTS: Counter[str] = Counter()
 
 
 def _label(method: str, url: str) -> str:
+    label = _kind(method, url)
+    if BY_TABLE and label.startswith("table "):
+        # /<account>/<table>(...) or /<account>/<table>()
+        name = url.split("?", 1)[0].rstrip("/").split("/")[-1].split("(", 1)[0]
+        label += f" [{name}]"
+    return label
+
+
+# benchmarks.delivery_engine: count table requests per table as well.
+BY_TABLE = bool(os.environ.get("BENCH_COUNT_BY_TABLE"))
+# benchmarks.delivery_engine --trace-pacing: write every tenant slot (slot time,
+# when acquire returned), every Connector answer (start, end, status) and every
+# 429 fed back into the pacer (time, new rate) to this file at exit.
+TRACE_FILE = os.environ.get("BENCH_TRACE_PACING", "")
+TRACE: dict[str, list[Any]] = {"slots": [], "connector": [], "throttled": []}
+
+
+def install_trace() -> None:
+    import time
+
+    import httpx
+
+    from proactive import pacing
+
+    original_acquire = pacing.TenantPacer.acquire
+    original_throttled = pacing.TenantPacer.throttled
+
+    async def acquire(self: Any, tenant: str) -> float:
+        at = await original_acquire(self, tenant)
+        TRACE["slots"].append((at, time.time()))
+        return at
+
+    async def throttled(self: Any, tenant: str) -> float:
+        rate = await original_throttled(self, tenant)
+        TRACE["throttled"].append((time.time(), rate))
+        return rate
+
+    pacing.TenantPacer.acquire = acquire  # type: ignore[method-assign]
+    pacing.TenantPacer.throttled = throttled  # type: ignore[method-assign]
+    original_send = httpx.AsyncClient.send
+
+    async def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if "/v3/" not in str(request.url):
+            return await original_send(self, request, **kwargs)
+        started = time.time()
+        response = await original_send(self, request, **kwargs)
+        TRACE["connector"].append((started, time.time(), response.status_code))
+        return response
+
+    httpx.AsyncClient.send = send  # type: ignore[method-assign]
+
+
+def _kind(method: str, url: str) -> str:
     path = url.split("?", 1)[0]
     if "/v3/" in path:
         return f"connector {method}"
@@ -62,6 +116,18 @@ def install() -> None:
 
     httpx.AsyncClient.send = send  # type: ignore[method-assign]
 
+    # The hot-path tables bypass azure-core: count proactive.table_rest's requests
+    # (one call per HTTP request, retries included) by the same labels.
+    from proactive.table_rest import RestTableClient
+
+    original_request = RestTableClient._request
+
+    async def request(self: Any, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        COUNTS[_label(method, self._base + path)] += 1
+        return await original_request(self, method, path, *args, **kwargs)
+
+    RestTableClient._request = request  # type: ignore[method-assign]
+
 
 def main() -> int:
     out, argv = sys.argv[1], sys.argv[2:]
@@ -79,6 +145,8 @@ def main() -> int:
 
         pacing.TenantPacer.acquire = acquire  # type: ignore[method-assign]
     install()
+    if TRACE_FILE:
+        install_trace()
     from proactive.cli import main as cli_main
 
     profiler = None
@@ -96,6 +164,9 @@ def main() -> int:
             profiler.dump_stats(profile)
         with open(out, "w") as f:
             json.dump(dict(COUNTS), f)
+        if TRACE_FILE:
+            with open(TRACE_FILE, "w") as f:
+                json.dump(TRACE, f)
 
 
 if __name__ == "__main__":

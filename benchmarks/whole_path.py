@@ -20,7 +20,7 @@ queue (Azurite) → delivery claim → reference lookup → pacing → Connector
    message is delivered and the queue is empty (all deleted). The worker's CPU
    over the window comes from /proc/<pid>/stat.
 5. Check the delivery rows (all `sent`), then measure each storage/HTTP
-   operation alone with the async SDKs against the same Azurite (CPU per
+   operation alone with the Runtime's clients against the same Azurite (CPU per
    operation in this process) and compose them into a per-message estimate:
    the breakdown table ops vs queue ops vs Connector call vs the rest.
 
@@ -201,8 +201,9 @@ async def per_op_cpu(make: Callable[[int], Awaitable[Any]], count: int,
 
 async def op_costs(settings: Any, emulator: Emulator, azurite_pid: int, ops: int
                    ) -> dict[str, float]:
-    """CPU µs per request of each kind the worker makes, with the same async
-    SDK clients (`Runtime.create`) against the same Azurite and emulator.
+    """CPU µs per request of each kind the worker makes, with the clients
+    `Runtime.create` builds (RestTableClient for the hot-path tables, the async
+    SDK for queues) against the same Azurite and emulator.
     Keys match benchmarks._worker's request labels."""
     from azure.core import MatchConditions
     from azure.data.tables import UpdateMode
@@ -280,6 +281,9 @@ async def op_costs(settings: Any, emulator: Emulator, azurite_pid: int, ops: int
             max(1, ops // 16) + min(50, max(1, ops // 16))) / max(1, len(received))
         await table.create_entity({"PartitionKey": f"ops{tag}-floor", "RowKey": "r",
                                    "state": "sent", "attempts": 1})
+        sdk = rt.table_service.get_table_client(table.table_name)
+        out["reference: the same point read through the async SDK"] = await per_op_cpu(
+            lambda i: sdk.get_entity(f"ops{tag}-{i}", safe_key(f"user:{aad_id(i)}")), ops)
         floor = await point_read_floor(settings, table.table_name, f"ops{tag}-floor", "r", ops)
         if floor:
             out["floor: raw aiohttp point read (reference)"] = floor
@@ -302,7 +306,7 @@ async def point_read_floor(settings: Any, table_name: str, pk: str, rk: str,
 
     import aiohttp
 
-    from proactive.devtools.processes import DEV_ACCOUNT, DEV_KEY
+    from proactive.config import DEV_ACCOUNT, DEV_KEY
 
     parts = dict(p.split("=", 1) for p in settings.storage_connection.split(";") if "=" in p)
     endpoint = parts.get("TableEndpoint", "").rstrip("/")
@@ -336,7 +340,7 @@ def print_breakdown(costs: dict[str, float], counts: dict[str, int], messages: i
                     measured_ms: float, azurite_ms: float) -> None:
     """Requests per message (counted in the worker) × CPU per request (measured
     alone): table ops vs queue ops vs Connector calls vs the rest."""
-    print("  CPU per request, async SDK clients as Runtime.create builds them "
+    print("  CPU per request, clients as Runtime.create builds them "
           "(measured alone, concurrency 16; server = Azurite or the emulator):")
     for name, us in costs.items():
         server = SERVER_US.get(name)

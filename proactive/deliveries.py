@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import tables
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient
+    from .tables import Table
 
 SENDING = "sending"
 SENT = "sent"
@@ -45,7 +45,7 @@ class Claim:
 
 
 class DeliveryStore:
-    def __init__(self, table: TableClient, *, lease: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(self, table: Table, *, lease: timedelta = timedelta(seconds=30)) -> None:
         self.table = table
         self.lease = lease
 

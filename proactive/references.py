@@ -24,7 +24,7 @@ from . import tables
 from .activities import Activity, Change
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient
+    from .tables import Table
 
 INSTALLED = "installed"
 UNINSTALLED = "uninstalled"
@@ -79,7 +79,7 @@ def tenant_pk(tenant_id: str) -> str:
 
 
 class ReferenceStore:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     # --- reads -----------------------------------------------------------

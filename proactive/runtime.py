@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .config import ConfigError, Settings
 
 if TYPE_CHECKING:
+    import aiohttp
     import httpx
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.queue.aio import QueueServiceClient
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .pacing import ConversationPacer, TenantPacer
     from .queueing import Outbox
     from .references import ReferenceStore
+    from .table_rest import RestTableClient
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class Runtime:
     authenticator: ActivityAuthenticator
     tenant_pacer: TenantPacer
     conversation_pacer: ConversationPacer
+    # The session of the hot-path tables' RestTableClients (None: they use the SDK).
+    table_http: aiohttp.ClientSession | None = None
 
     @property
     def activities_table(self) -> TableClient:
@@ -81,6 +85,7 @@ class Runtime:
         from .pacing import ConversationPacer, TenantPacer
         from .queueing import Outbox, ensure_queue
         from .references import ReferenceStore
+        from .table_rest import RestTableClient, new_session, parse_connection_string
 
         check_settings(settings)
         # The SDK logs every storage request at INFO; its URLs name users and tenants.
@@ -101,32 +106,48 @@ class Runtime:
         poison = queue_service.get_queue_client(settings.poison_queue)
         for client in (queue, poison):
             await ensure_queue(client)
+        # The tables every message touches go through the thin REST client
+        # (proactive/table_rest.py: ~0.1 ms of CPU per request instead of ~0.7 ms).
+        # It signs with the account key; other connection strings keep the SDK.
+        # Campaigns needs entity-group transactions, which only the SDK has.
+        try:
+            parse_connection_string(settings.storage_connection)
+            table_http = new_session()
+        except ValueError:
+            table_http = None
+
+        def hot(name: str) -> TableClient | RestTableClient:
+            if table_http is None:
+                return table_service.get_table_client(settings.table_name(name))
+            return RestTableClient.from_connection_string(
+                settings.storage_connection, settings.table_name(name), session=table_http)
+
         return cls(
             settings=settings,
             cloud=cloud,
             http=http,
             table_service=table_service,
             queue_service=queue_service,
-            references=ReferenceStore(
-                table_service.get_table_client(settings.table_name(REFERENCES_TABLE))),
+            references=ReferenceStore(hot(REFERENCES_TABLE)),
             deliveries=DeliveryStore(
-                table_service.get_table_client(settings.table_name(DELIVERIES_TABLE)),
+                hot(DELIVERIES_TABLE),
                 lease=timedelta(seconds=settings.claim_lease_seconds)),
             campaigns=Campaigns(
                 table_service.get_table_client(settings.table_name(SENDS_TABLE))),
             outbox=Outbox(queue, poison),
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev),
             authenticator=authenticator,
-            tenant_pacer=TenantPacer(
-                table_service.get_table_client(settings.table_name(PACING_TABLE)),
-                rate=settings.tenant_rps),
+            tenant_pacer=TenantPacer(hot(PACING_TABLE), rate=settings.tenant_rps),
             conversation_pacer=ConversationPacer(),
+            table_http=table_http,
         )
 
     async def close(self) -> None:
         await self.http.aclose()
         await self.table_service.close()
         await self.queue_service.close()
+        if self.table_http is not None:
+            await self.table_http.close()
 
 
 def check_settings(settings: Settings) -> None:

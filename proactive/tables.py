@@ -1,5 +1,6 @@
-"""Small helpers over Azure Table Storage (async SDK): safe keys, timestamps,
-and the ETag-conditional writes that every state transition here relies on.
+"""Small helpers over Azure Table Storage (the async SDK's TableClient or our
+RestTableClient, which has the same methods): safe keys, timestamps, and the
+ETag-conditional writes that every state transition here relies on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
+
+    from .table_rest import RestTableClient
+
+    Table = TableClient | RestTableClient
 
 # Table keys may not hold these; '%' is escaped too so the mapping is reversible.
 _UNSAFE = {"%": "%25", "/": "%2F", "\\": "%5C", "#": "%23", "?": "%3F"}
@@ -50,7 +55,7 @@ async def attempts(count: int = 12) -> AsyncIterator[int]:
         yield attempt
 
 
-async def read(table: TableClient, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
+async def read(table: Table, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
     """The entity as a plain dict, with its ETag; None when absent."""
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -61,7 +66,7 @@ async def read(table: TableClient, pk: str, rk: str) -> tuple[dict[str, Any], st
     return dict(entity), str(entity.metadata["etag"])
 
 
-async def create(table: TableClient, entity: dict[str, Any]) -> str:
+async def create(table: Table, entity: dict[str, Any]) -> str:
     """Insert; raise Conflict if it exists. Returns the new ETag."""
     from azure.core.exceptions import ResourceExistsError
 
@@ -72,7 +77,7 @@ async def create(table: TableClient, entity: dict[str, Any]) -> str:
     return str(meta["etag"])
 
 
-async def replace_if(table: TableClient, entity: dict[str, Any], etag: str) -> str:
+async def replace_if(table: Table, entity: dict[str, Any], etag: str) -> str:
     """Replace only if unchanged since `etag`; raise Conflict otherwise."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -86,7 +91,7 @@ async def replace_if(table: TableClient, entity: dict[str, Any], etag: str) -> s
     return str(meta["etag"])
 
 
-async def write_if(table: TableClient, entity: dict[str, Any], etag: str) -> str:
+async def write_if(table: Table, entity: dict[str, Any], etag: str) -> str:
     """The write of a read-modify-write: create when the read found nothing
     (`etag` empty), else replace if unchanged. Raises Conflict if raced."""
     if etag:
@@ -94,7 +99,7 @@ async def write_if(table: TableClient, entity: dict[str, Any], etag: str) -> str
     return await create(table, entity)
 
 
-async def merge(table: TableClient, entity: dict[str, Any]) -> None:
+async def merge(table: Table, entity: dict[str, Any]) -> None:
     from azure.data.tables import UpdateMode
 
     await table.upsert_entity(entity, mode=UpdateMode.MERGE)

@@ -14,15 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import DEV_ACCOUNT, DEV_KEY
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
 
-# Azurite's well-known development account (public, documented by Microsoft).
-DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
-    "K1SZFPTOtr/KBHBeksoGMGw=="
-)
 
 
 def free_port() -> int:
