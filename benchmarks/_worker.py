@@ -37,10 +37,13 @@ def _label(method: str, url: str) -> str:
 # benchmarks.delivery_engine: count table requests per table as well.
 BY_TABLE = bool(os.environ.get("BENCH_COUNT_BY_TABLE"))
 # benchmarks.delivery_engine --trace-pacing: write every tenant slot (slot time,
-# when acquire returned), every Connector answer (start, end, status) and every
-# 429 fed back into the pacer (time, new rate) to this file at exit.
+# when acquire returned), every reservation (time, slots), every Defer (time,
+# delay), every Connector answer
+# (start, end, status) and every 429 fed back into the pacer (time, new rate)
+# to this file at exit.
 TRACE_FILE = os.environ.get("BENCH_TRACE_PACING", "")
-TRACE: dict[str, list[Any]] = {"slots": [], "connector": [], "throttled": []}
+TRACE: dict[str, list[Any]] = {"slots": [], "connector": [], "throttled": [], "deferred": [],
+                               "reserved": [], "wakes": []}
 
 
 def install_trace() -> None:
@@ -54,7 +57,21 @@ def install_trace() -> None:
     original_throttled = pacing.TenantPacer.throttled
 
     async def acquire(self: Any, tenant: str) -> float:
-        at = await original_acquire(self, tenant)
+        if not getattr(self, "_bench_traced", False):  # its sleep, traced: how late it wakes
+            self._bench_traced = True
+            original_sleep = self.sleep
+
+            async def sleep(wait: float) -> None:
+                due = time.time() + wait
+                await original_sleep(wait)
+                TRACE["wakes"].append(time.time() - due)
+
+            self.sleep = sleep
+        try:
+            at = await original_acquire(self, tenant)
+        except pacing.Defer as exc:
+            TRACE["deferred"].append((time.time(), exc.delay))
+            raise
         TRACE["slots"].append((at, time.time()))
         return at
 
@@ -63,8 +80,16 @@ def install_trace() -> None:
         TRACE["throttled"].append((time.time(), rate))
         return rate
 
+    original_reserve = pacing.TenantPacer._reserve
+
+    async def reserve(self: Any, tenant: str, slots: Any, now: float) -> None:
+        before = len(slots.times)
+        await original_reserve(self, tenant, slots, now)
+        TRACE["reserved"].append((time.time(), len(slots.times) - before))
+
     pacing.TenantPacer.acquire = acquire  # type: ignore[method-assign]
     pacing.TenantPacer.throttled = throttled  # type: ignore[method-assign]
+    pacing.TenantPacer._reserve = reserve  # type: ignore[method-assign]
     original_send = httpx.AsyncClient.send
 
     async def send(self: Any, request: Any, **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ back on the queue as a part of one. Every result adds to the key's counters.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -39,8 +40,11 @@ async def run(rt: Runtime, message: OutboxMessage, data: dict[str, Any]) -> Outc
     summary = await rt.campaigns.start(message.key)
     if data.get("part") and len(target.users) <= PART:
         return await _deliver_part(rt, message, data, cancelled=summary["state"] == CANCELLED)
-    if summary.get("split") == json.dumps(data.get("to"), sort_keys=True):
-        return Outcome("done", "duplicate")  # this audience was split already
+    # Several messages may share a key (an audience too big for one message):
+    # each audience is split once, however often its message is delivered.
+    audience = hashlib.sha256(json.dumps(data.get("to"), sort_keys=True).encode()).hexdigest()
+    if await rt.campaigns.was_split(message.key, audience):
+        return Outcome("done", "duplicate")
     queued = 0
     async for users in _audience(rt, target):
         part = {**data, "to": {"users": users, "tenant": target.tenant} if target.tenant
@@ -49,7 +53,7 @@ async def run(rt: Runtime, message: OutboxMessage, data: dict[str, Any]) -> Outc
         await rt.outbox.put(part)
         queued += len(users)
         await rt.campaigns.add(message.key, Counter(queued=len(users)))
-    await rt.campaigns.note(message.key, split=json.dumps(data.get("to"), sort_keys=True))
+    await rt.campaigns.mark_split(message.key, audience)
     log.info("send %s split for %d users", message.key, queued)
     return Outcome("done", "split")
 

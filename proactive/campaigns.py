@@ -33,7 +33,7 @@ CANCELLED = "cancelled"
 # Reasons a recipient was passed over without a Connector call.
 SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled"})
 # Row keys of the per-recipient markers start with this; it sorts after
-# "shard-*" and "summary", so `RowKey lt MARKER` reads only those.
+# "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
 
 
@@ -54,9 +54,15 @@ class Campaigns:
             return found[0] if found else entity
         return entity
 
-    async def note(self, key: str, **fields: Any) -> None:
+    async def was_split(self, key: str, audience: str) -> bool:
+        found = await tables.read(self.table, tables.safe_key(key), f"split-{audience}")
+        return found is not None
+
+    async def mark_split(self, key: str, audience: str) -> None:
+        """After every part is queued: a crash before this re-splits (each user
+        is still delivered once), one after it does not."""
         await tables.merge(self.table, {"PartitionKey": tables.safe_key(key),
-                                        "RowKey": "summary", **fields})
+                                        "RowKey": f"split-{audience}", "at": tables.iso()})
 
     async def cancel(self, key: str) -> bool:
         """Mark the send cancelled; False if there is no such send."""
@@ -137,7 +143,7 @@ class Campaigns:
             row = dict(entity)
             if row["RowKey"] == "summary":
                 summary = {k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")}
-            else:
+            elif row["RowKey"].startswith("shard-"):
                 totals.update({k: int(v) for k, v in row.items()
                                if k not in ("PartitionKey", "RowKey")})
         if summary is None:

@@ -4,12 +4,22 @@ Per tenant (Teams: 50 requests/s per app per tenant) the budget is shared
 through one Table Storage row per tenant holding the next free send time and
 the current rate. A worker reserves a short run of send slots with an
 ETag-conditional write (about 0.2 s worth, so one storage write per ~10
-sends at 50/s) and spends them locally, spaced 1/rate apart. However many
+sends at 50/s) and spends them locally, spaced about 1/rate apart. However many
 instances run, together they can't reserve more than the rate: slots are
 handed out from one clock in one row.
 
+Teams counts requests in a sliding second, by when they arrive, so a send
+that leaves late bunches with the sends after it. Slots are therefore handed
+out a little under the rate (HEADROOM, in whole requests/s: 48/s of Teams'
+50/s, so 50 slots span 1.04 s), and a send whose slot has passed by more
+than LATE (its task woke late: a busy event loop) gives that slot up and
+takes the next: a send arrives at most about LATE after its slot, inside
+the headroom.
+
 Adaptive: a 429 lowers the tenant's shared rate (x0.7); it climbs back by
-0.5 requests/s per second once 429s have stopped for 10 s. Tenants never
+0.5 requests/s per second once 429s have stopped for 10 s. The 429s of sends
+whose slots were reserved before the last decrease are the same overload
+answered late, not a new one: they don't lower the rate again. Tenants never
 share a row, so throttling in one never slows another.
 
 Per conversation (7/1 s, 8/2 s, 60/30 s, 1,800/h) the windows are kept per
@@ -23,6 +33,8 @@ to put the message back on the queue with that delay.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -32,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from . import tables
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient
+    from .tables import Table
 
 Clock = Callable[[], float]
 
@@ -42,10 +54,21 @@ RECOVERY_PER_SECOND = 0.5
 QUIET_BEFORE_RECOVERY = 10.0
 MIN_RATE = 1.0
 # How late a reserved slot may still be used, in seconds.
-LATE = 0.05
-# Slots a hair further apart than 1/rate, so that float rounding never puts
+LATE = 0.02
+# Slots are handed out at rate - floor(rate * HEADROOM) per second: 48/s for
+# a rate of 50, so 50 slots span 1.04 s and a send may arrive up to ~40 ms
+# later than the one 50 slots after it (LATE, plus the trip to Teams) without
+# 51 of them falling in one sliding second. Whole requests/s, so a rate under
+# 25/s keeps all of its slots.
+HEADROOM = 0.04
+# Slots a hair further apart still, so that float rounding never puts
 # rate + 1 of them inside one second.
 SPACING_MARGIN = 1.001
+# Slots given up in a row because the task woke too late, before deferring.
+LATE_TRIES = 8
+# The slot this task last acquired: (pacer, tenant, when it was reserved).
+_LAST_SLOT: contextvars.ContextVar[tuple[int, str, float] | None] = contextvars.ContextVar(
+    "proactive_pacing_last_slot", default=None)
 
 
 class Defer(Exception):
@@ -58,7 +81,7 @@ class Defer(Exception):
 
 @dataclass
 class _Slots:
-    times: deque[float] = field(default_factory=deque)
+    times: deque[tuple[float, float]] = field(default_factory=deque)  # (slot, reserved at)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The budget row as this process last wrote it. Written back optimistically
     # (ETag-conditional), so an instance that has a tenant to itself pays one
@@ -69,7 +92,7 @@ class _Slots:
 
 
 class TenantPacer:
-    def __init__(self, table: TableClient, *, rate: float = 50.0, clock: Clock = time.time,
+    def __init__(self, table: Table, *, rate: float = 50.0, clock: Clock = time.time,
                  batch_seconds: float = 0.2, max_wait: float = 2.0,
                  sleep: Callable[[float], object] = asyncio.sleep) -> None:
         self.table = table
@@ -83,19 +106,25 @@ class TenantPacer:
     async def acquire(self, tenant: str) -> float:
         """Wait for this tenant's next send slot (returned), or raise Defer."""
         slots = self._slots[tenant]
-        async with slots.lock:
-            now = self.clock()
-            while slots.times and slots.times[0] < now - LATE:
-                # Reserved but not used in time: using it now would bunch
-                # this instance's sends with the next instance's slots.
-                slots.times.popleft()
-            if not slots.times:
-                await self._reserve(tenant, slots, now)
-            at = slots.times.popleft()
-        wait = at - self.clock()
-        if wait > 0:
-            await self.sleep(wait)  # type: ignore[misc]
-        return at
+        for _ in range(LATE_TRIES):
+            async with slots.lock:
+                now = self.clock()
+                while slots.times and slots.times[0][0] < now - LATE:
+                    # Reserved but not used in time: using it now would bunch
+                    # this instance's sends with the next instance's slots.
+                    slots.times.popleft()
+                if not slots.times:
+                    await self._reserve(tenant, slots, now)
+                at, reserved = slots.times.popleft()
+            wait = at - self.clock()
+            if wait > 0:
+                await self.sleep(wait)  # type: ignore[misc]
+            if self.clock() - at <= LATE:
+                _LAST_SLOT.set((id(self), tenant, reserved))
+                return at
+            # Woke too late (a busy event loop): the slot has passed; a send
+            # now would arrive too close to the sends `rate` slots later.
+        raise Defer(self.batch_seconds)
 
     async def _budget(self, tenant: str, slots: _Slots, attempt: int) -> tuple[dict[str, Any],
                                                                                  str]:
@@ -117,7 +146,7 @@ class TenantPacer:
             if start - now > self.max_wait:
                 raise Defer(start - now)
             count = max(1, round(rate * self.batch_seconds))
-            spacing = SPACING_MARGIN / rate
+            spacing = SPACING_MARGIN / (rate - math.floor(rate * HEADROOM))
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "nextFree": start + count * spacing, "updated": now}
             entity.setdefault("throttledAt", 0.0)
@@ -125,18 +154,23 @@ class TenantPacer:
                 await self._write(slots, entity, etag)
             except tables.Conflict:
                 continue
-            slots.times.extend(start + i * spacing for i in range(count))
+            slots.times.extend((start + i * spacing, now) for i in range(count))
             return
         raise Defer(self.batch_seconds)
 
     async def throttled(self, tenant: str) -> float:
-        """Teams answered 429 for this tenant: lower its shared rate."""
+        """Teams answered 429 for this tenant: lower its shared rate, once per
+        overload (see `_echo`)."""
         pk, rk = tables.safe_key(tenant or "-"), "budget"
         now = self.clock()
         slots = self._slots[tenant]
-        slots.times.clear()
+        last = _LAST_SLOT.get()
+        reserved = last[2] if last is not None and last[:2] == (id(self), tenant) else None
         async for attempt in tables.attempts():
             row, etag = await self._budget(tenant, slots, attempt)
+            if _echo(row, reserved):
+                return _recovered(row, now, self.rate)
+            slots.times.clear()
             rate = max(MIN_RATE, _recovered(row, now, self.rate) * DECREASE)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "throttledAt": now, "updated": now,
@@ -151,6 +185,16 @@ class TenantPacer:
     async def current_rate(self, tenant: str) -> float:
         found = await tables.read(self.table, tables.safe_key(tenant or "-"), "budget")
         return _recovered(found[0], self.clock(), self.rate) if found else self.rate
+
+
+def _echo(row: dict[str, Any], reserved: float | None) -> bool:
+    """Whether a 429 answers a send whose slot was reserved before the rate
+    was last lowered: sent at the old rate, it reports the overload that
+    decrease already answered (in flight, or slots booked ahead up to
+    max_wait), not a new one. Lowering again for each of them would cut the
+    rate by 0.7 per request of one burst. A 429 whose slot is not known
+    (no `acquire` in this task) always counts."""
+    return reserved is not None and reserved < float(row.get("throttledAt", 0.0))
 
 
 def _recovered(row: dict[str, object], now: float, ceiling: float) -> float:

@@ -144,3 +144,25 @@ async def test_cancel_skips_what_was_not_sent_yet(runtime: Runtime,
 async def test_cancel_of_an_unknown_key_says_so(runtime: Runtime) -> None:
     cancel = json.dumps({"version": 1, "op": "cancel", "key": "nope"})
     assert (await process(runtime, cancel, message_id="c")).reason == "unknown-key"
+
+
+async def test_several_messages_under_one_key_each_split_once(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 40)
+    first, second = broadcast({"users": users[:30]}), broadcast({"users": users[30:]})
+    for body in (first, second, first):  # the first one redelivered after the second
+        await process(runtime, body, message_id="m")
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 40
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None
+    assert progress["counts"] == {"queued": 40, "sent": 40}
+
+
+async def test_a_list_too_long_to_keep_whole_in_a_row_is_split(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = [aad(i) for i in range(1500)]  # ~55 KB: fits a queue message, not a property
+    assert (await process(runtime, broadcast({"users": users}), message_id="m")).reason \
+        == "split"
+    parts = await runtime.outbox.queue.peek_messages(max_messages=32)
+    assert len(parts) == 32  # (of 60) the parts are on the queue
