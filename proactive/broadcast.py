@@ -81,15 +81,26 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
     content, tenant = message.content, message.target.tenant
     gate = asyncio.Semaphore(CONCURRENCY)
     results: dict[str, str] = {}  # recipient -> reason, for the counters
+    # Users put off because the tenant's budget is spent, and for how long. Once
+    # one is, the rest of the part is not even tried: they go back together.
+    paced: list[str] = []
+    paced_delay: list[float] = []
 
     async def one(user: str) -> None:
         target = Target("user", user, tenant=tenant)
         async with gate:
+            if paced_delay:
+                paced.append(user)
+                return
             if cancelled:
                 outcome = await finish_unsent(rt, message.key, target, d.CANCELLED,
                                               "cancelled")
             else:
                 outcome = await send_one(rt, message.key, target, content)
+            if outcome.state == "retry" and outcome.reason == "paced":
+                paced.append(user)
+                paced_delay.append(outcome.delay)
+                return
             if outcome.state == "retry":
                 alone = {**data, "to": {**data["to"], "users": [user]}}
                 outcome = await retry_later(rt, alone, message.key, outcome,
@@ -106,7 +117,13 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
             if reason is not None:
                 results[target.recipient] = reason
 
-    await asyncio.gather(*(one(user) for user in message.target.users))
+    first, *rest = message.target.users
+    await one(first)  # alone: if the budget is spent, the rest are not even claimed
+    await asyncio.gather(*(one(user) for user in rest))
+    if paced:
+        # Not a failure: the same part, smaller, when the budget frees up.
+        later = {**data, "to": {**data["to"], "users": paced}}
+        await rt.outbox.put(later, delay=min(paced_delay))
     await rt.campaigns.count(message.key, results)
     return Outcome("done", "part")
 

@@ -166,3 +166,25 @@ async def test_a_list_too_long_to_keep_whole_in_a_row_is_split(
         == "split"
     parts = await runtime.outbox.queue.peek_messages(max_messages=32)
     assert len(parts) == 32  # (of 60) the parts are on the queue
+
+
+async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    from proactive.pacing import TenantPacer
+
+    users = await install_users(runtime, emulator.url, 6)
+    # Another instance has booked the tenant's next 10 s.
+    other = TenantPacer(runtime.tenant_pacer.table, rate=1, batch_seconds=10)
+    await other.acquire(TENANT)
+    part = json.dumps({**json.loads(broadcast({"users": users, "tenant": TENANT})),
+                       "part": True})
+    assert (await process(runtime, part, message_id="p")).reason == "part"
+    assert emulator.counters.get("requests", 0) == 0
+    # One message back, invisible for the wait, holding every user of the part.
+    assert await runtime.outbox.queue.peek_messages() == []
+    rows = [r async for r in runtime.deliveries.table.query_entities(
+        "PartitionKey eq 'all-hands'")]
+    assert len(rows) <= 1  # at most the user that found the budget spent was claimed
+    assert all(r["state"] == d.RETRYING and r["reason"] == "paced" for r in rows)
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None and progress["counts"] == {}
