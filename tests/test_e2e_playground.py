@@ -11,13 +11,11 @@ the module; each test waits for its own outcomes with a deadline.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -36,27 +34,13 @@ from proactive.devtools import playground as pg
 from proactive.devtools.processes import REPO_ROOT, Azurite, free_port, stop_process, wait_for_port
 from proactive.references import INSTALLED, Reference, ReferenceStore
 from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+from tests.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # Inherited settings that must not reach the app: credentials would make it
 # refuse local-dev mode, and the test names its own storage, queue and tables.
 _FOREIGN = ("MicrosoftApp", "PROACTIVE_", "AzureWebJobs", "OUTBOX_QUEUE", "FUNCTIONS_")
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0,
-                     what: str = "condition") -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

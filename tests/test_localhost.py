@@ -7,14 +7,12 @@ import base64
 import contextlib
 import copy
 import importlib.util
-import inspect
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -38,23 +36,10 @@ from proactive.devtools.localhost import (
     storage_connection,
 )
 from proactive.devtools.processes import REPO_ROOT, Azurite, free_port, wait_for_port
+from tests.polling import eventually
 
 APP_DIR = Path(__file__).parent / "fixtures" / "hostapp"
 YEARLY = "0 0 0 1 1 *"
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
