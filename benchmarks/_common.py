@@ -189,19 +189,9 @@ def emulator_process(*extra: str) -> Iterator[Emulator]:
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """Stop a child this module started (its own process group)."""
-    import signal
+    from proactive.devtools.processes import stop_process
 
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
+    stop_process(proc, timeout)
 
 
 def run_module(module: str, *args: str) -> int:

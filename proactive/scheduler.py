@@ -431,14 +431,7 @@ async def schedule(rt: Runtime, message: OutboxMessage, *, now: datetime | None 
         log.info("schedule %s -> %s is already %s", message.key, target.recipient,
                  found[0].get("state"))
         return f"already-{found[0].get('state')}"
-    zone, source = await resolve_zone(rt, spec, target)
-    if spec.recurring and spec.start is None:
-        spec = spec.with_start(wall_of(now, load_zone(zone)).replace(second=0))
-    plan = Plan(spec, zone)
-    first = plan.first(now)
-    if first is None:
-        raise ScheduleError("the schedule has no occurrence from now on (its 'until' or "
-                            "'count' is already over)")
+    spec, zone, source, plan, first = await _first_occurrence(rt, spec, target, now)
     item = new_item(message.key, target, content, spec, zone, source, now,
                     broadcast=broadcast)
     etag = None
@@ -693,16 +686,25 @@ async def _manage_item(rt: Runtime, table: TableClient, message: OutboxMessage,
     result.busy = True
 
 
-async def _reschedule(rt: Runtime, table: TableClient, item: dict[str, Any], etag: str,
-                      spec: Spec, now: datetime) -> None:
-    target = parse_target(_get_json(item, "data")["target"])
+async def _first_occurrence(rt: Runtime, spec: Spec, target: Target,
+                            now: datetime) -> tuple[Spec, str, str, Plan, Occurrence]:
+    """The zone, the plan and its first occurrence from `now` (a series without
+    a start starts now, in its zone); ScheduleError if nothing is left."""
     zone, source = await resolve_zone(rt, spec, target)
     if spec.recurring and spec.start is None:
         spec = spec.with_start(wall_of(now, load_zone(zone)).replace(second=0))
     plan = Plan(spec, zone)
     first = plan.first(now)
     if first is None:
-        raise ScheduleError("the new schedule has no occurrence from now on")
+        raise ScheduleError("the schedule has no occurrence from now on (its 'until' or "
+                            "'count' is already over)")
+    return spec, zone, source, plan, first
+
+
+async def _reschedule(rt: Runtime, table: TableClient, item: dict[str, Any], etag: str,
+                      spec: Spec, now: datetime) -> None:
+    target = parse_target(_get_json(item, "data")["target"])
+    spec, zone, source, plan, first = await _first_occurrence(rt, spec, target, now)
     item.update(spec=json.dumps(spec.to_json(), separators=(",", ":")),
                 recurring=spec.recurring, timezone=zone, zoneSource=source)
     await _place(rt, table, item, etag, plan, first, now)
