@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import deliveries as d
 from . import tables
-from .campaigns import CANCELLED
+from .campaigns import CANCELLED, result_counts
 from .contract import OutboxMessage, Target
 from .outbox import Outcome, finish_unsent, retry_later, send_one
 
@@ -46,16 +46,25 @@ async def run(rt: Runtime, message: OutboxMessage, data: dict[str, Any]) -> Outc
     if await rt.campaigns.was_split(message.key, audience):
         return Outcome("done", "duplicate")
     queued = 0
-    async for users in _audience(rt, target):
+    async for index, users in _numbered(_audience(rt, target)):
         part = {**data, "to": {"users": users, "tenant": target.tenant} if target.tenant
                 else {"users": users}, "key": message.key, "part": True}
         part.pop("attempt", None)
         await rt.outbox.put(part)
         queued += len(users)
-        await rt.campaigns.add(message.key, Counter(queued=len(users)))
+        # Once per part, even if a crash makes the split run again.
+        await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
+                                               Counter(queued=len(users))})
     await rt.campaigns.mark_split(message.key, audience)
     log.info("send %s split for %d users", message.key, queued)
     return Outcome("done", "split")
+
+
+async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:
+    index = 0
+    async for part in parts:
+        yield index, part
+        index += 1
 
 
 async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
@@ -80,7 +89,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
     assert message.target is not None and message.content is not None
     content, tenant = message.content, message.target.tenant
     gate = asyncio.Semaphore(CONCURRENCY)
-    results: dict[str, str] = {}  # recipient -> reason, for the counters
+    results: dict[str, Counter[str]] = {}  # recipient -> what it adds to the counters
     # Users put off because the tenant's budget is spent, and for how long. Once
     # one is, the rest of the part is not even tried: they go back together.
     paced: list[str] = []
@@ -115,7 +124,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
                 # not counting it would lose a dead worker's results.
                 reason = await _recorded_result(rt, message.key, target)
             if reason is not None:
-                results[target.recipient] = reason
+                results[target.recipient] = result_counts(reason)
 
     first, *rest = message.target.users
     await one(first)  # alone: if the budget is spent, the rest are not even claimed

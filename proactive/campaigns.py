@@ -17,6 +17,7 @@ progress never scans them.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Mapping
@@ -77,28 +78,10 @@ class Campaigns:
         found = await tables.read(self.table, tables.safe_key(key), "summary")
         return bool(found) and found[0].get("state") == CANCELLED  # type: ignore[index]
 
-    async def add(self, key: str, counts: Counter[str]) -> None:
-        """Add to the counters (one shard, one conditional write)."""
-        if not counts:
-            return
-        pk, rk = tables.safe_key(key), f"shard-{random.randrange(SHARDS)}"
-        async for _ in tables.attempts(20):
-            found = await tables.read(self.table, pk, rk)
-            fresh: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
-            row, etag = found if found else (fresh, "")
-            for name, n in counts.items():
-                row[name] = int(row.get(name, 0)) + n
-            try:
-                await tables.write_if(self.table, row, etag)
-            except tables.Conflict:
-                continue
-            return
-        raise tables.Conflict(f"counters of {key} kept changing")
-
-    async def count(self, key: str, results: Mapping[str, str]) -> None:
-        """Add recipients' results (recipient -> reason, as `result_counts`
-        takes) to the counters, each recipient once however often it is
-        reported: one transaction writes a shard and a marker per recipient."""
+    async def count(self, key: str, results: Mapping[str, Counter[str]]) -> None:
+        """Add to the counters, each entry (a recipient's result, a part's
+        queued users) once however often it is reported: one transaction
+        writes a shard and a marker per entry."""
         from azure.core import MatchConditions
         from azure.data.tables import TableTransactionError, UpdateMode
 
@@ -113,12 +96,13 @@ class Campaigns:
             found = await tables.read(self.table, pk, rk)
             fresh: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
             row, etag = found if found else (fresh, "")
-            for why in pending.values():
-                for name, n in result_counts(why).items():
+            for counts in pending.values():
+                for name, n in counts.items():
                     row[name] = int(row.get(name, 0)) + n
             ops: list[Any] = [("create", {"PartitionKey": pk, "RowKey": _marker(who),
-                                          "result": why, "countedAt": tables.iso()})
-                              for who, why in pending.items()]
+                                          "counts": json.dumps(counts),
+                                          "countedAt": tables.iso()})
+                              for who, counts in pending.items()]
             ops.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": etag,
                                         "match_condition": MatchConditions.IfNotModified})
                        if etag else ("create", row))

@@ -188,3 +188,21 @@ async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
     assert all(r["state"] == d.RETRYING and r["reason"] == "paced" for r in rows)
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None and progress["counts"] == {}
+
+
+async def test_a_split_run_again_after_a_crash_counts_queued_once(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    users = await install_users(runtime, emulator.url, 30)
+    message = broadcast({"users": users})
+    await process(runtime, message, message_id="b")
+    # A crash after the parts were queued but before the split was recorded:
+    # the message comes back and is split again.
+    async for row in runtime.campaigns.table.query_entities(
+            "PartitionKey eq 'all-hands' and RowKey ge 'split-' and RowKey lt 'split.'"):
+        await runtime.campaigns.table.delete_entity(row["PartitionKey"], row["RowKey"])
+    assert (await process(runtime, message, message_id="b")).reason == "split"
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 30
+    progress = await runtime.campaigns.progress("all-hands")
+    assert progress is not None
+    assert progress["counts"] == {"queued": 30, "sent": 30}
