@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from proactive.config import Settings
+from proactive.devtools.fake_aad import FakeAAD
 from proactive.devtools.processes import Azurite, start_azurite
 
 
@@ -18,6 +19,15 @@ def azurite() -> Iterator[Azurite]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def aad() -> AsyncIterator[FakeAAD]:
+    """A local Azure AD (OpenID metadata, JWKS, token endpoint) with one
+    signing key, `key-1`, endorsed for msteams."""
+    async with FakeAAD() as server:
+        server.add_key("key-1")
+        yield server
 
 
 @pytest.fixture

@@ -57,13 +57,6 @@ FUZZ = settings(
 
 
 @pytest.fixture
-async def aad() -> AsyncIterator[FakeAAD]:
-    async with FakeAAD() as server:
-        server.add_key("key-1")
-        yield server
-
-
-@pytest.fixture
 async def rt(settings: Settings, aad: FakeAAD) -> AsyncIterator[Runtime]:
     production = dataclasses.replace(settings, local_dev=False, app_id=APP_ID,
                                      cloud_override=aad.cloud_override())

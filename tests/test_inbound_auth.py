@@ -41,13 +41,6 @@ class Clock:
 
 
 @pytest.fixture
-async def aad() -> AsyncIterator[FakeAAD]:
-    async with FakeAAD() as server:
-        server.add_key("key-1")
-        yield server
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
         yield client
