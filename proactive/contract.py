@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .activities import encodable
@@ -119,6 +119,8 @@ class OutboxMessage:
     content: Content | None = None
     # send: when (README "Scheduling"); update: a new time for a scheduled key.
     schedule: Spec | None = None
+    # The message as decoded, for copies put back on the queue (retries, parts).
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
@@ -209,20 +211,21 @@ def parse_message(body: str | bytes, *, default_key: str = "",
         for name in ("to", "text", "card", "summary", "schedule"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
-        return OutboxMessage(op=op, key=key)
+        return OutboxMessage(op=op, key=key, data=data)
     if op == "update" and "to" in data:
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
                                        "the key names the message")
     target = parse_target(data.get("to")) if op == "send" else None
     schedule = _schedule(data, key) if "schedule" in data else None
     if op == "update" and schedule is not None and "text" not in data and "card" not in data:
-        return OutboxMessage(op=op, key=key, schedule=schedule)  # a new time only
+        return OutboxMessage(op=op, key=key, schedule=schedule, data=data)  # a new time only
     content = _content(data)
     size = activity_size(content.activity())
     if size > max_activity_bytes:
         raise InvalidMessage("too-large", f"the activity is {size} bytes as UTF-16; "
                                           f"Teams accepts at most {max_activity_bytes}")
-    return OutboxMessage(op=op, key=key, target=target, content=content, schedule=schedule)
+    return OutboxMessage(op=op, key=key, target=target, content=content, schedule=schedule,
+                         data=data)
 
 
 def _schedule(data: Mapping[str, Any], key: str) -> Spec:

@@ -9,7 +9,6 @@ budget runs out.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -68,7 +67,7 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
                                 max_activity_bytes=rt.settings.max_activity_bytes)
     except InvalidMessage as exc:
         return await refuse(rt, body, exc, message_id=message_id)
-    data: dict[str, Any] = json.loads(body)
+    data = dict(message.data)
     if message.op == "cancel":
         return await _cancel(rt, message)
     if message.schedule is not None and message.op == "send" and message.target is not None \
