@@ -78,13 +78,6 @@ class TestKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def private_pem(self) -> bytes:
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
 
 def generate_key(kid: str | None = None, endorsements: Iterable[str] = ("msteams",)) -> TestKey:
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
