@@ -189,7 +189,7 @@ def emulator_process(*extra: str) -> Iterator[Emulator]:
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """Stop a child this module started (its own process group)."""
-    from proactive.devtools.processes import stop_process
+    from proactive_devtools.processes import stop_process
 
     stop_process(proc, timeout)
 

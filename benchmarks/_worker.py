@@ -51,7 +51,7 @@ def install_trace() -> None:
 
     import httpx
 
-    from proactive import pacing
+    from proactive.delivering import pacing
 
     original_acquire = pacing.TenantPacer.acquire
     original_throttled = pacing.TenantPacer.throttled
@@ -141,9 +141,9 @@ def install() -> None:
 
     httpx.AsyncClient.send = send  # type: ignore[method-assign]
 
-    # The hot-path tables bypass azure-core: count proactive.table_rest's requests
+    # The hot-path tables bypass azure-core: count proactive.storage.table_rest's requests
     # (one call per HTTP request, retries included) by the same labels.
-    from proactive.table_rest import RestTableClient
+    from proactive.storage.table_rest import RestTableClient
 
     original_request = RestTableClient._request
 
@@ -163,7 +163,7 @@ def main() -> int:
         argv = argv[1:]
         import time
 
-        from proactive import pacing
+        from proactive.delivering import pacing
 
         async def acquire(self: Any, tenant: str) -> float:
             return time.time()

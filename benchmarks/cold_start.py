@@ -55,7 +55,7 @@ _FIRST_CALL = r"""
 import json, sys, time
 import azure.functions, function_app
 t0, cpu0 = time.perf_counter(), time.process_time()
-import proactive.outbox, proactive.runtime, proactive.inbound  # what the triggers import
+import proactive.worker, proactive.runtime, proactive.receiving.endpoint  # what the triggers import
 import httpx, httpx_aiohttp, azure.data.tables.aio, azure.storage.queue.aio  # Runtime.create
 print(json.dumps({"ms": (time.perf_counter() - t0) * 1000,
                   "cpu_ms": (time.process_time() - cpu0) * 1000}))

@@ -78,9 +78,9 @@ def _product_http() -> Any:
 
 
 def _connector(http: Any) -> Any:
-    from proactive.clouds import resolve_cloud
     from proactive.config import Settings
-    from proactive.connector import ConnectorClient
+    from proactive.teams.clouds import resolve_cloud
+    from proactive.teams.connector import ConnectorClient
 
     settings = Settings(local_dev=True)  # loopback serviceUrl, no token
     return ConnectorClient(http, None, resolve_cloud(settings), local_dev=True)

@@ -171,7 +171,7 @@ class Bench:
         return f"{self.emulator.url}tenants/{tenant_id(tenant)}/"
 
     async def seed(self, tenants: dict[int, int]) -> None:
-        from proactive.activities import parse_activity
+        from proactive.receiving.activities import parse_activity
 
         todo = [(t, i) for t, n in tenants.items() for i in range(self.seeded.get(t, 0), n)]
         if not todo:
@@ -254,7 +254,7 @@ class Bench:
 # --- one case -------------------------------------------------------------------------
 
 async def run_case(bench: Bench, case: Case) -> Result:
-    from proactive import tables
+    from proactive.storage import tables
 
     args, emulator = bench.args, bench.emulator
     header(f"Delivery engine, case {case.number}: {case.title}")
@@ -595,8 +595,8 @@ def cases(args: argparse.Namespace) -> list[Case]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from proactive.devtools.processes import start_azurite
     from proactive.runtime import Runtime
+    from proactive_devtools.processes import start_azurite
 
     logging.getLogger("proactive").setLevel(logging.ERROR)
     header("Delivery engine against Teams' limits (emulator --rate-limits --tenant-rps 50)")

@@ -26,10 +26,10 @@ from typing import Any
 from benchmarks._common import figure, header, note
 from proactive.config import Settings
 from proactive.contract import Content, Target
-from proactive.devtools.processes import start_azurite
 from proactive.runtime import Runtime
-from proactive.scheduler import rows_for, tick
-from proactive.schedules import parse_spec
+from proactive.scheduling.spec import parse_spec
+from proactive.scheduling.timer import rows_for, tick
+from proactive_devtools.processes import start_azurite
 
 READ_FACTOR = 3  # target: entities read per tick <= 3 x due
 TARGET_SECONDS = 2.0

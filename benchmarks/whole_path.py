@@ -105,7 +105,7 @@ async def bounded(items: list[Callable[[], Awaitable[Any]]], concurrency: int) -
 
 async def seed(settings: Any, emulator: Emulator, users: int, tenants: int,
                bodies: list[str]) -> None:
-    from proactive.activities import parse_activity
+    from proactive.receiving.activities import parse_activity
     from proactive.runtime import Runtime
 
     rt = await Runtime.create(settings)  # creates the tables and queues
@@ -208,9 +208,9 @@ async def op_costs(settings: Any, emulator: Emulator, azurite_pid: int, ops: int
     from azure.core import MatchConditions
     from azure.data.tables import UpdateMode
 
-    from proactive.references import user_pk
     from proactive.runtime import Runtime
-    from proactive.tables import safe_key
+    from proactive.storage.references import user_pk
+    from proactive.storage.tables import safe_key
 
     rt = await Runtime.create(settings)
     tag = uuid.uuid4().hex[:8]
@@ -482,7 +482,7 @@ async def run(args: argparse.Namespace) -> None:
     from azure.storage.queue.aio import QueueClient
 
     from proactive.config import Settings
-    from proactive.devtools.processes import start_azurite
+    from proactive_devtools.processes import start_azurite
 
     # The seeding Runtime warns about local-dev mode on stderr; the worker logs it too.
     logging.getLogger("proactive").setLevel(logging.ERROR)

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .contract import VERSION, InvalidMessage, parse_message
+from proactive.config import Settings
+from proactive.contract import VERSION, InvalidMessage, parse_message
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> None:
@@ -96,7 +96,7 @@ def _schedule(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
     """Refuse a schedule with nothing left to fire (the worker would park it)."""
-    from .schedules import Plan, ScheduleError, parse_spec
+    from proactive.scheduling.spec import Plan, ScheduleError, parse_spec
 
     spec = parse_spec(message["schedule"])
     zone = spec.timezone or settings.default_timezone  # the recipient's is known later
@@ -108,8 +108,8 @@ async def _schedules(settings: Settings, key: str, active_only: bool) -> list[di
     from azure.core.exceptions import ResourceNotFoundError
     from azure.data.tables.aio import TableClient
 
-    from .runtime import SCHEDULES_TABLE
-    from .scheduler import list_items
+    from proactive.runtime import SCHEDULES_TABLE
+    from proactive.scheduling.timer import list_items
 
     name = settings.table_name(SCHEDULES_TABLE)
     async with TableClient.from_connection_string(settings.storage_connection, name) as table:
@@ -122,7 +122,7 @@ async def _schedules(settings: Settings, key: str, active_only: bool) -> list[di
 async def _enqueue(settings: Settings, message: dict[str, Any]) -> None:
     from azure.storage.queue.aio import QueueClient
 
-    from .queueing import dumps, encode, ensure_queue
+    from proactive.storage.queues import dumps, encode, ensure_queue
 
     async with QueueClient.from_connection_string(settings.storage_connection,
                                                   settings.outbox_queue) as queue:
@@ -134,8 +134,8 @@ async def _status(settings: Settings, key: str) -> list[dict[str, Any]]:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.data.tables.aio import TableClient
 
-    from .runtime import DELIVERIES_TABLE
-    from .tables import safe_key
+    from proactive.runtime import DELIVERIES_TABLE
+    from proactive.storage.tables import safe_key
 
     name = settings.table_name(DELIVERIES_TABLE)
     rows: list[dict[str, Any]] = []
@@ -154,8 +154,8 @@ async def _progress(settings: Settings, key: str) -> dict[str, Any] | None:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.data.tables.aio import TableClient
 
-    from .campaigns import Campaigns
-    from .runtime import SENDS_TABLE
+    from proactive.runtime import SENDS_TABLE
+    from proactive.storage.progress import Campaigns
 
     name = settings.table_name(SENDS_TABLE)
     async with TableClient.from_connection_string(settings.storage_connection, name) as table:
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidMessage, ValueError) as exc:  # ValueError: ScheduleError
         print(f"error: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 2
-    from .queueing import MAX_QUEUE_MESSAGE, dumps, encode
+    from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
     if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
         print("error: the message is over the 64 KB a storage queue message can hold",
@@ -280,14 +280,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_tool(name: str, argv: list[str]) -> int:
-    if name == "host":
-        from .devtools.localhost import main as host_main
-
-        return host_main(argv)
-    if name == "emulator":
-        from .emulator import main as emulator_main
-
-        return emulator_main(argv)
-    from .devtools.dev import main as dev_main
-
-    return dev_main(argv)
+    """Hand over to the dev tools package, which lives beside the product and is
+    never deployed (.funcignore)."""
+    try:
+        from proactive_devtools import run_tool
+    except ImportError:
+        print(f"error: 'python -m proactive {name}' is a development tool; it runs from a "
+              "clone of the repository (proactive_devtools/), not from a deployed app",
+              file=sys.stderr)
+        return 2
+    return run_tool(name, argv)

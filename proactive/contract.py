@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .activities import encodable
+from proactive.receiving.activities import encodable
 
 if TYPE_CHECKING:
-    from .schedules import Spec
+    from proactive.scheduling.spec import Spec
 
 VERSION = 1
 OPS = ("send", "update", "delete", "cancel")
@@ -230,7 +230,7 @@ def parse_message(body: str | bytes, *, default_key: str = "",
 
 def _schedule(data: Mapping[str, Any], key: str) -> Spec:
     # Imported here: only scheduled messages pay for the time zone machinery.
-    from .schedules import MAX_SERIES_KEY, ScheduleError, parse_spec
+    from proactive.scheduling.spec import MAX_SERIES_KEY, ScheduleError, parse_spec
 
     try:
         spec = parse_spec(data["schedule"])

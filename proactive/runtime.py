@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, Settings
+from proactive.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     import aiohttp
@@ -22,15 +22,15 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.queue.aio import QueueServiceClient
 
-    from .campaigns import Campaigns
-    from .clouds import Cloud
-    from .connector import ConnectorClient
-    from .deliveries import DeliveryStore
-    from .inbound_auth import ActivityAuthenticator
-    from .pacing import ConversationPacer, TenantPacer
-    from .queueing import Outbox
-    from .references import ReferenceStore
-    from .table_rest import RestTableClient
+    from proactive.delivering.pacing import ConversationPacer, TenantPacer
+    from proactive.receiving.auth import ActivityAuthenticator
+    from proactive.storage.deliveries import DeliveryStore
+    from proactive.storage.progress import Campaigns
+    from proactive.storage.queues import Outbox
+    from proactive.storage.references import ReferenceStore
+    from proactive.storage.table_rest import RestTableClient
+    from proactive.teams.clouds import Cloud
+    from proactive.teams.connector import ConnectorClient
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Runtime:
 
     @property
     def schedules_table(self) -> TableClient:
-        """Scheduled sends (`proactive.scheduler`)."""
+        """Scheduled sends (`proactive.scheduling.timer`)."""
         return self.table_service.get_table_client(self.settings.table_name(SCHEDULES_TABLE))
 
     @classmethod
@@ -76,16 +76,20 @@ class Runtime:
         from azure.storage.queue.aio import QueueServiceClient
         from httpx_aiohttp import AiohttpTransport
 
-        from .campaigns import Campaigns
-        from .clouds import resolve_cloud
-        from .connector import ConnectorClient
-        from .credentials import shared_token_provider
-        from .deliveries import DeliveryStore
-        from .inbound_auth import build_authenticator
-        from .pacing import ConversationPacer, TenantPacer
-        from .queueing import Outbox, ensure_queue
-        from .references import ReferenceStore
-        from .table_rest import RestTableClient, new_session, parse_connection_string
+        from proactive.delivering.pacing import ConversationPacer, TenantPacer
+        from proactive.receiving.auth import build_authenticator
+        from proactive.storage.deliveries import DeliveryStore
+        from proactive.storage.progress import Campaigns
+        from proactive.storage.queues import Outbox, ensure_queue
+        from proactive.storage.references import ReferenceStore
+        from proactive.storage.table_rest import (
+            RestTableClient,
+            new_session,
+            parse_connection_string,
+        )
+        from proactive.teams.clouds import resolve_cloud
+        from proactive.teams.connector import ConnectorClient
+        from proactive.teams.credentials import shared_token_provider
 
         check_settings(settings)
         # The SDK logs every storage request at INFO; its URLs name users and tenants.

@@ -18,8 +18,8 @@ bp = func.Blueprint()
 @bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def messages(req: func.HttpRequest) -> func.HttpResponse:
     """Bot Framework activities from Teams."""
-    from .inbound import handle_activity
-    from .runtime import get_runtime
+    from proactive.receiving.endpoint import handle_activity
+    from proactive.runtime import get_runtime
 
     reply = await handle_activity(await get_runtime(), req.headers, req.get_body())
     return func.HttpResponse(reply.body, status_code=reply.status, mimetype="text/plain")
@@ -28,8 +28,8 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
 @bp.queue_trigger(arg_name="msg", queue_name="%OUTBOX_QUEUE%", connection="AzureWebJobsStorage")
 async def outbox(msg: func.QueueMessage) -> None:
     """Send, update or delete a Teams message (see the outbox contract)."""
-    from .outbox import process
-    from .runtime import get_runtime
+    from proactive.runtime import get_runtime
+    from proactive.worker import process
 
     body = msg.get_body().decode("utf-8", errors="replace")
     outcome = await process(await get_runtime(), body, message_id=msg.id or "")
@@ -40,8 +40,8 @@ async def outbox(msg: func.QueueMessage) -> None:
 async def schedules(timer: func.TimerRequest) -> None:
     """Every minute: put scheduled sends that are due on the outbox (once each,
     even when runs overlap; a run after downtime catches up)."""
-    from .runtime import get_runtime
-    from .scheduler import tick
+    from proactive.runtime import get_runtime
+    from proactive.scheduling.timer import tick
 
     report = await tick(await get_runtime())
     if report.due or timer.past_due:

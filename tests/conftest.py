@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from proactive.config import Settings
-from proactive.devtools.fake_aad import FakeAAD
-from proactive.devtools.processes import Azurite, start_azurite
+from proactive_devtools.fake_aad import FakeAAD
+from proactive_devtools.processes import Azurite, start_azurite
 
 
 @pytest.fixture(scope="session")

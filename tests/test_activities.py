@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proactive.activities import Change, InvalidActivity, decode_body, parse_activity
+from proactive.receiving.activities import Change, InvalidActivity, decode_body, parse_activity
 from tests.activities_data import BOT, TENANT, activity, install, team_install, uninstall
 
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from proactive import deliveries as d
-from proactive.activities import parse_activity
-from proactive.broadcast import PART
-from proactive.emulator import ConnectorEmulator
-from proactive.outbox import process
+from proactive.delivering.broadcast import PART
+from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
+from proactive.storage import deliveries as d
+from proactive.worker import process
+from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, install, uninstall
 
 
@@ -170,7 +170,7 @@ async def test_a_list_too_long_to_keep_whole_in_a_row_is_split(
 
 async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
         runtime: Runtime, emulator: ConnectorEmulator) -> None:
-    from proactive.pacing import TenantPacer
+    from proactive.delivering.pacing import TenantPacer
 
     users = await install_users(runtime, emulator.url, 6)
     # Another instance has booked the tenant's next 10 s.

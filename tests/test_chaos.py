@@ -43,11 +43,11 @@ from typing import Any
 import httpx
 import pytest
 
-from proactive import deliveries as d
-from proactive.activities import parse_activity
 from proactive.config import Settings
-from proactive.devtools.processes import REPO_ROOT, free_port, stop_process, wait_for_port
+from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
+from proactive.storage import deliveries as d
+from proactive_devtools.processes import REPO_ROOT, free_port, stop_process, wait_for_port
 from tests.activities_data import install
 
 USERS = 300

@@ -245,7 +245,7 @@ def test_lone_surrogates_are_refused() -> None:
 
 
 def test_long_ids_make_safe_table_keys() -> None:
-    from proactive.tables import MAX_KEY_CHARS, safe_key
+    from proactive.storage.tables import MAX_KEY_CHARS, safe_key
 
     long_id = "19:" + "x/" * 600
     key = safe_key(long_id)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from proactive.clouds import GCC_HIGH, PUBLIC, Cloud, resolve_cloud
 from proactive.config import ConfigError, Settings
-from proactive.credentials import (
+from proactive.teams.clouds import GCC_HIGH, PUBLIC, Cloud, resolve_cloud
+from proactive.teams.credentials import (
     AccessToken,
     CachedTokenProvider,
     TokenError,
@@ -26,7 +26,7 @@ from proactive.credentials import (
     build_token_provider,
     shared_token_provider,
 )
-from proactive.devtools.fake_aad import (
+from proactive_devtools.fake_aad import (
     FakeAAD,
     generate_key,
     self_signed_certificate,
@@ -306,7 +306,7 @@ def test_shared_provider_is_one_per_settings():
 
 def test_module_import_is_light():
     code = (
-        "import sys, proactive.credentials;"
+        "import sys, proactive.teams.credentials;"
         "heavy = [m for m in ('jwt', 'cryptography', 'msal', 'requests', 'httpx')"
         " if m in sys.modules];"
         "assert not heavy, heavy"

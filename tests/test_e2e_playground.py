@@ -29,11 +29,11 @@ from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
 from proactive.config import Settings
-from proactive.deliveries import DeliveryStore
-from proactive.devtools import playground as pg
-from proactive.devtools.processes import REPO_ROOT, Azurite, free_port, stop_process, wait_for_port
-from proactive.references import INSTALLED, Reference, ReferenceStore
 from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+from proactive.storage.deliveries import DeliveryStore
+from proactive.storage.references import INSTALLED, Reference, ReferenceStore
+from proactive_devtools import playground as pg
+from proactive_devtools.processes import REPO_ROOT, Azurite, free_port, stop_process, wait_for_port
 from tests.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from proactive.emulator import ConnectorEmulator, _parser, emulator_from_args, main
+from proactive_devtools.emulator import ConnectorEmulator, _parser, emulator_from_args, main
 
 TENANT = "tenant-1"
 BOT = "28:bot-app-id"
@@ -561,8 +561,8 @@ async def test_admin_api_drives_the_emulator_like_another_process_would(
 
 async def test_real_connector_client_runs_against_the_emulator(
         emulator: ConnectorEmulator) -> None:
-    connector = pytest.importorskip("proactive.connector")
-    clouds = pytest.importorskip("proactive.clouds")
+    connector = pytest.importorskip("proactive.teams.connector")
+    clouds = pytest.importorskip("proactive.teams.clouds")
     async with httpx.AsyncClient() as http:
         client = connector.ConnectorClient(http, None, clouds.PUBLIC, local_dev=True)
         url = emulator.url + "teams/"
@@ -602,7 +602,7 @@ def test_cli_flags_map_to_options() -> None:
 
 async def test_main_serves_in_another_process_until_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proactive.emulator", "--port", "0",
+        sys.executable, "-m", "proactive_devtools.emulator", "--port", "0",
         "--strict-conversations", "--base-path", "teams",
         cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:

@@ -41,9 +41,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from proactive.config import Settings
-from proactive.devtools.fake_aad import FakeAAD, generate_key
-from proactive.inbound import handle_activity
+from proactive.receiving.endpoint import handle_activity
 from proactive.runtime import Runtime
+from proactive_devtools.fake_aad import FakeAAD, generate_key
 from tests.activities_data import BOT, SERVICE_URL, TENANT
 
 APP_ID = BOT.removeprefix("28:")
@@ -181,7 +181,7 @@ FORGER = generate_key("key-1")  # the published kid, another key
 
 
 def _forged(claims: dict[str, Any], kid: str) -> str:
-    from proactive.devtools.fake_aad import sign_jwt
+    from proactive_devtools.fake_aad import sign_jwt
 
     return sign_jwt(claims, alg="RS256", key=FORGER.private_key, headers={"kid": kid})
 

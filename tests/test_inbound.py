@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from proactive.inbound import handle_activity
+from proactive.receiving.endpoint import handle_activity
 from proactive.runtime import Runtime
 from tests.activities_data import TENANT, USER_AAD, activity, install
 

@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from proactive.clouds import Cloud, resolve_cloud
 from proactive.config import ConfigError, Settings
-from proactive.devtools.fake_aad import FakeAAD, generate_key
-from proactive.inbound_auth import (
+from proactive.receiving.auth import (
     CLOCK_SKEW,
     ActivityAuthenticator,
     AuthenticationError,
     Claims,
     build_authenticator,
 )
+from proactive.teams.clouds import Cloud, resolve_cloud
+from proactive_devtools.fake_aad import FakeAAD, generate_key
 
 APP_ID = "0f3c9a5e-1111-4222-8333-444455556666"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -552,7 +552,7 @@ async def test_bad_documents_fail_closed(aad: FakeAAD, http: httpx.AsyncClient, 
 
 
 async def test_jwks_uri_must_be_https_unless_loopback(http: httpx.AsyncClient, clock: Clock):
-    from proactive.inbound_auth import _trusted_jwks_uri
+    from proactive.receiving.auth import _trusted_jwks_uri
 
     assert _trusted_jwks_uri("https://login.botframework.com/v1/.well-known/keys",
                              "https://login.botframework.com/v1/.well-known/openidconfiguration")
@@ -669,7 +669,8 @@ async def test_non_mapping_activity(auth: ActivityAuthenticator, aad: FakeAAD, c
 
 def test_module_import_is_light() -> None:
     code = (
-        "import sys, proactive.inbound_auth, proactive.service_urls, proactive.clouds;"
+        "import sys, proactive.receiving.auth, proactive.teams.service_urls;"
+        "import proactive.teams.clouds;"
         "heavy = [m for m in ('jwt', 'cryptography', 'httpx', 'msal', 'aiohttp', 'requests')"
         " if m in sys.modules];"
         "assert not heavy, heavy"

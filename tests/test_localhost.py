@@ -27,7 +27,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
-from proactive.devtools.localhost import (
+from proactive_devtools.localhost import (
     LocalHost,
     next_occurrence,
     parse_schedule,
@@ -35,7 +35,7 @@ from proactive.devtools.localhost import (
     resolve_setting,
     storage_connection,
 )
-from proactive.devtools.processes import REPO_ROOT, Azurite, free_port, wait_for_port
+from proactive_devtools.processes import REPO_ROOT, Azurite, free_port, wait_for_port
 from tests.polling import eventually
 
 APP_DIR = Path(__file__).parent / "fixtures" / "hostapp"
@@ -213,7 +213,7 @@ async def test_message_encoding_none(start_host: HostFactory, queues: QueueFacto
 async def test_batch_runs_concurrently_and_lease_is_renewed(
         start_host: HostFactory, queues: QueueFactory, fixture_app: ModuleType,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="proactive.devtools.localhost")
+    caplog.set_level(logging.DEBUG, logger="proactive_devtools.localhost")
     _, name = await start_host(lease=2)
     q = await queues(name)
     tag = uuid.uuid4().hex
@@ -341,7 +341,7 @@ def test_main_loads_settings_serves_and_stops_on_sigint(azurite: Azurite, tmp_pa
     env = {**os.environ, "FIXTURE_WHO": "from environment"}
     env.pop("FIXTURE_GREETING", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proactive.devtools.localhost", "--app-dir", str(APP_DIR),
+        [sys.executable, "-m", "proactive_devtools.localhost", "--app-dir", str(APP_DIR),
          "--port", str(port), "--settings", str(settings)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True)

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from proactive import deliveries as d
-from proactive.activities import parse_activity
-from proactive.emulator import ConnectorEmulator
-from proactive.outbox import process
-from proactive.references import BLOCKED, UNINSTALLED
+from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
-from proactive.tables import safe_key
+from proactive.storage import deliveries as d
+from proactive.storage.references import BLOCKED, UNINSTALLED
+from proactive.storage.tables import safe_key
+from proactive.worker import process
+from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, USER_AAD, activity, install, uninstall
 
 CONV = "a:1personal-conversation"

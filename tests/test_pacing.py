@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from proactive.config import Settings
-from proactive.pacing import ConversationPacer, Defer, TenantPacer
+from proactive.delivering.pacing import ConversationPacer, Defer, TenantPacer
 
 
 class Clock:

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proactive.activities import parse_activity
 from proactive.config import Settings
-from proactive.references import BLOCKED, INSTALLED, UNINSTALLED, ReferenceStore
+from proactive.receiving.activities import parse_activity
+from proactive.storage.references import BLOCKED, INSTALLED, UNINSTALLED, ReferenceStore
 from tests.activities_data import (
     SERVICE_URL,
     TENANT,

@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from proactive import deliveries as d
-from proactive import scheduler
-from proactive.activities import parse_activity
 from proactive.config import Settings
 from proactive.contract import parse_message
-from proactive.emulator import ConnectorEmulator
-from proactive.outbox import process
+from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
-from proactive.scheduler import schedule_send, tick
-from proactive.tables import safe_key
+from proactive.scheduling import timer as scheduler
+from proactive.scheduling.timer import schedule_send, tick
+from proactive.storage import deliveries as d
+from proactive.storage.tables import safe_key
+from proactive.worker import process
+from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import activity, install
 
 NY_USER = "00000000-0000-4000-8000-00000000000a"

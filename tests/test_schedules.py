@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dateutil.rrule import rrulestr
 
-from proactive.schedules import (
+from proactive.scheduling.spec import (
     Occurrence,
     Plan,
     ScheduleError,

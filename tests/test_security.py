@@ -37,16 +37,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from proactive import deliveries as d
-from proactive.activities import parse_activity
 from proactive.config import Settings
-from proactive.credentials import build_token_provider
-from proactive.devtools.fake_aad import FakeAAD, LoopbackHttpClient, generate_key
-from proactive.emulator import ConnectorEmulator
-from proactive.inbound import Reply, handle_activity
-from proactive.outbox import Outcome, process
+from proactive.receiving.activities import parse_activity
+from proactive.receiving.endpoint import Reply, handle_activity
 from proactive.runtime import Runtime
-from proactive.tables import safe_key
+from proactive.storage import deliveries as d
+from proactive.storage.tables import safe_key
+from proactive.teams.credentials import build_token_provider
+from proactive.worker import Outcome, process
+from proactive_devtools.emulator import ConnectorEmulator
+from proactive_devtools.fake_aad import FakeAAD, LoopbackHttpClient, generate_key
 from tests.activities_data import (
     BOT,
     SERVICE_URL,

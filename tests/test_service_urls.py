@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proactive.clouds import DOD, GCC, GCC_HIGH, PUBLIC, apply_override
-from proactive.service_urls import UntrustedServiceUrl, check_service_url, is_loopback
+from proactive.teams.clouds import DOD, GCC, GCC_HIGH, PUBLIC, apply_override
+from proactive.teams.service_urls import UntrustedServiceUrl, check_service_url, is_loopback
 
 ALLOWED_PUBLIC = [
     "https://smba.trafficmanager.net/teams/",
@@ -201,8 +201,8 @@ def test_anything_around_a_real_host_is_refused(prefix: str, suffix: str, host: 
 
 
 def test_resolve_cloud_by_name_case_insensitively() -> None:
-    from proactive.clouds import resolve_cloud
     from proactive.config import Settings
+    from proactive.teams.clouds import resolve_cloud
 
     assert resolve_cloud(Settings(cloud="public")) is PUBLIC
     assert resolve_cloud(Settings(cloud="GCC")) is GCC
@@ -213,8 +213,8 @@ def test_resolve_cloud_by_name_case_insensitively() -> None:
 
 @pytest.mark.parametrize("name", ["Azure", "China", "GCC-High", "publicx"])
 def test_unknown_cloud_is_a_config_error(name: str) -> None:
-    from proactive.clouds import resolve_cloud
     from proactive.config import ConfigError, Settings
+    from proactive.teams.clouds import resolve_cloud
 
     with pytest.raises(ConfigError):
         resolve_cloud(Settings(cloud=name))
@@ -239,14 +239,14 @@ def test_presets_follow_the_facts() -> None:
 def test_override_replaces_fields_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from proactive.clouds import resolve_cloud
     from proactive.config import Settings
+    from proactive.teams.clouds import resolve_cloud
 
     override = (
         '{"openid_metadata_url": "http://127.0.0.1:9/meta", '
         '"connector_hosts": ["127.0.0.1:8443"]}'
     )
-    with caplog.at_level(logging.WARNING, logger="proactive.clouds"):
+    with caplog.at_level(logging.WARNING, logger="proactive.teams.clouds"):
         cloud = resolve_cloud(Settings(cloud="GCCHigh", cloud_override=override))
     assert cloud.openid_metadata_url == "http://127.0.0.1:9/meta"
     assert cloud.connector_hosts == {"127.0.0.1:8443"}
@@ -268,8 +268,8 @@ def test_override_replaces_fields_and_warns(caplog: pytest.LogCaptureFixture) ->
     ],
 )
 def test_bad_override_is_a_config_error(override: str) -> None:
-    from proactive.clouds import apply_override
     from proactive.config import ConfigError
+    from proactive.teams.clouds import apply_override
 
     with pytest.raises(ConfigError):
         apply_override(PUBLIC, override)

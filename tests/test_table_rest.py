@@ -1,4 +1,4 @@
-"""proactive.table_rest against real Azurite, side by side with the SDK it stands in for."""
+"""proactive.storage.table_rest against real Azurite, side by side with the SDK it stands in for."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from azure.core.exceptions import (
 from azure.data.tables import EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from proactive import tables
 from proactive.config import DEV_ACCOUNT, DEV_KEY
-from proactive.devtools.processes import Azurite
 from proactive.runtime import Runtime
-from proactive.table_rest import RestTableClient, parse_connection_string
+from proactive.storage import tables
+from proactive.storage.table_rest import RestTableClient, parse_connection_string
+from proactive_devtools.processes import Azurite
 
 # Every value type the project stores, at the edges of each EDM type.
 VALUES: dict[str, Any] = {

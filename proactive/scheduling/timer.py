@@ -37,9 +37,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import tables
-from .contract import Content, OutboxMessage, Target, parse_target
-from .schedules import (
+from proactive.contract import Content, OutboxMessage, Target, parse_target
+from proactive.scheduling.spec import (
     Occurrence,
     Plan,
     ScheduleError,
@@ -54,12 +53,13 @@ from .schedules import (
     wall_of,
     zone_or_none,
 )
+from proactive.storage import tables
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
-    from .outbox import Outcome
-    from .runtime import Runtime
+    from proactive.runtime import Runtime
+    from proactive.worker import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -381,8 +381,8 @@ async def schedule_send(rt: Runtime, message: OutboxMessage, *, body: str, messa
     """The outbox's entry: a `send` with a schedule (one recipient, or one part
     of a many-user send: an item per user, each in their own time zone). A
     schedule with no occurrence left goes to the poison queue with why."""
-    from .contract import InvalidMessage
-    from .outbox import Outcome, refuse
+    from proactive.contract import InvalidMessage
+    from proactive.worker import Outcome, refuse
 
     try:
         assert message.target is not None

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import tables
-from .activities import Activity, InvalidActivity, decode_body, parse_activity
-from .runtime import Runtime
-from .welcome import welcome_message
+from proactive.receiving.activities import Activity, InvalidActivity, decode_body, parse_activity
+from proactive.receiving.welcome import welcome_message
+from proactive.runtime import Runtime
+from proactive.storage import tables
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) -> Reply:
-    from .inbound_auth import AuthenticationError
+    from proactive.receiving.auth import AuthenticationError
 
     authorization = _header(headers, "authorization")
     if authorization is None and not rt.settings.local_dev:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import tables
+from proactive.storage import tables
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient

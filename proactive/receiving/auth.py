@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proactive.config import ConfigError
-from proactive.service_urls import is_loopback
+from proactive.teams.service_urls import is_loopback
 
 if TYPE_CHECKING:
     import httpx
 
-    from proactive.clouds import Cloud
     from proactive.config import Settings
+    from proactive.teams.clouds import Cloud
 
 log = logging.getLogger(__name__)
 

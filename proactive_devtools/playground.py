@@ -40,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from .processes import no_browser_path, node_tool, stop_process
+from proactive_devtools.processes import no_browser_path, node_tool, stop_process
 
 BOT = "User Application"  # the Playground's name for the bot in its log
 _LISTENING = re.compile(rb"Listening on (\d+)")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import tables
+from proactive.storage import tables
 
 if TYPE_CHECKING:
-    from .tables import Table
+    from proactive.storage.tables import Table
 
 SENDING = "sending"
 SENT = "sent"

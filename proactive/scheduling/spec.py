@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import cron
+from proactive.scheduling import cron
 
 KINDS = ("at", "local", "rrule", "cron")
 MAX_RULE = 1000

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import tables
-from .activities import Activity, Change
+from proactive.receiving.activities import Activity, Change
+from proactive.storage import tables
 
 if TYPE_CHECKING:
-    from .tables import Table
+    from proactive.storage.tables import Table
 
 INSTALLED = "installed"
 UNINSTALLED = "uninstalled"

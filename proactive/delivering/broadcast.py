@@ -19,14 +19,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from . import deliveries as d
-from . import tables
-from .campaigns import CANCELLED, result_counts
-from .contract import OutboxMessage, Target
-from .outbox import Outcome, finish_unsent, retry_later, send_one
+from proactive.contract import OutboxMessage, Target
+from proactive.storage import deliveries as d
+from proactive.storage import tables
+from proactive.storage.progress import CANCELLED, result_counts
+from proactive.worker import Outcome, finish_unsent, retry_later, send_one
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

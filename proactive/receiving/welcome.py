@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .activities import Activity
-from .contract import VERSION
+from proactive.contract import VERSION
+from proactive.receiving.activities import Activity
 
 BOT_NAME = "Proactive"
 

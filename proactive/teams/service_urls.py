@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from proactive.clouds import Cloud
+    from proactive.teams.clouds import Cloud
 
 MAX_URL_LENGTH = 2048
 

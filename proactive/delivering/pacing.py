@@ -41,10 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import tables
+from proactive.storage import tables
 
 if TYPE_CHECKING:
-    from .tables import Table
+    from proactive.storage.tables import Table
 
 Clock = Callable[[], float]
 

@@ -15,17 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import deliveries as d
-from .clouds import GCC
-from .connector import ConnectorError
-from .contract import Content, InvalidMessage, OutboxMessage, Target, parse_message
-from .deliveries import Busy, Claim
-from .pacing import Defer
-from .queueing import dumps, lenient_text
-from .references import BLOCKED, DISABLED, UNINSTALLED, Reference
-from .runtime import Runtime
-from .service_urls import UntrustedServiceUrl
-from .tables import iso
+from proactive.contract import Content, InvalidMessage, OutboxMessage, Target, parse_message
+from proactive.delivering.pacing import Defer
+from proactive.runtime import Runtime
+from proactive.storage import deliveries as d
+from proactive.storage.deliveries import Busy, Claim
+from proactive.storage.queues import dumps, lenient_text
+from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.storage.tables import iso
+from proactive.teams.clouds import GCC
+from proactive.teams.connector import ConnectorError
+from proactive.teams.service_urls import UntrustedServiceUrl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,11 +74,11 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
             and (not message.target.is_broadcast or data.get("part")):
         # Later: stored per recipient; the timer puts it back here when due.
         # (A many-user send is split first; each part schedules its users.)
-        from .scheduler import schedule_send
+        from proactive.scheduling.timer import schedule_send
 
         return await schedule_send(rt, message, body=body, message_id=message_id)
     if message.target is not None and message.target.is_broadcast:
-        from .broadcast import run
+        from proactive.delivering.broadcast import run
 
         return await run(rt, message, data)
     if message.op == "send":
@@ -136,7 +136,7 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: str,
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
-    from .scheduler import manage
+    from proactive.scheduling.timer import manage
 
     scheduled = await manage(rt, message)
     if await rt.campaigns.cancel(message.key) or scheduled.changed:
@@ -297,8 +297,8 @@ async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
 # --- update / delete -----------------------------------------------------------
 
 async def _edit(rt: Runtime, message: OutboxMessage) -> Outcome:
-    from .scheduler import manage
-    from .schedules import ScheduleError
+    from proactive.scheduling.spec import ScheduleError
+    from proactive.scheduling.timer import manage
 
     try:  # items still scheduled: new content (or time), or cancelled by a delete
         scheduled = await manage(rt, message)

@@ -43,8 +43,8 @@ from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 from multidict import CIMultiDict
 
-from proactive.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
-from proactive.devtools.processes import connection_string
+from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
+from proactive_devtools.processes import connection_string
 
 log = logging.getLogger(__name__)
 _INDEXED: weakref.WeakKeyDictionary[FunctionRegister, list[Any]] = weakref.WeakKeyDictionary()

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from proactive.config import ConfigError
 
 if TYPE_CHECKING:
-    from proactive.clouds import Cloud
     from proactive.config import Settings
+    from proactive.teams.clouds import Cloud
 
 log = logging.getLogger(__name__)
 

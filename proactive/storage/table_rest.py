@@ -32,7 +32,7 @@ from azure.core import MatchConditions
 from azure.core import exceptions as az
 from yarl import URL
 
-from .config import DEV_ACCOUNT, DEV_KEY
+from proactive.config import DEV_ACCOUNT, DEV_KEY
 
 VERSION = "2019-02-02"
 # The SDK's exception classes by status, so callers' `except`s keep working.

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DEV_ACCOUNT, DEV_KEY
+from proactive.config import DEV_ACCOUNT, DEV_KEY
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .service_urls import check_service_url
+from proactive.teams.service_urls import check_service_url
 
 if TYPE_CHECKING:
     import httpx
 
-    from .clouds import Cloud
-    from .credentials import BotTokenProvider
+    from proactive.teams.clouds import Cloud
+    from proactive.teams.credentials import BotTokenProvider
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
-    from .table_rest import RestTableClient
+    from proactive.storage.table_rest import RestTableClient
 
     Table = TableClient | RestTableClient
 

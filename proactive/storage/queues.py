@@ -17,14 +17,14 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tables
+from proactive.storage import tables
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
-HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 MAX_QUEUE_MESSAGE = 64 * 1024  # Azure Storage's limit, after encoding
 MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 1
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from . import playground
-from .processes import (
+from proactive_devtools import playground
+from proactive_devtools.processes import (
     REPO_ROOT,
     Azurite,
     start_azurite,

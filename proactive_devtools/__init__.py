@@ -1,0 +1,30 @@
+"""Development tools: everything that runs only on a developer's machine or in CI.
+
+Not part of the product and never deployed (.funcignore leaves this folder out):
+the built-in Functions host (`localhost`), the Connector emulator (`emulator`),
+a fake Azure AD (`fake_aad`), the Agents Playground driver (`playground`), the
+one-command dev launcher (`dev`) and process helpers (`processes`).
+
+`python -m proactive host|emulator|dev` hands over here; `python -m
+proactive_devtools host|emulator|dev` is the same.
+"""
+
+from __future__ import annotations
+
+TOOLS = ("host", "emulator", "dev")
+
+
+def run_tool(name: str, argv: list[str]) -> int:
+    if name == "host":
+        from .localhost import main as host_main
+
+        return host_main(argv)
+    if name == "emulator":
+        from .emulator import main as emulator_main
+
+        return emulator_main(argv)
+    if name == "dev":
+        from .dev import main as dev_main
+
+        return dev_main(argv)
+    raise ValueError(f"unknown tool {name!r}; one of {', '.join(TOOLS)}")
