@@ -1,0 +1,164 @@
+"""The layout the README describes holds: no import cycles inside the product,
+the parts never import the router above them, nothing deployed is a dev tool,
+and no product module grows past a size a newcomer can read.
+
+These read the source (every import, also those inside functions, which is how
+the package keeps cold start cheap), so a cycle hidden behind a lazy import is
+found too.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = "proactive"
+# The router on top: it routes to the parts; no part imports it back.
+TOP = {"proactive.worker", "proactive.triggers", "proactive.cli", "proactive.__main__"}
+PARTS = ("proactive.receiving", "proactive.delivering", "proactive.scheduling",
+         "proactive.teams", "proactive.storage")
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in (ROOT / PRODUCT).rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The product modules `name` imports, anywhere in its source."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            # `from pkg import module` imports the module; `from mod import name` the module.
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph = {name: _imports(name, path, known) for name, path in modules.items()}
+    # Importing a package runs its __init__: a module depends on its parents' too,
+    # but a parent package __init__ importing its own children is not a cycle.
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_the_walker_sees_lazy_imports_and_cycles() -> None:
+    # The checker itself: a cycle through a function-level import is found.
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    source = ROOT / "proactive" / "triggers.py"
+    assert "proactive.runtime" in _imports("proactive.triggers", source, set(_modules()))
+
+
+def test_the_product_has_no_import_cycle() -> None:
+    assert _cycles(_graph()) == []
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_no_part_imports_the_router_above_it(part: str) -> None:
+    graph = _graph()
+    offenders = {name: sorted(deps & TOP) for name, deps in graph.items()
+                 if (name == part or name.startswith(part + ".")) and deps & TOP}
+    assert offenders == {}
+
+
+def test_the_product_never_imports_the_dev_tools() -> None:
+    offenders = []
+    for path in (ROOT / PRODUCT).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] in ("proactive_devtools", "tests", "benchmarks")
+                   for n in names):
+                if path.name == "cli.py" and names == ["proactive_devtools"]:
+                    continue  # the documented hand-over to a clone's dev tools, guarded
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def _deployed_files() -> list[str]:
+    """What `func azure functionapp publish` / azd would package: the tracked
+    files that .funcignore does not leave out (gitignore-style patterns)."""
+    patterns = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        for pattern in patterns:
+            pattern = pattern.rstrip("/")
+            if "/" in pattern.lstrip("/"):
+                if fnmatch.fnmatch(path, pattern.lstrip("/")) or path.startswith(
+                        pattern.lstrip("/") + "/"):
+                    return True
+            elif any(fnmatch.fnmatch(part, pattern) for part in parts):
+                return True
+        return False
+
+    return [path for path in tracked if not ignored(path)]
+
+
+def test_the_deployment_holds_the_app_and_no_dev_tool() -> None:
+    deployed = _deployed_files()
+    assert {"function_app.py", "host.json", "requirements.txt",
+            "proactive/worker.py"} <= set(deployed)
+    dev = [p for p in deployed if p.startswith(("proactive_devtools/", "tests/", "benchmarks/",
+                                                "scripts/", "node_modules/", ".ci/"))
+           or p in ("package.json", "package-lock.json", "requirements-dev.txt",
+                    "local.settings.example.json")]
+    assert dev == []
+
+
+def test_no_product_module_is_too_long_to_read() -> None:
+    long = {name: n for name, path in _modules().items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
