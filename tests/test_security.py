@@ -47,6 +47,7 @@ from proactive.teams.credentials import build_token_provider
 from proactive.worker import Outcome, process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_aad import FakeAAD, LoopbackHttpClient, generate_key
+from proactive_devtools.provision import provision
 from tests.activities_data import (
     BOT,
     SERVICE_URL,
@@ -196,6 +197,7 @@ async def open_runtime(settings: Settings, aad: FakeAAD, transport: RecordingTra
                        ) -> AsyncIterator[Runtime]:
     """A Runtime on the recording transport whose bot token comes from the fake
     AD's token endpoint through the real MSAL client (client secret)."""
+    await provision(settings)
     rt = await Runtime.create(settings, http=httpx.AsyncClient(transport=transport))
     msal_http: LoopbackHttpClient | None = None
     try:
