@@ -23,7 +23,57 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 class ConfigError(ValueError):
-    """A setting is missing or has a value that can't be used."""
+    """Settings are missing or have values that can't be used. `problems` lists
+    each one; the message joins them. No problem text holds a secret value."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+# Variables the platform sets in every Azure Functions / App Service instance
+# and that nothing sets on a developer's machine (not Core Tools, the built-in
+# local host or the tests). Any one of them means "running in Azure". Sources:
+# the App Service environment reference (WEBSITE_*), the Functions host's
+# EnvironmentSettingNames (App Service: WEBSITE_INSTANCE_ID; Flex consumption:
+# LEGION_SERVICE_HOST; Kubernetes / Container Apps: WEBSITE_POD_NAME,
+# CONTAINER_APP_NAME) and FUNCTIONS_EXTENSION_VERSION, the app setting every
+# Function App has.
+AZURE_VARIABLES = (
+    "WEBSITE_INSTANCE_ID",
+    "WEBSITE_SITE_NAME",
+    "APPSETTING_WEBSITE_SITE_NAME",
+    "WEBSITE_HOSTNAME",
+    "WEBSITE_OWNER_NAME",
+    "WEBSITE_RESOURCE_GROUP",
+    "WEBSITE_SKU",
+    "LEGION_SERVICE_HOST",
+    "WEBSITE_POD_NAME",
+    "CONTAINER_APP_NAME",
+    "FUNCTIONS_EXTENSION_VERSION",
+)
+# Set in Azure too, but also elsewhere, so they count only together with a
+# WEBSITE_* variable: CONTAINER_NAME (Linux consumption; also set by dev
+# containers and CI runners), IDENTITY_ENDPOINT / MSI_ENDPOINT (managed
+# identity; also Azure Arc on ordinary machines).
+AZURE_IF_WEBSITE = ("CONTAINER_NAME", "IDENTITY_ENDPOINT", "MSI_ENDPOINT")
+
+
+def azure_marker(env: Mapping[str, str]) -> str:
+    """The variable(s) that show `env` is an Azure instance, or "" when none does."""
+    for name in AZURE_VARIABLES:
+        if (env.get(name) or "").strip():
+            return name
+    website = sorted(n for n, v in env.items() if n.startswith("WEBSITE_") and v.strip())
+    for name in AZURE_IF_WEBSITE:
+        if (env.get(name) or "").strip() and website:
+            return f"{name} and {website[0]}"
+    return ""
+
+
+def running_in_azure(env: Mapping[str, str]) -> bool:
+    """True when `env` is an Azure instance's environment (see AZURE_VARIABLES)."""
+    return bool(azure_marker(env))
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -33,14 +83,15 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     return value.strip().lower() in _TRUE
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
     value = env.get(name)
     if value is None or value.strip() == "":
         return default
     try:
         return int(value)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
+    except ValueError:
+        problems.append(f"{name} must be a whole number, got {value[:40]!r}")
+        return default
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -70,6 +121,8 @@ class Settings:
 
     # Accept activities without a token from loopback serviceUrls only.
     local_dev: bool = False
+    # Why the environment is an Azure instance ("" locally); see azure_marker.
+    azure: str = ""
 
     default_timezone: str = "UTC"
     # Teams' limit is 100 KB of the activity measured as UTF-16.
@@ -95,10 +148,48 @@ class Settings:
     def poison_queue(self) -> str:
         return f"{self.outbox_queue}-poison"
 
+    def problems(self) -> list[str]:
+        """Every combination that would weaken security or can't work."""
+        found: list[str] = []
+        if self.azure and self.local_dev:
+            found.append(f"PROACTIVE_LOCAL_DEV is on while running in Azure ({self.azure} is "
+                         "set): local development mode accepts unauthenticated activities "
+                         "and is refused in Azure")
+        if self.azure and self.cloud_override.strip():
+            found.append(f"PROACTIVE_CLOUD_OVERRIDE is for tests only and is refused when "
+                         f"running in Azure ({self.azure} is set)")
+        if self.local_dev and self.has_credentials:
+            found.append("PROACTIVE_LOCAL_DEV is on while bot credentials are configured: "
+                         "local development mode accepts unauthenticated activities and is "
+                         "refused with real credentials; turn one of them off")
+        if not self.local_dev and not self.app_id:
+            found.append("MicrosoftAppId is not set (or set PROACTIVE_LOCAL_DEV=true for "
+                         "local development without credentials)")
+        if self.azure and self.storage_connection == DEV_STORAGE:
+            found.append("AzureWebJobsStorage is not set (or is the local emulator) while "
+                         "running in Azure")
+        found += _cloud_problems(self)
+        return found
+
+    def validate(self) -> Settings:
+        """These settings, or ConfigError listing every problem."""
+        if found := self.problems():
+            raise ConfigError(*found)
+        return self
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        return cls(
+        """The settings in `env` (default os.environ), not yet validated; ConfigError
+        if a value can't be read (e.g. a number that isn't one)."""
+        settings, problems = cls._read(os.environ if env is None else env)
+        if problems:
+            raise ConfigError(*problems)
+        return settings
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> tuple[Settings, list[str]]:
+        problems: list[str] = []
+        settings = cls(
             storage_connection=env.get("AzureWebJobsStorage") or DEV_STORAGE,
             outbox_queue=env.get("OUTBOX_QUEUE") or "outbox",
             table_prefix=env.get("PROACTIVE_TABLE_PREFIX", ""),
@@ -113,9 +204,28 @@ class Settings:
             allowed_tenants=_list(env, "PROACTIVE_ALLOWED_TENANTS"),
             local_dev=_flag(env, "PROACTIVE_LOCAL_DEV"),
             default_timezone=env.get("PROACTIVE_DEFAULT_TIMEZONE") or "UTC",
-            max_activity_bytes=_int(env, "PROACTIVE_MAX_ACTIVITY_BYTES", 100 * 1024),
+            azure=azure_marker(env),
+            max_activity_bytes=_int(env, "PROACTIVE_MAX_ACTIVITY_BYTES", 100 * 1024, problems),
             welcome_enabled=_flag(env, "PROACTIVE_WELCOME", default=True),
-            tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50)),
-            max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8),
-            claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 30),
+            tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
+            max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
+            claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 30, problems),
         )
+        return settings, problems
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The app's settings from `env` (default os.environ), validated: the one
+    place settings are checked. Raises ConfigError listing every problem."""
+    settings, problems = Settings._read(os.environ if env is None else env)
+    problems += settings.problems()
+    if problems:
+        raise ConfigError(*problems)
+    return settings
+
+
+def _cloud_problems(settings: Settings) -> list[str]:
+    # Imported here: the cloud presets import this module (for ConfigError).
+    from proactive.teams.clouds import check_cloud
+
+    return check_cloud(settings)

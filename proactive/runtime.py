@@ -3,18 +3,25 @@
 Azure Functions runs a Python worker's async functions on one event loop, so
 the async clients (storage, HTTP) are created lazily on first use, inside that
 loop, and kept for the life of the process. Tests build their own Runtime.
+
+The Runtime builds; it doesn't decide. It makes no storage call: the tables and
+queues (`storage_names`) are created by the deployment or the local tools, and
+otherwise on first use (`proactive.storage.autocreate`). Settings are checked
+once, by `proactive.config` (`load_settings`); when they can't be used,
+`get_runtime` raises the same ConfigError at every call and the triggers say
+so instead of running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from proactive.config import ConfigError, Settings
+from proactive.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     import aiohttp
@@ -40,6 +47,23 @@ ACTIVITIES_TABLE = "activities"
 PACING_TABLE = "pacing"
 SENDS_TABLE = "sends"
 SCHEDULES_TABLE = "schedules"
+TABLES = (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE, SENDS_TABLE,
+          SCHEDULES_TABLE)
+
+
+@dataclass(frozen=True)
+class StorageNames:
+    tables: tuple[str, ...]
+    queues: tuple[str, ...]
+
+
+def storage_names(settings: Settings) -> StorageNames:
+    """Every table and queue the app uses, as named by `settings`: what the
+    deployment and the local tools create, and what checks of them compare."""
+    return StorageNames(
+        tables=tuple(settings.table_name(base) for base in TABLES),
+        queues=(settings.outbox_queue, settings.poison_queue),
+    )
 
 
 @dataclass
@@ -62,12 +86,16 @@ class Runtime:
 
     @property
     def activities_table(self) -> TableClient:
-        return self.table_service.get_table_client(self.settings.table_name(ACTIVITIES_TABLE))
+        return self.sdk_table(ACTIVITIES_TABLE)
 
     @property
     def schedules_table(self) -> TableClient:
         """Scheduled sends (`proactive.scheduling.timer`)."""
-        return self.table_service.get_table_client(self.settings.table_name(SCHEDULES_TABLE))
+        return self.sdk_table(SCHEDULES_TABLE)
+
+    def sdk_table(self, base: str) -> TableClient:
+        """The SDK client of table `base` (prefixed), created on first use if missing."""
+        return _sdk_table(self.table_service, self.settings.table_name(base))
 
     @classmethod
     async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None) -> Runtime:
@@ -78,6 +106,7 @@ class Runtime:
 
         from proactive.delivering.pacing import ConversationPacer, TenantPacer
         from proactive.receiving.auth import build_authenticator
+        from proactive.storage.autocreate import on_demand
         from proactive.storage.deliveries import DeliveryStore
         from proactive.storage.progress import Campaigns
         from proactive.storage.queues import Outbox, ensure_queue
@@ -91,7 +120,10 @@ class Runtime:
         from proactive.teams.connector import ConnectorClient
         from proactive.teams.credentials import shared_token_provider
 
-        check_settings(settings)
+        settings.validate()
+        if settings.local_dev:
+            log.warning("LOCAL DEVELOPMENT MODE: activities without a token are accepted "
+                        "from loopback serviceUrls. Never enable this in Azure.")
         # The SDK logs every storage request at INFO; its URLs name users and tenants.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
             logging.WARNING)
@@ -103,13 +135,12 @@ class Runtime:
         authenticator = build_authenticator(settings, cloud, http)
         table_service = TableServiceClient.from_connection_string(settings.storage_connection)
         queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
-        for name in (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE,
-                     SENDS_TABLE, SCHEDULES_TABLE):
-            await table_service.create_table_if_not_exists(settings.table_name(name))
-        queue = queue_service.get_queue_client(settings.outbox_queue)
-        poison = queue_service.get_queue_client(settings.poison_queue)
-        for client in (queue, poison):
-            await ensure_queue(client)
+        queues = []
+        for name in (settings.outbox_queue, settings.poison_queue):
+            client = queue_service.get_queue_client(name)
+            queues.append(on_demand(client, functools.partial(ensure_queue, client),
+                                    f"queue {name}"))
+        queue, poison = queues
         # The tables every message touches go through the thin REST client
         # (proactive/table_rest.py: ~0.1 ms of CPU per request instead of ~0.7 ms).
         # It signs with the account key; other connection strings keep the SDK.
@@ -120,11 +151,13 @@ class Runtime:
         except ValueError:
             table_http = None
 
-        def hot(name: str) -> TableClient | RestTableClient:
+        def hot(base: str) -> TableClient | RestTableClient:
+            name = settings.table_name(base)
             if table_http is None:
-                return table_service.get_table_client(settings.table_name(name))
-            return RestTableClient.from_connection_string(
-                settings.storage_connection, settings.table_name(name), session=table_http)
+                return _sdk_table(table_service, name)
+            client = RestTableClient.from_connection_string(
+                settings.storage_connection, name, session=table_http)
+            return on_demand(client, lambda: _create_table(table_service, name), f"table {name}")
 
         return cls(
             settings=settings,
@@ -136,8 +169,7 @@ class Runtime:
             deliveries=DeliveryStore(
                 hot(DELIVERIES_TABLE),
                 lease=timedelta(seconds=settings.claim_lease_seconds)),
-            campaigns=Campaigns(
-                table_service.get_table_client(settings.table_name(SENDS_TABLE))),
+            campaigns=Campaigns(_sdk_table(table_service, settings.table_name(SENDS_TABLE))),
             outbox=Outbox(queue, poison),
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev),
             authenticator=authenticator,
@@ -154,25 +186,19 @@ class Runtime:
             await self.table_http.close()
 
 
-def check_settings(settings: Settings) -> None:
-    """Refuse combinations that would weaken security or can't work."""
-    if settings.cloud_override and os.environ.get("WEBSITE_INSTANCE_ID"):
-        raise ConfigError("PROACTIVE_CLOUD_OVERRIDE is for tests only and is refused when "
-                          "running in Azure")
-    if settings.local_dev and settings.has_credentials:
-        raise ConfigError(
-            "PROACTIVE_LOCAL_DEV is on while bot credentials are configured: local "
-            "development mode accepts unauthenticated activities and is refused with "
-            "real credentials. Turn one of them off.")
-    if not settings.local_dev and not settings.app_id:
-        raise ConfigError("MicrosoftAppId is not set (or set PROACTIVE_LOCAL_DEV=true "
-                          "for local development without credentials)")
-    if settings.local_dev:
-        log.warning("LOCAL DEVELOPMENT MODE: activities without a token are accepted from "
-                    "loopback serviceUrls. Never enable this in Azure.")
+async def _create_table(service: TableServiceClient, name: str) -> None:
+    await service.create_table_if_not_exists(name)
+
+
+def _sdk_table(service: TableServiceClient, name: str) -> TableClient:
+    from proactive.storage.autocreate import on_demand
+
+    return on_demand(service.get_table_client(name), lambda: _create_table(service, name),
+                     f"table {name}")
 
 
 _runtime: Runtime | None = None
+_config_error: ConfigError | None = None
 _lock: asyncio.Lock | None = None
 
 
@@ -185,13 +211,27 @@ async def close_runtime() -> None:
 
 
 async def get_runtime() -> Runtime:
-    """The process's Runtime, created on first call from the app settings."""
-    global _runtime, _lock
+    """The process's Runtime, created on first call from the app settings.
+
+    When the settings can't be used, raises ConfigError (the same one at every
+    call: settings only change with a restart) and builds nothing.
+    """
+    global _runtime, _config_error, _lock
     if _runtime is not None:
         return _runtime
+    if _config_error is not None:
+        # A fresh exception each time: re-raising one would grow its traceback.
+        raise ConfigError(*_config_error.problems)
     if _lock is None:
         _lock = asyncio.Lock()
     async with _lock:
-        if _runtime is None:
-            _runtime = await Runtime.create(Settings.from_env())
+        if _runtime is None and _config_error is None:
+            try:
+                _runtime = await Runtime.create(load_settings())
+            except ConfigError as exc:
+                _config_error = exc
+                raise
+        if _config_error is not None:
+            raise ConfigError(*_config_error.problems)
+    assert _runtime is not None
     return _runtime

@@ -2,6 +2,11 @@
 
 Heavy modules are imported inside the functions, not here: `function_app`
 imports this module at cold start and must stay cheap.
+
+When the settings can't be used (`ConfigError`), the Python worker can't stop
+the host, so every invocation says why in the log and does no work: the HTTP
+endpoint answers 503, the queue trigger fails the invocation (the message is
+not consumed: the host makes it visible again later) and the timer skips its run.
 """
 
 from __future__ import annotations
@@ -10,9 +15,17 @@ import logging
 
 import azure.functions as func
 
+from proactive.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
+
+CONFIG_ERROR_BODY = "service unavailable: the app's configuration is invalid (see its log)"
+
+
+def _refuse(what: str, exc: ConfigError) -> None:
+    log.error("%s not run: configuration error: %s", what, exc)
 
 
 @bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -21,7 +34,12 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
     from proactive.receiving.endpoint import handle_activity
     from proactive.runtime import get_runtime
 
-    reply = await handle_activity(await get_runtime(), req.headers, req.get_body())
+    try:
+        rt = await get_runtime()
+    except ConfigError as exc:
+        _refuse("activity", exc)
+        return func.HttpResponse(CONFIG_ERROR_BODY, status_code=503, mimetype="text/plain")
+    reply = await handle_activity(rt, req.headers, req.get_body())
     return func.HttpResponse(reply.body, status_code=reply.status, mimetype="text/plain")
 
 
@@ -31,8 +49,13 @@ async def outbox(msg: func.QueueMessage) -> None:
     from proactive.runtime import get_runtime
     from proactive.worker import process
 
+    try:
+        rt = await get_runtime()
+    except ConfigError as exc:
+        _refuse(f"outbox message {msg.id}", exc)
+        raise  # not consumed: the host retries it (README, "Configuration errors")
     body = msg.get_body().decode("utf-8", errors="replace")
-    outcome = await process(await get_runtime(), body, message_id=msg.id or "")
+    outcome = await process(rt, body, message_id=msg.id or "")
     log.info("outbox message %s: %s %s", msg.id, outcome.state, outcome.reason)
 
 
@@ -43,6 +66,11 @@ async def schedules(timer: func.TimerRequest) -> None:
     from proactive.runtime import get_runtime
     from proactive.scheduling.timer import tick
 
-    report = await tick(await get_runtime())
+    try:
+        rt = await get_runtime()
+    except ConfigError as exc:
+        _refuse("schedules tick", exc)
+        return
+    report = await tick(rt)
     if report.due or timer.past_due:
         log.info("schedules tick: %s", report.as_dict())

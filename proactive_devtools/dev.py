@@ -9,6 +9,7 @@ Logs go to .dev/*.log.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from proactive.config import ConfigError, Settings
 from proactive_devtools import playground
 from proactive_devtools.processes import (
     REPO_ROOT,
@@ -80,6 +82,32 @@ def _ensure_settings() -> None:
               flush=True)
 
 
+def _provision() -> None:
+    """Create the app's tables and queues in Azurite (in Azure the deployment does)."""
+    from proactive_devtools.provision import provision
+
+    values = json.loads((REPO_ROOT / "local.settings.json").read_text()).get("Values") or {}
+    try:  # as the app reads them: the environment wins over local.settings.json
+        settings = Settings.from_env({**values, **os.environ})
+        asyncio.run(provision(settings))
+    except ConfigError as exc:
+        raise Failed(f"configuration error: {exc}") from exc
+    except Exception as exc:
+        raise Failed(f"could not create the tables and queues in Azurite ({exc})") from exc
+
+
+def _last_error(log: Path, offset: int) -> str:
+    """The app's own one-line reason (`error: ...`) if it wrote one since `offset`."""
+    with contextlib.suppress(OSError):
+        with open(log, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        for line in reversed(lines):
+            if line.startswith("error: "):
+                return line.removeprefix("error: ")
+    return ""
+
+
 def _start_app(port: int, log: Path, use_func: bool,
                children: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
     if use_func:
@@ -87,6 +115,7 @@ def _start_app(port: int, log: Path, use_func: bool,
     else:
         args = [sys.executable, "-m", "proactive", "host", "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -94,7 +123,8 @@ def _start_app(port: int, log: Path, use_func: bool,
     try:
         wait_for_port(port, proc=proc, timeout=120 if use_func else 30)
     except (RuntimeError, TimeoutError) as exc:
-        raise Failed(f"the app did not start ({exc}); see {_rel(log)}") from exc
+        reason = _last_error(log, offset) or str(exc)
+        raise Failed(f"the app did not start ({reason}); see {_rel(log)}") from exc
 
 
 def _playground_user(port: int) -> dict[str, str]:
@@ -175,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             children.append(("Azurite", azurite.proc, azurite_log))
             print("azurite:    queue 127.0.0.1:10001, table 127.0.0.1:10002 "
                   "(data in .azurite/; log .dev/azurite.log)", flush=True)
+        _provision()
         use_func = args.host == "func" or (args.host == "auto" and bool(shutil.which("func")))
         _start_app(args.port, logs / "app.log", use_func, children)
         endpoint = f"http://127.0.0.1:{args.port}/api/messages"

@@ -52,6 +52,7 @@ MIN_POLL = 0.1  # seconds: the host's first back-off step when a queue is idle
 # Messages are received invisible for this long (seconds) and the lease is
 # renewed at half of it while the function runs, as the host does.
 DEFAULT_LEASE = 600
+EXIT_CONFIG_ERROR = 2  # the app's settings can't be used (the one line on stderr says why)
 
 # --- settings and app loading ------------------------------------------------
 
@@ -426,10 +427,38 @@ def _to_response(result: Any) -> web.Response:
     return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
 
 
+class StartFailed(Exception):
+    """The app can't run; the message says why, in one line."""
+
+
+async def _prepare_proactive() -> None:
+    """For this project's app (function_app.py registers proactive.triggers):
+    build its Runtime now, so that a configuration error stops the host at start
+    with one line (in Azure the worker can't stop the host: the app answers 503
+    and logs why instead), and create its tables and queues, as the deployment
+    does in Azure."""
+    if "proactive.triggers" not in sys.modules:
+        return
+    from proactive.config import ConfigError
+    from proactive.runtime import get_runtime
+    from proactive_devtools.provision import provision
+
+    try:
+        rt = await get_runtime()
+    except ConfigError as exc:
+        raise StartFailed(f"configuration error: {exc}") from None
+    await provision(rt.settings)
+
+
 async def _serve(host: LocalHost) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await _prepare_proactive()
+    except StartFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG_ERROR
     await host.start()
     print("\nFunctions:\n\n" + "\n".join(f"\t{line}" for line in host.lines) + "\n", flush=True)
     await stop.wait()

@@ -10,6 +10,7 @@ import pytest
 from proactive.config import Settings
 from proactive_devtools.fake_aad import FakeAAD
 from proactive_devtools.processes import Azurite, start_azurite
+from proactive_devtools.provision import provision
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,7 @@ def settings(azurite: Azurite) -> Settings:
 async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
     from proactive.runtime import Runtime
 
+    await provision(settings)  # as the deployment would: the Runtime creates nothing
     rt = await Runtime.create(settings)
     try:
         yield rt

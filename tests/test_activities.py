@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from proactive.receiving.activities import Change, InvalidActivity, decode_body, parse_activity
+from proactive.receiving.activities import (
+    Change,
+    InvalidActivity,
+    TenantConflict,
+    decode_body,
+    parse_activity,
+    tenant_of,
+)
 from tests.activities_data import BOT, TENANT, activity, install, team_install, uninstall
 
 
@@ -51,11 +58,41 @@ def test_time_zone_from_client_info_else_local_timezone() -> None:
     assert parse_activity(activity()).timezone == ""
 
 
-def test_tenant_from_conversation_in_any_case_or_channel_data() -> None:
+@pytest.mark.parametrize("key", ["tenantId", "tenantID", "TenantId", "tenantid"])
+def test_tenant_from_conversation_in_any_case_or_channel_data(key: str) -> None:
     body = activity()
-    body["conversation"] = {"id": "c", "conversationType": "personal", "tenantID": "T2"}
+    body["conversation"] = {"id": "c", "conversationType": "personal", key: "T2"}
+    body["channelData"] = {}
     assert parse_activity(body).tenant_id == "T2"
     body["conversation"] = {"id": "c", "conversationType": "personal"}
+    body["channelData"] = {"Tenant": {"ID": "T3"}}
+    assert parse_activity(body).tenant_id == "T3"
+    body["channelData"] = {"tenant": {"id": TENANT}}
+    assert parse_activity(body).tenant_id == TENANT
+
+
+@pytest.mark.parametrize("conversation", [
+    {"id": "c", "tenantId": "other"},
+    {"id": "c", "tenantID": "other"},
+    {"id": "c", "TENANTID": "other"},
+    {"id": "c", "tenantId": TENANT, "tenantID": "other"},  # two spellings in one object
+])
+def test_an_activity_naming_two_tenants_is_refused(conversation: dict[str, str]) -> None:
+    # Storage used to read tenantID while authentication read only tenantId:
+    # the allow-list checked one tenant and the reference went under the other.
+    body = activity()
+    body["conversation"] = conversation
+    body["channelData"] = {"tenant": {"id": TENANT}}
+    with pytest.raises(TenantConflict):
+        tenant_of(body)
+    with pytest.raises(InvalidActivity, match="two different tenants"):
+        parse_activity(body)
+
+
+def test_the_same_tenant_in_both_places_is_one_tenant() -> None:
+    body = activity()
+    body["conversation"]["tenantID"] = TENANT.upper()  # GUIDs: case is no difference
+    assert tenant_of(body) == TENANT
     assert parse_activity(body).tenant_id == TENANT
 
 

@@ -367,3 +367,80 @@ def test_main_loads_settings_serves_and_stops_on_sigint(azurite: Azurite, tmp_pa
     assert f"echo: [POST] http://localhost:{port}/api/echo/{{name}}" in out.decode()
     assert "work: queueTrigger [cli" in out.decode()
     assert "Executed 'Functions.echo' (Succeeded" in errors.decode()
+
+
+# --- this project's app: settings checked and storage created at start ---
+
+def _project_env() -> dict[str, str]:
+    """The environment without any of the app's settings (they come from the file)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PROACTIVE_", "Microsoft", "AzureWebJobs", "OUTBOX_"))}
+
+
+def test_a_configuration_error_stops_the_host_at_start_with_one_line(tmp_path: Path) -> None:
+    secret = "client-secret-never-printed"
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": {
+        "OUTBOX_QUEUE": "outbox", "MicrosoftAppId": "app", "MicrosoftAppPassword": secret,
+        "MicrosoftAppTenantId": "contoso.onmicrosoft.com", "PROACTIVE_LOCAL_DEV": "true",
+        "PROACTIVE_MAX_ATTEMPTS": "eight"}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proactive", "host", "--app-dir", str(REPO_ROOT),
+         "--port", str(free_port()), "--settings", str(settings)],
+        cwd=REPO_ROOT, env=_project_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        out, errors = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it kept running: the defect
+            proc.kill()
+            proc.communicate()
+    lines = errors.decode().splitlines()
+    assert proc.returncode == 2, errors.decode()
+    assert lines == [
+        "error: configuration error: PROACTIVE_MAX_ATTEMPTS must be a whole number, got "
+        "'eight'; PROACTIVE_LOCAL_DEV is on while bot credentials are configured: local "
+        "development mode accepts unauthenticated activities and is refused with real "
+        "credentials; turn one of them off"], lines
+    assert secret not in out.decode() + errors.decode()
+
+
+def test_the_host_creates_the_apps_tables_and_queues_at_start(azurite: Azurite,
+                                                              tmp_path: Path) -> None:
+    from proactive.config import Settings
+    from proactive.runtime import storage_names
+
+    tag = uuid.uuid4().hex[:8]
+    values = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": f"out{tag}",
+              "PROACTIVE_TABLE_PREFIX": f"h{tag}", "PROACTIVE_LOCAL_DEV": "true"}
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": values}))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proactive", "host", "--app-dir", str(REPO_ROOT),
+         "--port", str(port), "--settings", str(settings)],
+        cwd=REPO_ROOT, env=_project_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        wait_for_port(port, proc=proc)  # the port opens after the tables and queues exist
+        names = storage_names(Settings.from_env(values))
+
+        async def existing() -> tuple[set[str], set[str]]:
+            from azure.data.tables.aio import TableServiceClient
+            from azure.storage.queue.aio import QueueServiceClient
+
+            conn = azurite.connection_string
+            async with TableServiceClient.from_connection_string(conn) as tables, \
+                    QueueServiceClient.from_connection_string(conn) as queues:
+                return ({t.name async for t in tables.list_tables()},
+                        {q.name async for q in queues.list_queues()})
+
+        tables, queues = asyncio.run(existing())
+        assert set(names.tables) <= tables and set(names.queues) <= queues
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0

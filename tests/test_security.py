@@ -47,6 +47,7 @@ from proactive.teams.credentials import build_token_provider
 from proactive.worker import Outcome, process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_aad import FakeAAD, LoopbackHttpClient, generate_key
+from proactive_devtools.provision import provision
 from tests.activities_data import (
     BOT,
     SERVICE_URL,
@@ -196,6 +197,7 @@ async def open_runtime(settings: Settings, aad: FakeAAD, transport: RecordingTra
                        ) -> AsyncIterator[Runtime]:
     """A Runtime on the recording transport whose bot token comes from the fake
     AD's token endpoint through the real MSAL client (client secret)."""
+    await provision(settings)
     rt = await Runtime.create(settings, http=httpx.AsyncClient(transport=transport))
     msal_http: LoopbackHttpClient | None = None
     try:
@@ -305,42 +307,60 @@ def _bearer(token: str) -> str:
     return f"Bearer {token}"
 
 
-FORGERIES: dict[str, tuple[Forgery, int]] = {
-    "no header": (lambda aad: None, 401),
-    "empty header": (lambda aad: "", 401),
-    "wrong scheme": (lambda aad: f"Basic {token_for(aad)}", 401),
-    "no scheme": (lambda aad: token_for(aad), 401),
-    "malformed": (lambda aad: "Bearer not-a.jwt", 401),
-    "not a JWS at all": (lambda aad: "Bearer {\"alg\":\"none\"}", 401),
+# Each forgery, the status, and the check that must refuse it (its logged reason):
+# were that check gone, the forgery would get through (or another check would
+# refuse it, and the test would say so).
+FORGERIES: dict[str, tuple[Forgery, int, str]] = {
+    "no header": (lambda aad: None, 401, ""),  # refused before any check: see below
+    "empty header": (lambda aad: "", 401, ""),
+    "wrong scheme": (lambda aad: f"Basic {token_for(aad)}", 401, "scheme is not Bearer"),
+    "no scheme": (lambda aad: token_for(aad), 401, "scheme is not Bearer"),
+    "malformed": (lambda aad: "Bearer not-a.jwt", 401, "not a compact JWS"),
+    "not a JWS at all": (lambda aad: "Bearer {\"alg\":\"none\"}", 401, "not a compact JWS"),
     "alg none": (lambda aad: _bearer(aad.mint(
-        aad.claims(app_id=APP_ID, service_url=SERVICE_URL), alg="none")), 401),
+        aad.claims(app_id=APP_ID, service_url=SERVICE_URL), alg="none")), 401,
+        "algorithm is not RS256"),
     "HS256 signed with the public key": (lambda aad: _bearer(aad.mint(
         aad.claims(app_id=APP_ID, service_url=SERVICE_URL), alg="HS256",
-        key=aad.keys["key-1"].public_pem(), kid="key-1")), 401),
+        key=aad.keys["key-1"].public_pem(), kid="key-1")), 401, "algorithm is not RS256"),
     "unknown key": (lambda aad: _bearer(aad.mint(
-        aad.claims(app_id=APP_ID, service_url=SERVICE_URL), key=generate_key("attacker"))), 401),
+        aad.claims(app_id=APP_ID, service_url=SERVICE_URL), key=generate_key("attacker"))), 401,
+        "signed with an unknown key"),
     "known kid, wrong key": (lambda aad: _bearer(aad.mint(
-        aad.claims(app_id=APP_ID, service_url=SERVICE_URL), key=generate_key("key-1"))), 401),
-    "wrong issuer": (lambda aad: _bearer(token_for(aad, iss="https://evil.example")), 401),
-    "wrong audience": (lambda aad: _bearer(token_for(aad, aud="another-bot")), 401),
+        aad.claims(app_id=APP_ID, service_url=SERVICE_URL), key=generate_key("key-1"))), 401,
+        "signature is invalid"),
+    "wrong issuer": (lambda aad: _bearer(token_for(aad, iss="https://evil.example")), 401,
+                     "issuer is not the cloud's"),
+    "wrong audience": (lambda aad: _bearer(token_for(aad, aud="another-bot")), 401,
+                       "audience is not this bot"),
     "expired": (lambda aad: _bearer(token_for(
-        aad, exp=int(time.time()) - 3600, nbf=int(time.time()) - 7200)), 401),
-    "not valid yet": (lambda aad: _bearer(token_for(aad, nbf=int(time.time()) + 3600)), 401),
-    "no serviceurl claim": (lambda aad: _bearer(token_for(aad, serviceurl=None)), 401),
+        aad, exp=int(time.time()) - 3600, nbf=int(time.time()) - 7200)), 401, "expired"),
+    "not valid yet": (lambda aad: _bearer(token_for(aad, nbf=int(time.time()) + 3600)), 401,
+                      "not valid yet"),
+    "no serviceurl claim": (lambda aad: _bearer(token_for(aad, serviceurl=None)), 401,
+                            "no serviceurl claim"),
     "serviceurl mismatch": (lambda aad: _bearer(
-        token_for(aad, service_url="https://evil.example/")), 401),
+        token_for(aad, service_url="https://evil.example/")), 401,
+        "serviceurl claim does not match"),
     "missing endorsement": (lambda aad: _bearer(aad.mint(
         aad.claims(app_id=APP_ID, service_url=SERVICE_URL),
-        key=aad.add_key("webchat-only", endorsements=["webchat"]))), 403),
-    "huge header": (lambda aad: _bearer(token_for(aad, padding="x" * 100_000)), 401),
+        key=aad.add_key("webchat-only", endorsements=["webchat"]))), 403,
+        "not endorsed for the activity's channel"),
+    "huge header": (lambda aad: _bearer(token_for(aad, padding="x" * 100_000)), 401,
+                    "header too large"),
 }
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "proactive.receiving.endpoint" and "refused" in r.getMessage()]
 
 
 @pytest.mark.parametrize("case", list(FORGERIES))
 async def test_forged_tokens_are_refused_and_nothing_is_written(
     rt: Runtime, aad: FakeAAD, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
-    forge, status = FORGERIES[case]
+    forge, status, reason = FORGERIES[case]
     authorization = forge(aad)
     headers = {} if authorization is None else {"Authorization": authorization}
     # An install: were it accepted, it would store references and queue a welcome.
@@ -348,6 +368,11 @@ async def test_forged_tokens_are_refused_and_nothing_is_written(
         reply = await handle_activity(rt, headers, json.dumps(install()).encode())
     assert reply == Reply(status, "unauthorized")
     await assert_nothing_written(rt)
+    if reason:
+        found = refusals(caplog)
+        assert len(found) == 1 and reason in found[0], found
+    else:  # no token and not local development: refused before anything is read
+        assert refusals(caplog) == [] and aad.metadata_fetches == 0
     if authorization and len(authorization) > 40:
         assert authorization.split()[-1][-32:] not in caplog.text
 
@@ -363,10 +388,12 @@ async def test_a_valid_token_is_accepted_and_the_reference_stored(
 
 
 async def test_the_same_token_for_another_activity_channel_is_refused(
-    rt: Runtime, aad: FakeAAD
+    rt: Runtime, aad: FakeAAD, caplog: pytest.LogCaptureFixture
 ) -> None:
     reply = await post(rt, install(channelId="webchat"), token_for(aad))
     assert reply == Reply(403, "unauthorized")
+    assert refusals(caplog) == [
+        "refused an activity: signing key is not endorsed for the activity's channel"]
     await assert_nothing_written(rt)
 
 
@@ -382,14 +409,32 @@ async def rt_allow_list(settings: Settings, aad: FakeAAD, connector: ConnectorEm
 
 
 async def test_activity_from_another_tenant_is_refused(
-    rt_allow_list: Runtime, aad: FakeAAD
+    rt_allow_list: Runtime, aad: FakeAAD, caplog: pytest.LogCaptureFixture
 ) -> None:
     rt = rt_allow_list
     reply = await post(rt, personal(USER_AAD, SERVICE_URL, OTHER_TENANT), token_for(aad))
     assert reply == Reply(403, "unauthorized")
+    assert refusals(caplog) == ["refused an activity: tenant is not allowed"]
     await assert_nothing_written(rt)
     # The same activity from the allowed tenant is accepted.
     assert (await post(rt, personal(USER_AAD, SERVICE_URL), token_for(aad))).status == 200
+
+
+@pytest.mark.parametrize("key", ["tenantID", "TenantId"])
+async def test_another_tenant_under_another_spelling_is_neither_let_in_nor_stored(
+    rt_allow_list: Runtime, aad: FakeAAD, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
+    # The allowed tenant in channelData, another under `conversation.tenantID`:
+    # the allow-list read only `tenantId`, storage any spelling, so the activity
+    # passed and its reference was stored under the other tenant.
+    rt = rt_allow_list
+    body = personal(USER_AAD, SERVICE_URL)
+    del body["conversation"]["tenantId"]
+    body["conversation"][key] = OTHER_TENANT
+    reply = await post(rt, body, token_for(aad))
+    assert reply == Reply(403, "unauthorized")
+    assert refusals(caplog) == ["refused an activity: activity names two different tenants"]
+    await assert_nothing_written(rt)
 
 
 async def test_send_to_a_disallowed_tenant_makes_no_connector_call(

@@ -22,6 +22,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from proactive.config import DEV_ACCOUNT, DEV_KEY
 from proactive.runtime import Runtime
 from proactive.storage import tables
+from proactive.storage.autocreate import unwrap
 from proactive.storage.table_rest import RestTableClient, parse_connection_string
 from proactive_devtools.processes import Azurite
 
@@ -248,7 +249,7 @@ def test_connection_strings() -> None:
 
 async def test_the_runtime_uses_it_for_the_hot_path_tables(runtime: Runtime) -> None:
     for table in (runtime.references.table, runtime.deliveries.table, runtime.tenant_pacer.table):
-        assert isinstance(table, RestTableClient)
+        assert isinstance(unwrap(table), RestTableClient)  # under the create-if-missing wrapper
     await runtime.deliveries.table.create_entity(row(n=1))
     sdk = runtime.table_service.get_table_client(runtime.deliveries.table.table_name)
     assert dict(await sdk.get_entity("p", "r")) == row(n=1)

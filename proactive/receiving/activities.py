@@ -23,6 +23,10 @@ class InvalidActivity(ValueError):
     """The body is not an activity we can act on; the reason is safe to return."""
 
 
+class TenantConflict(InvalidActivity):
+    """The activity names two different tenants."""
+
+
 class Change(Enum):
     NONE = "none"
     INSTALLED = "installed"
@@ -64,15 +68,28 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _get_ci(mapping: Mapping[str, Any], name: str) -> Any:
-    """Teams and SDKs differ in the case of some keys (tenantId / tenantID)."""
-    if name in mapping:
-        return mapping[name]
+def _all_ci(value: Any, name: str) -> list[Any]:
+    """Every value of `value[name]`, the key in any case (tenantId, tenantID, ...)."""
+    if not isinstance(value, Mapping):
+        return []
     lowered = name.lower()
-    for key, value in mapping.items():
-        if isinstance(key, str) and key.lower() == lowered:
-            return value
-    return None
+    return [v for k, v in value.items() if isinstance(k, str) and k.lower() == lowered]
+
+
+def tenant_of(raw: Mapping[str, Any]) -> str:
+    """The activity's tenant id, "" when it names none: `conversation.tenantId` or
+    `channelData.tenant.id`, each key in any case. The one reading of it, used
+    by authentication (the allow-list) and storage alike, so both see the same
+    tenant. Raises TenantConflict when the activity names two different ones."""
+    found = [tid for conversation in _all_ci(raw, "conversation")
+             for tid in _all_ci(conversation, "tenantId")]
+    found += [tid for channel_data in _all_ci(raw, "channelData")
+              for tenant in _all_ci(channel_data, "tenant")
+              for tid in _all_ci(tenant, "id")]
+    ids = [tid.strip() for tid in found if isinstance(tid, str) and tid.strip()]
+    if len({tid.lower() for tid in ids}) > 1:  # tenant ids are GUIDs: case is no difference
+        raise TenantConflict("the activity names two different tenants")
+    return ids[0] if ids else ""
 
 
 def decode_body(body: bytes) -> Mapping[str, Any]:
@@ -167,8 +184,7 @@ def _parse(raw: Mapping[str, Any]) -> Activity:
     if not conversation_id:
         raise InvalidActivity("missing conversation.id")
     channel_data = _obj(raw.get("channelData"))
-    tenant_id = _str(_get_ci(conversation, "tenantId")) or _str(
-        _obj(channel_data.get("tenant")).get("id"))
+    tenant_id = tenant_of(raw)
     if not tenant_id:
         raise InvalidActivity("missing tenant id")
     recipient = _obj(raw.get("recipient"))

@@ -1,9 +1,13 @@
 """Authenticate every activity POSTed to /api/messages (Bot Framework, connector to bot).
 
-`ActivityAuthenticator.authenticate` checks, in this order, and raises
-`AuthenticationError` (status 401, or 403 where the token is genuine but not
-good for this activity) on the first failure:
+Two steps, so that the token is checked before the body is even parsed (a
+forged token learns nothing about its body). `verify_token` checks the token
+alone, `check_activity` then matches it to the parsed activity;
+`authenticate` does both. Each raises `AuthenticationError` (status 401, or
+403 where the token is genuine but not good for this activity) on the first
+failure, in this order:
 
+`verify_token`:
 1. `Authorization` present, at most 16 KB, scheme `Bearer` (any case), a
    compact JWS (three base64url parts);
 2. header `alg` exactly `RS256` (`none`, `HS256` and everything else are
@@ -12,11 +16,15 @@ good for this activity) on the first failure:
    metadata `jwks_uri`); the signature;
 4. `iss` exactly the cloud's issuer, `aud` the bot's app id, `exp` present;
 5. `exp` / `nbf` with at most 5 minutes of clock skew (the injected clock);
-6. the key's `endorsements` contain the activity's `channelId` (else 403);
-7. the `serviceurl` claim equals the activity's `serviceUrl`, after removing
+6. one `serviceurl` claim (any case of the name; several must agree).
+
+`check_activity`:
+7. the key's `endorsements` contain the activity's `channelId` (else 403);
+8. the `serviceurl` claim equals the activity's `serviceUrl`, after removing
    one trailing `/` from each;
-8. with an allow-list, the activity's tenant (`conversation.tenantId`,
-   `channelData.tenant.id`: every one present must be allowed) (else 403).
+9. the activity names at most one tenant (`conversation.tenantId`,
+   `channelData.tenant.id`, keys in any case: `activities.tenant_of`) (else
+   403) and, with an allow-list, that tenant is allowed (else 403).
 
 Signing keys are cached for about a day. A `kid` not in the cache triggers a
 refetch, at most one per minute, shared by all concurrent callers (single
@@ -43,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proactive.config import ConfigError
+from proactive.receiving.activities import TenantConflict, tenant_of
 from proactive.teams.service_urls import is_loopback
 
 if TYPE_CHECKING:
@@ -101,6 +110,16 @@ class SigningKey:
     kid: str
     key: Any  # jwt.PyJWK
     endorsements: frozenset[str]
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """A token whose signature, issuer, audience and lifetime are good; not yet
+    matched to an activity (`ActivityAuthenticator.check_activity`)."""
+
+    claims: Mapping[str, Any] = field(repr=False)
+    service_url: str  # its serviceurl claim
+    endorsements: frozenset[str]  # of the key that signed it
 
 
 class SigningKeys:
@@ -268,25 +287,12 @@ def _describe_error(exc: BaseException) -> str:
     return type(exc).__name__ + (f": {text[:200]}" if text else "")
 
 
+def _present(authorization: str | None) -> bool:
+    return authorization is not None and bool(authorization.strip())
+
+
 def _strip_one_slash(url: str) -> str:
     return url[:-1] if url.endswith("/") else url
-
-
-def _tenant_ids(activity: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    conversation = activity.get("conversation")
-    if isinstance(conversation, Mapping):
-        tid = conversation.get("tenantId")
-        if isinstance(tid, str) and tid:
-            found.append(tid)
-    channel_data = activity.get("channelData")
-    if isinstance(channel_data, Mapping):
-        tenant = channel_data.get("tenant")
-        if isinstance(tenant, Mapping):
-            tid = tenant.get("id")
-            if isinstance(tid, str) and tid:
-                found.append(tid)
-    return found
 
 
 class ActivityAuthenticator:
@@ -320,18 +326,13 @@ class ActivityAuthenticator:
     async def authenticate(
         self, authorization: str | None, activity: Mapping[str, Any]
     ) -> Claims:
-        if not isinstance(activity, Mapping):
-            raise AuthenticationError(401, "activity is not a JSON object")
-        service_url = activity.get("serviceUrl")
-        channel_id = activity.get("channelId")
+        """Both steps: the token (when there is one), then the activity."""
+        token = await self.verify_token(authorization) if _present(authorization) else None
+        return self.check_activity(token, activity)
 
+    async def verify_token(self, authorization: str | None) -> VerifiedToken:
+        """Checks 1-6 (module docstring): everything that needs no activity."""
         if authorization is None or not authorization.strip():
-            if (
-                self._allow_anonymous_loopback
-                and isinstance(service_url, str)
-                and is_loopback(service_url)
-            ):
-                return self._anonymous(activity, service_url, channel_id)
             raise AuthenticationError(401, "missing Authorization header")
         if not self.app_id:
             raise AuthenticationError(401, "no MicrosoftAppId configured: can't check tokens")
@@ -356,10 +357,6 @@ class ActivityAuthenticator:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > 256:
             raise AuthenticationError(401, "token has no usable kid")
-        if not isinstance(channel_id, str) or not channel_id:
-            raise AuthenticationError(401, "activity has no channelId")
-        if not isinstance(service_url, str) or not service_url:
-            raise AuthenticationError(401, "activity has no serviceUrl")
 
         try:
             signing_key = await self.keys.get(kid)
@@ -372,25 +369,49 @@ class ActivityAuthenticator:
         claims = self._decode(jwt, token, signing_key)
         self._check_times(claims)
 
-        if channel_id not in signing_key.endorsements:
-            raise AuthenticationError(403, "signing key is not endorsed for the activity's channel")
-
         claim_urls = [v for k, v in claims.items() if k.lower() == "serviceurl"]
         if not claim_urls:
             raise AuthenticationError(401, "token has no serviceurl claim")
+        if not all(isinstance(u, str) for u in claim_urls):
+            raise AuthenticationError(401, "token's serviceurl claim is not a string")
         claim_url = claim_urls[0]
-        if not all(isinstance(u, str) and u == claim_url for u in claim_urls):
+        if any(u != claim_url for u in claim_urls):
             raise AuthenticationError(401, "token has conflicting serviceurl claims")
-        if _strip_one_slash(claim_url) != _strip_one_slash(service_url):
+        return VerifiedToken(claims=claims, service_url=claim_url,
+                             endorsements=signing_key.endorsements)
+
+    def check_activity(self, token: VerifiedToken | None, activity: Mapping[str, Any]) -> Claims:
+        """Checks 7-9 (module docstring): the verified token against the parsed
+        activity. Without a token, only local development mode accepts it, and
+        only from a loopback serviceUrl."""
+        if not isinstance(activity, Mapping):
+            raise AuthenticationError(401, "activity is not a JSON object")
+        service_url = activity.get("serviceUrl")
+        channel_id = activity.get("channelId")
+        if token is None:
+            if (
+                self._allow_anonymous_loopback
+                and isinstance(service_url, str)
+                and is_loopback(service_url)
+            ):
+                return self._anonymous(activity, service_url, channel_id)
+            raise AuthenticationError(401, "missing Authorization header")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise AuthenticationError(401, "activity has no channelId")
+        if channel_id not in token.endorsements:
+            raise AuthenticationError(403, "signing key is not endorsed for the activity's channel")
+        if not isinstance(service_url, str) or not service_url:
+            raise AuthenticationError(401, "activity has no serviceUrl")
+        if _strip_one_slash(token.service_url) != _strip_one_slash(service_url):
             raise AuthenticationError(401, "serviceurl claim does not match the activity")
 
         tenant_id = self._check_tenant(activity)
         return Claims(
             app_id=self.app_id,
-            service_url=claim_url,
+            service_url=token.service_url,
             channel_id=channel_id,
             tenant_id=tenant_id,
-            raw=claims,
+            raw=token.claims,
         )
 
     def _decode(self, jwt: Any, token: str, signing_key: SigningKey) -> dict[str, Any]:
@@ -439,13 +460,16 @@ class ActivityAuthenticator:
                 raise AuthenticationError(401, "token is not valid yet")
 
     def _check_tenant(self, activity: Mapping[str, Any]) -> str | None:
-        tenants = _tenant_ids(activity)
+        try:
+            tenant = tenant_of(activity)
+        except TenantConflict:
+            raise AuthenticationError(403, "activity names two different tenants") from None
         if self._allowed_tenants:
-            if not tenants:
+            if not tenant:
                 raise AuthenticationError(403, "activity names no tenant; an allow-list is set")
-            if any(t.strip().lower() not in self._allowed_tenants for t in tenants):
+            if tenant.lower() not in self._allowed_tenants:
                 raise AuthenticationError(403, "tenant is not allowed")
-        return tenants[0] if tenants else None
+        return tenant or None
 
     def _anonymous(self, activity: Mapping[str, Any], service_url: str, channel_id: Any) -> Claims:
         tenant_id = self._check_tenant(activity)

@@ -37,19 +37,29 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) -> Reply:
+    """Token first, body second: a caller without a good token learns nothing
+    about its body (401 "unauthorized" whatever the body holds)."""
     from proactive.receiving.auth import AuthenticationError
 
     authorization = _header(headers, "authorization")
-    if authorization is None and not rt.settings.local_dev:
-        return UNAUTHORIZED
+    try:
+        if authorization is not None and authorization.strip():
+            token = await rt.authenticator.verify_token(authorization)
+        elif rt.settings.local_dev:
+            # Local development mode: check_activity lets a tokenless activity
+            # through from a loopback serviceUrl only.
+            token = None
+        else:
+            return UNAUTHORIZED
+    except AuthenticationError as exc:
+        log.warning("refused an activity: %s", exc.reason)
+        return Reply(exc.status, "unauthorized")
     try:
         raw = decode_body(body)
     except InvalidActivity as exc:
         return Reply(400, str(exc))
     try:
-        # In local development mode this lets a tokenless activity through
-        # from a loopback serviceUrl only; a token that is present is checked.
-        await rt.authenticator.authenticate(authorization, raw)
+        rt.authenticator.check_activity(token, raw)
     except AuthenticationError as exc:
         log.warning("refused an activity: %s", exc.reason)
         return Reply(exc.status, "unauthorized")

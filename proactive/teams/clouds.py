@@ -106,8 +106,8 @@ def _hosts(value: Any, key: str) -> frozenset[str]:
     return frozenset(h.strip().lower() for h in value)
 
 
-def apply_override(cloud: Cloud, override: str) -> Cloud:
-    """Return `cloud` with the fields of the JSON object `override` replaced."""
+def _override_changes(cloud: Cloud, override: str) -> dict[str, Any]:
+    """The fields the JSON object `override` replaces; ConfigError if it can't be used."""
     try:
         data = json.loads(override)
     except ValueError as exc:
@@ -130,25 +130,46 @@ def apply_override(cloud: Cloud, override: str) -> Cloud:
         base = changes.get("connector_hosts", cloud.connector_hosts)
         added = _hosts(data["add_connector_hosts"], "add_connector_hosts")
         changes["connector_hosts"] = base | added
+    return changes
+
+
+def apply_override(cloud: Cloud, override: str) -> Cloud:
+    """Return `cloud` with the fields of the JSON object `override` replaced."""
+    changes = _override_changes(cloud, override)
     result = dataclasses.replace(cloud, **changes)
     log.warning(
         "PROACTIVE_CLOUD_OVERRIDE is active (TEST ONLY, never in production): "
         "cloud %s fields overridden: %s",
         cloud.name,
-        ", ".join(sorted(data)) or "(none)",
+        ", ".join(sorted(json.loads(override))) or "(none)",
     )
     return result
 
 
-def resolve_cloud(settings: Settings) -> Cloud:
-    """The cloud preset named by `settings.cloud`, with the test-only override applied."""
+def _preset(settings: Settings) -> Cloud:
     name = (settings.cloud or "Public").strip().lower()
     try:
-        cloud = CLOUDS[name]
+        return CLOUDS[name]
     except KeyError:
         raise ConfigError(
             f"PROACTIVE_CLOUD must be one of Public, GCC, GCCHigh, DoD; got {settings.cloud!r}"
         ) from None
+
+
+def check_cloud(settings: Settings) -> list[str]:
+    """What is wrong with the cloud settings (for `Settings.problems`), without logging."""
+    try:
+        cloud = _preset(settings)
+        if settings.cloud_override.strip():
+            _override_changes(cloud, settings.cloud_override)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
+def resolve_cloud(settings: Settings) -> Cloud:
+    """The cloud preset named by `settings.cloud`, with the test-only override applied."""
+    cloud = _preset(settings)
     if settings.cloud_override.strip():
         cloud = apply_override(cloud, settings.cloud_override)
     return cloud
