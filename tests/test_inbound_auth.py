@@ -580,7 +580,7 @@ async def test_bad_documents_fail_closed(aad: FakeAAD, http: httpx.AsyncClient, 
 
 
 async def test_jwks_uri_must_be_https_unless_loopback(http: httpx.AsyncClient, clock: Clock):
-    from proactive.receiving.auth import _trusted_jwks_uri
+    from proactive.receiving.signing_keys import _trusted_jwks_uri
 
     assert _trusted_jwks_uri("https://login.botframework.com/v1/.well-known/keys",
                              "https://login.botframework.com/v1/.well-known/openidconfiguration")
