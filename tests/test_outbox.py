@@ -185,7 +185,7 @@ async def test_permanent_answers_are_not_retried(installed: Runtime,
                                                  status: int) -> None:
     emulator.inject(status, operation="send")
     outcome = await process(installed, send(), message_id="m")
-    assert outcome.state == "done"
+    assert outcome.state == "failed"
     assert (await row(installed, "k1"))["state"] == d.FAILED
     assert await queued(installed) == []
 
