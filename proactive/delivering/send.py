@@ -53,7 +53,9 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliverySt
         return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
         return Outcome(Action.DONE, Reason.DUPLICATE)
-    await rt.deliveries.finish(claim, state, reason=reason, **fields)
+    # This claim sends nothing: it is not an attempt.
+    await rt.deliveries.finish(claim, state, reason=reason, attempts=claim.attempts - 1,
+                               **fields)
     return Outcome(Action.DONE, reason)
 
 
