@@ -16,22 +16,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from proactive.delivering.outcomes import DeliveryState
+from proactive.errors import Busy
 from proactive.storage import tables
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
 
-SENDING = "sending"
-SENT = "sent"
-FAILED = "failed"
-RETRYING = "retrying"
-DELETED = "deleted"
-CANCELLED = "cancelled"
+# The states are defined once, with what becomes of a message.
+SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED = (
+    DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
+    DeliveryState.DELETED, DeliveryState.CANCELLED)
 FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED})
-
-
-class Busy(Exception):
-    """Another worker holds a live claim on this delivery."""
 
 
 @dataclass
