@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from proactive.errors import ConfigError
+
 DEV_STORAGE = "UseDevelopmentStorage=true"
 # Azurite's well-known development account (public, documented by Microsoft).
 DEV_ACCOUNT = "devstoreaccount1"
@@ -20,15 +22,6 @@ DEV_KEY = (
 )
 
 _TRUE = {"1", "true", "yes", "on"}
-
-
-class ConfigError(ValueError):
-    """Settings are missing or have values that can't be used. `problems` lists
-    each one; the message joins them. No problem text holds a secret value."""
-
-    def __init__(self, *problems: str) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 # Variables the platform sets in every Azure Functions / App Service instance
@@ -225,7 +218,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _cloud_problems(settings: Settings) -> list[str]:
-    # Imported here: the cloud presets import this module (for ConfigError).
     from proactive.teams.clouds import check_cloud
 
     return check_cloud(settings)

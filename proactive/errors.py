@@ -1,8 +1,10 @@
-"""Every way handling an outbox message can go wrong, as one tree.
+"""Every way the app can go wrong, as one tree.
 
 Catch by meaning, not by where the error came from:
 
     ProactiveError
+    ├── ConfigError(*problems)           settings that can't work: the app refuses to
+    │                                    start (locally) or to act (in Azure)
     ├── InvalidMessage(reason, detail)   the message breaks the contract: poisoned,
     │                                    never retried
     ├── DeliveryFailed(reason, detail)   one recipient's attempt did not succeed
@@ -83,7 +85,6 @@ class Reason(StrEnum):
     DISPATCHING = "dispatching"
 
 
-
 class ProactiveError(Exception):
     """Base of every error this package raises on purpose."""
 
@@ -93,6 +94,15 @@ class ProactiveError(Exception):
         self.reason = reason or type(self).reason
         self.detail = detail or self.reason
         super().__init__(f"{self.reason}: {self.detail}" if detail else self.reason)
+
+
+class ConfigError(ProactiveError, ValueError):
+    """Settings are missing or have values that can't be used. `problems` lists
+    each one; the message joins them. No problem text holds a secret value."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 class InvalidMessage(ProactiveError, ValueError):

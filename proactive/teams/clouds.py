@@ -21,12 +21,19 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from proactive.config import ConfigError
+from proactive.errors import ConfigError
 
-if TYPE_CHECKING:
-    from proactive.config import Settings
+
+class Settings(Protocol):
+    """The two settings that pick a cloud (proactive.config.Settings has them)."""
+
+    @property
+    def cloud(self) -> str: ...
+
+    @property
+    def cloud_override(self) -> str: ...
 
 log = logging.getLogger(__name__)
 
