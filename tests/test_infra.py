@@ -16,7 +16,7 @@ import re
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pycep import BicepParser
 
@@ -83,7 +83,7 @@ NEVER_IN_AZURE = {"PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE"}
 
 @cache
 def bicep(relative: str) -> dict[str, Any]:
-    return BicepParser(cache=False).parse(file_path=INFRA / relative)
+    return cast(dict[str, Any], BicepParser(cache=False).parse(file_path=INFRA / relative))
 
 
 def _body(declaration: dict[str, Any]) -> dict[str, Any]:
