@@ -15,8 +15,10 @@
 //   workspace 0.16.1, insights/component 0.8.0, key-vault/vault 0.14.0; web/site 0.24.0
 //   in app/api.bicep, network modules in app/vnet.bicep and app/storage-PrivateEndpoint.bicep.
 // The template pins older ones (site 0.15.1 with `virtualNetworkSubnetId` and
-// `appSettingsKeyValuePairs`); site renamed the first to `virtualNetworkSubnetResourceId`
-// in 0.17.0 and takes app settings through `configs` since, so don't mix its examples in.
+// `appSettingsKeyValuePairs`): site takes app settings through `configs` since 0.16.0
+// (a new major shape), renamed the subnet to `virtualNetworkSubnetResourceId` in 0.17.0
+// and the vnet*Enabled flags to `outboundVnetRouting` in 0.18.0, so don't mix its
+// examples in.
 targetScope = 'subscription'
 
 @minLength(1)
