@@ -1,0 +1,377 @@
+"""The `azd up` infrastructure (azure.yaml, infra/) gives the app what it needs and
+nothing it must not have, checked without Azure: no Bicep compiler or azd runs here.
+
+Every .bicep file is parsed (pycep-parser, the parser checkov uses) and the parsed
+tree is held against the app: the app settings against the settings the app reads
+(README's Settings table), the role assignments against the data planes it uses,
+the declared tables and queues against the names in the code, the storage account's
+flags, the Flex Consumption plan, the bot. checkov's Bicep scan runs last
+(scripts/checkov, in its own venv).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from pycep import BicepParser
+
+from proactive.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+
+# Built-in role definition ids, written out here independently of rbac.bicep.
+BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+
+# The Azure Verified Modules and the versions whose source and CHANGELOG were read
+# for the parameter names used (see the comments in infra/). Moving a pin means
+# reading the new version's CHANGELOG for renamed parameters first.
+PINNED = {
+    "avm/res/managed-identity/user-assigned-identity": "0.6.0",
+    "avm/res/web/serverfarm": "0.7.0",
+    "avm/res/web/site": "0.24.0",
+    "avm/res/storage/storage-account": "0.33.0",
+    "avm/res/operational-insights/workspace": "0.16.1",
+    "avm/res/insights/component": "0.8.0",
+    "avm/res/key-vault/vault": "0.14.0",
+    "avm/res/network/virtual-network": "0.10.1",
+    "avm/res/network/private-endpoint": "0.12.1",
+    "avm/res/network/private-dns-zone": "0.8.1",
+}
+
+# Settings the infrastructure sets that are not the app's own: the Functions host's
+# identity-based storage and Application Insights (the host reads those).
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Settings the app reads that the infrastructure leaves out on purpose, and why.
+NOT_SET = {
+    # A connection string would carry an account key; the identity settings replace it.
+    "AzureWebJobsStorage": "keyless: the AzureWebJobsStorage__* identity settings instead",
+    "PROACTIVE_LOCAL_DEV": "local development only; must never be on in Azure",
+    "PROACTIVE_CLOUD_OVERRIDE": "testing only; must never be set in Azure",
+    "MicrosoftAppCertificatePath": "the certificate credential is not wired by this infra",
+    "MicrosoftAppCertificateThumbprint": "the certificate credential is not wired by this infra",
+    "PROACTIVE_MAX_ACTIVITY_BYTES": "the app's default (Teams' limit)",
+    "PROACTIVE_TENANT_RPS": "the app's default (Teams' limit)",
+    "PROACTIVE_MAX_ATTEMPTS": "the app's default",
+    "PROACTIVE_CLAIM_LEASE_SECONDS": "the app's default",
+    "PROACTIVE_WELCOME": "the app's default",
+}
+# Set by the infrastructure before README's Settings table lists them. When the
+# table gains one, this test fails: take it out of here.
+NOT_IN_README_YET = {"PROACTIVE_BOT_NAME"}
+NEVER_IN_AZURE = {"PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE"}
+
+
+@cache
+def bicep(relative: str) -> dict[str, Any]:
+    return cast(dict[str, Any], BicepParser(cache=False).parse(file_path=INFRA / relative))
+
+
+def _body(declaration: dict[str, Any]) -> dict[str, Any]:
+    """A resource's or module's body, past `if (...)` and `for` wrappers."""
+    config = declaration["config"]
+    while "config" in config and ("condition" in config or "loop_type" in config):
+        config = config["config"]
+    return config
+
+
+def _condition(declaration: dict[str, Any]) -> Any:
+    return declaration["config"].get("condition")
+
+
+def _params(module: str) -> dict[str, Any]:
+    return _body(bicep("main.bicep")["modules"][module])["params"]
+
+
+def _object_keys(value: Any) -> tuple[set[str], set[str]]:
+    """Keys of an object expression: (always present, present under a condition).
+    Understands object literals, union(...) and `cond ? {...} : {...}`."""
+    if isinstance(value, dict) and "function" in value:
+        assert value["function"]["type"] == "union", value
+        always: set[str] = set()
+        conditional: set[str] = set()
+        for arg in value["function"]["parameters"].values():
+            a, c = _object_keys(arg)
+            always |= a
+            conditional |= c
+        return always, conditional
+    if isinstance(value, dict) and "operator" in value:
+        assert value["operator"]["type"] == "conditional", value
+        operands = value["operator"]["operands"]
+        t = set().union(*_object_keys(operands["true_value"]))
+        f = set().union(*_object_keys(operands["false_value"]))
+        return t & f, t ^ f
+    assert isinstance(value, dict), value
+    return set(value), set()
+
+
+def _app_settings() -> dict[str, Any]:
+    """The one variable in app/api.bicep holding every app setting, by name."""
+    value = bicep("app/api.bicep")["variables"]["appSettings"]["value"]
+    settings: dict[str, Any] = {}
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict) and "function" in node:
+            for arg in node["function"]["parameters"].values():
+                collect(arg)
+        elif isinstance(node, dict) and "operator" in node:
+            collect(node["operator"]["operands"]["true_value"])
+            collect(node["operator"]["operands"]["false_value"])
+        else:
+            settings.update(node)
+
+    collect(value)
+    return settings
+
+
+def _readme_settings() -> set[str]:
+    """Setting names in README.md's Settings table (first column, in backticks)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names |= set(re.findall(r"`([A-Za-z][A-Za-z0-9_]*)`", line.split("|")[1]))
+    return names
+
+
+def _table_names_in_code() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "proactive").rglob("*.py"):
+        names |= set(re.findall(r'^[A-Z_]+_TABLE = "(\w+)"', path.read_text(), re.M))
+    return names
+
+
+def test_every_bicep_file_parses() -> None:
+    files = sorted(p.relative_to(INFRA).as_posix() for p in INFRA.rglob("*.bicep"))
+    assert files == ["app/api.bicep", "app/bot.bicep", "app/rbac.bicep",
+                     "app/storage-PrivateEndpoint.bicep", "app/vnet.bicep", "main.bicep"]
+    for name in files:
+        assert bicep(name)["globals"], name
+
+
+def test_azure_yaml_names_one_python_function_service_at_the_root() -> None:
+    lines = [line.rstrip() for line in (ROOT / "azure.yaml").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    services = lines[lines.index("services:") + 1:]
+    assert services == ["  api:", "    project: .", "    language: python",
+                        "    host: function"]
+
+
+def test_parameters_come_from_the_azd_environment() -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = bicep("main.bicep")["parameters"]
+    assert set(params) <= set(declared), set(params) - set(declared)
+    required = {name for name, p in declared.items() if "default" not in p}
+    assert required <= set(params), required - set(params)
+    values = {name: p["value"] for name, p in params.items()}
+    assert values["environmentName"] == "${AZURE_ENV_NAME}"
+    assert values["location"] == "${AZURE_LOCATION}"
+    assert values["principalId"] == "${AZURE_PRINCIPAL_ID}"
+    assert values["vnetEnabled"] == "${VNET_ENABLED=false}"
+    assert values["botAppType"] == "${BOT_APP_TYPE=UserAssignedMSI}"
+    assert all(re.fullmatch(r"\$\{[A-Z_]+(=[^}]*)?\}", v) for v in values.values()), values
+    # No secret travels through azd's environment: the bot's secret goes to Key Vault.
+    assert not [n for n in declared if "password" in n.lower() or "secret" in n.lower()]
+
+
+def test_registry_modules_are_pinned_to_the_versions_read() -> None:
+    used: dict[str, str] = {}
+    for path in INFRA.rglob("*.bicep"):
+        for module in bicep(path.relative_to(INFRA).as_posix()).get("modules", {}).values():
+            if module["type"] == "bicep_registry_alias":
+                used[module["detail"]["path"]] = module["detail"]["tag"]
+    assert used == PINNED
+
+
+def test_app_settings_match_what_the_app_reads() -> None:
+    infra = set(_app_settings())
+    app = _readme_settings() | PLATFORM_SETTINGS
+    read_but_not_set = app - infra
+    set_but_not_read = infra - app
+    assert read_but_not_set == set(NOT_SET), (
+        f"the app reads these, infra doesn't set them: {sorted(read_but_not_set - set(NOT_SET))}; "
+        f"listed as left out but now set or no longer read: "
+        f"{sorted(set(NOT_SET) - read_but_not_set)}")
+    assert set_but_not_read == NOT_IN_README_YET, (
+        f"infra sets these, the app doesn't read them: {sorted(set_but_not_read)}")
+
+
+def test_nothing_for_local_development_and_no_secret_in_app_settings() -> None:
+    settings = _app_settings()
+    assert not NEVER_IN_AZURE & set(settings)
+    # Identity everywhere: no connection string or key names a credential.
+    assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert settings["AzureWebJobsStorage__clientId"] == "identityClientId"
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
+        "ClientId=${identityClientId};Authorization=AAD")
+    assert settings["MicrosoftAppPassword"] == "@Microsoft.KeyVault(SecretUri=${botSecretUri})"
+    _, conditional = _object_keys(bicep("app/api.bicep")["variables"]["appSettings"]["value"])
+    assert conditional == {"MicrosoftAppPassword"}  # only with an app registration
+    # The settings are replaced, not merged: one added by hand doesn't survive a provision.
+    (config,) = _body(bicep("app/api.bicep")["modules"]["api"])["params"]["configs"]
+    assert config == {"name": "appsettings", "properties": "appSettings",
+                      "retainCurrentAppSettings": False}
+    for path in INFRA.rglob("*.bicep"):
+        text = path.read_text()
+        for word in ("listKeys", "AccountKey=", "SharedAccessSignature", "PROACTIVE_LOCAL_DEV:",
+                     "PROACTIVE_CLOUD_OVERRIDE:"):
+            assert word not in text, (path, word)
+
+
+def test_storage_is_keyless_and_declares_the_tables_and_queues_the_app_uses() -> None:
+    storage = _params("storage")
+    assert storage["allowSharedKeyAccess"] is False
+    assert storage["allowBlobPublicAccess"] is False
+    assert storage["minimumTlsVersion"] == "TLS1_2"
+    assert storage["supportsHttpsTrafficOnly"] is True
+    assert storage["defaultToOAuthAuthentication"] is True
+
+    main = bicep("main.bicep")
+    tables = storage["tableServices"]["tables"]
+    assert tables["loop_type"]["detail"]["array_name"] == "tableNames"
+    assert tables["config"] == {"name": "${tablePrefix}${table}"}
+    declared = set(main["variables"]["tableNames"]["value"])
+    assert declared == _table_names_in_code() == {
+        "references", "deliveries", "activities", "pacing", "sends", "schedules"}
+    assert main["parameters"]["tablePrefix"]["default"] == ""
+    assert _app_settings()["PROACTIVE_TABLE_PREFIX"] == "tablePrefix"
+
+    defaults = Settings()
+    assert main["parameters"]["outboxQueueName"]["default"] == defaults.outbox_queue
+    queues = [q["name"] for q in storage["queueServices"]["queues"]]
+    assert queues == ["outboxQueueName", "${outboxQueueName}-poison"]
+    assert defaults.poison_queue == f"{defaults.outbox_queue}-poison"
+    assert _app_settings()["OUTBOX_QUEUE"] == "outboxQueueName"
+    # The Flex deployment package lives in a container of this account.
+    assert storage["blobServices"]["containers"] == [{"name": "deploymentStorageContainerName"}]
+
+
+def _assignments() -> list[tuple[str, str, str, Any]]:
+    """(principal, role id, scope, condition) of each role assignment in rbac.bicep."""
+    rbac = bicep("app/rbac.bicep")
+    roles = {name: v["value"] for name, v in rbac["variables"].items()
+             if isinstance(v["value"], str)}
+    found = []
+    for resource in rbac["resources"].values():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        body = _body(resource)
+        role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        found.append((body["properties"]["principalId"], roles[role], body["scope"],
+                      _condition(resource)))
+    return found
+
+
+def test_the_identity_gets_exactly_the_data_planes_the_app_uses() -> None:
+    identity = {(role, scope, cond) for who, role, scope, cond in _assignments()
+                if who == "managedIdentityPrincipalId"}
+    assert identity == {
+        (BLOB_DATA_OWNER, "storageAccount", None),  # deployment package, timer locks
+        (QUEUE_DATA_CONTRIBUTOR, "storageAccount", None),  # the outbox and its poison queue
+        (TABLE_DATA_CONTRIBUTOR, "storageAccount", None),  # references, deliveries...
+        (METRICS_PUBLISHER, "applicationInsights", None),  # identity ingestion
+        (KEY_VAULT_SECRETS_USER, "keyVault", "withKeyVault"),  # the bot's secret, if any
+    }
+    for who, _, _, _ in _assignments():
+        assert who in {"managedIdentityPrincipalId", "userIdentityPrincipalId"}
+
+
+def test_the_deploying_user_optionally_gets_the_data_roles() -> None:
+    user = {(role, scope, json.dumps(cond)) for who, role, scope, cond in _assignments()
+            if who == "userIdentityPrincipalId"}
+    with_key_vault = {"operator": {"type": "and", "operands": {
+        "operand_1": "withUser", "operand_2": "withKeyVault"}}}
+    assert user == {
+        (BLOB_DATA_OWNER, "storageAccount", '"withUser"'),
+        (QUEUE_DATA_CONTRIBUTOR, "storageAccount", '"withUser"'),
+        (TABLE_DATA_CONTRIBUTOR, "storageAccount", '"withUser"'),
+        (KEY_VAULT_SECRETS_OFFICER, "keyVault", json.dumps(with_key_vault)),
+    }
+    assert bicep("app/rbac.bicep")["parameters"]["userIdentityPrincipalId"]["default"] == ""
+
+
+def test_a_flex_consumption_python_app_deployed_from_blob_by_identity() -> None:
+    plan = _params("appServicePlan")
+    assert plan["skuName"] == "FC1"  # serverfarm 0.7.0 then sets tier FlexConsumption
+    assert plan["reserved"] is True
+    assert bicep("main.bicep")["parameters"]["pythonVersion"]["default"] == "3.11"
+
+    site = _body(bicep("app/api.bicep")["modules"]["api"])["params"]
+    assert site["kind"] == "functionapp,linux"
+    config = site["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
+    storage = config["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"] == {"type": "UserAssignedIdentity",
+                                         "userAssignedIdentityResourceId": "identityId"}
+    assert site["managedIdentities"] == {"userAssignedResourceIds": ["identityId"]}
+    assert site["keyVaultAccessIdentityResourceId"] == "identityId"
+    assert site["httpsOnly"] is True
+
+
+def test_application_insights_takes_identity_ingestion_only() -> None:
+    assert _params("monitoring")["disableLocalAuth"] is True
+
+
+def test_the_bot_is_an_azure_bot_with_the_teams_channel() -> None:
+    bot_file = bicep("app/bot.bicep")
+    bot = bot_file["resources"]["bot"]
+    assert bot["type"] == "Microsoft.BotService/botServices"
+    body = _body(bot)
+    assert body["kind"] == "azurebot"
+    assert body["location"] == "global"
+    assert body["properties"]["endpoint"] == "messagingEndpoint"
+    assert body["properties"]["msaAppType"] == "appType"
+    channel = bot_file["resources"]["teams"]
+    assert channel["type"] == "Microsoft.BotService/botServices/channels"
+    assert _body(channel)["name"] == "MsTeamsChannel"
+    assert _body(channel)["properties"]["channelName"] == "MsTeamsChannel"
+
+    main = bicep("main.bicep")
+    params = _params("bot")
+    assert params["messagingEndpoint"] == "https://${api.outputs.defaultHostname}/api/messages"
+    assert main["parameters"]["botAppType"]["default"] == "UserAssignedMSI"
+    assert bot_file["parameters"]["appType"]["decorators"][0]["argument"] == [
+        "UserAssignedMSI", "SingleTenant"]  # no new multi-tenant bots since July 2025
+    # The bot id the app uses is the bot id Azure registers.
+    assert _params("api")["botAppId"] == params["appId"]
+    assert _params("api")["botAppType"] == "botAppType" == params["appType"]
+
+
+def test_outputs_tell_azd_and_the_operator_what_was_made() -> None:
+    outputs = set(bicep("main.bicep")["outputs"])
+    assert {"AZURE_LOCATION", "AZURE_TENANT_ID", "AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_NAME",
+            "SERVICE_API_NAME", "AZURE_STORAGE_BLOB_ENDPOINT", "AZURE_STORAGE_QUEUE_ENDPOINT",
+            "AZURE_STORAGE_TABLE_ENDPOINT", "OUTBOX_QUEUE", "BOT_ID",
+            "BOT_MESSAGING_ENDPOINT"} <= outputs
+
+
+def test_checkov_bicep_scan_passes() -> None:
+    # Creates .dev/checkov-venv on the first run (about a minute), then reuses it.
+    run = subprocess.run([str(ROOT / "scripts" / "checkov"), "--output", "json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    report = json.loads(run.stdout)
+    summary = report.get("summary", report)  # the bare summary when nothing was checked
+    assert summary["parsing_errors"] == 0, report
+    assert summary["failed"] == 0, report
