@@ -170,9 +170,19 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
         return Outcome("retry", exc.reason, delay=backoff(claim.attempts, exc.retry_after))
     except Defer as exc:
         # Not a failure: the tenant's budget is spent for a while.
-        await rt.deliveries.finish(claim, d.RETRYING, reason="paced",
-                                   attempts=claim.attempts - 1)
+        await rt.deliveries.release(claim, reason="paced")
         return Outcome("retry", "paced", delay=exc.delay, counts=False)
+    except Exception as exc:
+        if not d.unavailable(exc):
+            raise
+        # Storage failed on the way to Teams (pacing, the reference): nothing
+        # was sent. The message comes back (the host retries the invocation)
+        # and this process takes its claim back.
+        await rt.deliveries.release(claim, reason="storage-unavailable")
+        raise
+    # Teams accepted it: from here on, `sent` must be written (finish keeps
+    # trying through a storage outage, or raises Unrecorded: the message comes
+    # back and this process writes it then).
     await rt.deliveries.finish(claim, d.SENT, **fields)
     return Outcome("done", "sent")
 
