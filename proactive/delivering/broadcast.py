@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import OutboxMessage, Target
+from proactive.delivering.outcomes import Outcome
+from proactive.delivering.requeue import retry_later
+from proactive.delivering.send import finish_unsent, send_one
 from proactive.storage import deliveries as d
 from proactive.storage import tables
 from proactive.storage.progress import CANCELLED, result_counts
-from proactive.worker import Outcome, finish_unsent, retry_later, send_one
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime

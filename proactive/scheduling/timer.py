@@ -58,8 +58,8 @@ from proactive.storage import tables
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
+    from proactive.delivering.outcomes import Outcome
     from proactive.runtime import Runtime
-    from proactive.worker import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,8 @@ async def schedule_send(rt: Runtime, message: OutboxMessage, *, body: str, messa
     of a many-user send: an item per user, each in their own time zone). A
     schedule with no occurrence left goes to the poison queue with why."""
     from proactive.contract import InvalidMessage
-    from proactive.worker import Outcome, refuse
+    from proactive.delivering.outcomes import Outcome
+    from proactive.delivering.requeue import refuse
 
     try:
         assert message.target is not None
