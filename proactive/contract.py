@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from proactive.errors import InvalidMessage
 from proactive.receiving.activities import encodable
 
 if TYPE_CHECKING:
@@ -40,16 +41,6 @@ _TARGETS = {
 }
 
 
-class InvalidMessage(ValueError):
-    """The queue message breaks the contract; never retried. `reason` is a
-    stable name, `detail` says what to fix."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(frozen=True)
 class Target:
     kind: str  # user | conversation | channel | users | allUsers
@@ -63,9 +54,15 @@ class Target:
     def is_broadcast(self) -> bool:
         return self.kind in ("users", "allUsers")
 
-    def to_json(self) -> dict[str, str]:
-        """The contract's `to` for a single recipient (what `parse_target` reads)."""
-        to = {self.kind: self.id}
+    def to_json(self) -> dict[str, Any]:
+        """The contract's `to` (what `parse_target` reads)."""
+        to: dict[str, Any]
+        if self.kind == "users":
+            to = {"users": list(self.users)}
+        elif self.kind == "allUsers":
+            to = {"allUsers": True}
+        else:
+            to = {self.kind: self.id}
         for name, value in (("tenant", self.tenant), ("team", self.team),
                             ("replyTo", self.reply_to)):
             if value:
@@ -119,8 +116,35 @@ class OutboxMessage:
     content: Content | None = None
     # send: when (README "Scheduling"); update: a new time for a scheduled key.
     schedule: Spec | None = None
-    # The message as decoded, for copies put back on the queue (retries, parts).
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    attempt: int = 1  # this is the attempt-th try (retries count up)
+    part: bool = False  # one part of a many-user send, already split
+
+    def to_json(self) -> dict[str, Any]:
+        """The message as contract v1 JSON (what `parse_message` reads back).
+        The key is always written: a copy must stay the same delivery."""
+        out: dict[str, Any] = {"version": VERSION, "op": self.op, "key": self.key}
+        if self.target is not None:
+            out["to"] = self.target.to_json()
+        if self.content is not None:
+            out.update(self.content.to_json())
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.to_json()
+        if self.attempt > 1:
+            out["attempt"] = self.attempt
+        if self.part:
+            out["part"] = True
+        return out
+
+    def retry(self, *, attempt: int) -> OutboxMessage:
+        """The copy that goes back on the queue for another try."""
+        return replace(self, attempt=attempt)
+
+    def for_users(self, users: list[str] | tuple[str, ...]) -> OutboxMessage:
+        """A part of a many-user send for these users (same key, content and
+        attempt)."""
+        assert self.target is not None
+        return replace(self, target=replace(self.target, kind="users", users=tuple(users)),
+                       part=True)
 
 
 def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
@@ -211,21 +235,22 @@ def parse_message(body: str | bytes, *, default_key: str = "",
         for name in ("to", "text", "card", "summary", "schedule"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
-        return OutboxMessage(op=op, key=key, data=data)
+        return OutboxMessage(op=op, key=key, attempt=attempt)
     if op == "update" and "to" in data:
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
                                        "the key names the message")
     target = parse_target(data.get("to")) if op == "send" else None
     schedule = _schedule(data, key) if "schedule" in data else None
     if op == "update" and schedule is not None and "text" not in data and "card" not in data:
-        return OutboxMessage(op=op, key=key, schedule=schedule, data=data)  # a new time only
+        return OutboxMessage(op=op, key=key, schedule=schedule,  # a new time only
+                             attempt=attempt)
     content = _content(data)
     size = activity_size(content.activity())
     if size > max_activity_bytes:
         raise InvalidMessage("too-large", f"the activity is {size} bytes as UTF-16; "
                                           f"Teams accepts at most {max_activity_bytes}")
     return OutboxMessage(op=op, key=key, target=target, content=content, schedule=schedule,
-                         data=data)
+                         attempt=attempt, part=bool(data.get("part")))
 
 
 def _schedule(data: Mapping[str, Any], key: str) -> Spec:

@@ -1,22 +1,26 @@
-"""Carry out one outbox queue message: send, update or delete a Teams message.
+"""Carry out one outbox queue message: parse it, route it, settle the outcome.
 
-Every outcome is written to the delivery record of (key, recipient). A message
-that breaks the contract is parked in the poison queue with its reason and
-never retried. A transient failure goes back on the queue with a visibility
-delay (the queue is the timer, so no worker waits idle) until the attempt
-budget runs out.
+Routes: a send to one recipient -> delivering/send.py; update / delete ->
+delivering/edit.py; a send to many users -> delivering/broadcast.py; a send
+with a schedule, and cancel -> scheduling. Each returns an Outcome or raises a
+member of proactive.errors; `outcome_of` decides what an error leads to, and
+this module carries it out: a message that breaks the contract is parked in
+the poison queue with its reason and never retried; a retry goes back on the
+queue with a visibility delay (the queue is the timer, so no worker waits
+idle) until the attempt budget runs out.
 """
 
 from __future__ import annotations
 
 import logging
 
-from proactive.contract import InvalidMessage, OutboxMessage, parse_message
+from proactive.contract import OutboxMessage, parse_message
 from proactive.delivering import broadcast
 from proactive.delivering.edit import edit
-from proactive.delivering.outcomes import Outcome
+from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.requeue import refuse, retry_later
 from proactive.delivering.send import send_one
+from proactive.errors import InvalidMessage, ProactiveError
 from proactive.runtime import Runtime
 from proactive.storage.queues import lenient_text
 
@@ -31,30 +35,34 @@ async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
                                 max_activity_bytes=rt.settings.max_activity_bytes)
     except InvalidMessage as exc:
         return await refuse(rt, body, exc, message_id=message_id)
-    data = dict(message.data)
+    try:
+        outcome = await _route(rt, message, body, message_id)
+    except InvalidMessage as exc:  # e.g. an update's new time that can't be used
+        return await refuse(rt, body, exc, message_id=message_id)
+    except ProactiveError as exc:
+        outcome = outcome_of(exc, message.attempt)
+    if outcome.state == Action.RETRY:
+        return await retry_later(rt, message, outcome, message_id=message_id)
+    return outcome
+
+
+async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str) -> Outcome:
     if message.op == "cancel":
         return await _cancel(rt, message)
-    if message.schedule is not None and message.op == "send" and message.target is not None \
-            and (not message.target.is_broadcast or data.get("part")):
+    target = message.target
+    if message.schedule is not None and message.op == "send" and target is not None \
+            and (not target.is_broadcast or message.part):
         # Later: stored per recipient; the timer puts it back here when due.
         # (A many-user send is split first; each part schedules its users.)
         from proactive.scheduling.timer import schedule_send
 
         return await schedule_send(rt, message, body=body, message_id=message_id)
-    if message.target is not None and message.target.is_broadcast:
-        return await broadcast.run(rt, message, data)
+    if target is not None and target.is_broadcast:
+        return await broadcast.run(rt, message)
     if message.op == "send":
-        assert message.target is not None and message.content is not None
-        outcome = await send_one(rt, message.key, message.target, message.content)
-    else:
-        try:
-            outcome = await edit(rt, message)
-        except InvalidMessage as exc:  # a new time that can't be used
-            return await refuse(rt, body, exc, message_id=message_id)
-    if outcome.state == "retry":
-        return await retry_later(rt, data, message.key, outcome, message_id=message_id,
-                                 target=message.target)
-    return outcome
+        assert target is not None and message.content is not None
+        return await send_one(rt, message.key, target, message.content)
+    return await edit(rt, message)
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
@@ -63,5 +71,5 @@ async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
     scheduled = await manage(rt, message)
     if await rt.campaigns.cancel(message.key) or scheduled.changed:
         log.info("send %s cancelled", message.key)
-        return Outcome("done", "cancelled")
-    return Outcome("done", "unknown-key")
+        return Outcome(Action.DONE, "cancelled")
+    return Outcome(Action.DONE, "unknown-key")

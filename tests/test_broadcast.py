@@ -182,6 +182,8 @@ async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
     assert emulator.counters.get("requests", 0) == 0
     # One message back, invisible for the wait, holding every user of the part.
     assert await runtime.outbox.queue.peek_messages() == []
+    properties = await runtime.outbox.queue.get_queue_properties()
+    assert properties.approximate_message_count == 1
     rows = [r async for r in runtime.deliveries.table.query_entities(
         "PartitionKey eq 'all-hands'")]
     assert len(rows) <= 1  # at most the user that found the budget spent was claimed

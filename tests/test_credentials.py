@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from proactive.config import ConfigError, Settings
+from proactive.errors import TokenUnavailable
 from proactive.teams.clouds import GCC_HIGH, PUBLIC, Cloud, resolve_cloud
 from proactive.teams.credentials import (
     AccessToken,
     CachedTokenProvider,
-    TokenError,
     authority_for,
     build_token_provider,
     shared_token_provider,
@@ -155,14 +155,14 @@ async def test_failure_without_a_valid_token_raises_and_backs_off(caplog):
     acquire.error = RuntimeError(f"server said: bad secret {SECRET}")
     provider = CachedTokenProvider(acquire, clock=clock, secrets=[SECRET])
     with caplog.at_level(logging.DEBUG):
-        with pytest.raises(TokenError) as info:
+        with pytest.raises(TokenUnavailable) as info:
             await provider.get_token()
         assert SECRET not in str(info.value) and "***" in str(info.value)
         # Concurrent and repeated callers within the retry interval don't hammer.
         results = await asyncio.gather(
             *(provider.get_token() for _ in range(10)), return_exceptions=True
         )
-    assert all(isinstance(r, TokenError) for r in results)
+    assert all(isinstance(r, TokenUnavailable) for r in results)
     assert acquire.calls == 1
     assert SECRET not in caplog.text
     clock.advance(11)
@@ -181,7 +181,7 @@ async def test_failure_with_a_valid_token_keeps_using_it():
     assert await provider.get_token() == "token-1"  # backing off: no new attempt
     assert acquire.calls == 2
     clock.advance(250)  # expired, and the identity service is still down
-    with pytest.raises(TokenError):
+    with pytest.raises(TokenUnavailable):
         await provider.get_token()
 
 
@@ -371,7 +371,7 @@ async def test_msal_wrong_secret_is_a_clean_error(aad: FakeAAD, caplog):
     http = aad.msal_http_client()
     try:
         provider = build_token_provider(settings, cloud, http_client=http)
-        with caplog.at_level(logging.DEBUG), pytest.raises(TokenError) as info:
+        with caplog.at_level(logging.DEBUG), pytest.raises(TokenUnavailable) as info:
             await provider.get_token()
     finally:
         http.close()
@@ -450,7 +450,7 @@ async def test_msal_certificate_not_registered_is_refused(
     http = aad.msal_http_client()
     try:
         provider = build_token_provider(settings, cloud, http_client=http)
-        with pytest.raises(TokenError) as info:
+        with pytest.raises(TokenUnavailable) as info:
             await provider.get_token()
     finally:
         http.close()

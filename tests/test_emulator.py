@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from proactive.errors import Unreachable
 from proactive_devtools.emulator import ConnectorEmulator, _parser, emulator_from_args, main
 
 TENANT = "tenant-1"
@@ -576,7 +577,7 @@ async def test_real_connector_client_runs_against_the_emulator(
         await client.delete(url, conversation_id, activity_id)
 
         emulator.set_status("29:user-a", "blocked-209")
-        with pytest.raises(connector.ConnectorError) as blocked:
+        with pytest.raises(Unreachable) as blocked:
             await client.send(url, conversation_id, message("again"))
     assert (blocked.value.status, blocked.value.reason) == (403, "blocked")
     assert [(d.text, d.reply_to_id) for d in emulator.deliveries] == [

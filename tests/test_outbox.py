@@ -18,6 +18,7 @@ from proactive.storage.tables import safe_key
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, USER_AAD, activity, install, uninstall
+from tests.polling import eventually
 
 CONV = "a:1personal-conversation"
 
@@ -47,8 +48,28 @@ async def row(rt: Runtime, key: str, recipient: str = f"user:{USER_AAD}") -> dic
 
 
 async def queued(rt: Runtime, queue: Any = None) -> list[dict[str, Any]]:
+    """The visible messages (a delayed retry is not among them: see `waiting`)."""
     client = queue or rt.outbox.queue
     return [json.loads(m.content) for m in await client.peek_messages(max_messages=32)]
+
+
+async def waiting(rt: Runtime) -> int:
+    """Messages on the outbox queue, the invisible (delayed) ones too."""
+    return int((await rt.outbox.queue.get_queue_properties()).approximate_message_count)
+
+
+async def receive(rt: Runtime, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Take `count` messages off the outbox queue as they become visible."""
+    taken: list[dict[str, Any]] = []
+
+    async def more() -> bool:
+        async for message in rt.outbox.queue.receive_messages(max_messages=32):
+            taken.append(json.loads(message.content))
+            await rt.outbox.queue.delete_message(message)
+        return len(taken) >= count
+
+    await eventually(more, timeout=timeout, what=f"{count} messages on the queue")
+    return taken
 
 
 async def test_send_to_a_stored_user_is_delivered_and_recorded(
@@ -79,14 +100,21 @@ async def test_two_workers_with_copies_of_one_message_send_once(
     outcomes = await asyncio.gather(*(process(installed, send(), message_id=f"m{i}")
                                       for i in range(4)))
     assert emulator.counters["delivered"] == 1
-    # The losers put their copy back for later instead of dropping it.
-    assert sorted(o.state for o in outcomes).count("done") >= 1
-    for copy in await queued(installed):
-        assert copy["key"] == "k1"
+    # The losers put their copy back for later instead of dropping it: one
+    # queue message per loser, invisible for a short wait.
+    losers = [o for o in outcomes if o.state == "retry"]
+    assert losers and all((o.reason, o.counts) == ("busy", False) for o in losers)
+    assert len(losers) + sum(o.state == "done" for o in outcomes) == 4
+    assert await waiting(installed) == len(losers)
+    copies = await receive(installed, len(losers))
+    assert [copy["key"] for copy in copies] == ["k1"] * len(losers)
+    assert all("attempt" not in copy for copy in copies)  # waiting used up no attempt
     # When the copies come back, the record says sent and nothing more goes out.
-    for copy in await queued(installed):
-        await process(installed, json.dumps(copy), message_id="later")
+    for copy in copies:
+        assert (await process(installed, json.dumps(copy), message_id="later")).reason \
+            == "duplicate"
     assert emulator.counters["delivered"] == 1
+    assert await waiting(installed) == 0
 
 
 async def test_a_send_without_a_key_uses_the_queue_message_id(
@@ -185,9 +213,9 @@ async def test_permanent_answers_are_not_retried(installed: Runtime,
                                                  status: int) -> None:
     emulator.inject(status, operation="send")
     outcome = await process(installed, send(), message_id="m")
-    assert outcome.state == "done"
+    assert outcome.state == "failed"
     assert (await row(installed, "k1"))["state"] == d.FAILED
-    assert await queued(installed) == []
+    assert await waiting(installed) == 0  # no retry, not even a delayed one
 
 
 @pytest.mark.parametrize("status", [412, 502, 503, 504])

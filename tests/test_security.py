@@ -414,7 +414,7 @@ async def test_send_to_a_disallowed_tenant_makes_no_connector_call(
     }
     for name, (to, recipient) in targets.items():
         outcome = await process(rt, send_message(f"k-{name}", to), message_id=name)
-        assert outcome == Outcome("done", "tenant-not-allowed"), name
+        assert outcome == Outcome("failed", "tenant-not-allowed"), name
         row = await delivery(rt, f"k-{name}", recipient)
         assert (row["state"], row["reason"]) == (d.FAILED, "tenant-not-allowed")
     assert transport.since(mark) == []
@@ -459,7 +459,7 @@ async def test_untrusted_service_url_fails_the_send_without_any_request(
         await process(rt, welcome, message_id=welcome_id),
         await process(rt, send_message("k1", {"user": USER_AAD}), message_id="m1"),
     ]
-    assert outcomes == [Outcome("done", "untrusted-service-url")] * 2
+    assert outcomes == [Outcome("failed", "untrusted-service-url")] * 2
     rows = [dict(e) async for e in rt.deliveries.table.list_entities()]
     assert len(rows) == 2
     assert {(r["state"], r["reason"]) for r in rows} == {(d.FAILED, "untrusted-service-url")}
@@ -478,7 +478,7 @@ async def test_untrusted_tenant_service_url_is_not_used_to_create_a_chat(
     # A user never seen: the 1:1 chat would be created on the tenant's serviceUrl.
     outcome = await process(rt, send_message("k1", {"user": "new-user", "tenant": TENANT}),
                             message_id="m1")
-    assert outcome == Outcome("done", "untrusted-service-url")
+    assert outcome == Outcome("failed", "untrusted-service-url")
     assert transport.since(mark) == []
 
 

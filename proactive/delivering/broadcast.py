@@ -17,13 +17,13 @@ import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proactive.contract import OutboxMessage, Target
-from proactive.delivering.outcomes import Outcome
+from proactive.delivering.outcomes import Action, DeliveryState, Outcome
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
-from proactive.storage import deliveries as d
+from proactive.errors import Reason
 from proactive.storage import tables
 from proactive.storage.progress import CANCELLED, result_counts
 
@@ -36,30 +36,27 @@ PART = 25
 CONCURRENCY = 8
 
 
-async def run(rt: Runtime, message: OutboxMessage, data: dict[str, Any]) -> Outcome:
+async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
     summary = await rt.campaigns.start(message.key)
-    if data.get("part") and len(target.users) <= PART:
-        return await _deliver_part(rt, message, data, cancelled=summary["state"] == CANCELLED)
+    if message.part and len(target.users) <= PART:
+        return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered.
-    audience = hashlib.sha256(json.dumps(data.get("to"), sort_keys=True).encode()).hexdigest()
+    audience = hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
     if await rt.campaigns.was_split(message.key, audience):
-        return Outcome("done", "duplicate")
+        return Outcome(Action.DONE, Reason.DUPLICATE)
     queued = 0
     async for index, users in _numbered(_audience(rt, target)):
-        part = {**data, "to": {"users": users, "tenant": target.tenant} if target.tenant
-                else {"users": users}, "key": message.key, "part": True}
-        part.pop("attempt", None)
-        await rt.outbox.put(part)
+        await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
         queued += len(users)
         # Once per part, even if a crash makes the split run again.
         await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
                                                Counter(queued=len(users))})
     await rt.campaigns.mark_split(message.key, audience)
     log.info("send %s split for %d users", message.key, queued)
-    return Outcome("done", "split")
+    return Outcome(Action.DONE, "split")
 
 
 async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:
@@ -86,8 +83,7 @@ async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
         yield batch
 
 
-async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any], *,
-                        cancelled: bool) -> Outcome:
+async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool) -> Outcome:
     assert message.target is not None and message.content is not None
     content, tenant = message.content, message.target.tenant
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -104,22 +100,21 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
                 paced.append(user)
                 return
             if cancelled:
-                outcome = await finish_unsent(rt, message.key, target, d.CANCELLED,
-                                              "cancelled")
+                outcome = await finish_unsent(rt, message.key, target,
+                                              DeliveryState.CANCELLED, Reason.CANCELLED)
             else:
                 outcome = await send_one(rt, message.key, target, content)
-            if outcome.state == "retry" and outcome.reason == "paced":
+            if outcome.state == Action.RETRY and outcome.reason == Reason.PACED:
                 paced.append(user)
                 paced_delay.append(outcome.delay)
                 return
-            if outcome.state == "retry":
-                alone = {**data, "to": {**data["to"], "users": [user]}}
-                outcome = await retry_later(rt, alone, message.key, outcome,
+            if outcome.state == Action.RETRY:
+                outcome = await retry_later(rt, message.for_users([user]), outcome,
                                             message_id="", target=target)
-                if outcome.state == "retry":
+                if outcome.state == Action.RETRY:
                     return  # counted when it comes back
             reason: str | None = outcome.reason
-            if reason == "duplicate":
+            if reason == Reason.DUPLICATE:
                 # Finished earlier: by this part before its worker died, by
                 # another copy, or by an earlier message under the key.
                 # Counting it again is harmless (each recipient counts once);
@@ -133,10 +128,9 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, data: dict[str, Any
     await asyncio.gather(*(one(user) for user in rest))
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
-        later = {**data, "to": {**data["to"], "users": paced}}
-        await rt.outbox.put(later, delay=min(paced_delay))
+        await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
     await rt.campaigns.count(message.key, results)
-    return Outcome("done", "part")
+    return Outcome(Action.DONE, "part")
 
 
 async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
@@ -147,8 +141,8 @@ async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
         return None
     row = found[0]
     state = row.get("state")
-    if state in (d.SENT, d.DELETED):
-        return "sent"
-    if state in (d.FAILED, d.CANCELLED):
+    if state in (DeliveryState.SENT, DeliveryState.DELETED):
+        return Reason.SENT
+    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED):
         return str(row.get("reason") or state)
     return None  # not finished: whoever holds it reports it

@@ -1,29 +1,46 @@
 """Update or delete a sent message: every recipient's copy under the key.
 
-An edit that arrives before its send has finished waits for it (re-queued);
-items still scheduled get the new content, or are cancelled by a delete.
+Items still scheduled get the new content (or time), or are cancelled by a
+delete. An edit that arrives while its send is waiting to be retried waits as
+long as the send does (the delivery row's `retryAt`), without using up its own
+attempts, and ends when the send ends: sent, the edit is applied; failed, the
+edit is recorded failed with the send's reason. Edits are idempotent: a retry
+redoes every recipient's, harmlessly.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import InvalidMessage, OutboxMessage
-from proactive.delivering.outcomes import Outcome, backoff
-from proactive.delivering.pacing import Defer
-from proactive.delivering.send import Permanent, call
-from proactive.storage import deliveries as d
-from proactive.storage.tables import iso
-from proactive.teams.connector import ConnectorError
+from proactive.contract import OutboxMessage
+from proactive.delivering.outcomes import Action, DeliveryState, EditState, Outcome
+from proactive.delivering.send import call
+from proactive.errors import (
+    DeliveryFailed,
+    InvalidMessage,
+    Permanent,
+    Reason,
+    RetryLater,
+    Transient,
+)
+from proactive.storage.tables import iso, now_utc
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+# A send still not done this long after its retry (or its claim's lease) was
+# due looks lost: from then on the edit's own attempts count, so it ends.
+SEND_OVERDUE = timedelta(minutes=10)
+_PENDING = (DeliveryState.SENDING, DeliveryState.RETRYING)
+_UNSENT = (DeliveryState.FAILED, DeliveryState.CANCELLED)
+
 
 async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
+    """Apply an update or delete; raises proactive.errors members to retry."""
     from proactive.scheduling.spec import ScheduleError
     from proactive.scheduling.timer import manage
 
@@ -32,52 +49,95 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     except ScheduleError as exc:
         raise InvalidMessage(exc.reason, exc.detail) from exc
     if scheduled.busy:
-        return Outcome("retry", "dispatching", delay=backoff(1, None))
+        raise Transient(Reason.DISPATCHING, "a timer run is putting the key's items on the queue")
     if message.op == "update" and message.content is None:  # a new time only
         if scheduled.found:
-            return Outcome("done", "rescheduled" if scheduled.changed else "not-scheduled")
-        return Outcome("retry", "unknown-key", delay=backoff(1, None))
+            return Outcome(Action.DONE, "rescheduled" if scheduled.changed else "not-scheduled")
+        raise Transient(Reason.UNKNOWN_KEY, "nothing is scheduled under this key (yet)")
     rows = await rt.deliveries.by_key(message.key)
     if not rows and scheduled.changed:
-        return Outcome("done", "scheduled")
-    if any(row.get("state") in (d.SENDING, d.RETRYING) for row, _ in rows) or not rows:
+        return Outcome(Action.DONE, "scheduled")
+    if not rows:
         # The send may still be on its way (queue order is not guaranteed).
-        return Outcome("retry", "send-pending" if rows else "unknown-key", delay=backoff(1, None))
-    retry: Outcome | None = None
+        raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
+    _wait_for_pending_sends([row for row, _ in rows])
+    retry: DeliveryFailed | RetryLater | None = None
+    unsent: list[str] = []
     for row, etag in rows:
-        if row.get("state") != d.SENT:
-            continue
-        try:
-            await _edit_one(rt, message, row)
-        except ConnectorError as exc:
-            retry = Outcome("retry", exc.reason, delay=backoff(1, exc.retry_after))
-            continue
-        except Defer as exc:
-            retry = Outcome("retry", "paced", delay=exc.delay, counts=False)
-            continue
-        except Permanent as exc:
-            row.update({f"{message.op}State": "failed", f"{message.op}Reason": exc.reason})
-            log.warning("%s of %s -> %s failed: %s", message.op, message.key,
-                        row.get("recipient"), exc.reason)
+        state = row.get("state")
+        if state in _UNSENT:
+            # The send ended without a message to edit: the edit fails with its reason.
+            reason = str(row.get("reason") or state)
+            row.update({f"{message.op}State": EditState.FAILED, f"{message.op}Reason": reason})
+            unsent.append(reason)
+        elif state == DeliveryState.SENT:
+            try:
+                await _edit_one(rt, message, row)
+            except Permanent as exc:
+                row.update({f"{message.op}State": EditState.FAILED,
+                            f"{message.op}Reason": exc.reason})
+                log.warning("%s of %s -> %s failed: %s", message.op, message.key,
+                            row.get("recipient"), exc.reason)
+            except (DeliveryFailed, RetryLater) as exc:  # try this one again later
+                retry = exc
+                continue
+            else:
+                if message.op == "delete":
+                    row["state"] = DeliveryState.DELETED
+                    row["deletedAt"] = iso()
+                row.update({f"{message.op}State": EditState.DONE, f"{message.op}Reason": "",
+                            "updates": int(row.get("updates", 0)) + (message.op == "update")})
         else:
-            if message.op == "delete":
-                row["state"] = d.DELETED
-                row["deletedAt"] = iso()
-            row.update({f"{message.op}State": "done", f"{message.op}Reason": "",
-                        "updates": int(row.get("updates", 0)) + (message.op == "update")})
+            continue  # deleted: nothing left to edit
         await rt.deliveries.save(row, etag)
-    # Edits are idempotent: a retry redoes every recipient's, harmlessly.
-    return retry or Outcome("done", message.op)
+    if retry is not None:
+        raise retry
+    if unsent and len(unsent) == len(rows):
+        return Outcome(Action.FAILED, unsent[0])
+    return Outcome(Action.DONE, message.op)
+
+
+def _wait_for_pending_sends(rows: list[dict[str, Any]]) -> None:
+    """Raise RetryLater until the key's sends are no longer on their way: until
+    the next retry a waiting send has recorded, or shortly while one is being
+    sent. A send overdue by SEND_OVERDUE looks lost: then a counted retry."""
+    pending = [row for row in rows if row.get("state") in _PENDING]
+    if not pending:
+        return
+    now = now_utc()
+    dues = [_due(row) for row in pending]
+    live = [due for due in dues if due is not None and due + SEND_OVERDUE > now]
+    if not live:
+        raise Transient(Reason.SEND_PENDING, "the send under this key is overdue")
+    if any(row.get("state") == DeliveryState.SENDING for row in pending):
+        raise RetryLater(0, Reason.SEND_PENDING, "the send under this key is being sent")
+    # Just after the send's next attempt (a few seconds when that is late).
+    delay = (min(live) - now).total_seconds() + 1
+    raise RetryLater(max(2.0, delay), Reason.SEND_PENDING,
+                     "the send under this key waits for its retry")
+
+
+def _due(row: dict[str, Any]) -> datetime | None:
+    """When a pending send is next expected to move: its retry, or the end
+    of its claim's lease."""
+    text = row.get("retryAt") if row.get("state") == DeliveryState.RETRYING \
+        else row.get("leaseUntil")
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
 
 
 async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) -> None:
     conversation_id, activity_id = row["conversationId"], row["activityId"]
     if message.op == "delete":
-        await call(rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
-                    lambda url: rt.connector.delete(url, conversation_id, activity_id))
+        _, service_url = await call(
+            rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
+            lambda url: rt.connector.delete(url, conversation_id, activity_id))
     else:
         assert message.content is not None
         activity = message.content.activity()
-        await call(rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
-                    lambda url: rt.connector.update(url, conversation_id, activity_id, activity))
-
+        _, service_url = await call(
+            rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
+            lambda url: rt.connector.update(url, conversation_id, activity_id, activity))
+    row["serviceUrl"] = service_url  # the fallback host, when Teams asked for it

@@ -1,28 +1,89 @@
-"""What becomes of an outbox message.
+"""What becomes of an outbox message, decided in one place.
 
-An `Outcome` says whether a message is done, to be retried (with a delay, and
-whether the retry uses up an attempt) or poisoned. proactive/delivering/requeue.py
-puts it into effect on the queues.
+A part of the worker (send, edit, broadcast) either returns an `Outcome` or
+raises a member of `proactive.errors`; `outcome_of` turns the error into an
+Outcome, as arq's `Retry(defer=...)` does for a job:
+
+    InvalidMessage     -> POISONED  (never retried)
+    Permanent          -> FAILED    (recorded, never retried)
+    Transient          -> RETRY     after Retry-After or backoff; uses up an attempt
+    RetryLater         -> RETRY     after its delay; keeps the attempt count
+
+proactive/delivering/requeue.py carries a RETRY or POISONED outcome out on the
+queues. The delivery states live here too (`DeliveryState`), so no module
+compares state strings of its own.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from enum import StrEnum
+
+from proactive.errors import (
+    InvalidMessage,
+    Permanent,
+    ProactiveError,
+    RetryLater,
+    Transient,
+)
 
 MAX_BACKOFF = 300.0
 
 
+class DeliveryState(StrEnum):
+    """`state` of a delivery row (storage/deliveries.py):
+    sending (claimed, lease running) -> sent | failed | retrying | cancelled;
+    sent -> deleted."""
+
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    DELETED = "deleted"
+    CANCELLED = "cancelled"
+
+
+class EditState(StrEnum):
+    """`updateState` / `deleteState` of a delivery row."""
+
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Action(StrEnum):
+    DONE = "done"  # nothing more to do (sent, a duplicate, stored for later)
+    FAILED = "failed"  # recorded as failed; retrying can't help
+    RETRY = "retry"  # back on the queue after `delay`
+    POISONED = "poisoned"  # parked in the poison queue with its reason
+
+
 @dataclass(frozen=True)
 class Outcome:
-    state: str  # done | retry | poisoned
+    state: Action
     reason: str = ""
     delay: float = 0.0
     counts: bool = True  # whether the retry uses up an attempt
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
+    """Retry-After when Teams gave one, else 2^attempt s (capped) with jitter."""
     if retry_after is not None:
         return retry_after
     base = min(MAX_BACKOFF, 2.0 ** attempt)
     return base / 2 + random.uniform(0, base / 2)
+
+
+def outcome_of(exc: ProactiveError, attempt: int) -> Outcome:
+    """What an error means for the message on its `attempt`-th try."""
+    if isinstance(exc, InvalidMessage):
+        return Outcome(Action.POISONED, exc.reason)
+    if isinstance(exc, Permanent):
+        return Outcome(Action.FAILED, exc.reason)
+    if isinstance(exc, Transient):
+        return Outcome(Action.RETRY, exc.reason, delay=backoff(attempt, exc.retry_after))
+    if isinstance(exc, RetryLater):
+        return Outcome(Action.RETRY, exc.reason, delay=exc.delay or backoff(1, None),
+                       counts=False)
+    raise TypeError(f"no outcome for {type(exc).__name__}")  # a new branch of the tree
+

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from proactive.errors import Reason, RetryLater
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -71,12 +72,14 @@ _LAST_SLOT: contextvars.ContextVar[tuple[int, str, float] | None] = contextvars.
     "proactive_pacing_last_slot", default=None)
 
 
-class Defer(Exception):
-    """Come back later: the budget is spent for `delay` seconds."""
+class Defer(RetryLater):
+    """Come back later: the budget is spent for `delay` seconds. Not a
+    failure: the message keeps its attempt count."""
+
+    reason = Reason.PACED
 
     def __init__(self, delay: float) -> None:
-        super().__init__(f"defer {delay:.2f}s")
-        self.delay = delay
+        super().__init__(delay, detail=f"the tenant's budget is spent for {delay:.2f}s")
 
 
 @dataclass

@@ -1,17 +1,17 @@
-"""Put an outcome into effect on the queues: retry later, or poison with why."""
+"""Put a RETRY or POISONED outcome into effect on the queues."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from proactive.delivering.outcomes import Outcome
+from proactive.delivering.outcomes import Action, DeliveryState, Outcome
 from proactive.delivering.send import finish_unsent
-from proactive.storage import deliveries as d
+from proactive.errors import Reason
 from proactive.storage.queues import dumps
 
 if TYPE_CHECKING:
-    from proactive.contract import InvalidMessage, Target
+    from proactive.contract import InvalidMessage, OutboxMessage, Target
     from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -21,22 +21,24 @@ async def refuse(rt: Runtime, body: str, exc: InvalidMessage, *, message_id: str
     """Park a message that breaks the contract in the poison queue, with why."""
     log.warning("outbox message %s refused: %s", message_id, exc.reason)
     await rt.outbox.poison(body, reason=exc.reason, detail=exc.detail, message_id=message_id)
-    return Outcome("poisoned", exc.reason)
+    return Outcome(Action.POISONED, exc.reason)
 
 
-async def retry_later(rt: Runtime, data: dict[str, Any], key: str, outcome: Outcome, *,
-                      message_id: str, target: Target | None) -> Outcome:
-    """Put the message back on the queue with the outcome's delay (the queue is
-    the timer), or give up once the attempts are spent."""
-    attempt = int(data.get("attempt", 1)) + outcome.counts
-    # The copy is a new queue message: pin the key so it stays the same delivery.
-    copy = {**data, "key": key, "attempt": attempt}
+async def retry_later(rt: Runtime, message: OutboxMessage, outcome: Outcome, *,
+                      message_id: str, target: Target | None = None) -> Outcome:
+    """Put a copy of the message back on the queue with the outcome's delay
+    (the queue is the timer), or give up once the attempts are spent: the
+    recipient's delivery (`target`, by default the message's) is recorded
+    failed and the message parked in the poison queue."""
+    attempt = message.attempt + outcome.counts
     if attempt <= rt.settings.max_attempts:
-        await rt.outbox.put(copy, delay=outcome.delay)
+        await rt.outbox.put(message.retry(attempt=attempt).to_json(), delay=outcome.delay)
         return outcome
+    detail = f"gave up after {rt.settings.max_attempts} attempts; last: {outcome.reason}"
+    target = target or message.target
     if target is not None and not target.is_broadcast:
-        await finish_unsent(rt, key, target, d.FAILED, "retries-exhausted")
-    await rt.outbox.poison(dumps({**data, "key": key}), reason="retries-exhausted",
-                           detail=f"gave up after {rt.settings.max_attempts} attempts; "
-                                  f"last: {outcome.reason}", message_id=message_id)
-    return Outcome("poisoned", "retries-exhausted")
+        await finish_unsent(rt, message.key, target, DeliveryState.FAILED,
+                            Reason.RETRIES_EXHAUSTED, detail=detail)
+    await rt.outbox.poison(dumps(message.to_json()), reason=Reason.RETRIES_EXHAUSTED,
+                           detail=detail, message_id=message_id)
+    return Outcome(Action.POISONED, Reason.RETRIES_EXHAUSTED)

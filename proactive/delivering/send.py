@@ -2,25 +2,34 @@
 
 The claim makes the send happen once (see storage/deliveries.py). Every
 Connector call goes through `call`: paced for the tenant and the
-conversation, 429s fed back into the tenant's rate, refusals turned into
-Permanent failures.
+conversation, 429s fed back into the tenant's rate, and retried once on the
+cloud's fallback host when Teams asks for it. Failures are members of
+proactive.errors; `outcome_of` says what each one leads to, and the delivery
+row records it (reason, Teams' status and code, and when a retry is due).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive.contract import Content, Target
-from proactive.delivering.outcomes import Outcome, backoff
-from proactive.delivering.pacing import Defer
-from proactive.storage import deliveries as d
-from proactive.storage.deliveries import Busy, Claim
+from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.errors import (
+    Busy,
+    DeliveryFailed,
+    Permanent,
+    Reason,
+    RetryLater,
+    StorageUnavailable,
+    Throttled,
+    Unreachable,
+)
+from proactive.storage import tables
+from proactive.storage.deliveries import Claim, unavailable
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
-from proactive.teams.clouds import GCC
-from proactive.teams.connector import ConnectorError
-from proactive.teams.service_urls import UntrustedServiceUrl
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -29,72 +38,84 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # States of a reference that make a send fail fast, without a Connector call.
-_UNREACHABLE = {UNINSTALLED: "uninstalled", BLOCKED: "blocked", DISABLED: "disabled"}
-# What a permanent Connector answer teaches us about the recipient.
-_MARKS = {"blocked": BLOCKED, "uninstalled": UNINSTALLED, "disabled": DISABLED}
+_UNREACHABLE = {UNINSTALLED: Reason.UNINSTALLED, BLOCKED: Reason.BLOCKED,
+                DISABLED: Reason.DISABLED}
+# What an Unreachable answer teaches us about the recipient.
+_MARKS = {Reason.BLOCKED: BLOCKED, Reason.UNINSTALLED: UNINSTALLED,
+          Reason.DISABLED: DISABLED}
 
 
-class Permanent(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail or reason
-
-
-async def finish_unsent(rt: Runtime, key: str, target: Target, state: str,
-                        reason: str) -> Outcome:
+async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliveryState,
+                        reason: str, **fields: Any) -> Outcome:
     """Close a recipient's delivery without sending (cancelled, given up)."""
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
-    except Busy:
-        # Another worker holds it (or held it and died: its lease runs out).
-        # Not a failed attempt.
-        return Outcome("retry", "busy", delay=backoff(1, None), counts=False)
+    except Busy as exc:
+        return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
-        return Outcome("done", "duplicate")
-    await rt.deliveries.finish(claim, state, reason=reason)
-    return Outcome("done", reason)
-
+        return Outcome(Action.DONE, Reason.DUPLICATE)
+    # This claim sends nothing: it is not an attempt.
+    await rt.deliveries.finish(claim, state, reason=reason, attempts=claim.attempts - 1,
+                               **fields)
+    return Outcome(Action.DONE, reason)
 
 
 async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
     """Deliver to one recipient, once: claim, call Teams, record."""
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
-    except Busy:
-        # Another worker holds it (or held it and died: its lease runs out).
-        # Not a failed attempt.
-        return Outcome("retry", "busy", delay=backoff(1, None), counts=False)
+    except (Busy, StorageUnavailable) as exc:  # nothing was sent
+        return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
-        return Outcome("done", "duplicate")
+        return Outcome(Action.DONE, Reason.DUPLICATE)
     try:
         fields = await _deliver(rt, target, content.activity())
-    except Permanent as exc:
-        await rt.deliveries.finish(claim, d.FAILED, reason=exc.reason, detail=exc.detail)
-        log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
-        return Outcome("done", exc.reason)
-    except ConnectorError as exc:
-        await rt.deliveries.finish(claim, d.RETRYING, reason=exc.reason,
-                                   lastStatus=exc.status)
-        return Outcome("retry", exc.reason, delay=backoff(claim.attempts, exc.retry_after))
-    except Defer as exc:
-        # Not a failure: the tenant's budget is spent for a while.
-        await rt.deliveries.release(claim, reason="paced")
-        return Outcome("retry", "paced", delay=exc.delay, counts=False)
+    except StorageUnavailable as exc:
+        return await _put_back(rt, claim, exc)
+    except (DeliveryFailed, RetryLater) as exc:
+        outcome = outcome_of(exc, claim.attempts)
+        state, fields = _recorded(exc, outcome, claim)
+        if outcome.counts or outcome.state is Action.FAILED:
+            await rt.deliveries.finish(claim, state, **fields)
+        else:  # put off before Teams was asked: given back, uncounted
+            await rt.deliveries.release(claim, **fields)
+        if outcome.state is Action.FAILED:
+            log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
+        return outcome
     except Exception as exc:
-        if not d.unavailable(exc):
+        if not unavailable(exc):
             raise
-        # Storage failed on the way to Teams (pacing, the reference): nothing
-        # was sent. The message comes back (the host retries the invocation)
-        # and this process takes its claim back.
-        await rt.deliveries.release(claim, reason="storage-unavailable")
-        raise
-    # Teams accepted it: from here on, `sent` must be written (finish keeps
-    # trying through a storage outage, or raises Unrecorded: the message comes
-    # back and this process writes it then).
-    await rt.deliveries.finish(claim, d.SENT, **fields)
-    return Outcome("done", "sent")
+        return await _put_back(rt, claim, StorageUnavailable(
+            detail=f"storage failed before the Connector call: {type(exc).__name__}"))
+    # Teams accepted it: from here on `sent` must be written. finish keeps
+    # trying through a storage outage, or raises Unrecorded (a retry: the
+    # message comes back and this process writes it then).
+    await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
+    return Outcome(Action.DONE, Reason.SENT)
+
+
+async def _put_back(rt: Runtime, claim: Claim, exc: StorageUnavailable) -> Outcome:
+    """Storage failed on the way to Teams (the reference, pacing): nothing was
+    sent. The claim is given back (or, storage being down, remembered by this
+    process as unused) and the message comes back later."""
+    await rt.deliveries.release(claim, reason=exc.reason, detail=exc.detail)
+    return outcome_of(exc, claim.attempts)
+
+
+def _recorded(exc: DeliveryFailed | RetryLater, outcome: Outcome,
+              claim: Claim) -> tuple[DeliveryState, dict[str, Any]]:
+    """The delivery row's state and fields for a failed or put-off attempt."""
+    fields: dict[str, Any] = {"reason": exc.reason, "detail": exc.detail}
+    if isinstance(exc, DeliveryFailed):
+        fields.update(lastStatus=exc.status, lastCode=exc.code)
+    if outcome.state is Action.FAILED:
+        return DeliveryState.FAILED, fields
+    if not outcome.counts:  # put off, not tried: the attempt is given back
+        fields["attempts"] = claim.attempts - 1
+    # When the retry is due: an update or delete of the key waits until then.
+    fields["retryAt"] = tables.iso(tables.now_utc() + timedelta(seconds=outcome.delay))
+    return DeliveryState.RETRYING, fields
 
 
 async def _reference(rt: Runtime, target: Target) -> Reference:
@@ -106,7 +127,7 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
     elif target.kind == "conversation":
         ref = await rt.references.conversation(target.id, tenant)
         if ref is None:
-            raise Permanent("unknown-conversation",
+            raise Permanent(Reason.UNKNOWN_CONVERSATION,
                             "no conversation reference is stored for this conversation id")
     else:
         ref = await rt.references.conversation(target.id, tenant)
@@ -115,21 +136,21 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
             if team is not None:
                 ref = Reference.from_entity({**team, "conversationId": target.id})
         if ref is None:
-            raise Permanent("unknown-channel", "no reference is stored for this channel "
-                                               "(give its team, or install the bot in it)")
+            raise Permanent(Reason.UNKNOWN_CHANNEL, "no reference is stored for this channel "
+                                                    "(give its team, or install the bot in it)")
     _check_tenant(rt, ref.tenant_id)
     reason = _UNREACHABLE.get(ref.state)
     if reason:
-        raise Permanent(reason, f"the recipient is {ref.state}; a new install or a "
-                                f"message from them clears it")
+        raise Unreachable(reason, f"the recipient is {ref.state}; a new install or a "
+                                  f"message from them clears it")
     return ref
 
 
 def _check_tenant(rt: Runtime, tenant_id: str) -> None:
     allowed = rt.settings.allowed_tenants
     if allowed and tenant_id.lower() not in {t.lower() for t in allowed}:
-        raise Permanent("tenant-not-allowed", "the recipient's tenant is not in "
-                                              "PROACTIVE_ALLOWED_TENANTS")
+        raise Permanent(Reason.TENANT_NOT_ALLOWED, "the recipient's tenant is not in "
+                                                   "PROACTIVE_ALLOWED_TENANTS")
 
 
 async def _create_personal(rt: Runtime, target: Target) -> Reference:
@@ -137,11 +158,11 @@ async def _create_personal(rt: Runtime, target: Target) -> Reference:
     _check_tenant(rt, tenant)
     known = await rt.references.tenant_service_url(tenant) if tenant else None
     if not known:
-        raise Permanent("unknown-user", "no conversation with this user is stored and the "
-                                        "tenant's serviceUrl is not known yet")
+        raise Permanent(Reason.UNKNOWN_USER, "no conversation with this user is stored and "
+                                             "the tenant's serviceUrl is not known yet")
     service_url, bot_id = known
     bot_id = f"28:{rt.settings.app_id}" if rt.settings.app_id else bot_id
-    conversation_id = await call(
+    conversation_id, service_url = await call(
         rt, tenant, "", service_url,
         lambda url: rt.connector.create_personal_conversation(
             url, bot_id=bot_id, member_id=target.id, tenant_id=tenant))
@@ -150,38 +171,39 @@ async def _create_personal(rt: Runtime, target: Target) -> Reference:
 
 
 async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
-                call: Callable[[str], Awaitable[T]]) -> T:
-    """One Connector call: paced for the tenant and conversation, 429s fed
-    back into the tenant's rate, refusals turned into Permanent failures.
-    Raises Defer when the budget is spent for longer than a short wait."""
+               request: Callable[[str], Awaitable[T]]) -> tuple[T, str]:
+    """One Connector call, paced for the tenant and conversation. Returns its
+    answer and the serviceUrl that gave it (the cloud's fallback host when the
+    stored one was refused with 403 InvalidBotApiHost). Raises members of
+    proactive.errors; pacing.Defer when the budget is spent for a while."""
     await rt.tenant_pacer.acquire(tenant)
     if conversation_id:
         await rt.conversation_pacer.acquire(conversation_id)
     try:
         try:
-            return await call(service_url)
-        except ConnectorError as exc:
-            if exc.reason != "invalid-bot-api-host":
+            return await request(service_url), service_url
+        except Permanent as exc:
+            fallback = rt.cloud.fallback_service_url
+            if exc.reason != Reason.INVALID_BOT_API_HOST or not fallback \
+                    or _same_host(service_url, fallback):
                 raise
-            # A GCC tenant reached through the public host: Teams asks for the
-            # GCC host instead. Once.
-            return await call(GCC.global_service_url)
-    except UntrustedServiceUrl as exc:
-        raise Permanent("untrusted-service-url",
-                        "the serviceUrl is not a Teams Connector host of this cloud") from exc
-    except ConnectorError as exc:
-        if exc.status == 429:
-            await rt.tenant_pacer.throttled(tenant)
-        if exc.retryable:
-            raise
-        raise Permanent(exc.reason, f"Teams answered {exc.status} {exc.code}".strip()) from exc
+            # A tenant of another environment of this cloud (a GCC tenant
+            # reached through the public host): Teams asks for its host. Once.
+            return await request(fallback), fallback
+    except Throttled:
+        await rt.tenant_pacer.throttled(tenant)
+        raise
+
+
+def _same_host(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
 async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dict[str, Any]:
     ref = await _reference(rt, target)
     try:
         if target.kind == "channel" and not target.reply_to:
-            conversation_id, activity_id = await call(
+            (conversation_id, activity_id), service_url = await call(
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
                     url, bot_id=ref.bot_id, channel_id=target.id, tenant_id=ref.tenant_id,
@@ -191,26 +213,37 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
             if target.kind == "channel":
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
-                activity_id = await _send_activity(rt, ref, conversation_id, activity)
+                activity_id, service_url = await _send_activity(rt, ref, conversation_id,
+                                                                activity)
             except Permanent as exc:
-                if exc.reason != "conversation-not-found" or target.kind != "user":
+                if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != "user":
                     raise
                 # The stored 1:1 conversation is stale: create it again, once.
                 ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
-                activity_id = await _send_activity(rt, ref, conversation_id, activity)
-    except Permanent as exc:
-        mark = _MARKS.get(exc.reason)
-        if mark:
-            await rt.references.mark(ref, mark, aad_id=target.id if target.kind == "user" else "")
+                activity_id, service_url = await _send_activity(rt, ref, conversation_id,
+                                                                activity)
+    except Unreachable as exc:
+        await rt.references.mark(ref, _MARKS[Reason(exc.reason)],
+                                 aad_id=target.id if target.kind == "user" else "")
         raise
+    if service_url != ref.service_url:  # Teams answered on the fallback host
+        try:
+            await rt.references.move_service_url(
+                ref, service_url, aad_id=target.id if target.kind == "user" else "",
+                team_id=target.team)
+        except Exception as exc:
+            # Sent already: a storage error here must not look like a failed
+            # send (it would be sent again). The next send finds the host again.
+            if not unavailable(exc):
+                raise
+            log.warning("the fallback serviceUrl of tenant %s is not stored: %s",
+                        ref.tenant_id, type(exc).__name__)
     return {"conversationId": conversation_id, "activityId": activity_id,
-            "serviceUrl": ref.service_url, "tenantId": ref.tenant_id}
+            "serviceUrl": service_url, "tenantId": ref.tenant_id}
 
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
-                         activity: dict[str, Any]) -> str:
+                         activity: dict[str, Any]) -> tuple[str, str]:
     return await call(rt, ref.tenant_id, conversation_id, ref.service_url,
-                       lambda url: rt.connector.send(url, conversation_id, activity))
-
-
+                      lambda url: rt.connector.send(url, conversation_id, activity))

@@ -382,7 +382,7 @@ async def schedule_send(rt: Runtime, message: OutboxMessage, *, body: str, messa
     of a many-user send: an item per user, each in their own time zone). A
     schedule with no occurrence left goes to the poison queue with why."""
     from proactive.contract import InvalidMessage
-    from proactive.delivering.outcomes import Outcome
+    from proactive.delivering.outcomes import Action, Outcome
     from proactive.delivering.requeue import refuse
 
     try:
@@ -394,7 +394,7 @@ async def schedule_send(rt: Runtime, message: OutboxMessage, *, body: str, messa
     except ScheduleError as exc:
         return await refuse(rt, body, InvalidMessage(exc.reason, exc.detail),
                             message_id=message_id)
-    return Outcome("done", reason)
+    return Outcome(Action.DONE, reason)
 
 
 async def _schedule_part(rt: Runtime, message: OutboxMessage, now: datetime | None) -> str:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from proactive.delivering.outcomes import DeliveryState
+from proactive.errors import Busy, StorageUnavailable
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -44,12 +46,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SENDING = "sending"
-SENT = "sent"
-FAILED = "failed"
-RETRYING = "retrying"
-DELETED = "deleted"
-CANCELLED = "cancelled"
+# The states are defined once, with what becomes of a message.
+SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED = (
+    DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
+    DeliveryState.DELETED, DeliveryState.CANCELLED)
 FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED})
 
 # The outcome write is retried until this share of the lease has passed since
@@ -62,14 +62,11 @@ PAUSES = (0.25, 8.0)
 MAX_UNUSED = 10_000
 
 
-class Busy(Exception):
-    """Another worker holds a live claim on this delivery."""
-
-
-class Unrecorded(Exception):
+class Unrecorded(StorageUnavailable):
     """Teams answered, but the outcome could not be written before the claim's
     recording deadline. This process keeps it and writes it when the message
-    comes back; the message must therefore come back (don't swallow this)."""
+    comes back; the message must therefore come back (a retry, never a
+    failure: don't swallow this)."""
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -126,7 +123,7 @@ class DeliveryStore:
     async def claim(self, key: str, recipient: str) -> Claim | dict[str, Any]:
         """A Claim to go ahead, or the finished row (sent/failed/deleted) to
         report instead. Raises Busy while another worker's claim is live, and
-        the storage error if the claim can't be written (nothing may be sent)."""
+        StorageUnavailable if the claim can't be written (nothing may be sent)."""
         where = (key, recipient)
         pending = self._unrecorded.get(where)
         if pending is not None:
@@ -139,9 +136,12 @@ class DeliveryStore:
         try:
             claim = await self._take(key, recipient, claim_id)
         except Exception as exc:
-            if unavailable(exc):  # it may have landed: ours to take back, uncounted
-                self._remember_unused(where, claim_id)
-            raise
+            if not unavailable(exc):
+                raise
+            # It may have landed: ours to take back, uncounted.
+            self._remember_unused(where, claim_id)
+            raise StorageUnavailable(detail=f"the claim could not be written: "
+                                            f"{type(exc).__name__}") from exc
         if isinstance(claim, Claim):
             self._unused.pop(where, None)
         return claim
@@ -241,7 +241,8 @@ class DeliveryStore:
                     log.error("delivery %s -> %s: outcome %s not written (%s); kept in this "
                               "process until the message comes back", *claim.where,
                               claim.entity["state"], type(exc).__name__)
-                    raise Unrecorded(f"{claim.entity['state']} not written") from exc
+                    raise Unrecorded(detail=f"Teams' answer ({claim.entity['state']}) is "
+                                            f"not written yet") from exc
                 log.warning("delivery %s -> %s: outcome %s not written yet (%s); trying "
                             "again for up to %.0f s", *claim.where, claim.entity["state"],
                             type(exc).__name__, left)

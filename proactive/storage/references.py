@@ -235,6 +235,22 @@ class ReferenceStore:
         for pk in pks:
             await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk, **stamp})
 
+    async def move_service_url(self, reference: Reference, service_url: str, *,
+                               aad_id: str = "", team_id: str = "") -> None:
+        """Teams answered on another host than the stored one (403
+        InvalidBotApiHost, then the cloud's fallback host worked): later sends
+        to the conversation, user, team and tenant go there directly. Rows
+        that don't exist are not created."""
+        rk = tables.safe_key(reference.tenant_id)
+        pks = [conv_pk(reference.conversation_id), tenant_pk(reference.tenant_id)]
+        pks += [user_pk(aad_id)] if aad_id else []
+        pks += [team_pk(team_id)] if team_id else []
+        for pk in pks:
+            found = await tables.read(self.table, pk, rk)
+            if found is not None:
+                await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk,
+                                                "serviceUrl": service_url})
+
     async def store_created_conversation(self, aad_id: str, tenant_id: str, service_url: str,
                                          bot_id: str, conversation_id: str) -> Reference:
         """A 1:1 conversation we created for a user who never wrote to us."""

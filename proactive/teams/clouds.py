@@ -46,6 +46,10 @@ class Cloud:
     connector_hosts: frozenset[str]
     # For a tenant whose serviceUrl is not known yet.
     global_service_url: str
+    # Where to retry, once, when Teams answers 403 InvalidBotApiHost (a tenant
+    # of another environment of this cloud: GCC behind the public host).
+    # "" when the cloud has none: then that answer is a permanent failure.
+    fallback_service_url: str = ""
 
 
 _PUBLIC_HOSTS = frozenset(
@@ -66,6 +70,7 @@ PUBLIC = Cloud(
     msi_resource="https://api.botframework.com",
     connector_hosts=_PUBLIC_HOSTS,
     global_service_url="https://smba.trafficmanager.net/teams/",
+    fallback_service_url="https://smba.infra.gcc.teams.microsoft.com/teams",
 )
 
 GCC = dataclasses.replace(
@@ -84,6 +89,7 @@ GCC_HIGH = Cloud(
     msi_resource="https://api.botframework.us",
     connector_hosts=frozenset({"smba.infra.gov.teams.microsoft.us"}),
     global_service_url="https://smba.infra.gov.teams.microsoft.us/teams",
+    fallback_service_url="",
 )
 
 DOD = dataclasses.replace(

@@ -11,10 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from proactive.errors import (
+    DeliveryFailed,
+    NoCredentials,
+    Permanent,
+    Reason,
+    ServiceUnavailable,
+    Throttled,
+    Unreachable,
+)
 from proactive.teams.service_urls import check_service_url
 
 if TYPE_CHECKING:
@@ -25,46 +33,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
-
-
-@dataclass
-class ConnectorError(Exception):
-    """A Connector call that did not succeed. `reason` is our stable name for it."""
-
-    status: int  # 0 when no HTTP answer came (timeout, connection error)
-    code: str
-    reason: str
-    retry_after: float | None = None
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.reason}"
-
-    @property
-    def retryable(self) -> bool:
-        return self.status == 0 or self.status in RETRYABLE_STATUSES
-
-
 # Error codes that tell what became of the recipient.
 _REASONS = {
-    "ConversationBlockedByUser": "blocked",
-    "MessageWritesBlocked": "blocked",
-    "BotNotInConversationRoster": "uninstalled",
-    "BotDisabledByAdmin": "disabled",
-    "ConversationNotFound": "conversation-not-found",
-    "ActivityNotFoundInConversation": "activity-not-found",
-    "InvalidBotApiHost": "invalid-bot-api-host",
-    "MessageSizeTooBig": "too-large",
-    "BadArgument": "bad-request",
-    "BotNotRegistered": "unauthorized",
-    "Throttled": "throttled",
-    "PreconditionFailed": "precondition-failed",
+    "ConversationBlockedByUser": Reason.BLOCKED,
+    "MessageWritesBlocked": Reason.BLOCKED,
+    "BotNotInConversationRoster": Reason.UNINSTALLED,
+    "BotDisabledByAdmin": Reason.DISABLED,
+    "ConversationNotFound": Reason.CONVERSATION_NOT_FOUND,
+    "ActivityNotFoundInConversation": Reason.ACTIVITY_NOT_FOUND,
+    "InvalidBotApiHost": Reason.INVALID_BOT_API_HOST,
+    "MessageSizeTooBig": Reason.TOO_LARGE,
+    "BadArgument": Reason.BAD_REQUEST,
+    "BotNotRegistered": Reason.UNAUTHORIZED,
+    "Throttled": Reason.THROTTLED,
+    "PreconditionFailed": Reason.PRECONDITION_FAILED,
 }
-_STATUS_REASONS = {400: "bad-request", 401: "unauthorized", 403: "forbidden",
-                   404: "not-found", 405: "not-supported", 412: "precondition-failed",
-                   413: "too-large", 429: "throttled", 500: "service-error",
-                   501: "not-supported", 502: "bad-gateway", 503: "unavailable",
-                   504: "gateway-timeout"}
+_STATUS_REASONS = {400: Reason.BAD_REQUEST, 401: Reason.UNAUTHORIZED, 403: Reason.FORBIDDEN,
+                   404: Reason.NOT_FOUND, 405: Reason.NOT_SUPPORTED,
+                   412: Reason.PRECONDITION_FAILED, 413: Reason.TOO_LARGE,
+                   429: Reason.THROTTLED, 500: Reason.SERVICE_ERROR,
+                   501: Reason.NOT_SUPPORTED, 502: Reason.BAD_GATEWAY,
+                   503: Reason.UNAVAILABLE, 504: Reason.GATEWAY_TIMEOUT}
+# Worth trying again later (README "What happens to each message").
+_TRANSIENT_STATUSES = frozenset({412, 502, 503, 504})
+_UNREACHABLE = frozenset({Reason.BLOCKED, Reason.UNINSTALLED, Reason.DISABLED})
 
 
 def error_code(body: bytes) -> str:
@@ -102,10 +94,19 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def to_error(status: int, body: bytes, retry_after: str | None = None) -> ConnectorError:
+def to_error(status: int, body: bytes, retry_after: str | None = None) -> DeliveryFailed:
+    """What a Connector answer of `status` means, as a member of proactive.errors."""
     code = error_code(body)
-    reason = _REASONS.get(code) or _STATUS_REASONS.get(status, f"http-{status}")
-    return ConnectorError(status, code, reason, _retry_after(retry_after))
+    reason = _REASONS.get(code) or _STATUS_REASONS.get(status, Reason.HTTP_ERROR)
+    detail = f"Teams answered {status} {code}".strip()
+    if status == 429:
+        return Throttled(reason, detail, status=status, code=code,
+                         retry_after=_retry_after(retry_after))
+    if status in _TRANSIENT_STATUSES:
+        return ServiceUnavailable(reason, detail, status=status, code=code,
+                                  retry_after=_retry_after(retry_after))
+    kind = Unreachable if reason in _UNREACHABLE else Permanent
+    return kind(reason, detail, status=status, code=code)
 
 
 def _join(service_url: str, path: str) -> str:
@@ -133,7 +134,8 @@ class ConnectorClient:
         headers = {"Content-Type": "application/json"}
         if check_service_url(service_url, self.cloud, local_dev=self.local_dev):
             if self.tokens is None:
-                raise ConnectorError(0, "NoCredentials", "no-credentials")
+                raise NoCredentials
+            # Raises TokenUnavailable (a Transient failure) when Azure AD can't give one.
             headers["Authorization"] = "Bearer " + await self.tokens.get_token()
         content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         try:
@@ -141,9 +143,11 @@ class ConnectorClient:
                                                content=content, headers=headers,
                                                timeout=self.timeout)
         except httpx.TimeoutException as exc:
-            raise ConnectorError(0, "Timeout", "timeout") from exc
+            raise ServiceUnavailable(Reason.TIMEOUT, "no answer from Teams in time",
+                                     code="Timeout") from exc
         except httpx.HTTPError as exc:
-            raise ConnectorError(0, type(exc).__name__, "connection-error") from exc
+            raise ServiceUnavailable(Reason.CONNECTION_ERROR, f"could not reach Teams: "
+                                     f"{type(exc).__name__}", code=type(exc).__name__) from exc
         raw = response.content
         if response.status_code >= 300:
             raise to_error(response.status_code, raw, response.headers.get("Retry-After"))
@@ -167,7 +171,8 @@ class ConnectorClient:
         data = await self._call("POST", service_url, "/v3/conversations", body)
         conversation_id = data.get("id")
         if not isinstance(conversation_id, str) or not conversation_id:
-            raise ConnectorError(200, "NoConversationId", "bad-response")
+            raise Permanent(Reason.BAD_RESPONSE, "Teams answered without a conversation id",
+                            status=200, code="NoConversationId")
         return conversation_id
 
     async def create_channel_thread(self, service_url: str, *, bot_id: str, channel_id: str,
@@ -186,7 +191,8 @@ class ConnectorClient:
         if not activity_id and ";messageid=" in thread:
             activity_id = thread.rsplit(";messageid=", 1)[1]
         if not thread:
-            raise ConnectorError(200, "NoConversationId", "bad-response")
+            raise Permanent(Reason.BAD_RESPONSE, "Teams answered without a conversation id",
+                            status=200, code="NoConversationId")
         return thread, activity_id
 
     async def send(self, service_url: str, conversation_id: str,

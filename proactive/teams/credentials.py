@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from proactive.config import ConfigError
+from proactive.errors import TokenUnavailable
 
 if TYPE_CHECKING:
     from proactive.config import Settings
@@ -51,16 +52,13 @@ RETRY_INTERVAL = 10.0
 Clock = Callable[[], float]
 
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,253}")
+_AADSTS = re.compile(r"AADSTS\d+")
 _APP_TYPES = {"singletenant": "SingleTenant", "multitenant": "MultiTenant",
               "userassignedmsi": "UserAssignedMSI"}
 
 
 class BotTokenProvider(Protocol):
     async def get_token(self) -> str: ...
-
-
-class TokenError(Exception):
-    """The bot's token could not be obtained (message free of secrets)."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +99,16 @@ class CachedTokenProvider:
         self._due = 0.0  # when self._token should be refreshed
         self._lock = asyncio.Lock()
         self._failed_at: float | None = None
-        self._failure = ""
+        self._failure = TokenUnavailable()
         self.acquisitions = 0  # calls to acquire(), for tests and metrics
 
     def __repr__(self) -> str:
         return f"CachedTokenProvider({self.description})"
+
+    @staticmethod
+    def _copy(failure: TokenUnavailable) -> TokenUnavailable:
+        # A fresh exception per caller: a raised one collects its traceback.
+        return TokenUnavailable(detail=failure.detail, code=failure.code)
 
     def _due_time(self, token: AccessToken, now: float) -> float:
         # `margin` before expiry, but at least half-way through a short-lived token,
@@ -131,7 +134,7 @@ class CachedTokenProvider:
             if self._failed_at is not None and now - self._failed_at < self._retry_interval:
                 if token is not None and now < token.expires_at:
                     return token.token
-                raise TokenError(self._failure)
+                raise self._copy(self._failure)
             return await self._refresh(token, now)
 
     async def _refresh(self, old: AccessToken | None, now: float) -> str:
@@ -141,14 +144,17 @@ class CachedTokenProvider:
         except ConfigError:
             raise
         except Exception as exc:
-            detail = redact(str(exc), self._secrets)[:300]
+            # Azure AD refused (its error code is kept), or could not be reached.
+            code = exc.code if isinstance(exc, TokenUnavailable) else type(exc).__name__
+            cause = exc.detail if isinstance(exc, TokenUnavailable) else f"{code}: {exc}"
+            detail = redact(f"could not get the {self.description}: {cause}", self._secrets)
             self._failed_at = now
-            self._failure = f"could not get the {self.description}: {type(exc).__name__}: {detail}"
+            self._failure = TokenUnavailable(detail=detail[:400], code=code)
             if old is not None and now < old.expires_at:
-                log.warning("%s; using the current token until it expires", self._failure)
+                log.warning("%s; using the current token until it expires", detail)
                 return old.token
-            log.error("%s", self._failure)
-            raise TokenError(self._failure) from None
+            log.error("%s", detail)
+            raise self._copy(self._failure) from None
         self._token = new
         self._due = self._due_time(new, self._clock())
         self._failed_at = None
@@ -163,7 +169,11 @@ def _token_from_msal(
         error = str(result.get("error") or "no_token")
         description = str(result.get("error_description") or "").splitlines()
         first = description[0] if description else ""
-        raise TokenError(redact(f"{error}: {first}"[:300], secrets))
+        # Azure AD's code says what to fix (AADSTS7000215: wrong secret), and
+        # holds no secret; the description is redacted all the same.
+        found = _AADSTS.search(first)
+        code = f"{error} {found.group()}" if found else error
+        raise TokenUnavailable(detail=redact(f"{error}: {first}"[:300], secrets), code=code)
     now = clock()
     expires_in = float(result.get("expires_in") or 0)
     refresh_in = result.get("refresh_in")

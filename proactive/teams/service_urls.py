@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from proactive.errors import UntrustedServiceUrl
+
 if TYPE_CHECKING:
     from proactive.teams.clouds import Cloud
 
@@ -32,10 +34,6 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _HOST_PORT = re.compile(r"([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?")
 _IPV6_PORT = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-class UntrustedServiceUrl(Exception):
-    """The serviceUrl is not one the bot may send its token to."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,193 @@
+"""Every way handling an outbox message can go wrong, as one tree.
+
+Catch by meaning, not by where the error came from:
+
+    ProactiveError
+    ├── InvalidMessage(reason, detail)   the message breaks the contract: poisoned,
+    │                                    never retried
+    ├── DeliveryFailed(reason, detail)   one recipient's attempt did not succeed
+    │   ├── Permanent                    recorded `failed`, never retried (400, 401,
+    │   │   │                            403, 404, 405, 413, 500, 501, unknown recipient)
+    │   │   ├── Unreachable              blocked / uninstalled / disabled: also marks
+    │   │   │                            the recipient's reference
+    │   │   ├── UntrustedServiceUrl      not a Connector host of the configured cloud
+    │   │   └── NoCredentials            no secret, certificate or managed identity:
+    │   │                                a configuration error, retrying can't help
+    │   └── Transient(retry_after)       retried later, uses up an attempt
+    │       ├── Throttled                429
+    │       ├── ServiceUnavailable       412, 502, 503, 504, timeout, connection error
+    │       ├── TokenUnavailable         the bot's token can't be obtained right now
+    │       └── StorageUnavailable       Table or Queue storage did not answer
+    └── RetryLater(delay, reason)        not a failure: come back after `delay`
+        │                                without using up an attempt (the tenant's
+        │                                budget is spent: pacing.Defer; the send an
+        │                                edit needs is waiting)
+        └── Busy                         another worker holds the delivery's claim
+
+`reason` is a stable kebab-case name (it is written to delivery rows and the
+poison queue); `detail` says what happened, for people, and never holds a
+secret. What each class leads to is decided in one place:
+`proactive.delivering.outcomes.outcome_of`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a delivery ended or waits: written to delivery rows, progress
+    counters and the poison queue, so the names are stable."""
+
+    # Teams' answers (proactive/teams/connector.py maps status and code to these).
+    BLOCKED = "blocked"
+    UNINSTALLED = "uninstalled"
+    DISABLED = "disabled"
+    CONVERSATION_NOT_FOUND = "conversation-not-found"
+    ACTIVITY_NOT_FOUND = "activity-not-found"
+    INVALID_BOT_API_HOST = "invalid-bot-api-host"
+    TOO_LARGE = "too-large"
+    BAD_REQUEST = "bad-request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not-found"
+    NOT_SUPPORTED = "not-supported"
+    SERVICE_ERROR = "service-error"
+    HTTP_ERROR = "http-error"  # a status Teams does not document
+    BAD_RESPONSE = "bad-response"
+    THROTTLED = "throttled"
+    PRECONDITION_FAILED = "precondition-failed"
+    BAD_GATEWAY = "bad-gateway"
+    UNAVAILABLE = "unavailable"
+    GATEWAY_TIMEOUT = "gateway-timeout"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection-error"
+    # Ours, before or around the call.
+    NO_CREDENTIALS = "no-credentials"
+    TOKEN_UNAVAILABLE = "token-unavailable"
+    UNTRUSTED_SERVICE_URL = "untrusted-service-url"
+    STORAGE_UNAVAILABLE = "storage-unavailable"
+    TENANT_NOT_ALLOWED = "tenant-not-allowed"
+    UNKNOWN_USER = "unknown-user"
+    UNKNOWN_CONVERSATION = "unknown-conversation"
+    UNKNOWN_CHANNEL = "unknown-channel"
+    RETRIES_EXHAUSTED = "retries-exhausted"
+    CANCELLED = "cancelled"
+    # Not failures: why a message waits or ends without a send.
+    SENT = "sent"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+    PACED = "paced"
+    SEND_PENDING = "send-pending"
+    UNKNOWN_KEY = "unknown-key"
+    DISPATCHING = "dispatching"
+
+
+
+class ProactiveError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    reason = "error"
+
+    def __init__(self, reason: str = "", detail: str = "") -> None:
+        self.reason = reason or type(self).reason
+        self.detail = detail or self.reason
+        super().__init__(f"{self.reason}: {self.detail}" if detail else self.reason)
+
+
+class InvalidMessage(ProactiveError, ValueError):
+    """The queue message breaks the contract; never retried. `reason` is a
+    stable name, `detail` says what to fix."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+
+
+class DeliveryFailed(ProactiveError):
+    """One recipient's attempt did not succeed. `status` and `code` are Teams'
+    answer when there was one (0 and "" otherwise)."""
+
+    def __init__(self, reason: str = "", detail: str = "", *, status: int = 0,
+                 code: str = "") -> None:
+        super().__init__(reason, detail)
+        self.status = status
+        self.code = code
+
+
+class Permanent(DeliveryFailed):
+    """Retrying can't help: the recipient's delivery is recorded failed."""
+
+
+class Unreachable(Permanent):
+    """The recipient blocked the bot, uninstalled it, or an admin disabled it
+    (`reason` is `blocked`, `uninstalled` or `disabled`)."""
+
+
+class UntrustedServiceUrl(Permanent):
+    """The serviceUrl is not a Teams Connector host of the configured cloud, so
+    the bot's token must not go there."""
+
+    reason = Reason.UNTRUSTED_SERVICE_URL
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail=detail)
+
+
+class NoCredentials(Permanent):
+    """No client secret, certificate or managed identity is configured (and
+    local development mode is off): a configuration error."""
+
+    reason = Reason.NO_CREDENTIALS
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail=detail or "no MicrosoftAppPassword, "
+                                          "MicrosoftAppCertificatePath or managed identity "
+                                          "is configured for the bot")
+
+
+class Transient(DeliveryFailed):
+    """Worth trying again later; the retry uses up an attempt. `retry_after`
+    is the server's wish in seconds (None: our own backoff)."""
+
+    def __init__(self, reason: str = "", detail: str = "", *, status: int = 0,
+                 code: str = "", retry_after: float | None = None) -> None:
+        super().__init__(reason, detail, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class Throttled(Transient):
+    reason = Reason.THROTTLED
+
+
+class ServiceUnavailable(Transient):
+    reason = Reason.UNAVAILABLE
+
+
+class TokenUnavailable(Transient):
+    """The bot's token could not be obtained (wrong secret, identity endpoint
+    down). `code` is Azure AD's error code (`invalid_client`, `AADSTS7000215`),
+    never a secret."""
+
+    reason = Reason.TOKEN_UNAVAILABLE
+
+
+class StorageUnavailable(Transient):
+    """Table or Queue storage did not answer (handled where storage is used)."""
+
+    reason = Reason.STORAGE_UNAVAILABLE
+
+
+class RetryLater(ProactiveError):
+    """Not a failure: come back after `delay` seconds (0: a short jittered
+    wait), without using up an attempt."""
+
+    def __init__(self, delay: float = 0.0, reason: str = "", detail: str = "") -> None:
+        super().__init__(reason, detail)
+        self.delay = delay
+
+
+class Busy(RetryLater):
+    """Another worker holds a live claim on this delivery (or held it and died:
+    its lease runs out)."""
+
+    reason = Reason.BUSY
