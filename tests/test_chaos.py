@@ -51,7 +51,6 @@ from proactive_devtools.processes import (
     REPO_ROOT,
     Azurite,
     free_port,
-    start_azurite,
     stop_process,
     wait_for_port,
 )
@@ -356,17 +355,6 @@ OUTAGE_TEXT = "Fire drill at 11:00"
 OUTAGE_CLAIM_LEASE = 15
 OUTAGE_QUEUE_LEASE = 5
 OUTAGE_DEADLINE = 90.0
-
-
-@pytest.fixture
-def disk_azurite(tmp_path: Path) -> Iterator[Azurite]:
-    """An Azurite of this test's own that keeps its data on disk, so it can be
-    stopped and started again (the session's keeps it in memory)."""
-    server = start_azurite(location=str(tmp_path / "azurite"), log=tmp_path / "azurite.log")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
