@@ -181,6 +181,8 @@ class RetryLater(ProactiveError):
     """Not a failure: come back after `delay` seconds (0: a short jittered
     wait), without using up an attempt."""
 
+    reason = "retry-later"
+
     def __init__(self, delay: float = 0.0, reason: str = "", detail: str = "") -> None:
         super().__init__(reason, detail)
         self.delay = delay

@@ -258,3 +258,33 @@ def test_deeply_nested_json_is_refused_as_not_json() -> None:
     with pytest.raises(InvalidMessage) as caught:
         parse_message("[" * 100_000)
     assert caught.value.reason == "not-json"
+
+
+@pytest.mark.parametrize("message", VALID)
+def test_a_parsed_message_writes_itself_back_as_the_same_v1_message(message: dict) -> None:
+    parsed = parse_message(json.dumps(message), default_key="msg:q1")
+    written = parsed.to_json()
+    jsonschema.validate(written, SCHEMA)
+    assert written["key"] == message.get("key", "msg:q1")  # pinned: the same delivery
+    again = parse_message(json.dumps(written))
+    assert again == parsed
+    # Exactly the fields given (duplicate users dropped, a schedule in its canonical form).
+    expected = {**message, "key": written["key"]}
+    if "users" in message.get("to", {}):
+        expected["to"] = {**message["to"], "users": list(dict.fromkeys(message["to"]["users"]))}
+    if "schedule" in message:
+        expected["schedule"] = written["schedule"]
+    assert written == expected
+
+
+def test_retries_and_parts_are_made_from_the_message() -> None:
+    message = parse_message(json.dumps(
+        {"version": 1, "op": "send", "key": "k", "to": {"users": ["a", "b", "c"], "tenant": "t"},
+         "text": "x", "summary": "s", "attempt": 2}))
+    retry = message.retry(attempt=3).to_json()
+    assert retry["attempt"] == 3 and retry["to"] == {"users": ["a", "b", "c"], "tenant": "t"}
+    part = message.for_users(["b"]).to_json()
+    assert part == {"version": 1, "op": "send", "key": "k", "to": {"users": ["b"], "tenant": "t"},
+                    "text": "x", "summary": "s", "attempt": 2, "part": True}
+    jsonschema.validate(part, SCHEMA)
+    assert "attempt" not in message.for_users(["a"]).retry(attempt=1).to_json()

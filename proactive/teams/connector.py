@@ -4,6 +4,8 @@ One `httpx.AsyncClient` per process, over aiohttp's transport (several times
 less CPU per call than httpx's own). Before any request the serviceUrl is
 checked against the cloud's Connector hosts; the bot's token is attached only
 to those hosts, never to a loopback stand-in allowed by local development mode.
+A call that does not succeed raises a member of proactive.errors (`to_error`
+says which for each answer).
 """
 
 from __future__ import annotations
