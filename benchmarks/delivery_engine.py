@@ -25,7 +25,20 @@ tenant (`--users-lists N`: `{"users": [...]}` lists of N under one key).
 4. 2,000 users, 10 % injected transient faults (503, 502, 504, 412), one
    worker killed with SIGKILL once a third have their message and a new one
    started: all delivered?, duplicates, time. Claims and queue messages are
-   leased for 5 s (PROACTIVE_CLAIM_LEASE_SECONDS=5, host `--lease 5`).
+   leased for 5 s (PROACTIVE_CLAIM_LEASE_SECONDS=5, host `--lease 5`). Also
+   the crash window: how long after Teams' answer the `sent` write lands
+   (each row's Timestamp against the emulator's delivery time), and what it
+   means, duplicates per crash = sends per second x that time;
+5. 2,000 users, one worker, and a storage blip of about 2 s once a quarter
+   have their message: Azurite (on disk, `--location`, not in memory) is
+   stopped and started again with its data. Duplicates and wrong records
+   (target 0 each: a row not `sent`, or attempts that don't add up to the
+   Connector calls made), and whether the counters add up;
+6. the same with storage down for about 60 s (`--long-outage S` to change).
+   Cases 5 and 6 run against an Azurite of their own on disk, with the
+   product's claim lease (300 s) and the host's queue lease at 30 s, so that
+   messages whose invocation is still retrying come back to the worker
+   meanwhile, as they do in Azure after a renewal fails.
 
 Between cases the emulator forgets everything (reset) and the `pacing` table
 is emptied, so each case starts at the full rate. Every wait is bounded; only
@@ -41,7 +54,8 @@ slots, how late it woke, reservations, deferrals, 429s), `--host-queues
 newBatchThreshold=N` (a copy of the app with other host.json queue settings),
 `--keep-logs DIR`.
 
-    .venv/bin/python -m benchmarks.delivery_engine [--quick] [--cases 1,2,3,4] [--trace-pacing]
+    .venv/bin/python -m benchmarks.delivery_engine [--quick] [--cases 1,2,3,4,5,6]
+        [--long-outage 60] [--trace-pacing]
 """
 
 from __future__ import annotations
@@ -88,6 +102,8 @@ STALL_GAP = 0.5
 # Worker settings of the fault-and-kill case: short leases so that the dead
 # worker's claims and queue messages come back within seconds.
 KILL_LEASE = 5
+# Cases with a storage outage: the host's queue message lease (--lease).
+OUTAGE_QUEUE_LEASE = 30
 
 
 def aad_id(tenant: int, i: int) -> str:
@@ -120,6 +136,7 @@ class Case:
     tenants: dict[int, int]  # tenant number -> users
     workers: int
     kill: bool = False
+    outage: float | None = None  # seconds storage stays down (None: no outage)
     fault_rate: float = 0.0
     key: str = ""
     text: str = ""
@@ -150,6 +167,10 @@ class Result:
     started_wall: float = 0.0  # time.time() of the first worker start
     # (seconds since start, seconds it took) of each queue-length poll: Azurite's latency
     polls: list[tuple[float, float]] = field(default_factory=list)
+    outage: dict[str, float] = field(default_factory=dict)
+    # The key's delivery rows (state, attempts, conversationId, when written)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)  # the send's counters
 
 
 # --- set-up -----------------------------------------------------------------------
@@ -269,7 +290,8 @@ async def run_case(bench: Bench, case: Case) -> Result:
     bodies = bench.messages(case)
     await bounded([functools.partial(queue.send_message, b) for b in bodies], 8)
 
-    lease = KILL_LEASE if case.kill else None
+    lease = KILL_LEASE if case.kill else OUTAGE_QUEUE_LEASE if case.outage is not None else None
+    claim_lease = KILL_LEASE if case.kill else None
     result = Result(case, table_prefix=bench.settings.table_prefix)
     workers: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
     gone_cpu = 0.0  # CPU of a killed worker, read just before the kill
@@ -278,7 +300,7 @@ async def run_case(bench: Bench, case: Case) -> Result:
     az0, emu0, self0 = tree_cpu_seconds(az_pid), proc_cpu_seconds(emu_pid), time.process_time()
     started = time.monotonic()
     for _ in range(case.workers):
-        workers.append(bench.start_worker(lease, lease))
+        workers.append(bench.start_worker(lease, claim_lease))
     expected = case.users / CEILING / len(case.tenants)  # seconds at the ceiling
     deadline = started + args.timeout_factor * expected + 120
     try:
@@ -301,6 +323,14 @@ async def run_case(bench: Bench, case: Case) -> Result:
                                    "delivered": float(delivered)}
                     workers.append(bench.start_worker(lease, lease))
                 await asyncio.sleep(0.5)
+                continue
+            if case.outage is not None and not result.outage:
+                delivered = (await asyncio.to_thread(emulator.counters)).get("delivered", 0)
+                if delivered >= case.users // 4:
+                    result.outage = await storage_outage(bench.azurite, case.outage, started)
+                    result.outage["delivered"] = float(delivered)
+                else:
+                    await asyncio.sleep(0.2)
                 continue
             asked = time.monotonic()
             left = await queue_count(queue)
@@ -339,8 +369,11 @@ async def run_case(bench: Bench, case: Case) -> Result:
     result.duplicates = sum(n - 1 for n in per_conversation.values())
     pk = tables.safe_key(case.key)
     async for entity in bench.rt.deliveries.table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": pk}, select=["state"]):
+            "PartitionKey eq @pk", parameters={"pk": pk},
+            select=["state", "attempts", "conversationId", "Timestamp"]):
         result.states[str(entity.get("state"))] += 1
+        result.rows.append({**entity, "written": entity.metadata.get("timestamp")})
+    result.progress = (await bench.rt.campaigns.progress(case.key) or {}).get("counts", {})
     poison = bench.rt.outbox.poison_queue
     result.poison = await queue_count(poison)
     if result.poison:
@@ -359,6 +392,15 @@ async def run_case(bench: Bench, case: Case) -> Result:
         for i, (_, log, _) in enumerate(workers):
             (keep / f"worker-{i + 1}.log").write_bytes(log.read_bytes())
     return result
+
+
+async def storage_outage(azurite: Any, hold: float, started: float) -> dict[str, float]:
+    """Stop Azurite, keep it down `hold` seconds, start it again with its data."""
+    down = time.monotonic()
+    await asyncio.to_thread(azurite.stop)
+    await asyncio.sleep(hold)  # the outage itself
+    await asyncio.to_thread(azurite.restart)  # returns once its ports answer
+    return {"at": down - started, "seconds": time.monotonic() - down}
 
 
 def print_trace(result: Result) -> None:
@@ -555,6 +597,76 @@ def report_tenants(result: Result, one_tenant_rate: float | None) -> None:
     print_trace(result)
 
 
+def crash_window(result: Result) -> list[float]:
+    """Seconds from Teams' answer to the landing of the `sent` write, per send
+    delivered once: the emulator's delivery time (time.monotonic, the same
+    clock in every process here) against the row's Timestamp (Azurite's
+    wall clock, ms)."""
+    from datetime import datetime
+
+    offset = time.time() - time.monotonic()
+    answered: dict[str, list[float]] = defaultdict(list)
+    for d in result.deliveries:
+        answered[d["conversationId"]].append(d["time"] + offset)
+    out = []
+    for row in result.rows:
+        times = answered.get(row.get("conversationId", ""), [])
+        if row.get("state") == "sent" and len(times) == 1 and row.get("written"):
+            written = datetime.fromisoformat(str(row["written"]).replace("Z", "+00:00"))
+            out.append(written.timestamp() - times[0])
+    return sorted(out)
+
+
+def print_crash_window(result: Result) -> None:
+    window = crash_window(result)
+    if not window:
+        return
+    mean = sum(window) / len(window)
+    pick = lambda q: window[min(len(window) - 1, int(q * len(window)))] * 1000  # noqa: E731
+    note(f"crash window (Teams' answer -> `sent` written), {len(window):,} sends: mean "
+         f"{mean * 1000:.1f} ms, p50 {pick(0.5):.1f} ms, p99 {pick(0.99):.1f} ms, max "
+         f"{window[-1] * 1000:.1f} ms")
+    figure("expected duplicates per crash at 50/s", CEILING * mean, "", fmt="{:,.2f}")
+
+
+def wrong_records(result: Result) -> tuple[int, int]:
+    """(rows that are not true, attempts recorded minus Connector calls made).
+    A row is true when it is `sent` and the user has the message (no fault
+    here is permanent), and every row's attempts add up to the calls Teams saw."""
+    reached = {d["conversationId"] for d in result.deliveries}
+    wrong = sum(1 for row in result.rows if row.get("state") != "sent"
+                or row.get("conversationId") not in reached)
+    wrong += result.case.users - len(result.rows)  # a recipient without a row
+    attempts = sum(int(row.get("attempts", 0)) for row in result.rows)
+    return wrong, attempts - result.counters.get("requests", 0)
+
+
+def report_outage(result: Result) -> None:
+    print_common(result)
+    case = result.case
+    if result.outage:
+        note(f"storage down {result.outage['seconds']:.1f} s from {result.outage['at']:.1f} s "
+             f"after the worker started, with {result.outage['delivered']:,.0f} delivered "
+             f"(Azurite on disk, stopped and started again with its data)")
+    figure("users reached", result.reached, f"of {case.users:,}", target=case.users,
+           lower_is_better=False, fmt="{:,.0f}")
+    figure("duplicates (copies beyond the first)", result.duplicates, "", fmt="{:,.0f}")
+    wrong, extra = wrong_records(result)
+    figure("wrong delivery records", wrong, "", fmt="{:,.0f}")
+    figure("attempts recorded - Connector calls made", extra, "", fmt="{:+,.0f}")
+    counts = result.progress
+    done = sum(counts.get(k, 0) for k in ("sent", "failed", "skipped"))
+    note(f"counters {counts}: queued {counts.get('queued', 0):,} = sent + failed + skipped "
+         f"{done:,}: {'true' if done == counts.get('queued') == case.users else 'NOT TRUE'}")
+    figure("time: worker start to queue drained", result.wall, "s", fmt="{:,.1f}")
+    times = sorted(d["time"] for d in result.deliveries)
+    if times:
+        note(f"deliveries/s per 5 s: {timeline(times, times[0])}")
+    print_outcome(result)
+    note("the crash window of this run (answers written late during the outage count too):")
+    print_crash_window(result)
+
+
 def report_kill(result: Result) -> None:
     print_common(result)
     case = result.case
@@ -570,6 +682,7 @@ def report_kill(result: Result) -> None:
         note(f"deliveries/s per 5 s: {timeline(times, times[0])}")
     print_outcome(result)
     print_cpu(result, len(result.deliveries))
+    print_crash_window(result)
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -586,6 +699,10 @@ def cases(args: argparse.Namespace) -> list[Case]:
              {10 + t: per_tenant for t in range(10)}, args.tenant_workers),
         Case(4, f"{chaos:,} users, 10 % transient faults, a worker killed and restarted",
              {2: chaos}, 1, kill=True, fault_rate=0.1),
+        Case(5, f"{chaos:,} users, storage down ~2 s mid-broadcast", {3: chaos}, 1,
+             outage=0.0),  # Azurite's own restart takes about 2 s
+        Case(6, f"{chaos:,} users, storage down ~{args.long_outage:.0f} s mid-broadcast",
+             {4: chaos}, 1, outage=max(0.0, args.long_outage - 2)),
     ]
     for case in all_cases:
         case.key = f"engine-{tag}-case{case.number}"
@@ -595,38 +712,57 @@ def cases(args: argparse.Namespace) -> list[Case]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from proactive.runtime import Runtime
     from proactive_devtools.processes import start_azurite
 
     logging.getLogger("proactive").setLevel(logging.ERROR)
     header("Delivery engine against Teams' limits (emulator --rate-limits --tenant-rps 50)")
-    azurite = start_azurite()
-    try:
-        with emulator_process("--rate-limits", "--tenant-rps", str(CEILING),
-                              "--seed", "4711") as emulator, \
-                tempfile.TemporaryDirectory() as tmp:
-            bench = Bench(args, azurite, emulator, Path(tmp))
-            bench.rt = await Runtime.create(bench.settings)  # creates the tables and queues
+    chosen = cases(args)
+    with emulator_process("--rate-limits", "--tenant-rps", str(CEILING),
+                          "--seed", "4711") as emulator, \
+            tempfile.TemporaryDirectory() as tmp:
+        in_memory = [c for c in chosen if c.outage is None]
+        on_disk = [c for c in chosen if c.outage is not None]
+        if in_memory:
+            azurite = start_azurite()
             try:
-                one_tenant: float | None = None
-                for case in cases(args):
-                    try:
-                        result = await run_case(bench, case)
-                    except Exception as exc:  # report and go on with the next case
-                        note(f"case {case.number} did not finish: {exc}")
-                        continue
-                    if case.number in (1, 2):
-                        rate = report_single(result, two_workers=case.number == 2)
-                        if case.number == 1:
-                            one_tenant = rate
-                    elif case.number == 3:
-                        report_tenants(result, one_tenant)
-                    else:
-                        report_kill(result)
+                await run_cases(args, azurite, emulator, Path(tmp) / "memory", in_memory)
             finally:
-                await bench.rt.close()
+                azurite.stop()
+        if on_disk:  # an outage needs Azurite's data to survive a restart
+            azurite = start_azurite(location=str(Path(tmp) / "azurite"))
+            try:
+                await run_cases(args, azurite, emulator, Path(tmp) / "disk", on_disk)
+            finally:
+                azurite.stop()
+
+
+async def run_cases(args: argparse.Namespace, azurite: Any, emulator: Emulator,
+                    workdir: Path, chosen: list[Case]) -> None:
+    from proactive.runtime import Runtime
+
+    workdir.mkdir()
+    bench = Bench(args, azurite, emulator, workdir)
+    bench.rt = await Runtime.create(bench.settings)  # creates the tables and queues
+    try:
+        one_tenant: float | None = None
+        for case in chosen:
+            try:
+                result = await run_case(bench, case)
+            except Exception as exc:  # report and go on with the next case
+                note(f"case {case.number} did not finish: {exc}")
+                continue
+            if case.number in (1, 2):
+                rate = report_single(result, two_workers=case.number == 2)
+                if case.number == 1:
+                    one_tenant = rate
+            elif case.number == 3:
+                report_tenants(result, one_tenant)
+            elif case.number == 4:
+                report_kill(result)
+            else:
+                report_outage(result)
     finally:
-        azurite.stop()
+        await bench.rt.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,7 +771,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes: 1,000 users, 10 x 200, 500 with the kill")
-    parser.add_argument("--cases", default="1,2,3,4", help="which cases, e.g. 1,3")
+    parser.add_argument("--cases", default="1,2,3,4,5,6", help="which cases, e.g. 1,3")
+    parser.add_argument("--long-outage", type=float, default=60.0, metavar="S",
+                        help="seconds storage is down in case 6 (default 60)")
     parser.add_argument("--users", type=int, default=0, help="users of cases 1 and 2")
     parser.add_argument("--users-per-tenant", type=int, default=0, help="users per tenant, case 3")
     parser.add_argument("--chaos-users", type=int, default=0, help="users of case 4")

@@ -124,9 +124,12 @@ class Settings:
     # Teams allows 50 requests/s per app per tenant (older docs said 30).
     tenant_rps: float = 50.0
     max_attempts: int = 8
-    # How long a worker's claim on a delivery holds before another may retry it:
-    # longer than a Connector call (15 s timeout) plus a pacing wait (2 s).
-    claim_lease_seconds: int = 30
+    # How long a worker's claim on a delivery holds before another may retry it.
+    # Its holder keeps trying to write Teams' answer for 90 % of it (through a
+    # storage outage); as long as host.json's functionTimeout (5 min), so no
+    # live invocation's claim is ever taken over. A crashed worker's message
+    # comes back after the queue's lease anyway (minutes in Azure).
+    claim_lease_seconds: int = 300
 
     @property
     def has_credentials(self) -> bool:
@@ -202,7 +205,7 @@ class Settings:
             welcome_enabled=_flag(env, "PROACTIVE_WELCOME", default=True),
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
-            claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 30, problems),
+            claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),
         )
         return settings, problems
 

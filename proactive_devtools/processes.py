@@ -64,7 +64,13 @@ class Azurite:
     queue_port: int
     table_port: int
     blob_port: int
-    persistent: bool = False
+    # Where its data lives on disk; None: in memory, gone when it stops.
+    location: str | None = None
+    log: Path | None = None
+
+    @property
+    def persistent(self) -> bool:
+        return self.location is not None
 
     @property
     def connection_string(self) -> str:
@@ -75,13 +81,32 @@ class Azurite:
         # data is either in memory or already written, so don't wait long.
         stop_process(self.proc, timeout=5.0 if self.persistent else 1.0, sig=signal.SIGINT)
 
+    def restart(self) -> None:
+        """Start it again after `stop()`: same ports, same data (on disk only).
+        A storage outage as clients see it: refused connections, then the
+        same account back."""
+        if not self.persistent:
+            raise RuntimeError("an in-memory Azurite loses its data when stopped: "
+                               "give start_azurite a location to restart it")
+        if self.proc.poll() is None:
+            raise RuntimeError("Azurite is still running: stop() it first")
+        self.proc = _spawn_azurite(self.queue_port, self.table_port, self.blob_port,
+                                   self.location, self.log)
+
 
 def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 0,
                   location: str | None = None, log: Path | None = None) -> Azurite:
-    """Start Azurite; port 0 picks a free port. In memory unless `location` is given."""
+    """Start Azurite; port 0 picks a free port. In memory unless `location` is
+    given (a folder for its data, which `Azurite.restart` finds again)."""
     queue_port = queue_port or free_port()
     table_port = table_port or free_port()
     blob_port = blob_port or free_port()
+    proc = _spawn_azurite(queue_port, table_port, blob_port, location, log)
+    return Azurite(proc, queue_port, table_port, blob_port, location=location, log=log)
+
+
+def _spawn_azurite(queue_port: int, table_port: int, blob_port: int, location: str | None,
+                   log: Path | None) -> subprocess.Popen[bytes]:
     args = [
         node_tool("azurite"), "--silent", "--skipApiVersionCheck", "--loose",
         # Without it Azurite tries to send telemetry out, and lingers at exit.
@@ -103,7 +128,7 @@ def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 
     except Exception:
         stop_process(proc)
         raise
-    return Azurite(proc, queue_port, table_port, blob_port, persistent=bool(location))
+    return proc
 
 
 def no_browser_path(tmp: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,17 @@ from proactive_devtools.provision import provision
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     server = start_azurite()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def disk_azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """An Azurite of the test's own that keeps its data on disk, so it can be
+    stopped and started again: a storage outage (the session's is in memory)."""
+    server = start_azurite(location=str(tmp_path / "azurite"), log=tmp_path / "azurite.log")
     try:
         yield server
     finally:

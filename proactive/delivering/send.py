@@ -23,11 +23,12 @@ from proactive.errors import (
     Permanent,
     Reason,
     RetryLater,
+    StorageUnavailable,
     Throttled,
     Unreachable,
 )
 from proactive.storage import tables
-from proactive.storage.deliveries import Claim
+from proactive.storage.deliveries import Claim, unavailable
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
 
 if TYPE_CHECKING:
@@ -63,22 +64,43 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     """Deliver to one recipient, once: claim, call Teams, record."""
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
-    except Busy as exc:
+    except (Busy, StorageUnavailable) as exc:  # nothing was sent
         return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     try:
         fields = await _deliver(rt, target, content.activity())
+    except StorageUnavailable as exc:
+        return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
         outcome = outcome_of(exc, claim.attempts)
         state, fields = _recorded(exc, outcome, claim)
-        await rt.deliveries.finish(claim, state, **fields)
+        if outcome.counts or outcome.state is Action.FAILED:
+            await rt.deliveries.finish(claim, state, **fields)
+        else:  # put off before Teams was asked: given back, uncounted
+            await rt.deliveries.release(claim, **fields)
         if outcome.state is Action.FAILED:
             log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
         return outcome
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        return await _put_back(rt, claim, StorageUnavailable(
+            detail=f"storage failed before the Connector call: {type(exc).__name__}"))
+    # Teams accepted it: from here on `sent` must be written. finish keeps
+    # trying through a storage outage, or raises Unrecorded (a retry: the
+    # message comes back and this process writes it then).
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
     return Outcome(Action.DONE, Reason.SENT)
+
+
+async def _put_back(rt: Runtime, claim: Claim, exc: StorageUnavailable) -> Outcome:
+    """Storage failed on the way to Teams (the reference, pacing): nothing was
+    sent. The claim is given back (or, storage being down, remembered by this
+    process as unused) and the message comes back later."""
+    await rt.deliveries.release(claim, reason=exc.reason, detail=exc.detail)
+    return outcome_of(exc, claim.attempts)
 
 
 def _recorded(exc: DeliveryFailed | RetryLater, outcome: Outcome,
@@ -206,9 +228,17 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
                                  aad_id=target.id if target.kind == "user" else "")
         raise
     if service_url != ref.service_url:  # Teams answered on the fallback host
-        await rt.references.move_service_url(
-            ref, service_url, aad_id=target.id if target.kind == "user" else "",
-            team_id=target.team)
+        try:
+            await rt.references.move_service_url(
+                ref, service_url, aad_id=target.id if target.kind == "user" else "",
+                team_id=target.team)
+        except Exception as exc:
+            # Sent already: a storage error here must not look like a failed
+            # send (it would be sent again). The next send finds the host again.
+            if not unavailable(exc):
+                raise
+            log.warning("the fallback serviceUrl of tenant %s is not stored: %s",
+                        ref.tenant_id, type(exc).__name__)
     return {"conversationId": conversation_id, "activityId": activity_id,
             "serviceUrl": service_url, "tenantId": ref.tenant_id}
 

@@ -7,21 +7,44 @@ A redelivered queue message finds the row `sent` and stops; a second worker
 holding a copy finds a fresh claim and backs off.
 
 States: sending (claimed, lease running) -> sent | failed | retrying |
-cancelled; sent -> deleted. `reason` says why for failed and retrying rows.
+cancelled; sent -> deleted. `reason` says why for failed and retrying rows;
+`attempts` counts the claims that went on to call Teams.
+
+Storage can be down at any of these steps; none of them may send twice:
+
+- Once Teams has answered, the worker keeps trying to write the outcome
+  (backing off, for RECORDING of the lease, counted from the claim) and keeps
+  it in this process meanwhile: a copy of the message that comes back here
+  writes it instead of sending again. The lease is longer than that, so no one
+  else may take the claim while its holder is still trying.
+- Every claim carries a `claimId`. A claim whose write failed (it may or may
+  not have landed) or that could not be given back is remembered here as
+  unused: this process takes it over without counting an attempt, instead of
+  waiting out its lease.
+
+What is left is a process that dies between Teams' answer and the outcome
+write: the row stays `sending`, and once the lease runs out the send is made
+again (README.md, "Exactly once, as far as Teams allows").
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive.delivering.outcomes import DeliveryState
-from proactive.errors import Busy
+from proactive.errors import Busy, StorageUnavailable
 from proactive.storage import tables
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
+
+log = logging.getLogger(__name__)
 
 # The states are defined once, with what becomes of a message.
 SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED = (
@@ -29,59 +52,221 @@ SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED = (
     DeliveryState.DELETED, DeliveryState.CANCELLED)
 FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED})
 
+# The outcome write is retried until this share of the lease has passed since
+# the claim; the rest is a margin for clocks that disagree between machines.
+RECORDING = 0.9
+# Seconds between tries of the outcome write: doubling from the first to the last.
+PAUSES = (0.25, 8.0)
+# Unused claims remembered per process, at most (the oldest are forgotten:
+# their rows then wait out their lease, as after a crash).
+MAX_UNUSED = 10_000
+
+
+class Unrecorded(StorageUnavailable):
+    """Teams answered, but the outcome could not be written before the claim's
+    recording deadline. This process keeps it and writes it when the message
+    comes back; the message must therefore come back (a retry, never a
+    failure: don't swallow this)."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a storage call failed for want of storage (no connection, a
+    timeout, a 5xx after the client's own retries), rather than with an answer
+    about the entity (404, 409, 412) or a bug of ours."""
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(exc, ServiceRequestError | ServiceResponseError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        return status >= 500 or status in (408, 429)
+    return False
+
 
 @dataclass
 class Claim:
     entity: dict[str, Any]
     etag: str
+    record_by: datetime  # how long the outcome write may be retried
 
     @property
     def attempts(self) -> int:
         return int(self.entity.get("attempts", 1))
 
+    @property
+    def id(self) -> str:
+        return str(self.entity.get("claimId", ""))
+
+    @property
+    def where(self) -> tuple[str, str]:
+        return str(self.entity["key"]), str(self.entity["recipient"])
+
 
 class DeliveryStore:
-    def __init__(self, table: Table, *, lease: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(self, table: Table, *, lease: timedelta = timedelta(seconds=300),
+                 clock: Callable[[], datetime] = tables.now_utc,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.table = table
         self.lease = lease
+        self.clock = clock
+        self.sleep = sleep
+        # This process's memory, by (key, recipient): outcomes Teams gave that
+        # are not written yet, and ids of claims that never reached Teams but
+        # may stand in the row.
+        self._unrecorded: dict[tuple[str, str], Claim] = {}
+        self._unused: dict[tuple[str, str], set[str]] = {}
 
     async def claim(self, key: str, recipient: str) -> Claim | dict[str, Any]:
         """A Claim to go ahead, or the finished row (sent/failed/deleted) to
-        report instead. Raises Busy while another worker's claim is live."""
-        now = tables.now_utc()
+        report instead. Raises Busy while another worker's claim is live, and
+        StorageUnavailable if the claim can't be written (nothing may be sent)."""
+        where = (key, recipient)
+        pending = self._unrecorded.get(where)
+        if pending is not None:
+            # Teams answered an earlier copy in this process: write that answer
+            # rather than ask again.
+            await self._record(pending)
+            if pending.entity["state"] in FINAL:
+                return dict(pending.entity)
+        claim_id = uuid.uuid4().hex
+        try:
+            claim = await self._take(key, recipient, claim_id)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # It may have landed: ours to take back, uncounted.
+            self._remember_unused(where, claim_id)
+            raise StorageUnavailable(detail=f"the claim could not be written: "
+                                            f"{type(exc).__name__}") from exc
+        if isinstance(claim, Claim):
+            self._unused.pop(where, None)
+        return claim
+
+    async def _take(self, key: str, recipient: str, claim_id: str) -> Claim | dict[str, Any]:
+        now = self.clock()
         pk, rk = tables.safe_key(key), tables.safe_key(recipient)
         fresh = {
             "PartitionKey": pk, "RowKey": rk, "key": key, "recipient": recipient,
-            "state": SENDING, "attempts": 1, "createdAt": tables.iso(now),
-            "updatedAt": tables.iso(now), "leaseUntil": tables.iso(now + self.lease),
+            "state": SENDING, "attempts": 1, "claimId": claim_id,
+            "createdAt": tables.iso(now), "updatedAt": tables.iso(now),
+            "leaseUntil": tables.iso(now + self.lease),
         }
         try:
-            return Claim(fresh, await tables.create(self.table, fresh))
+            return self._claimed(fresh, await tables.create(self.table, fresh), now)
         except tables.Conflict:
             pass
         found = await tables.read(self.table, pk, rk)
         if found is None:
             raise Busy  # deleted under us: let the queue bring the message back
         entity, etag = found
-        if entity.get("state") in FINAL:
+        state = entity.get("state")
+        if state == SENDING and entity.get("claimId") == claim_id:
+            return self._claimed(entity, etag, now)  # our insert landed; its answer was lost
+        if state in FINAL:
             return entity
-        if entity.get("state") == SENDING and entity.get("leaseUntil", "") > tables.iso(now):
+        unused = state == SENDING and entity.get("claimId") in self._unused.get((key, recipient),
+                                                                               ())
+        if state == SENDING and not unused and entity.get("leaseUntil", "") > tables.iso(now):
             raise Busy
-        entity.update(state=SENDING, attempts=int(entity.get("attempts", 0)) + 1,
-                      updatedAt=tables.iso(now), leaseUntil=tables.iso(now + self.lease))
+        entity.update(state=SENDING, claimId=claim_id, updatedAt=tables.iso(now),
+                      leaseUntil=tables.iso(now + self.lease),
+                      attempts=int(entity.get("attempts", 0)) + (0 if unused else 1))
         try:
-            return Claim(entity, await tables.replace_if(self.table, entity, etag))
+            return self._claimed(entity, await tables.replace_if(self.table, entity, etag), now)
         except tables.Conflict as exc:
+            again = await tables.read(self.table, pk, rk)  # the client may have retried ours
+            if again is not None and again[0].get("claimId") == claim_id \
+                    and again[0].get("state") == SENDING:
+                return self._claimed(*again, now)
             raise Busy from exc
 
+    def _claimed(self, entity: dict[str, Any], etag: str, now: datetime) -> Claim:
+        return Claim(entity, etag, record_by=now + self.lease * RECORDING)
+
+    def _remember_unused(self, where: tuple[str, str], claim_id: str) -> None:
+        self._unused.setdefault(where, set()).add(claim_id)
+        while len(self._unused) > MAX_UNUSED:
+            del self._unused[next(iter(self._unused))]
+
+    async def release(self, claim: Claim, **fields: Any) -> None:
+        """Give back a claim that never reached Teams (the tenant's budget is
+        spent, or storage failed before the call): `retrying`, the attempt
+        uncounted. If that can't be written, this process remembers the claim
+        as unused and takes it back when the message returns."""
+        entity = {**claim.entity, **fields, "state": RETRYING,
+                  "attempts": claim.attempts - 1, "updatedAt": tables.iso(self.clock()),
+                  "leaseUntil": ""}
+        try:
+            claim.etag = await tables.replace_if(self.table, entity, claim.etag)
+        except Exception as exc:
+            if not unavailable(exc) and not isinstance(exc, tables.Conflict):
+                raise
+            self._remember_unused(claim.where, claim.id)
+            log.warning("delivery %s -> %s: claim not given back (%s); this process "
+                        "takes it back when the message returns", *claim.where,
+                        type(exc).__name__)
+            return
+        claim.entity = entity
+
     async def finish(self, claim: Claim, state: str, **fields: Any) -> None:
-        """Record the outcome of a claimed attempt (only the holder may)."""
-        now = tables.iso()
+        """Record the outcome of a claimed attempt (only the holder may).
+
+        Through a storage outage it keeps trying, backing off, until the
+        claim's recording deadline, the outcome kept in this process meanwhile;
+        then raises Unrecorded. Raises tables.Conflict if the claim was lost
+        (its lease ran out and another worker took it)."""
+        now = tables.iso(self.clock())
         claim.entity.update(fields, state=state, updatedAt=now, leaseUntil="")
         if state == SENT:
             claim.entity["sentAt"] = now
             claim.entity.pop("reason", None)
-        claim.etag = await tables.replace_if(self.table, claim.entity, claim.etag)
+        self._unrecorded[claim.where] = claim
+        await self._record(claim)
+
+    async def _record(self, claim: Claim) -> None:
+        pause = PAUSES[0]
+        while True:
+            try:
+                claim.etag = await self._write_outcome(claim)
+            except Exception as exc:
+                if not unavailable(exc):
+                    self._unrecorded.pop(claim.where, None)
+                    raise
+                left = (claim.record_by - self.clock()).total_seconds()
+                if left <= 0:
+                    log.error("delivery %s -> %s: outcome %s not written (%s); kept in this "
+                              "process until the message comes back", *claim.where,
+                              claim.entity["state"], type(exc).__name__)
+                    raise Unrecorded(detail=f"Teams' answer ({claim.entity['state']}) is "
+                                            f"not written yet") from exc
+                log.warning("delivery %s -> %s: outcome %s not written yet (%s); trying "
+                            "again for up to %.0f s", *claim.where, claim.entity["state"],
+                            type(exc).__name__, left)
+                await self.sleep(min(pause, left))
+                pause = min(pause * 2, PAUSES[1])
+                continue
+            self._unrecorded.pop(claim.where, None)
+            return
+
+    async def _write_outcome(self, claim: Claim) -> str:
+        try:
+            return await tables.replace_if(self.table, claim.entity, claim.etag)
+        except tables.Conflict:
+            # An earlier try may have landed with its answer lost (the storage
+            # client retries on a dropped connection): then the row is ours.
+            found = await tables.read(self.table, tables.safe_key(claim.where[0]),
+                                      tables.safe_key(claim.where[1]))
+            if found is not None and all(found[0].get(k) == claim.entity.get(k)
+                                         for k in ("claimId", "state", "updatedAt")):
+                return found[1]
+            log.error("delivery %s -> %s: claim lost before its outcome %s was written",
+                      *claim.where, claim.entity["state"])
+            self._unrecorded.pop(claim.where, None)
+            raise
 
     async def by_key(self, key: str) -> list[tuple[dict[str, Any], str]]:
         rows = []
