@@ -100,20 +100,34 @@ async def test_two_workers_with_copies_of_one_message_send_once(
     outcomes = await asyncio.gather(*(process(installed, send(), message_id=f"m{i}")
                                       for i in range(4)))
     assert emulator.counters["delivered"] == 1
+    # Each copy either sent, found it sent, or found the sender's claim and
+    # put itself back (what the next test pins down).
+    assert sorted(o.reason for o in outcomes if o.state == "done") in (
+        ["duplicate"] * n + ["sent"] for n in range(4))
+    assert all((o.reason, o.counts) == ("busy", False) for o in outcomes if o.state == "retry")
+    assert await waiting(installed) == sum(o.state == "retry" for o in outcomes)
+
+
+async def test_a_copy_that_finds_a_live_claim_puts_itself_back_uncounted(
+        installed: Runtime, emulator: ConnectorEmulator) -> None:
+    # Another worker has claimed the delivery and is calling Teams right now.
+    holder = await installed.deliveries.claim("k1", f"user:{USER_AAD}")
+    outcomes = [await process(installed, send(), message_id=f"m{i}") for i in range(3)]
+    assert [(o.state, o.reason, o.counts) for o in outcomes] == [("retry", "busy", False)] * 3
+    assert emulator.counters["delivered"] == 0
     # The losers put their copy back for later instead of dropping it: one
     # queue message per loser, invisible for a short wait.
-    losers = [o for o in outcomes if o.state == "retry"]
-    assert losers and all((o.reason, o.counts) == ("busy", False) for o in losers)
-    assert len(losers) + sum(o.state == "done" for o in outcomes) == 4
-    assert await waiting(installed) == len(losers)
-    copies = await receive(installed, len(losers))
-    assert [copy["key"] for copy in copies] == ["k1"] * len(losers)
+    assert await waiting(installed) == 3
+    copies = await receive(installed, 3)
+    assert [copy["key"] for copy in copies] == ["k1"] * 3
     assert all("attempt" not in copy for copy in copies)  # waiting used up no attempt
-    # When the copies come back, the record says sent and nothing more goes out.
+    # The holder records its send; when the copies come back, they find it
+    # sent and nothing more goes out.
+    await installed.deliveries.finish(holder, d.SENT, activityId="a1", conversationId=CONV)
     for copy in copies:
         assert (await process(installed, json.dumps(copy), message_id="later")).reason \
             == "duplicate"
-    assert emulator.counters["delivered"] == 1
+    assert emulator.counters["delivered"] == 0
     assert await waiting(installed) == 0
 
 
