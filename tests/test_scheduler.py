@@ -21,6 +21,7 @@ from proactive.contract import parse_message
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
 from proactive.scheduling import timer as scheduler
+from proactive.scheduling.store import ScheduleStore, list_items
 from proactive.scheduling.timer import schedule_send, tick
 from proactive.storage import deliveries as d
 from proactive.storage.tables import safe_key
@@ -105,7 +106,7 @@ async def schedule(rt: Runtime, body: str, now: datetime = T0) -> str:
 
 
 async def items(rt: Runtime, key: str = "") -> list[dict[str, Any]]:
-    return await scheduler.list_items(rt.schedules_table, key, active_only=not key)
+    return await list_items(rt.schedules_table, key, active_only=not key)
 
 
 async def deliver(rt: Runtime, sent: list[tuple[dict[str, Any], float]]) -> None:
@@ -328,17 +329,17 @@ async def test_a_crash_after_enqueue_repeats_a_send_that_is_delivered_once(
         rt: Runtime, queue: Recorder, emulator: ConnectorEmulator,
         monkeypatch: pytest.MonkeyPatch) -> None:
     await schedule(rt, send("k", {"at": "2026-11-30T13:00:00Z"}))
-    real = scheduler._submit
+    real = ScheduleStore.submit
     calls = 0
 
-    async def dies_once(table: Any, ops: list[Any]) -> Any:
+    async def dies_once(store: ScheduleStore, ops: list[Any]) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise ConnectionError("the process died here")
-        return await real(table, ops)
+        return await real(store, ops)
 
-    monkeypatch.setattr(scheduler, "_submit", dies_once)
+    monkeypatch.setattr(ScheduleStore, "submit", dies_once)
     due = at("2026-11-30T13:00:00")
     await tick(rt, due)
     await tick(rt, due + timedelta(minutes=1))  # the next tick
