@@ -242,6 +242,38 @@ async def test_a_weekly_series_fires_each_occurrence_under_its_own_key_across_ds
     assert [x.text for x in emulator.deliveries].count("moved") == 1
 
 
+async def test_a_weekly_series_with_bysetpos_fires_every_week_it_should(
+        rt: Runtime, queue: Recorder) -> None:
+    # The second of Monday and Tuesday is every Tuesday: restarting dateutil
+    # at each Tuesday fired only every other one.
+    body = send("tue", {"rrule": "FREQ=WEEKLY;BYDAY=MO,TU;BYSETPOS=2;BYHOUR=9;BYMINUTE=0",
+                        "start": "2026-11-30T00:00", "timezone": "UTC"})
+    assert await schedule(rt, body) == "scheduled"  # T0 is Monday 30 November, noon
+    for _ in range(4):
+        [item] = await items(rt, "tue")
+        await tick(rt, datetime.fromisoformat(item["due"].replace("Z", "+00:00")))
+    assert queue.keys == ["tue:2026-12-01T09:00Z", "tue:2026-12-08T09:00Z",
+                          "tue:2026-12-15T09:00Z", "tue:2026-12-22T09:00Z"]
+
+
+async def test_a_series_without_start_is_checked_from_the_minute_it_is_scheduled(
+        rt: Runtime, queue: Recorder) -> None:
+    # Every other hour from the start, at 01:00: fires from an odd hour only.
+    rule = {"rrule": "FREQ=HOURLY;INTERVAL=2;BYHOUR=1;BYMINUTE=0", "timezone": "UTC"}
+    assert await schedule(rt, send("odd", rule), now=at("2026-11-30T13:00")) == "scheduled"
+    [item] = await items(rt, "odd")
+    assert item["due"] == "2026-12-01T01:00:00Z"
+    assert item["schedule"]["start"] == "2026-11-30T13:00:00"  # the start it keeps
+    await tick(rt, at("2026-12-01T01:00"))
+    [item] = await items(rt, "odd")
+    assert (queue.keys, item["due"]) == (["odd:2026-12-01T01:00Z"], "2026-12-02T01:00:00Z")
+    # From an even hour it never fires: refused when scheduled, with why.
+    assert await schedule(rt, send("even", rule), now=at("2026-11-30T12:00")) == \
+        "invalid-schedule"
+    [parked] = await rt.outbox.poison_queue.peek_messages()
+    assert "never fires" in json.loads(parked.content)["detail"]
+
+
 async def test_count_ends_a_series(rt: Runtime, queue: Recorder) -> None:
     await schedule(rt, send("twice", {"cron": "0 9 * * *", "count": 2, "timezone": "UTC"}))
     for moment in ("2026-12-01T09:00:00", "2026-12-02T09:00:00", "2026-12-03T09:00:00"):

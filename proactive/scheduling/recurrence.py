@@ -107,18 +107,16 @@ class Plan:
         if spec.kind == "rrule" and not can_match_a_day(self._rule):
             raise ScheduleError(f"the RRULE {spec.rule!r} never fires: no day of the "
                                 f"calendar matches its BYxxx parts")
+        if next(self._walls(start, None), None) is None:  # bounded: see rrules
+            raise ScheduleError(f"the {spec.kind} {spec.rule!r} never fires from its start "
+                                f"{iso_wall(start)}")
         floor = now.replace(microsecond=0)
-        fired = False
         for n, occ in enumerate(self._series(start, None)):
-            fired = True
             if occ.instant >= floor:
                 return occ
             if n >= MAX_PAST_OCCURRENCES:
                 raise ScheduleError(f"more than {MAX_PAST_OCCURRENCES} occurrences lie between "
                                     f"'start' and now: give a later 'start'")
-        if not fired and next(self._walls(start, None), None) is None:
-            raise ScheduleError(f"the {spec.kind} {spec.rule!r} never fires from its start "
-                                f"{iso_wall(start)}")
         return None
 
     def after(self, occ: Occurrence, now: datetime) -> Occurrence | None:

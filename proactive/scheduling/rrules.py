@@ -150,6 +150,10 @@ def _check(rule: Rule) -> None:
     if len(rule.numbers("BYSECOND")) > 1:
         raise ScheduleError("invalid RRULE: more than one BYSECOND fires more than "
                             "once a minute")
+    positions = rule.numbers("BYSETPOS")
+    if positions and all(abs(p) > _most_per_period(rule) for p in positions):
+        raise ScheduleError(f"invalid RRULE: BYSETPOS={rule.get('BYSETPOS')} is beyond the "
+                            f"{_most_per_period(rule)} times a period of the rule can have")
     months = rule.numbers("BYMONTH")
     days = rule.numbers("BYMONTHDAY")
     if months and days:
@@ -157,6 +161,28 @@ def _check(rule: Rule) -> None:
         if all(abs(d) > longest for d in days):
             raise ScheduleError(f"invalid RRULE: BYMONTHDAY={rule.get('BYMONTHDAY')} never "
                                 f"falls in BYMONTH={rule.get('BYMONTH')}")
+
+
+def _most_per_period(rule: Rule) -> int:
+    """An upper bound of the times one period of the rule holds (what
+    BYSETPOS picks from): days in the period times times in a day."""
+    freq = rule.freq
+    weekdays = len({item[-2:] for item in (rule.get("BYDAY") or "").split(",") if item})
+    only_weekdays = weekdays and not any(rule.get(name) for name in (
+        "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO"))
+    if freq == YEARLY:
+        days = 366
+    elif freq == MONTHLY:
+        days = 5 * weekdays if only_weekdays else 31
+    elif freq == WEEKLY:
+        days = weekdays if only_weekdays else 7
+    else:
+        days = 1
+    times = 1
+    for name, finer_than in (("BYHOUR", HOURLY), ("BYMINUTE", MINUTELY), ("BYSECOND", 6)):
+        if freq < finer_than:
+            times *= max(1, len(set(rule.numbers(name))))
+    return days * times
 
 
 def _check_numbers(name: str, value: str) -> None:
@@ -229,7 +255,12 @@ def can_match_a_day(rule: Rule) -> bool:
 
 def _run(rule: Rule, dtstart: datetime) -> Iterator[datetime]:
     """dateutil's occurrences from `dtstart`; the end of its range ends them."""
-    iterator = iter(_dateutil(rule, dtstart))
+    try:
+        iterator = iter(_dateutil(rule, dtstart))
+    except ScheduleError as exc:
+        if "empty" in str(exc.__cause__):  # the INTERVAL never meets the BYxxx from here
+            return
+        raise
     while True:
         try:
             yield next(iterator)
