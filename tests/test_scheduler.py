@@ -184,6 +184,21 @@ async def test_local_time_is_each_recipients_own_9_am(
     assert progress is not None and progress["counts"]["sent"] == 3
 
 
+async def test_a_windows_zone_from_a_teams_client_is_the_recipients_zone(
+        rt: Runtime, emulator: ConnectorEmulator) -> None:
+    # Teams on Windows reported "W. Europe Standard Time"; the root field a zone
+    # that is not IANA either: 09:00 is 09:00 in Berlin, not the default's.
+    user = "00000000-0000-4000-8000-00000000000d"
+    await rt.references.record(parse_activity(install(
+        service_url=emulator.url, aad=user, conversation=f"a:{user}", localTimezone="CET-1",
+        entities=[{"type": "clientInfo", "timezone": "W. Europe Standard Time"}])))
+    assert await schedule(rt, send("windows", {"local": "2026-12-01T09:00"},
+                                   to={"user": user})) == "scheduled"
+    [item] = await items(rt, "windows")
+    assert (item["due"], item["timezone"], item["zoneSource"]) == \
+        ("2026-12-01T08:00:00Z", "Europe/Berlin", "recipient")
+
+
 async def test_a_scheduled_many_user_send_is_split_then_stored_per_user(rt: Runtime) -> None:
     # Through the worker (real clock: a time far ahead), as a producer would send it.
     body = send("year-end", {"local": "2099-12-31T17:00"},
