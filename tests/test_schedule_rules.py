@@ -61,6 +61,38 @@ def test_a_series_continued_from_any_occurrence_is_the_whole_rules_next(rule: st
         assert after is not None and (after.wall, after.seq) == (nxt, n + 1), (rule, wall)
 
 
+_VALID_RULES = st.builds(
+    lambda freq, interval, parts: ";".join([f"FREQ={freq}", f"INTERVAL={interval}", *parts]),
+    st.sampled_from(["YEARLY", "MONTHLY", "WEEKLY", "DAILY", "HOURLY"]),
+    st.sampled_from([1, 1, 2, 3, 7, 53]),
+    st.lists(st.sampled_from(["BYDAY=MO,TU", "BYDAY=FR", "BYMONTHDAY=1,15,-1", "BYMONTH=2,11",
+                              "BYHOUR=9,17", "BYMINUTE=0,30", "BYSETPOS=2", "BYSETPOS=-1",
+                              "WKST=SU"]),
+             max_size=3, unique_by=lambda part: part.split("=")[0]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=_VALID_RULES, start=st.datetimes(datetime(2000, 1, 1), datetime(2399, 12, 31)))
+@example(rule="FREQ=WEEKLY;INTERVAL=1;BYDAY=MO,TU;BYSETPOS=2", start=datetime(2026, 1, 5))
+@example(rule="FREQ=WEEKLY;INTERVAL=3;BYDAY=MO,TU;BYSETPOS=2", start=datetime(2398, 3, 1, 9))
+def test_every_occurrence_of_a_series_is_the_whole_rules_across_centuries(
+        rule: str, start: datetime) -> None:
+    start = start.replace(second=0, microsecond=0)
+    try:
+        spec = parse_spec({"rrule": rule, "start": start.isoformat()})
+    except ScheduleError:
+        return  # never fires from this start: dateutil agrees (checked elsewhere)
+    truth = list(rrulestr(rule, dtstart=start, cache=False).xafter(start, count=20, inc=True))
+    plan = Plan(spec, "UTC")
+    occ, got = plan.first(start.replace(tzinfo=UTC)), []
+    while occ is not None and len(got) < len(truth):
+        got.append(occ.wall)
+        occ = plan.after(occ, occ.instant)
+    assert got == truth[:len(got)]
+    if len(got) < len(truth):  # a series ends where the next is 400 years away
+        assert truth[len(got)] - (got[-1] if got else start) > timedelta(days=400 * 365)
+
+
 def test_the_weekly_second_of_monday_and_tuesday_fires_every_tuesday() -> None:
     plan = Plan(parse_spec({"rrule": "FREQ=WEEKLY;BYDAY=MO,TU;BYSETPOS=2;BYHOUR=9;BYMINUTE=0",
                             "start": "2026-01-05T00:00"}), "UTC")

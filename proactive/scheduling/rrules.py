@@ -159,8 +159,8 @@ def _check(rule: Rule) -> None:
     if months and days:
         longest = max(_MONTH_DAYS[m - 1] for m in months)
         if all(abs(d) > longest for d in days):
-            raise ScheduleError(f"invalid RRULE: BYMONTHDAY={rule.get('BYMONTHDAY')} never "
-                                f"falls in BYMONTH={rule.get('BYMONTH')}")
+            raise ScheduleError(f"the RRULE never fires: BYMONTHDAY={rule.get('BYMONTHDAY')} "
+                                f"falls in no month of BYMONTH={rule.get('BYMONTH')}")
 
 
 def _most_per_period(rule: Rule) -> int:
@@ -377,8 +377,10 @@ def wall_times(rule: Rule, start: datetime, *, after: datetime | None = None
 def _next_period(rule: Rule, begin: datetime) -> datetime | None:
     """The start of the period `INTERVAL` periods after `begin`; None past 9999."""
     freq, n = rule.freq, rule.interval
-    if freq in (YEARLY, MONTHLY):
-        months = begin.year * 12 + begin.month - 1 + (n * 12 if freq == YEARLY else n)
+    if freq == YEARLY:
+        return datetime(begin.year + n, 1, 1) if begin.year + n <= 9999 else None
+    if freq == MONTHLY:
+        months = begin.year * 12 + begin.month - 1 + n
         return datetime(months // 12, months % 12 + 1, 1) if months // 12 <= 9999 else None
     unit = {WEEKLY: timedelta(weeks=1), DAILY: timedelta(days=1), HOURLY: timedelta(hours=1),
             MINUTELY: timedelta(minutes=1)}[freq]
