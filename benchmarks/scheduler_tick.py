@@ -27,8 +27,7 @@ from benchmarks._common import figure, header, note
 from proactive.config import Settings
 from proactive.contract import Content, Target
 from proactive.runtime import Runtime
-from proactive.scheduling.spec import parse_spec
-from proactive.scheduling.timer import rows_for, tick
+from proactive.scheduling import parse_spec, rows_for, tick
 from proactive_devtools.processes import start_azurite
 
 READ_FACTOR = 3  # target: entities read per tick <= 3 x due

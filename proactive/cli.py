@@ -96,7 +96,7 @@ def _schedule(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
     """Refuse a schedule with nothing left to fire (the worker would park it)."""
-    from proactive.scheduling.spec import Plan, ScheduleError, parse_spec
+    from proactive.scheduling import Plan, ScheduleError, parse_spec
 
     spec = parse_spec(message["schedule"])
     zone = spec.timezone or settings.default_timezone  # the recipient's is known later
@@ -109,7 +109,7 @@ async def _schedules(settings: Settings, key: str, active_only: bool) -> list[di
     from azure.data.tables.aio import TableClient
 
     from proactive.runtime import SCHEDULES_TABLE
-    from proactive.scheduling.timer import list_items
+    from proactive.scheduling import list_items
 
     name = settings.table_name(SCHEDULES_TABLE)
     async with TableClient.from_connection_string(settings.storage_connection, name) as table:

@@ -54,9 +54,9 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
             and (not target.is_broadcast or message.part):
         # Later: stored per recipient; the timer puts it back here when due.
         # (A many-user send is split first; each part schedules its users.)
-        from proactive.scheduling.timer import schedule_send
+        from proactive.scheduling import store_send
 
-        return await schedule_send(rt, message, body=body, message_id=message_id)
+        return Outcome(Action.DONE, await store_send(rt, message))  # ScheduleError: poison
     if target is not None and target.is_broadcast:
         return await broadcast.run(rt, message)
     if message.op == "send":
@@ -66,7 +66,7 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
-    from proactive.scheduling.timer import manage
+    from proactive.scheduling import manage
 
     scheduled = await manage(rt, message)
     if await rt.campaigns.cancel(message.key) or scheduled.changed:

@@ -18,10 +18,13 @@ import pytest
 
 from proactive.config import Settings
 from proactive.contract import parse_message
+from proactive.delivering.requeue import refuse
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
+from proactive.scheduling import ScheduleError, store_send
 from proactive.scheduling import timer as scheduler
-from proactive.scheduling.timer import schedule_send, tick
+from proactive.scheduling.store import ScheduleStore, list_items
+from proactive.scheduling.timer import tick
 from proactive.storage import deliveries as d
 from proactive.storage.tables import safe_key
 from proactive.worker import process
@@ -100,12 +103,15 @@ def send(key: str, schedule: dict[str, Any], to: dict[str, Any] | None = None,
 
 async def schedule(rt: Runtime, body: str, now: datetime = T0) -> str:
     message = parse_message(body, default_key="m")
-    outcome = await schedule_send(rt, message, body=body, message_id="m", now=now)
-    return outcome.reason
+    try:
+        return await store_send(rt, message, now=now)
+    except ScheduleError as exc:  # as the worker does: to the poison queue
+        await refuse(rt, body, exc, message_id="m")
+        return exc.reason
 
 
 async def items(rt: Runtime, key: str = "") -> list[dict[str, Any]]:
-    return await scheduler.list_items(rt.schedules_table, key, active_only=not key)
+    return await list_items(rt.schedules_table, key, active_only=not key)
 
 
 async def deliver(rt: Runtime, sent: list[tuple[dict[str, Any], float]]) -> None:
@@ -183,6 +189,21 @@ async def test_local_time_is_each_recipients_own_9_am(
     assert progress is not None and progress["counts"]["sent"] == 3
 
 
+async def test_a_windows_zone_from_a_teams_client_is_the_recipients_zone(
+        rt: Runtime, emulator: ConnectorEmulator) -> None:
+    # Teams on Windows reported "W. Europe Standard Time"; the root field a zone
+    # that is not IANA either: 09:00 is 09:00 in Berlin, not the default's.
+    user = "00000000-0000-4000-8000-00000000000d"
+    await rt.references.record(parse_activity(install(
+        service_url=emulator.url, aad=user, conversation=f"a:{user}", localTimezone="CET-1",
+        entities=[{"type": "clientInfo", "timezone": "W. Europe Standard Time"}])))
+    assert await schedule(rt, send("windows", {"local": "2026-12-01T09:00"},
+                                   to={"user": user})) == "scheduled"
+    [item] = await items(rt, "windows")
+    assert (item["due"], item["timezone"], item["zoneSource"]) == \
+        ("2026-12-01T08:00:00Z", "Europe/Berlin", "recipient")
+
+
 async def test_a_scheduled_many_user_send_is_split_then_stored_per_user(rt: Runtime) -> None:
     # Through the worker (real clock: a time far ahead), as a producer would send it.
     body = send("year-end", {"local": "2099-12-31T17:00"},
@@ -239,6 +260,38 @@ async def test_a_weekly_series_fires_each_occurrence_under_its_own_key_across_ds
     edit = {"version": 1, "op": "update", "key": "standup:2026-11-02T14:00Z", "text": "moved"}
     assert (await process(rt, json.dumps(edit), message_id="e1")).state == "done"
     assert [x.text for x in emulator.deliveries].count("moved") == 1
+
+
+async def test_a_weekly_series_with_bysetpos_fires_every_week_it_should(
+        rt: Runtime, queue: Recorder) -> None:
+    # The second of Monday and Tuesday is every Tuesday: restarting dateutil
+    # at each Tuesday fired only every other one.
+    body = send("tue", {"rrule": "FREQ=WEEKLY;BYDAY=MO,TU;BYSETPOS=2;BYHOUR=9;BYMINUTE=0",
+                        "start": "2026-11-30T00:00", "timezone": "UTC"})
+    assert await schedule(rt, body) == "scheduled"  # T0 is Monday 30 November, noon
+    for _ in range(4):
+        [item] = await items(rt, "tue")
+        await tick(rt, datetime.fromisoformat(item["due"].replace("Z", "+00:00")))
+    assert queue.keys == ["tue:2026-12-01T09:00Z", "tue:2026-12-08T09:00Z",
+                          "tue:2026-12-15T09:00Z", "tue:2026-12-22T09:00Z"]
+
+
+async def test_a_series_without_start_is_checked_from_the_minute_it_is_scheduled(
+        rt: Runtime, queue: Recorder) -> None:
+    # Every other hour from the start, at 01:00: fires from an odd hour only.
+    rule = {"rrule": "FREQ=HOURLY;INTERVAL=2;BYHOUR=1;BYMINUTE=0", "timezone": "UTC"}
+    assert await schedule(rt, send("odd", rule), now=at("2026-11-30T13:00")) == "scheduled"
+    [item] = await items(rt, "odd")
+    assert item["due"] == "2026-12-01T01:00:00Z"
+    assert item["schedule"]["start"] == "2026-11-30T13:00:00"  # the start it keeps
+    await tick(rt, at("2026-12-01T01:00"))
+    [item] = await items(rt, "odd")
+    assert (queue.keys, item["due"]) == (["odd:2026-12-01T01:00Z"], "2026-12-02T01:00:00Z")
+    # From an even hour it never fires: refused when scheduled, with why.
+    assert await schedule(rt, send("even", rule), now=at("2026-11-30T12:00")) == \
+        "invalid-schedule"
+    [parked] = await rt.outbox.poison_queue.peek_messages()
+    assert "never fires" in json.loads(parked.content)["detail"]
 
 
 async def test_count_ends_a_series(rt: Runtime, queue: Recorder) -> None:
@@ -328,17 +381,17 @@ async def test_a_crash_after_enqueue_repeats_a_send_that_is_delivered_once(
         rt: Runtime, queue: Recorder, emulator: ConnectorEmulator,
         monkeypatch: pytest.MonkeyPatch) -> None:
     await schedule(rt, send("k", {"at": "2026-11-30T13:00:00Z"}))
-    real = scheduler._submit
+    real = ScheduleStore.submit
     calls = 0
 
-    async def dies_once(table: Any, ops: list[Any]) -> Any:
+    async def dies_once(store: ScheduleStore, ops: list[Any]) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise ConnectionError("the process died here")
-        return await real(table, ops)
+        return await real(store, ops)
 
-    monkeypatch.setattr(scheduler, "_submit", dies_once)
+    monkeypatch.setattr(ScheduleStore, "submit", dies_once)
     due = at("2026-11-30T13:00:00")
     await tick(rt, due)
     await tick(rt, due + timedelta(minutes=1))  # the next tick

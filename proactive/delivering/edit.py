@@ -19,7 +19,6 @@ from proactive.delivering.outcomes import Action, DeliveryState, EditState, Outc
 from proactive.delivering.send import call
 from proactive.errors import (
     DeliveryFailed,
-    InvalidMessage,
     Permanent,
     Reason,
     RetryLater,
@@ -41,13 +40,11 @@ _UNSENT = (DeliveryState.FAILED, DeliveryState.CANCELLED)
 
 async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     """Apply an update or delete; raises proactive.errors members to retry."""
-    from proactive.scheduling.spec import ScheduleError
-    from proactive.scheduling.timer import manage
+    from proactive.scheduling import manage
 
-    try:  # items still scheduled: new content (or time), or cancelled by a delete
-        scheduled = await manage(rt, message)
-    except ScheduleError as exc:
-        raise InvalidMessage(exc.reason, exc.detail) from exc
+    # Items still scheduled: new content (or time), or cancelled by a delete.
+    # A new time that can't be used raises ScheduleError, an InvalidMessage.
+    scheduled = await manage(rt, message)
     if scheduled.busy:
         raise Transient(Reason.DISPATCHING, "a timer run is putting the key's items on the queue")
     if message.op == "update" and message.content is None:  # a new time only

@@ -116,15 +116,41 @@ def encodable(data: Any) -> bool:
 
 
 def timezone_of(raw: Mapping[str, Any]) -> str:
-    """IANA zone from a `clientInfo` entity, else the root `localTimezone`."""
+    """The sender's IANA zone, from a `clientInfo` entity or the root
+    `localTimezone`. Teams clients on Windows may send a Windows name ("W.
+    Europe Standard Time"): an IANA value is preferred, in that order, then
+    a Windows name mapped to IANA. Neither usable: the first value as sent
+    (the scheduler logs it and uses the default zone)."""
+    names: list[str] = []
     entities = raw.get("entities")
     if isinstance(entities, list):
-        for entity in entities:
-            if isinstance(entity, Mapping) and entity.get("type") == "clientInfo":
-                zone = _str(entity.get("timezone"))
-                if zone:
-                    return zone
-    return _str(raw.get("localTimezone"))
+        names += [_str(entity.get("timezone")) for entity in entities
+                  if isinstance(entity, Mapping) and entity.get("type") == "clientInfo"]
+    names.append(_str(raw.get("localTimezone")))
+    names = [name for name in names if name]
+    for name in names:
+        if _is_iana(name):
+            return name
+    for name in names:
+        if zone := _iana_of_windows(name):
+            return zone
+    return names[0] if names else ""
+
+
+def _is_iana(name: str) -> bool:
+    from proactive.scheduling.zones import zone_or_none
+
+    return len(name) <= 64 and zone_or_none(name) is not None
+
+
+def _iana_of_windows(name: str) -> str:
+    """The IANA zone of a Windows zone name by CLDR's windowsZones table
+    (territory 001), as tzlocal ships it. Imported only when a name is not
+    IANA: most activities never load it."""
+    from tzlocal.windows_tz import win_tz
+
+    zone = win_tz.get(name, "")
+    return zone if zone and _is_iana(zone) else ""
 
 
 def _change(raw: Mapping[str, Any], kind: str, bot_id: str) -> Change:

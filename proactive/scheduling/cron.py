@@ -35,10 +35,18 @@ def parse_timespan(value: str | float) -> timedelta:
                      seconds=float(seconds or 0))
 
 
+# One comma-separated item: `*`, `5` or `1-5`, optionally with a step `/2`.
+# ASCII digits only: int() also reads "+5", "1_0" and other scripts' digits.
+_ITEM = re.compile(r"(?P<span>\*|[0-9]{1,2}(?:-[0-9]{1,2})?)(?:/(?P<step>[0-9]{1,2}))?")
+
+
 def _cron_field(text: str, lo: int, hi: int) -> frozenset[int]:
     values: set[int] = set()
     for part in text.split(","):
-        span, _, step = part.partition("/")
+        m = _ITEM.fullmatch(part)
+        if m is None:
+            raise ValueError(f"{part!r} is not a number, range or '*', with an optional '/step'")
+        span, step = m["span"], m["step"]
         if span == "*":
             first, last = lo, hi
         elif "-" in span:
