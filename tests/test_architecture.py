@@ -63,8 +63,12 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)
     graph = {name: _imports(name, path, known) for name, path in modules.items()}
-    # Importing a package runs its __init__: a module depends on its parents' too,
-    # but a parent package __init__ importing its own children is not a cycle.
+    # A package's __init__ may export its children's names (lazily): importing a
+    # child runs the __init__ first, but that is how packages work, not a cycle.
+    # Its imports of anything outside the package still count.
+    for name, path in modules.items():
+        if path.name == "__init__.py":
+            graph[name] = {dep for dep in graph[name] if not dep.startswith(name + ".")}
     return graph
 
 
