@@ -12,10 +12,12 @@ not consumed: the host makes it visible again later) and the timer skips its run
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from proactive.config import ConfigError
+if TYPE_CHECKING:
+    from proactive.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ def _refuse(what: str, exc: ConfigError) -> None:
 @bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def messages(req: func.HttpRequest) -> func.HttpResponse:
     """Bot Framework activities from Teams."""
+    from proactive.errors import ConfigError
     from proactive.receiving.endpoint import handle_activity
     from proactive.runtime import get_runtime
 
@@ -46,6 +49,7 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
 @bp.queue_trigger(arg_name="msg", queue_name="%OUTBOX_QUEUE%", connection="AzureWebJobsStorage")
 async def outbox(msg: func.QueueMessage) -> None:
     """Send, update or delete a Teams message (see the outbox contract)."""
+    from proactive.errors import ConfigError
     from proactive.runtime import get_runtime
     from proactive.worker import process
 
@@ -63,6 +67,7 @@ async def outbox(msg: func.QueueMessage) -> None:
 async def schedules(timer: func.TimerRequest) -> None:
     """Every minute: put scheduled sends that are due on the outbox (once each,
     even when runs overlap; a run after downtime catches up)."""
+    from proactive.errors import ConfigError
     from proactive.runtime import get_runtime
     from proactive.scheduling.timer import tick
 
