@@ -739,10 +739,12 @@ async def run(args: argparse.Namespace) -> None:
 async def run_cases(args: argparse.Namespace, azurite: Any, emulator: Emulator,
                     workdir: Path, chosen: list[Case]) -> None:
     from proactive.runtime import Runtime
+    from proactive_devtools.provision import provision
 
     workdir.mkdir()
     bench = Bench(args, azurite, emulator, workdir)
-    bench.rt = await Runtime.create(bench.settings)  # creates the tables and queues
+    await provision(bench.settings)  # as the deployment (or ./scripts/dev) does
+    bench.rt = await Runtime.create(bench.settings)
     try:
         one_tenant: float | None = None
         for case in chosen:

@@ -29,6 +29,7 @@ from proactive.contract import Content, Target
 from proactive.runtime import Runtime
 from proactive.scheduling import parse_spec, rows_for, tick
 from proactive_devtools.processes import start_azurite
+from proactive_devtools.provision import provision
 
 READ_FACTOR = 3  # target: entities read per tick <= 3 x due
 TARGET_SECONDS = 2.0
@@ -80,6 +81,7 @@ async def scenario(connection: str, count: int, due: int) -> None:
     tag = uuid.uuid4().hex[:8]
     settings = Settings(storage_connection=connection, outbox_queue=f"bench{tag}",
                         table_prefix=f"b{tag}", local_dev=True)
+    await provision(settings)  # as the deployment (or ./scripts/dev) does
     rt = await Runtime.create(settings)
     try:
         seconds = await seed(rt, count, due)

@@ -107,8 +107,10 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int,
                bodies: list[str]) -> None:
     from proactive.receiving.activities import parse_activity
     from proactive.runtime import Runtime
+    from proactive_devtools.provision import provision
 
-    rt = await Runtime.create(settings)  # creates the tables and queues
+    await provision(settings)  # as the deployment (or ./scripts/dev) does
+    rt = await Runtime.create(settings)
     try:
         await bounded([
             (lambda i=i: rt.references.record(
