@@ -61,22 +61,7 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliverySt
 
 
 async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
-    """Deliver to one recipient, once: find where, take the tenant's send slot,
-    claim, call Teams, record.
-
-    The slot comes before the claim, so a claim is never held across a pacing
-    wait: a worker that dies while waiting leaves no claim behind, and a
-    claim's attempt is a call to Teams."""
-    try:
-        ref = await _reference(rt, target)  # may create the 1:1 conversation
-        await rt.tenant_pacer.acquire(ref.tenant_id)
-    except (DeliveryFailed, RetryLater) as exc:
-        return await _unsent(rt, key, target, exc)
-    except Exception as exc:
-        if not unavailable(exc):
-            raise
-        return outcome_of(StorageUnavailable(
-            detail=f"storage failed before the claim: {type(exc).__name__}"), 1)
+    """Deliver to one recipient, once: claim, call Teams, record."""
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
@@ -85,11 +70,19 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     try:
-        fields = await _deliver(rt, target, ref, content.activity())
+        fields = await _deliver(rt, target, content.activity())
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
-        return await _record(rt, claim, key, target, exc)
+        outcome = outcome_of(exc, claim.attempts)
+        state, fields = _recorded(exc, outcome, claim)
+        if outcome.counts or outcome.state is Action.FAILED:
+            await rt.deliveries.finish(claim, state, **fields)
+        else:  # put off before Teams was asked: given back, uncounted
+            await rt.deliveries.release(claim, **fields)
+        if outcome.state is Action.FAILED:
+            log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
+        return outcome
     except Exception as exc:
         if not unavailable(exc):
             raise
@@ -100,36 +93,6 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     # message comes back and this process writes it then).
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
     return Outcome(Action.DONE, Reason.SENT)
-
-
-async def _unsent(rt: Runtime, key: str, target: Target,
-                  exc: DeliveryFailed | RetryLater) -> Outcome:
-    """A failure before the claim (the recipient is unknown or unreachable, its
-    1:1 chat could not be created, the tenant's budget is spent). Put off:
-    nothing to record. Failed or to be retried: recorded under a claim, unless
-    the delivery is already final (a redelivered message)."""
-    if isinstance(exc, RetryLater):
-        return outcome_of(exc, 1)
-    try:
-        claim = await rt.deliveries.claim(key, target.recipient)
-    except (Busy, StorageUnavailable) as busy:
-        return outcome_of(busy, 1)
-    if not isinstance(claim, Claim):
-        return Outcome(Action.DONE, Reason.DUPLICATE)
-    return await _record(rt, claim, key, target, exc)
-
-
-async def _record(rt: Runtime, claim: Claim, key: str, target: Target,
-                  exc: DeliveryFailed | RetryLater) -> Outcome:
-    outcome = outcome_of(exc, claim.attempts)
-    state, fields = _recorded(exc, outcome, claim)
-    if outcome.counts or outcome.state is Action.FAILED:
-        await rt.deliveries.finish(claim, state, **fields)
-    else:  # put off before Teams was asked: given back, uncounted
-        await rt.deliveries.release(claim, **fields)
-    if outcome.state is Action.FAILED:
-        log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
-    return outcome
 
 
 async def _put_back(rt: Runtime, claim: Claim, exc: StorageUnavailable) -> Outcome:
@@ -208,15 +171,12 @@ async def _create_personal(rt: Runtime, target: Target) -> Reference:
 
 
 async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
-               request: Callable[[str], Awaitable[T]], *,
-               slot_taken: bool = False) -> tuple[T, str]:
+               request: Callable[[str], Awaitable[T]]) -> tuple[T, str]:
     """One Connector call, paced for the tenant and conversation. Returns its
     answer and the serviceUrl that gave it (the cloud's fallback host when the
     stored one was refused with 403 InvalidBotApiHost). Raises members of
-    proactive.errors; pacing.Defer when the budget is spent for a while.
-    `slot_taken`: the caller already holds the tenant's slot for this call."""
-    if not slot_taken:
-        await rt.tenant_pacer.acquire(tenant)
+    proactive.errors; pacing.Defer when the budget is spent for a while."""
+    await rt.tenant_pacer.acquire(tenant)
     if conversation_id:
         await rt.conversation_pacer.acquire(conversation_id)
     try:
@@ -239,23 +199,22 @@ def _same_host(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-async def _deliver(rt: Runtime, target: Target, ref: Reference,
-                   activity: dict[str, Any]) -> dict[str, Any]:
-    """The send itself, under a claim; its first call uses the slot send_one took."""
+async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dict[str, Any]:
+    ref = await _reference(rt, target)
     try:
         if target.kind == "channel" and not target.reply_to:
             (conversation_id, activity_id), service_url = await call(
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
                     url, bot_id=ref.bot_id, channel_id=target.id, tenant_id=ref.tenant_id,
-                    activity=activity), slot_taken=True)
+                    activity=activity))
         else:
             conversation_id = ref.conversation_id
             if target.kind == "channel":
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity, slot_taken=True)
+                                                                activity)
             except Permanent as exc:
                 if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != "user":
                     raise
@@ -285,8 +244,6 @@ async def _deliver(rt: Runtime, target: Target, ref: Reference,
 
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
-                         activity: dict[str, Any], *, slot_taken: bool = False
-                         ) -> tuple[str, str]:
+                         activity: dict[str, Any]) -> tuple[str, str]:
     return await call(rt, ref.tenant_id, conversation_id, ref.service_url,
-                      lambda url: rt.connector.send(url, conversation_id, activity),
-                      slot_taken=slot_taken)
+                      lambda url: rt.connector.send(url, conversation_id, activity))
