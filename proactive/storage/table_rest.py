@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -35,8 +35,11 @@ from yarl import URL
 
 from proactive.config import DEV_ACCOUNT, DEV_KEY
 
-if TYPE_CHECKING:
-    from proactive.storage.credentials import StorageTokens
+
+class TokenSource(Protocol):
+    """Where the bearer token comes from (proactive.storage.credentials.StorageTokens)."""
+
+    async def token(self) -> str: ...
 
 VERSION = "2019-02-02"  # bearer tokens need 2017-11-09 or later
 # The SDK's exception classes by status, so callers' `except`s keep working.
@@ -84,7 +87,7 @@ def parse_connection_string(conn: str) -> tuple[str, bytes, str]:
 class RestTableClient:
     def __init__(self, account: str, key: bytes, endpoint: str, table_name: str,
                  session: aiohttp.ClientSession | None = None, *,
-                 tokens: StorageTokens | None = None) -> None:
+                 tokens: TokenSource | None = None) -> None:
         """Signed with `key` (SharedKeyLite), or with `tokens`' bearer token
         (`with_token`): then `endpoint` must be https, as the SDK insists too."""
         self.account_name, self.table_name, self._key = account, table_name, key
@@ -99,7 +102,7 @@ class RestTableClient:
         self._date = (0, "")
 
     @classmethod
-    def with_token(cls, endpoint: str, table_name: str, tokens: StorageTokens, *,
+    def with_token(cls, endpoint: str, table_name: str, tokens: TokenSource, *,
                    session: aiohttp.ClientSession | None = None) -> RestTableClient:
         """Signed with an Entra ID bearer token (no account key)."""
         url = URL(endpoint)
