@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import sys
 import uuid
@@ -277,12 +278,20 @@ def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]
     async def go() -> T:
         tokens = credentials.storage_tokens(settings)
         try:
+            if tokens is not None:
+                # Signed in before the first storage call: the SDKs retry a token
+                # failure like a network one (for over a minute).
+                await tokens.token()
             return await work(tokens)
         finally:
             if tokens is not None:
                 await tokens.close()
 
     where = settings.storage_url("queue") or "storage"
+    # The CLI says what went wrong in one line; azure-identity and the token cache
+    # would log it again, with tracebacks, on stderr.
+    for name in ("azure", "proactive.storage.credentials"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return asyncio.run(go())
     except ClientAuthenticationError as exc:

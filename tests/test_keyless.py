@@ -398,3 +398,18 @@ async def test_the_full_path_runs_keyless_against_azurite_over_https_with_oauth(
 async def _sent(deliveries: DeliveryStore, key: str) -> list[dict[str, Any]]:
     rows = [row for row, _ in await deliveries.by_key(key)]
     return rows if rows and all(r.get("state") == "sent" for r in rows) else []
+
+
+async def test_the_cli_says_in_one_line_when_it_cannot_get_a_storage_token(
+        oauth_azurite: Azurite, aad: FakeAAD, tmp_path: Path) -> None:
+    aad.msi_client_ids = {"another-identity"}  # this __clientId is not attached to the app
+    stack = Stack(oauth_azurite, aad, "http://127.0.0.1:9/", tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proactive", "send", "--to", USER, "--text", "x",
+        cwd=tmp_path, env=stack.env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert text.startswith("error: could not sign in to https://127.0.0.1:") and \
+        text.count("\n") == 1 and "Traceback" not in text, text
