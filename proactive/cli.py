@@ -290,8 +290,10 @@ def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]
     where = settings.storage_url("queue") or "storage"
     # The CLI says what went wrong in one line; azure-identity and the token cache
     # would log it again, with tracebacks, on stderr.
-    for name in ("azure", "proactive.storage.credentials"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    quiet = [logging.getLogger(name) for name in ("azure", "proactive.storage.credentials")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
     try:
         return asyncio.run(go())
     except ClientAuthenticationError as exc:
@@ -308,6 +310,9 @@ def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]
             "the account") from None
     except ServiceRequestError as exc:
         raise StorageRefused(f"could not reach {where}: {str(exc)[:200]}") from None
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
