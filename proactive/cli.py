@@ -14,23 +14,35 @@ and run the local tools.
     dev      start Azurite, the app and the Agents Playground together
 
 The queue commands only write the queue message; the function app does the
-rest. Settings come from the environment, then from local.settings.json.
+rest. Settings come from the environment, then from local.settings.json: a
+connection string (AzureWebJobsStorage) or the identity-based AzureWebJobsStorage__*
+settings the deployment uses. `--account NAME` reaches the storage account NAME
+with your own sign-in (`az login`; DefaultAzureCredential) instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import logging
 import os
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from proactive.config import Settings
+from proactive.config import ConfigError, Settings, storage_problems
 from proactive.contract import VERSION, InvalidMessage, parse_message
+from proactive.storage import credentials
+
+if TYPE_CHECKING:
+    from proactive.storage.credentials import StorageTokens
+
+T = TypeVar("T")
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> None:
@@ -104,42 +116,40 @@ def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
         raise ScheduleError("the schedule has no occurrence from now on")
 
 
-async def _schedules(settings: Settings, key: str, active_only: bool) -> list[dict[str, Any]]:
+async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
+                     active_only: bool) -> list[dict[str, Any]]:
     from azure.core.exceptions import ResourceNotFoundError
-    from azure.data.tables.aio import TableClient
 
     from proactive.runtime import SCHEDULES_TABLE
     from proactive.scheduling import list_items
 
     name = settings.table_name(SCHEDULES_TABLE)
-    async with TableClient.from_connection_string(settings.storage_connection, name) as table:
+    async with credentials.table_client(settings, name, tokens) as table:
         try:
             return await list_items(table, key, active_only=active_only)
         except ResourceNotFoundError:
             return []
 
 
-async def _enqueue(settings: Settings, message: dict[str, Any]) -> None:
-    from azure.storage.queue.aio import QueueClient
-
+async def _enqueue(settings: Settings, tokens: StorageTokens | None,
+                   message: dict[str, Any]) -> None:
     from proactive.storage.queues import dumps, encode, ensure_queue
 
-    async with QueueClient.from_connection_string(settings.storage_connection,
-                                                  settings.outbox_queue) as queue:
+    async with credentials.queue_client(settings, settings.outbox_queue, tokens) as queue:
         await ensure_queue(queue)
         await queue.send_message(encode(dumps(message)))
 
 
-async def _status(settings: Settings, key: str) -> list[dict[str, Any]]:
+async def _status(settings: Settings, tokens: StorageTokens | None,
+                  key: str) -> list[dict[str, Any]]:
     from azure.core.exceptions import ResourceNotFoundError
-    from azure.data.tables.aio import TableClient
 
     from proactive.runtime import DELIVERIES_TABLE
     from proactive.storage.tables import safe_key
 
     name = settings.table_name(DELIVERIES_TABLE)
     rows: list[dict[str, Any]] = []
-    async with TableClient.from_connection_string(settings.storage_connection, name) as table:
+    async with credentials.table_client(settings, name, tokens) as table:
         try:
             async for entity in table.query_entities("PartitionKey eq @pk",
                                                      parameters={"pk": safe_key(key)}):
@@ -150,28 +160,26 @@ async def _status(settings: Settings, key: str) -> list[dict[str, Any]]:
     return rows
 
 
-async def _progress(settings: Settings, key: str) -> dict[str, Any] | None:
+async def _progress(settings: Settings, tokens: StorageTokens | None,
+                    key: str) -> dict[str, Any] | None:
     from azure.core.exceptions import ResourceNotFoundError
-    from azure.data.tables.aio import TableClient
 
     from proactive.runtime import SENDS_TABLE
     from proactive.storage.progress import Campaigns
 
     name = settings.table_name(SENDS_TABLE)
-    async with TableClient.from_connection_string(settings.storage_connection, name) as table:
+    async with credentials.table_client(settings, name, tokens) as table:
         try:
             return await Campaigns(table).progress(key)
         except ResourceNotFoundError:
             return None
 
 
-async def _poison(settings: Settings, limit: int) -> list[Any]:
+async def _poison(settings: Settings, tokens: StorageTokens | None, limit: int) -> list[Any]:
     from azure.core.exceptions import ResourceNotFoundError
-    from azure.storage.queue.aio import QueueClient
 
     out: list[Any] = []
-    async with QueueClient.from_connection_string(settings.storage_connection,
-                                                  settings.poison_queue) as queue:
+    async with credentials.queue_client(settings, settings.poison_queue, tokens) as queue:
         try:
             for item in await queue.peek_messages(max_messages=min(32, limit)):
                 text = item.content
@@ -187,9 +195,14 @@ async def _poison(settings: Settings, limit: int) -> list[Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m proactive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    storage = argparse.ArgumentParser(add_help=False)
+    storage.add_argument("--account", metavar="NAME",
+                         help="the storage account to use, signed in as you (az login); "
+                              "default: the settings' storage")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("send", "update", "delete", "cancel"):
-        cmd = sub.add_parser(name, help=f"put a '{name}' message on the outbox queue")
+        cmd = sub.add_parser(name, help=f"put a '{name}' message on the outbox queue",
+                             parents=[storage])
         cmd.add_argument("--key", required=name != "send",
                          help="the message's key (send: default a new random key)")
         if name == "send":
@@ -221,20 +234,85 @@ def _parser() -> argparse.ArgumentParser:
             when.add_argument("--timezone", help="IANA zone (default: the recipient's)")
             when.add_argument("--until", help="last time of --rrule / --cron")
             when.add_argument("--count", type=int, help="occurrences of --rrule / --cron")
-    schedules = sub.add_parser("schedules", help="list scheduled sends")
+    schedules = sub.add_parser("schedules", help="list scheduled sends", parents=[storage])
     schedules.add_argument("--key", default="", help="one key (or an occurrence key)")
     schedules.add_argument("--all", action="store_true",
                            help="also those done or cancelled (with --key they always show)")
-    status = sub.add_parser("status", help="show the delivery records of a key")
+    status = sub.add_parser("status", help="show the delivery records of a key",
+                            parents=[storage])
     status.add_argument("--key", required=True)
-    progress = sub.add_parser("progress", help="counters of a many-user send")
+    progress = sub.add_parser("progress", help="counters of a many-user send", parents=[storage])
     progress.add_argument("--key", required=True)
-    poison = sub.add_parser("poison", help="list messages parked in the poison queue")
+    poison = sub.add_parser("poison", help="list messages parked in the poison queue",
+                            parents=[storage])
     poison.add_argument("--limit", type=int, default=32)
     sub.add_parser("host", help="run function_app.py locally", add_help=False)
     sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
     sub.add_parser("dev", help="start Azurite, the app and the Playground", add_help=False)
     return parser
+
+
+def storage_settings(settings: Settings, account: str | None) -> Settings:
+    """`settings`, or with `--account NAME`: that account by the person's own
+    sign-in (DefaultAzureCredential), whatever the settings say."""
+    if not account:
+        return settings
+    return dataclasses.replace(settings, storage_connection="", storage_credential="",
+                               storage_client_id="", storage_account=account,
+                               queue_service_uri="", table_service_uri="")
+
+
+class StorageRefused(Exception):
+    """Storage could not be reached as configured (no token, no role, no network)."""
+
+
+def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]]) -> T:
+    """Run `work` with the process's storage token source (identity-based
+    storage: one credential for every client), closed at the end."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+    )
+
+    async def go() -> T:
+        tokens = credentials.storage_tokens(settings)
+        try:
+            if tokens is not None:
+                # Signed in before the first storage call: the SDKs retry a token
+                # failure like a network one (for over a minute).
+                await tokens.token()
+            return await work(tokens)
+        finally:
+            if tokens is not None:
+                await tokens.close()
+
+    where = settings.storage_url("queue") or "storage"
+    # The CLI says what went wrong in one line; azure-identity and the token cache
+    # would log it again, with tracebacks, on stderr.
+    quiet = [logging.getLogger(name) for name in ("azure", "proactive.storage.credentials")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(go())
+    except ClientAuthenticationError as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        hint = " (sign in with 'az login')" if settings.storage_by_identity else ""
+        raise StorageRefused(f"could not sign in to {where}{hint}: {first}") from None
+    except HttpResponseError as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        code = getattr(exc, "error_code", None) or exc.reason
+        raise StorageRefused(
+            f"{where} refused the request ({exc.status_code} {code}): your identity needs "
+            "the Storage Queue Data Contributor and Storage Table Data Contributor roles on "
+            "the account") from None
+    except ServiceRequestError as exc:
+        raise StorageRefused(f"could not reach {where}: {str(exc)[:200]}") from None
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,20 +321,34 @@ def main(argv: list[str] | None = None) -> int:
         return _run_tool(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     load_local_settings()
-    settings = Settings.from_env()
+    try:
+        settings = storage_settings(Settings.from_env(), args.account)
+        if problems := storage_problems(settings):
+            raise ConfigError(*problems)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _command(args, settings)
+    except StorageRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "status":
-        rows = asyncio.run(_status(settings, args.key))
+        rows = _run(settings, lambda t: _status(settings, t, args.key))
         print(json.dumps(rows, indent=2, default=str))
         return 0 if rows else 1
     if args.command == "progress":
-        found = asyncio.run(_progress(settings, args.key))
+        found = _run(settings, lambda t: _progress(settings, t, args.key))
         print(json.dumps(found, indent=2, default=str))
         return 0 if found else 1
     if args.command == "poison":
-        print(json.dumps(asyncio.run(_poison(settings, args.limit)), indent=2))
+        print(json.dumps(_run(settings, lambda t: _poison(settings, t, args.limit)), indent=2))
         return 0
     if args.command == "schedules":
-        items = asyncio.run(_schedules(settings, args.key, not args.all))
+        items = _run(settings, lambda t: _schedules(settings, t, args.key, not args.all))
         print(json.dumps(items, indent=2, default=str, ensure_ascii=False))
         return 0 if items or not args.key else 1
     message = build_message(args)
@@ -273,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the message is over the 64 KB a storage queue message can hold",
               file=sys.stderr)
         return 2
-    asyncio.run(_enqueue(settings, message))
+    _run(settings, lambda t: _enqueue(settings, t, message))
     print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
                       "key": message["key"]}))
     return 0

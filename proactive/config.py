@@ -8,6 +8,7 @@ heavy library: `function_app` imports this module at cold start.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,37 @@ DEV_KEY = (
 )
 
 _TRUE = {"1", "true", "yes", "on"}
+
+# Identity-based storage, named as the Functions host names it for its own
+# bindings (`<connection>__<property>`), so the app and the host read one set.
+STORAGE = "AzureWebJobsStorage"
+STORAGE_CREDENTIAL = f"{STORAGE}__credential"
+STORAGE_CLIENT_ID = f"{STORAGE}__clientId"
+STORAGE_ACCOUNT = f"{STORAGE}__accountName"
+STORAGE_QUEUE_URI = f"{STORAGE}__queueServiceUri"
+STORAGE_TABLE_URI = f"{STORAGE}__tableServiceUri"
+STORAGE_IDENTITY = (STORAGE_CREDENTIAL, STORAGE_CLIENT_ID, STORAGE_ACCOUNT, STORAGE_QUEUE_URI,
+                    STORAGE_TABLE_URI)
+# Storage endpoints' DNS suffix per PROACTIVE_CLOUD, for `__accountName` alone
+# (GCC tenants use Azure commercial; GCC High and DoD, Azure Government).
+STORAGE_SUFFIXES = {"Public": "core.windows.net", "GCC": "core.windows.net",
+                    "GCCHigh": "core.usgovcloudapi.net", "DoD": "core.usgovcloudapi.net"}
+
+# Every setting the app reads, by name (tests/test_config.py keeps this true by
+# recording what `Settings.from_env` reads; tests/test_infra.py holds the Bicep's
+# app settings against it, both ways).
+SETTINGS = (
+    STORAGE, *STORAGE_IDENTITY, "OUTBOX_QUEUE", "PROACTIVE_TABLE_PREFIX",
+    "MicrosoftAppId", "MicrosoftAppPassword", "MicrosoftAppTenantId", "MicrosoftAppType",
+    "MicrosoftAppCertificatePath", "MicrosoftAppCertificateThumbprint",
+    "PROACTIVE_CLOUD", "PROACTIVE_CLOUD_OVERRIDE", "PROACTIVE_ALLOWED_TENANTS",
+    "PROACTIVE_LOCAL_DEV", "PROACTIVE_DEFAULT_TIMEZONE", "PROACTIVE_MAX_ACTIVITY_BYTES",
+    "PROACTIVE_WELCOME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
+    "PROACTIVE_CLAIM_LEASE_SECONDS",
+)
+# Read everywhere but refused in Azure (Settings.problems): never set in production.
+LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE")
+PRODUCTION_SETTINGS = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 
 
 # Variables the platform sets in every Azure Functions / App Service instance
@@ -95,6 +127,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Settings:
     storage_connection: str = field(default=DEV_STORAGE, repr=False)  # may hold a key
+    # Identity-based storage (AzureWebJobsStorage__*), used when storage_connection
+    # is empty: no key anywhere, a token from azure-identity instead.
+    storage_credential: str = ""  # "managedidentity", or "" for DefaultAzureCredential
+    storage_client_id: str = ""  # the user-assigned identity's client id
+    storage_account: str = ""  # the endpoints' fallback: https://<name>.<service>.<suffix>
+    queue_service_uri: str = ""
+    table_service_uri: str = ""
     outbox_queue: str = "outbox"
     # Lets several deployments (or test runs) share one storage account.
     table_prefix: str = ""
@@ -137,6 +176,22 @@ class Settings:
             self.app_type == "UserAssignedMSI" and bool(self.app_id)
         )
 
+    @property
+    def storage_by_identity(self) -> bool:
+        """Storage is reached with a token (AzureWebJobsStorage__*), not a connection string."""
+        return not self.storage_connection
+
+    def storage_url(self, service: str) -> str:
+        """The endpoint of `service` ("queue" or "table") for identity-based storage:
+        its __<service>ServiceUri, else made from __accountName; "" when neither."""
+        explicit = {"queue": self.queue_service_uri, "table": self.table_service_uri}[service]
+        if explicit:
+            return explicit.rstrip("/")
+        if self.storage_account:
+            suffix = STORAGE_SUFFIXES.get(self.cloud, STORAGE_SUFFIXES["Public"])
+            return f"https://{self.storage_account}.{service}.{suffix}"
+        return ""
+
     def table_name(self, base: str) -> str:
         return f"{self.table_prefix}{base}"
 
@@ -161,9 +216,7 @@ class Settings:
         if not self.local_dev and not self.app_id:
             found.append("MicrosoftAppId is not set (or set PROACTIVE_LOCAL_DEV=true for "
                          "local development without credentials)")
-        if self.azure and self.storage_connection == DEV_STORAGE:
-            found.append("AzureWebJobsStorage is not set (or is the local emulator) while "
-                         "running in Azure")
+        found += storage_problems(self)
         found += _cloud_problems(self)
         return found
 
@@ -185,8 +238,17 @@ class Settings:
     @classmethod
     def _read(cls, env: Mapping[str, str]) -> tuple[Settings, list[str]]:
         problems: list[str] = []
+        identity = {name: (env.get(name) or "").strip() for name in STORAGE_IDENTITY}
+        connection = (env.get(STORAGE) or "").strip()
+        if not connection and not any(identity.values()):
+            connection = DEV_STORAGE  # nothing set: Azurite's defaults (refused in Azure)
         settings = cls(
-            storage_connection=env.get("AzureWebJobsStorage") or DEV_STORAGE,
+            storage_connection=connection,
+            storage_credential=identity[STORAGE_CREDENTIAL],
+            storage_client_id=identity[STORAGE_CLIENT_ID],
+            storage_account=identity[STORAGE_ACCOUNT],
+            queue_service_uri=identity[STORAGE_QUEUE_URI],
+            table_service_uri=identity[STORAGE_TABLE_URI],
             outbox_queue=env.get("OUTBOX_QUEUE") or "outbox",
             table_prefix=env.get("PROACTIVE_TABLE_PREFIX", ""),
             app_id=env.get("MicrosoftAppId", ""),
@@ -218,6 +280,51 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError(*problems)
     return settings
+
+
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
+# Loopback storage endpoints: the local emulator, never storage in Azure.
+_LOOPBACK = re.compile(r"(?i)(?:^|[=/@])(?:127\.\d+\.\d+\.\d+|localhost|\[::1\])(?:[:/;]|$)")
+
+
+def storage_problems(settings: Settings) -> list[str]:
+    """How the app reaches storage: a connection string or the identity settings,
+    one style, complete, the token only over https, no emulator in Azure."""
+    found: list[str] = []
+    identity = [name for name, value in zip(STORAGE_IDENTITY, (
+        settings.storage_credential, settings.storage_client_id, settings.storage_account,
+        settings.queue_service_uri, settings.table_service_uri), strict=True) if value]
+    if settings.storage_connection and identity:
+        found.append(f"{STORAGE} (a connection string) and {', '.join(identity)} (identity-based "
+                     f"storage) are both set: set one of them")
+        return found
+    if settings.storage_connection:
+        conn = settings.storage_connection
+        emulator = conn.replace(" ", "").lower().rstrip(";") == DEV_STORAGE.lower() \
+            or DEV_ACCOUNT in conn or bool(_LOOPBACK.search(conn))
+        if settings.azure and emulator:
+            found.append(f"{STORAGE} is not set (or is the local emulator), which is refused "
+                         f"in Azure ({settings.azure} is set): set the identity-based "
+                         f"{STORAGE}__* settings (or a connection string)")
+        return found
+    if settings.storage_credential and settings.storage_credential.lower() != "managedidentity":
+        found.append(f"{STORAGE_CREDENTIAL} must be 'managedidentity' (or unset: "
+                     f"DefaultAzureCredential), got {settings.storage_credential[:40]!r}")
+    if settings.storage_account and not _ACCOUNT_NAME.fullmatch(settings.storage_account):
+        found.append(f"{STORAGE_ACCOUNT} must be a storage account name (3-24 lowercase "
+                     f"letters and digits), got {settings.storage_account[:40]!r}")
+    for service, name in (("queue", STORAGE_QUEUE_URI), ("table", STORAGE_TABLE_URI)):
+        url = settings.storage_url(service)
+        if not url:
+            found.append(f"{name} is not set (nor {STORAGE_ACCOUNT}): the app needs the "
+                         f"{service} endpoint of its storage account")
+        elif not url.lower().startswith("https://"):
+            found.append(f"{name} must be an https URL (a token is never sent in clear), "
+                         f"got {url[:80]!r}")
+        elif settings.azure and _LOOPBACK.search(url):
+            found.append(f"{name} is a loopback address, which is refused in Azure "
+                         f"({settings.azure} is set)")
+    return found
 
 
 def _cloud_problems(settings: Settings) -> list[str]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from proactive.delivering.pacing import ConversationPacer, TenantPacer
     from proactive.receiving.auth import ActivityAuthenticator
+    from proactive.storage.credentials import StorageTokens
     from proactive.storage.deliveries import DeliveryStore
     from proactive.storage.progress import Campaigns
     from proactive.storage.queues import Outbox
@@ -83,6 +84,9 @@ class Runtime:
     conversation_pacer: ConversationPacer
     # The session of the hot-path tables' RestTableClients (None: they use the SDK).
     table_http: aiohttp.ClientSession | None = None
+    # Identity-based storage: the one credential and token every storage client
+    # shares (None with a connection string).
+    storage_tokens: StorageTokens | None = None
 
     @property
     def activities_table(self) -> TableClient:
@@ -98,24 +102,22 @@ class Runtime:
         return _sdk_table(self.table_service, self.settings.table_name(base))
 
     @classmethod
-    async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None) -> Runtime:
+    async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None,
+                     storage_tokens: StorageTokens | None = None) -> Runtime:
+        """`storage_tokens`: identity-based storage's token source (default: made
+        from the settings' credential; tests pass one of their own)."""
         import httpx
-        from azure.data.tables.aio import TableServiceClient
-        from azure.storage.queue.aio import QueueServiceClient
         from httpx_aiohttp import AiohttpTransport
 
         from proactive.delivering.pacing import ConversationPacer, TenantPacer
         from proactive.receiving.auth import build_authenticator
+        from proactive.storage import credentials as storage
         from proactive.storage.autocreate import on_demand
         from proactive.storage.deliveries import DeliveryStore
         from proactive.storage.progress import Campaigns
         from proactive.storage.queues import Outbox, ensure_queue
         from proactive.storage.references import ReferenceStore
-        from proactive.storage.table_rest import (
-            RestTableClient,
-            new_session,
-            parse_connection_string,
-        )
+        from proactive.storage.table_rest import new_session
         from proactive.teams.clouds import resolve_cloud
         from proactive.teams.connector import ConnectorClient
         from proactive.teams.credentials import shared_token_provider
@@ -133,8 +135,10 @@ class Runtime:
                                      limits=httpx.Limits(max_connections=64))
         tokens = shared_token_provider(settings, cloud) if settings.has_credentials else None
         authenticator = build_authenticator(settings, cloud, http)
-        table_service = TableServiceClient.from_connection_string(settings.storage_connection)
-        queue_service = QueueServiceClient.from_connection_string(settings.storage_connection)
+        if settings.storage_by_identity and storage_tokens is None:
+            storage_tokens = storage.storage_tokens(settings)
+        table_service = storage.table_service(settings, storage_tokens)
+        queue_service = storage.queue_service(settings, storage_tokens)
         queues = []
         for name in (settings.outbox_queue, settings.poison_queue):
             client = queue_service.get_queue_client(name)
@@ -143,20 +147,16 @@ class Runtime:
         queue, poison = queues
         # The tables every message touches go through the thin REST client
         # (proactive/table_rest.py: ~0.1 ms of CPU per request instead of ~0.7 ms).
-        # It signs with the account key; other connection strings keep the SDK.
-        # Campaigns needs entity-group transactions, which only the SDK has.
-        try:
-            parse_connection_string(settings.storage_connection)
-            table_http = new_session()
-        except ValueError:
-            table_http = None
+        # It signs with the account key or the shared bearer token; a SAS
+        # connection string keeps the SDK. Campaigns needs entity-group
+        # transactions, which only the SDK has.
+        table_http = new_session()
 
         def hot(base: str) -> TableClient | RestTableClient:
             name = settings.table_name(base)
-            if table_http is None:
+            client = storage.rest_table(settings, name, table_http, storage_tokens)
+            if client is None:
                 return _sdk_table(table_service, name)
-            client = RestTableClient.from_connection_string(
-                settings.storage_connection, name, session=table_http)
             return on_demand(client, lambda: _create_table(table_service, name), f"table {name}")
 
         return cls(
@@ -176,6 +176,7 @@ class Runtime:
             tenant_pacer=TenantPacer(hot(PACING_TABLE), rate=settings.tenant_rps),
             conversation_pacer=ConversationPacer(),
             table_http=table_http,
+            storage_tokens=storage_tokens,
         )
 
     async def close(self) -> None:
@@ -184,6 +185,8 @@ class Runtime:
         await self.queue_service.close()
         if self.table_http is not None:
             await self.table_http.close()
+        if self.storage_tokens is not None:
+            await self.storage_tokens.close()
 
 
 async def _create_table(service: TableServiceClient, name: str) -> None:

@@ -7,6 +7,13 @@
   secret or a certificate assertion, checked for real) and an App Service
   managed-identity endpoint, so the real MSAL client can run against it
   (`msal_http_client()` maps `https://login.fake.test/...` to this server).
+* The managed-identity endpoint speaks the App Service protocol that
+  azure-identity's ManagedIdentityCredential and MSAL use (`IDENTITY_ENDPOINT`,
+  header `X-IDENTITY-HEADER: <IDENTITY_HEADER>`, `GET ?api-version=2019-08-01
+  &resource=...&client_id=...`). Tokens for Azure Storage are JWTs shaped as
+  Entra ID issues them (audience https://storage.azure.com, issuer
+  https://sts.windows.net/<tenant>/, nbf/iat/exp), which Azurite's `--oauth basic`
+  checks (not the signature: nothing can check it against a real tenant here).
 
 Test and dev tooling only; nothing here is deployed logic.
 """
@@ -38,6 +45,8 @@ DEFAULT_AUTHORITY_HOST = "login.fake.test"
 METADATA_PATH = "/v1/.well-known/openidconfiguration"
 JWKS_PATH = "/v1/.well-known/keys"
 MSI_PATH = "/msi/token"
+MSI_API_VERSION = "2019-08-01"
+STORAGE_RESOURCE = "https://storage.azure.com"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 _DEFAULT: Any = object()
@@ -239,6 +248,13 @@ class FakeAAD:
         self.token_failures = 0
         self.identity_header = uuid.uuid4().hex
         self.msi_requests: list[dict[str, str]] = []
+        # The tenant of the managed identities (the storage tokens' issuer names it).
+        self.tenant_id = str(uuid.uuid4())
+        # Client ids of the user-assigned identities "attached" to the app; None: any.
+        # An unknown one gets App Service's 400, as a wrong __clientId would in Azure.
+        self.msi_client_ids: set[str] | None = None
+        self.msi_status = 200  # set to e.g. 500 to make the identity endpoint fail
+        self.msi_lifetime: int | None = None  # storage token lifetime (default token_lifetime)
         self._counter = itertools.count(1)
 
     # -- lifecycle --------------------------------------------------------
@@ -487,16 +503,48 @@ class FakeAAD:
     async def _msi(self, request: web.Request) -> web.Response:
         if request.headers.get("X-IDENTITY-HEADER") != self.identity_header:
             return web.json_response({"statusCode": 401, "message": "bad header"}, status=401)
+        if request.query.get("api-version") != MSI_API_VERSION:
+            return web.json_response({"statusCode": 400, "message": "api-version not supported"},
+                                     status=400)
         resource = request.query.get("resource", "")
         client_id = request.query.get("client_id", "")
+        if self.msi_client_ids is not None and client_id not in self.msi_client_ids:
+            return web.json_response({"statusCode": 400, "message": (
+                "No User Assigned or Delegated Managed Identity found for specified "
+                "ClientId/ResourceId/PrincipalId.")}, status=400)
+        if self.msi_status != 200:
+            return web.json_response({"statusCode": self.msi_status, "message": "unavailable"},
+                                     status=self.msi_status)
         n = next(self._counter)
         self.msi_requests.append({"resource": resource, "client_id": client_id})
+        now = int(time.time())
+        lifetime = self.token_lifetime
+        if resource.rstrip("/") == STORAGE_RESOURCE:
+            lifetime = self.msi_lifetime or lifetime
+            token = self.storage_token(client_id or "system-assigned", now=now, lifetime=lifetime,
+                                       resource=resource, serial=n)
+        else:
+            token = f"fake-msi-token-{n}"
         return web.json_response(
             {
-                "access_token": f"fake-msi-token-{n}",
-                "expires_on": str(int(time.time()) + self.token_lifetime),
+                "access_token": token,
+                "expires_on": str(now + lifetime),
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": client_id,
             }
         )
+
+    def storage_token(self, client_id: str, *, now: float | None = None, lifetime: int = 3600,
+                      resource: str = STORAGE_RESOURCE, serial: int = 0) -> str:
+        """An access token for Azure Storage as Entra ID issues one to a managed
+        identity (v1 claims), signed with this server's first key."""
+        now = int(time.time() if now is None else now)
+        claims = {
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": now, "nbf": now, "exp": now + lifetime,
+            "appid": client_id, "oid": client_id, "sub": client_id, "tid": self.tenant_id,
+            "idtyp": "app", "ver": "1.0", "uti": f"fake-{serial}",
+        }
+        return self.mint(claims)

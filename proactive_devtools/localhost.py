@@ -43,7 +43,10 @@ from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 from multidict import CIMultiDict
 
+from proactive.config import Settings
 from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
+from proactive.storage import credentials
+from proactive.storage.credentials import StorageTokens
 from proactive_devtools.processes import connection_string
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,19 @@ def storage_connection(value: str) -> str:
     if value.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
         return connection_string(10001, 10002, 10000)
     return value
+
+
+def identity_storage(setting: str, env: Mapping[str, str]) -> Settings | None:
+    """The identity-based connection `setting` (`<setting>__queueServiceUri` or
+    `__accountName`, `__credential`, `__clientId`), as the host reads one when
+    `<setting>` itself is not set; None when there is none."""
+    def get(name: str) -> str:
+        return (env.get(f"{setting}__{name}") or "").strip()
+    if not (get("queueServiceUri") or get("accountName")):
+        return None
+    return Settings(storage_connection="", storage_credential=get("credential"),
+                    storage_client_id=get("clientId"), storage_account=get("accountName"),
+                    queue_service_uri=get("queueServiceUri"))
 
 
 def load_settings(path: str | Path) -> dict[str, Any]:
@@ -169,6 +185,7 @@ class LocalHost:
         self._pollers: set[asyncio.Task[None]] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._clients: list[QueueClient] = []
+        self._tokens: list[StorageTokens] = []  # identity-based connections' token sources
         self._created: set[str] = set()
 
     def _functions(self) -> list[_Fn]:
@@ -237,6 +254,8 @@ class LocalHost:
         await _settle(self._inflight, deadline - time.monotonic())
         for client in self._clients:
             await client.close()
+        for tokens in self._tokens:
+            await tokens.close()
 
     def _track(self, f: _Fn, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"Functions.{f.name}")
@@ -280,10 +299,19 @@ class LocalHost:
         name = resolve_setting(f.trigger["queueName"], self.env).lower()
         setting = f.trigger.get("connection") or "AzureWebJobsStorage"
         conn = self.env.get(setting) or self.env.get(f"AzureWebJobs{setting}")
-        if not conn:
-            raise ValueError(f"app setting {setting!r} (the queue's connection) is not set")
-        client = QueueClient.from_connection_string(storage_connection(conn), name)
-        poison = QueueClient.from_connection_string(storage_connection(conn), f"{name}-poison")
+        if conn:
+            client = QueueClient.from_connection_string(storage_connection(conn), name)
+            poison = QueueClient.from_connection_string(storage_connection(conn), f"{name}-poison")
+        elif identity := identity_storage(setting, self.env) or \
+                identity_storage(f"AzureWebJobs{setting}", self.env):
+            # As the host does: a token from the connection's credential, no key.
+            tokens = StorageTokens(credentials.new_credential(identity))
+            self._tokens.append(tokens)
+            client = credentials.queue_client(identity, name, tokens)
+            poison = credentials.queue_client(identity, f"{name}-poison", tokens)
+        else:
+            raise ValueError(f"app setting {setting!r} (the queue's connection) is not set, nor "
+                             f"{setting}__queueServiceUri / {setting}__accountName")
         self._clients += [client, poison]
         self.lines.append(f"{f.name}: queueTrigger [{name}]")
         return functools.partial(self._poll_queue, f, client, poison)
@@ -447,7 +475,7 @@ async def _prepare_proactive() -> None:
         rt = await get_runtime()
     except ConfigError as exc:
         raise StartFailed(f"configuration error: {exc}") from None
-    await provision(rt.settings)
+    await provision(rt.settings, rt.storage_tokens)
 
 
 async def _serve(host: LocalHost) -> int:

@@ -19,8 +19,6 @@ from proactive.config import DEV_ACCOUNT, DEV_KEY
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
 
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -58,6 +56,43 @@ def connection_string(queue_port: int, table_port: int, blob_port: int) -> str:
     )
 
 
+def tls_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM files
+    in `folder`), for Azurite over https: clients trust it by being given the
+    certificate (SSL_CERT_FILE, REQUESTS_CA_BUNDLE or an ssl context), never by
+    turning verification off."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "azurite-cert.pem", folder / "azurite-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
 @dataclass
 class Azurite:
     proc: subprocess.Popen[bytes]
@@ -67,14 +102,36 @@ class Azurite:
     # Where its data lives on disk; None: in memory, gone when it stops.
     location: str | None = None
     log: Path | None = None
+    # https with this certificate and key, Entra ID tokens accepted (`oauth=`);
+    # the certificate is what clients must trust.
+    oauth: tuple[Path, Path] | None = None
+    debug_log: Path | None = None
 
     @property
     def persistent(self) -> bool:
         return self.location is not None
 
     @property
+    def cert(self) -> Path | None:
+        return self.oauth[0] if self.oauth else None
+
+    @property
     def connection_string(self) -> str:
         return connection_string(self.queue_port, self.table_port, self.blob_port)
+
+    def endpoint(self, service: str) -> str:
+        """The https endpoint of `service` ("queue", "table", "blob") of an
+        `oauth=True` Azurite (path-style: the account is the first path segment)."""
+        port = {"queue": self.queue_port, "table": self.table_port, "blob": self.blob_port}
+        return f"https://127.0.0.1:{port[service]}/{DEV_ACCOUNT}"
+
+    def identity_settings(self) -> dict[str, str]:
+        """App settings reaching this Azurite by identity, as the Bicep sets them
+        in Azure (minus the client id): no key."""
+        return {"AzureWebJobsStorage__credential": "managedidentity",
+                "AzureWebJobsStorage__queueServiceUri": self.endpoint("queue"),
+                "AzureWebJobsStorage__tableServiceUri": self.endpoint("table"),
+                "AzureWebJobsStorage__blobServiceUri": self.endpoint("blob")}
 
     def stop(self) -> None:
         # Azurite waits for idle keep-alive connections before it exits; the
@@ -91,22 +148,31 @@ class Azurite:
         if self.proc.poll() is None:
             raise RuntimeError("Azurite is still running: stop() it first")
         self.proc = _spawn_azurite(self.queue_port, self.table_port, self.blob_port,
-                                   self.location, self.log)
+                                   self.location, self.log, self.oauth, self.debug_log)
 
 
 def start_azurite(*, queue_port: int = 0, table_port: int = 0, blob_port: int = 0,
-                  location: str | None = None, log: Path | None = None) -> Azurite:
+                  location: str | None = None, log: Path | None = None,
+                  oauth: tuple[Path, Path] | None = None, debug_log: Path | None = None
+                  ) -> Azurite:
     """Start Azurite; port 0 picks a free port. In memory unless `location` is
-    given (a folder for its data, which `Azurite.restart` finds again)."""
+    given (a folder for its data, which `Azurite.restart` finds again).
+
+    `oauth=(cert, key)`: https with that certificate, and Entra ID bearer tokens
+    accepted (`--oauth basic`: Azurite checks a token's audience, issuer and
+    lifetime, not its signature) besides the account key. `debug_log`: Azurite's
+    debug log, one entry per request with its operation and how it was authorized."""
     queue_port = queue_port or free_port()
     table_port = table_port or free_port()
     blob_port = blob_port or free_port()
-    proc = _spawn_azurite(queue_port, table_port, blob_port, location, log)
-    return Azurite(proc, queue_port, table_port, blob_port, location=location, log=log)
+    proc = _spawn_azurite(queue_port, table_port, blob_port, location, log, oauth, debug_log)
+    return Azurite(proc, queue_port, table_port, blob_port, location=location, log=log,
+                   oauth=oauth, debug_log=debug_log)
 
 
 def _spawn_azurite(queue_port: int, table_port: int, blob_port: int, location: str | None,
-                   log: Path | None) -> subprocess.Popen[bytes]:
+                   log: Path | None, oauth: tuple[Path, Path] | None = None,
+                   debug_log: Path | None = None) -> subprocess.Popen[bytes]:
     args = [
         node_tool("azurite"), "--silent", "--skipApiVersionCheck", "--loose",
         # Without it Azurite tries to send telemetry out, and lingers at exit.
@@ -115,6 +181,10 @@ def _spawn_azurite(queue_port: int, table_port: int, blob_port: int, location: s
         "--blobPort", str(blob_port), "--queuePort", str(queue_port),
         "--tablePort", str(table_port),
     ]
+    if oauth:
+        args += ["--oauth", "basic", "--cert", str(oauth[0]), "--key", str(oauth[1])]
+    if debug_log:
+        args += ["--debug", str(debug_log)]
     if location:
         args += ["--location", location]
     else:

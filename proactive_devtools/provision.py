@@ -7,21 +7,21 @@ from __future__ import annotations
 import contextlib
 
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables.aio import TableServiceClient
-from azure.storage.queue.aio import QueueServiceClient
 
 from proactive.config import Settings
 from proactive.runtime import storage_names
+from proactive.storage import credentials
+from proactive.storage.credentials import StorageTokens
 
 
-async def provision(settings: Settings) -> None:
-    """Create every table and queue of `settings` that does not exist yet."""
-    conn = settings.storage_connection  # the SDK knows UseDevelopmentStorage=true
-    names = storage_names(settings)
-    async with TableServiceClient.from_connection_string(conn) as tables:
+async def provision(settings: Settings, tokens: StorageTokens | None = None) -> None:
+    """Create every table and queue of `settings` that does not exist yet.
+    `tokens`: the process's token source when storage is identity-based."""
+    names = storage_names(settings)  # the SDK knows UseDevelopmentStorage=true
+    async with credentials.table_service(settings, tokens) as tables:
         for table in names.tables:
             await tables.create_table_if_not_exists(table)
-    async with QueueServiceClient.from_connection_string(conn) as queues:
+    async with credentials.queue_service(settings, tokens) as queues:
         for queue in names.queues:
             with contextlib.suppress(ResourceExistsError):
                 await queues.create_queue(queue)

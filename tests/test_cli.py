@@ -50,3 +50,36 @@ def test_an_invalid_message_is_refused_before_the_queue(
     assert main(["send", "--to", "u"]) == 2  # no content
     assert "'text' or 'card' is required" in capsys.readouterr().err
     assert main(["send", "--to", "u", "--conversation", "c", "--text", "x"]) == 2
+
+
+def test_account_reaches_that_storage_account_as_the_person_signed_in() -> None:
+    from proactive.cli import storage_settings
+    from proactive.config import Settings
+
+    local = Settings(storage_connection="UseDevelopmentStorage=true", outbox_queue="out")
+    settings = storage_settings(local, "proactivest")
+    assert settings.storage_by_identity and settings.storage_credential == ""  # az login
+    assert settings.storage_url("queue") == "https://proactivest.queue.core.windows.net"
+    assert settings.storage_url("table") == "https://proactivest.table.core.windows.net"
+    assert settings.outbox_queue == "out"
+    assert storage_settings(local, None) is local
+
+
+@pytest.mark.parametrize(("argv", "env", "says"), [
+    (["status", "--key", "k", "--account", "Not_An_Account"], {},
+     "must be a storage account name"),
+    (["poison"], {"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                  "AzureWebJobsStorage__accountName": "proactivest"},
+     "are both set: set one of them"),
+])
+def test_storage_settings_that_cannot_work_get_one_line_and_exit_2(
+        argv: list[str], env: dict[str, str], says: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__accountName"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and says in err

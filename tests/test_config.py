@@ -3,13 +3,19 @@ and nothing meant for local development or tests is accepted in Azure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from proactive.config import (
     AZURE_IF_WEBSITE,
     AZURE_VARIABLES,
+    PRODUCTION_SETTINGS,
+    SETTINGS,
     ConfigError,
     Settings,
     load_settings,
@@ -100,3 +106,103 @@ def test_the_test_run_itself_is_not_azure() -> None:
     # The tests and the local tools never set these: were one set here, every
     # local-development test would be testing the refusal instead.
     assert not running_in_azure(os.environ), [n for n in AZURE_VARIABLES if os.environ.get(n)]
+
+
+# --- storage: a connection string or the identity settings infra/ sets ----------------
+
+IDENTITY = {"AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__clientId": "5c1d7c3e-0b1a-4c1f-9d55-7a1e0c0ffee1",
+            "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net/",
+            "AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net/"}
+
+
+class Recording(dict[str, str]):
+    """An environment that notes every name looked up in it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_the_list_of_settings_is_what_the_app_reads() -> None:
+    for values in ({}, IDENTITY, {**PRODUCTION, "WEBSITE_INSTANCE_ID": "x"}):
+        env = Recording(values)
+        with contextlib.suppress(ConfigError):
+            load_settings(env)
+        assert env.read - set(AZURE_VARIABLES) - set(AZURE_IF_WEBSITE) == set(SETTINGS)
+    assert set(PRODUCTION_SETTINGS) == set(SETTINGS) - {"PROACTIVE_LOCAL_DEV",
+                                                        "PROACTIVE_CLOUD_OVERRIDE"}
+
+
+def test_the_readme_documents_every_setting() -> None:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    documented: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            documented |= set(re.findall(r"`([A-Za-z][A-Za-z0-9_]*)`", line.split("|")[1]))
+    assert documented == set(SETTINGS)
+
+
+def test_identity_based_storage_is_read_with_its_endpoints() -> None:
+    settings = load_settings({**LOCAL, **IDENTITY})
+    assert settings.storage_by_identity and settings.storage_connection == ""
+    assert settings.storage_credential == "managedidentity"
+    assert settings.storage_url("queue") == "https://acct.queue.core.windows.net"
+    assert settings.storage_url("table") == "https://acct.table.core.windows.net"
+    assert load_settings({**PRODUCTION_IDENTITY, "WEBSITE_INSTANCE_ID": "x"}).azure
+
+
+PRODUCTION_IDENTITY = {"MicrosoftAppId": "app", "MicrosoftAppType": "UserAssignedMSI", **IDENTITY}
+
+
+@pytest.mark.parametrize(("cloud", "suffix"), [
+    ("Public", "core.windows.net"), ("GCC", "core.windows.net"),
+    ("GCCHigh", "core.usgovcloudapi.net"), ("DoD", "core.usgovcloudapi.net")])
+def test_the_account_name_alone_gives_the_clouds_endpoints(cloud: str, suffix: str) -> None:
+    settings = load_settings({**LOCAL, "PROACTIVE_CLOUD": cloud,
+                              "AzureWebJobsStorage__accountName": "proactivest"})
+    assert settings.storage_url("queue") == f"https://proactivest.queue.{suffix}"
+    assert settings.storage_url("table") == f"https://proactivest.table.{suffix}"
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **IDENTITY},
+     "are both set: set one of them"),
+    ({**IDENTITY, "AzureWebJobsStorage__credential": "clientsecret"},
+     "AzureWebJobsStorage__credential must be 'managedidentity'"),
+    ({"AzureWebJobsStorage__queueServiceUri": "https://a.queue.core.windows.net"},
+     "AzureWebJobsStorage__tableServiceUri is not set (nor AzureWebJobsStorage__accountName)"),
+    ({**IDENTITY, "AzureWebJobsStorage__tableServiceUri": "http://acct.table.core.windows.net"},
+     "must be an https URL (a token is never sent in clear)"),
+    ({"AzureWebJobsStorage__accountName": "Not_An_Account"}, "must be a storage account name"),
+])
+def test_identity_storage_settings_that_cannot_work_are_refused(env: dict[str, str],
+                                                                 says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({**LOCAL, **env})
+    assert sum(says in p for p in info.value.problems) == 1, info.value.problems
+
+
+@pytest.mark.parametrize("storage", [
+    {},  # nothing set: Azurite's defaults locally
+    {"AzureWebJobsStorage": "UseDevelopmentStorage=true"},
+    {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                            "AccountKey=abc;QueueEndpoint=http://127.0.0.1:10001/x"},
+    {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k;"
+                            "TableEndpoint=https://localhost:10002/a"},
+    {**IDENTITY, "AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:10001/acct"},
+])
+def test_the_local_emulator_is_refused_in_azure(storage: dict[str, str]) -> None:
+    env = {"MicrosoftAppId": "app", "MicrosoftAppType": "UserAssignedMSI", **storage}
+    load_settings(env)  # locally, fine
+    with pytest.raises(ConfigError, match=r"refused in Azure \(WEBSITE_INSTANCE_ID is set"):
+        load_settings({**env, "WEBSITE_INSTANCE_ID": "x"})

@@ -3,7 +3,9 @@ nothing it must not have, checked without Azure: no Bicep compiler or azd runs h
 
 Every .bicep file is parsed (pycep-parser, the parser checkov uses) and the parsed
 tree is held against the app: the app settings against the settings the app reads
-(README's Settings table), the role assignments against the data planes it uses,
+(`proactive.config.PRODUCTION_SETTINGS`), the role assignments against the data
+planes it uses and each storage operation it performs (`proactive.storage.
+credentials.OPERATIONS`),
 the declared tables and queues against the names in the code, the storage account's
 flags, the Flex Consumption plan, the bot. checkov's Bicep scan runs last
 (scripts/checkov, in its own venv).
@@ -20,7 +22,8 @@ from typing import Any, cast
 
 from pycep import BicepParser
 
-from proactive.config import Settings
+from proactive.config import PRODUCTION_SETTINGS, Settings
+from proactive.storage.credentials import OPERATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -49,15 +52,11 @@ PINNED = {
     "avm/res/network/private-dns-zone": "0.8.1",
 }
 
-# Settings the infrastructure sets that are not the app's own: the Functions host's
-# identity-based storage and Application Insights (the host reads those).
+# Settings the infrastructure sets that only the platform reads: the Functions
+# host's blob endpoint (deployment package, timer locks; the app uses no blobs) and
+# Application Insights. The other AzureWebJobsStorage__* the host and the app share.
 PLATFORM_SETTINGS = {
-    "AzureWebJobsStorage__credential",
-    "AzureWebJobsStorage__clientId",
-    "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri",
-    "AzureWebJobsStorage__tableServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
@@ -65,8 +64,6 @@ PLATFORM_SETTINGS = {
 NOT_SET = {
     # A connection string would carry an account key; the identity settings replace it.
     "AzureWebJobsStorage": "keyless: the AzureWebJobsStorage__* identity settings instead",
-    "PROACTIVE_LOCAL_DEV": "local development only; must never be on in Azure",
-    "PROACTIVE_CLOUD_OVERRIDE": "testing only; must never be set in Azure",
     "MicrosoftAppCertificatePath": "the certificate credential is not wired by this infra",
     "MicrosoftAppCertificateThumbprint": "the certificate credential is not wired by this infra",
     "PROACTIVE_MAX_ACTIVITY_BYTES": "the app's default (Teams' limit)",
@@ -75,9 +72,9 @@ NOT_SET = {
     "PROACTIVE_CLAIM_LEASE_SECONDS": "the app's default",
     "PROACTIVE_WELCOME": "the app's default",
 }
-# Set by the infrastructure before README's Settings table lists them. When the
-# table gains one, this test fails: take it out of here.
-NOT_IN_README_YET = {"PROACTIVE_BOT_NAME"}
+# Set by the infrastructure before the app reads them (the bot's display name, for
+# the Teams app package). When the app reads one, this test fails: take it out.
+NOT_READ_YET = {"PROACTIVE_BOT_NAME"}
 NEVER_IN_AZURE = {"PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE"}
 
 
@@ -143,17 +140,6 @@ def _app_settings() -> dict[str, Any]:
     return settings
 
 
-def _readme_settings() -> set[str]:
-    """Setting names in README.md's Settings table (first column, in backticks)."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
-    names: set[str] = set()
-    for line in section.splitlines():
-        if line.startswith("| `"):
-            names |= set(re.findall(r"`([A-Za-z][A-Za-z0-9_]*)`", line.split("|")[1]))
-    return names
-
-
 def _table_names_in_code() -> set[str]:
     names: set[str] = set()
     for path in (ROOT / "proactive").rglob("*.py"):
@@ -205,14 +191,14 @@ def test_registry_modules_are_pinned_to_the_versions_read() -> None:
 
 def test_app_settings_match_what_the_app_reads() -> None:
     infra = set(_app_settings())
-    app = _readme_settings() | PLATFORM_SETTINGS
+    app = set(PRODUCTION_SETTINGS) | PLATFORM_SETTINGS
     read_but_not_set = app - infra
     set_but_not_read = infra - app
     assert read_but_not_set == set(NOT_SET), (
         f"the app reads these, infra doesn't set them: {sorted(read_but_not_set - set(NOT_SET))}; "
         f"listed as left out but now set or no longer read: "
         f"{sorted(set(NOT_SET) - read_but_not_set)}")
-    assert set_but_not_read == NOT_IN_README_YET, (
+    assert set_but_not_read == NOT_READ_YET, (
         f"infra sets these, the app doesn't read them: {sorted(set_but_not_read)}")
 
 
@@ -294,6 +280,119 @@ def test_the_identity_gets_exactly_the_data_planes_the_app_uses() -> None:
     }
     for who, _, _, _ in _assignments():
         assert who in {"managedIdentityPrincipalId", "userIdentityPrincipalId"}
+
+
+# What each storage operation needs, from "Permissions for calling data operations"
+# (learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory):
+# alternatives, each a set of actions that together allow it.
+_S = "Microsoft.Storage/storageAccounts"
+_ENTITIES, _MESSAGES = f"{_S}/tableServices/tables/entities", f"{_S}/queueServices/queues/messages"
+NEEDS: dict[tuple[str, str], list[set[str]]] = {
+    ("table", "Create Table"): [{f"{_S}/tableServices/tables/write"}],
+    ("table", "Query Entities"): [{f"{_ENTITIES}/read"}],
+    ("table", "Insert Entity"): [{f"{_ENTITIES}/write"}, {f"{_ENTITIES}/add/action"}],
+    ("table", "Update Entity"): [{f"{_ENTITIES}/write"}, {f"{_ENTITIES}/update/action"}],
+    ("table", "Merge Entity"): [{f"{_ENTITIES}/write"}, {f"{_ENTITIES}/update/action"}],
+    ("table", "Insert Or Merge Entity"): [
+        {f"{_ENTITIES}/write"}, {f"{_ENTITIES}/add/action", f"{_ENTITIES}/update/action"}],
+    ("table", "Delete Entity"): [{f"{_ENTITIES}/delete"}],
+    # "Sub-operation authorizes separately": ours insert, replace and delete.
+    ("table", "Entity Group Transaction"): [
+        {f"{_ENTITIES}/write", f"{_ENTITIES}/delete"},
+        {f"{_ENTITIES}/add/action", f"{_ENTITIES}/update/action", f"{_ENTITIES}/delete"}],
+    ("queue", "Create Queue"): [{f"{_S}/queueServices/queues/write"}],
+    ("queue", "Put Message"): [{f"{_MESSAGES}/add/action"}, {f"{_MESSAGES}/write"}],
+    ("queue", "Get Messages"): [{f"{_MESSAGES}/process/action"},
+                                {f"{_MESSAGES}/delete", f"{_MESSAGES}/read"}],
+    ("queue", "Peek Messages"): [{f"{_MESSAGES}/read"}],
+    ("queue", "Delete Message"): [{f"{_MESSAGES}/process/action"}, {f"{_MESSAGES}/delete"}],
+    ("queue", "Update Message"): [{f"{_MESSAGES}/write"}],
+    # The Functions host's own (the platform's, same identity): the deployment
+    # package and the timer trigger's singleton lock.
+    ("blob", "Get Blob"): [{f"{_S}/blobServices/containers/blobs/read"}],
+    ("blob", "Put Blob"): [{f"{_S}/blobServices/containers/blobs/write"}],
+    ("blob", "Lease Blob"): [{f"{_S}/blobServices/containers/blobs/write"}],
+    ("blob", "Create Container"): [{f"{_S}/blobServices/containers/write"}],
+}
+PLATFORM_OPERATIONS = {"blob": ("Get Blob", "Put Blob", "Lease Blob", "Create Container")}
+# The built-in roles' actions and data actions, as Azure publishes them
+# (`az role definition list --name "<role>"`).
+ROLE_PERMISSIONS: dict[str, set[str]] = {
+    BLOB_DATA_OWNER: {f"{_S}/blobServices/containers/*",
+                      f"{_S}/blobServices/generateUserDelegationKey/action",
+                      f"{_S}/blobServices/containers/blobs/*"},
+    QUEUE_DATA_CONTRIBUTOR: {f"{_S}/queueServices/queues/{a}" for a in ("delete", "read", "write")}
+    | {f"{_MESSAGES}/{a}" for a in ("delete", "read", "write", "process/action")},
+    TABLE_DATA_CONTRIBUTOR: {f"{_S}/tableServices/tables/{a}" for a in ("delete", "read", "write")}
+    | {f"{_ENTITIES}/{a}" for a in ("read", "write", "delete", "add/action", "update/action")},
+}
+# Client methods that reach storage, and the operations each one performs.
+METHOD_OPERATIONS: dict[str, set[tuple[str, str]]] = {
+    "create_table": {("table", "Create Table")},
+    "create_table_if_not_exists": {("table", "Create Table")},
+    "get_entity": {("table", "Query Entities")},
+    "query_entities": {("table", "Query Entities")},
+    "list_entities": {("table", "Query Entities")},
+    "create_entity": {("table", "Insert Entity")},
+    "update_entity": {("table", "Update Entity"), ("table", "Merge Entity")},
+    "upsert_entity": {("table", "Insert Or Merge Entity")},  # ours merge (tables.merge)
+    "delete_entity": {("table", "Delete Entity")},
+    "submit_transaction": {("table", "Entity Group Transaction")},
+    "create_queue": {("queue", "Create Queue")},
+    "send_message": {("queue", "Put Message")},
+    "peek_messages": {("queue", "Peek Messages")},
+    "receive_message": {("queue", "Get Messages")},
+    "receive_messages": {("queue", "Get Messages")},
+    "delete_message": {("queue", "Delete Message")},
+    "update_message": {("queue", "Update Message")},
+}
+# Every data-plane method of the SDKs' table and queue clients (and our
+# RestTableClient's subset): a call to one not in METHOD_OPERATIONS fails the test
+# until its operations are declared.
+_SDK_METHODS = set(METHOD_OPERATIONS) | {
+    "delete_table", "list_tables", "query_tables", "get_table_access_policy",
+    "set_table_access_policy", "get_service_properties", "set_service_properties",
+    "get_service_stats", "delete_queue", "list_queues", "get_queue_properties",
+    "set_queue_metadata", "get_queue_access_policy", "set_queue_access_policy",
+    "clear_messages"}
+_STORAGE_CALL = re.compile(rf"\.({'|'.join(sorted(_SDK_METHODS))})\(")
+# What the Functions host's queue trigger does with the app's identity in Azure
+# (proactive_devtools/localhost.py does the same locally): receive, settle, renew
+# the lease, and move a message to the poison queue.
+TRIGGER_OPERATIONS = {("queue", "Get Messages"), ("queue", "Delete Message"),
+                      ("queue", "Update Message"), ("queue", "Put Message")}
+
+
+def _allowed(action: str, permissions: set[str]) -> bool:
+    return any(action == p or (p.endswith("/*") and action.startswith(p[:-1]))
+               for p in permissions)
+
+
+def test_each_storage_operation_of_the_app_is_allowed_by_a_role_the_identity_holds() -> None:
+    held = {role for who, role, scope, _ in _assignments()
+            if who == "managedIdentityPrincipalId" and scope == "storageAccount"}
+    permissions = set().union(*(ROLE_PERMISSIONS[role] for role in held))
+    for service, operations in {**OPERATIONS, **PLATFORM_OPERATIONS}.items():
+        for operation in operations:
+            options = NEEDS[(service, operation)]
+            assert any(all(_allowed(a, permissions) for a in option) for option in options), (
+                f"{operation} ({service}) needs one of {options}; the identity's roles on "
+                f"the account allow {sorted(permissions)}")
+
+
+def test_the_declared_operations_are_what_the_code_calls() -> None:
+    # tests/test_keyless.py checks the other side: what Azurite saw a full run do.
+    called: dict[str, set[str]] = {}
+    for path in (ROOT / "proactive").rglob("*.py"):
+        for method in _STORAGE_CALL.findall(path.read_text()):
+            called.setdefault(method, set()).add(path.relative_to(ROOT).as_posix())
+    unknown = {m: files for m, files in called.items() if m not in METHOD_OPERATIONS}
+    assert not unknown, f"storage calls with no operations listed in METHOD_OPERATIONS: {unknown}"
+    performed = set().union(*(METHOD_OPERATIONS[m] for m in called)) | TRIGGER_OPERATIONS
+    declared = {(service, op) for service, ops in OPERATIONS.items() for op in ops}
+    assert performed == declared, (
+        f"performed but not declared: {sorted(performed - declared)}; "
+        f"declared but never performed: {sorted(declared - performed)}")
 
 
 def test_the_deploying_user_optionally_gets_the_data_roles() -> None:

@@ -150,6 +150,11 @@ async def test_valid_settings_in_azure_serve_the_endpoint(
     monkeypatch.setenv("MicrosoftAppId", "app")
     monkeypatch.setenv("MicrosoftAppType", "UserAssignedMSI")
     monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc")
+    # Storage as in Azure: by identity (the emulator's well-known key is refused
+    # there); the unauthenticated activity is turned away before any storage call.
+    monkeypatch.delenv("AzureWebJobsStorage")
+    monkeypatch.setenv("AzureWebJobsStorage__accountName", "proactivetest")
+    monkeypatch.setenv("AzureWebJobsStorage__credential", "managedidentity")
     reply = await triggers.messages(request(install(service_url=LOOPBACK)))
     assert (reply.status_code, reply.get_body()) == (401, b"unauthorized")  # no token
 

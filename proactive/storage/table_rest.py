@@ -1,15 +1,16 @@
 """A thin Table Storage REST client for the per-message hot path.
 
 A request through `azure.data.tables.aio` costs about 0.7 ms of CPU (azure-core's
-pipeline and the SDK's serializers); signed here (SharedKeyLite) and sent over one
-shared aiohttp session, it costs about 0.1 ms. `RestTableClient` has the subset of
+pipeline and the SDK's serializers); signed here (SharedKeyLite, or an Entra ID
+bearer token from the process's `StorageTokens`) and sent over one shared aiohttp
+session, it costs about 0.1 ms. `RestTableClient` has the subset of
 `TableClient` the stores use, with the same names, arguments and azure.core
 exceptions, so callers work unchanged.
 
 Values: str, bool, int (Edm.Int32; Edm.Int64 beyond), float (Edm.Double); None is
 skipped. They read back as plain values (Int64 as int, not the SDK's EntityProperty;
 metadata["timestamp"] as a string). DateTime, Guid and Binary properties read back
-as strings and cannot be written. No batch transactions, no SAS or token auth.
+as strings and cannot be written. No batch transactions, no SAS.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -34,7 +35,13 @@ from yarl import URL
 
 from proactive.config import DEV_ACCOUNT, DEV_KEY
 
-VERSION = "2019-02-02"
+
+class TokenSource(Protocol):
+    """Where the bearer token comes from (proactive.storage.credentials.StorageTokens)."""
+
+    async def token(self) -> str: ...
+
+VERSION = "2019-02-02"  # bearer tokens need 2017-11-09 or later
 # The SDK's exception classes by status, so callers' `except`s keep working.
 _ERRORS: dict[int, type[az.HttpResponseError]] = {
     404: az.ResourceNotFoundError, 409: az.ResourceExistsError, 412: az.ResourceModifiedError}
@@ -79,14 +86,29 @@ def parse_connection_string(conn: str) -> tuple[str, bytes, str]:
 
 class RestTableClient:
     def __init__(self, account: str, key: bytes, endpoint: str, table_name: str,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, *,
+                 tokens: TokenSource | None = None) -> None:
+        """Signed with `key` (SharedKeyLite), or with `tokens`' bearer token
+        (`with_token`): then `endpoint` must be https, as the SDK insists too."""
         self.account_name, self.table_name, self._key = account, table_name, key
+        self._tokens = tokens
         url = URL(endpoint)
+        if tokens is not None and url.scheme != "https":
+            raise ValueError(f"a bearer token is only sent over https, not to {endpoint!r}")
         self._origin = str(url.origin())
         self._base = url.raw_path.rstrip("/")  # Azurite's path-style "/devstoreaccount1"
         self._own_session = session is None
         self._session = session or new_session()
         self._date = (0, "")
+
+    @classmethod
+    def with_token(cls, endpoint: str, table_name: str, tokens: TokenSource, *,
+                   session: aiohttp.ClientSession | None = None) -> RestTableClient:
+        """Signed with an Entra ID bearer token (no account key)."""
+        url = URL(endpoint)
+        # Azurite's path-style endpoints name the account in the path; Azure's, in the host.
+        account = url.raw_path.strip("/").split("/")[0] or (url.host or "").split(".")[0]
+        return cls(account, b"", endpoint, table_name, session, tokens=tokens)
 
     @classmethod
     def from_connection_string(cls, conn: str, table_name: str, *,
@@ -204,12 +226,16 @@ class RestTableClient:
         if now != self._date[0]:  # the date is formatted once a second, not per request
             self._date = (now, formatdate(now, usegmt=True))
         raw_path = self._base + path
-        # SharedKeyLite for Table: StringToSign = x-ms-date + "\n" + "/account/path".
-        mac = hmac.new(self._key, f"{self._date[1]}\n/{self.account_name}{raw_path}".encode(),
-                       hashlib.sha256).digest()
         headers["x-ms-date"] = self._date[1]
-        headers["Authorization"] = f"SharedKeyLite {self.account_name}:" \
-                                   f"{base64.b64encode(mac).decode()}"
+        if self._tokens is not None:
+            # Cached: an await that returns at once, except when a refresh is due.
+            headers["Authorization"] = f"Bearer {await self._tokens.token()}"
+        else:
+            # SharedKeyLite for Table: StringToSign = x-ms-date + "\n" + "/account/path".
+            mac = hmac.new(self._key, f"{self._date[1]}\n/{self.account_name}{raw_path}"
+                           .encode(), hashlib.sha256).digest()
+            headers["Authorization"] = f"SharedKeyLite {self.account_name}:" \
+                                       f"{base64.b64encode(mac).decode()}"
         # encoded=True: the path goes out byte for byte as signed.
         url = URL(f"{self._origin}{raw_path}?{query_string}" if query_string
                   else self._origin + raw_path, encoded=True)
