@@ -354,7 +354,7 @@ async def test_the_full_path_runs_keyless_against_azurite_over_https_with_oauth(
 
             # A scheduled send, stored while the app was down and now due: the
             # timer's tick at start-up fires it.
-            from proactive.scheduling.timer import schedule
+            from proactive.scheduling import store_send as schedule
 
             at = datetime.now(UTC) + timedelta(seconds=1)
             message = parse_message(json.dumps({
