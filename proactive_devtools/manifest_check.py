@@ -228,10 +228,10 @@ def check_icon(key: str, name: str, data: bytes | None) -> list[Problem]:
                                                    else ""))]
     if key != "outline":
         return []
-    pixels = list(image.getdata())
-    corners = [image.getpixel(xy) for xy in ((0, 0), (width - 1, 0), (0, height - 1),
-                                             (width - 1, height - 1))]
-    if any(pixel[3] for pixel in corners):  # type: ignore[index]
+    raw = image.tobytes()  # RGBA, row by row
+    pixels = [tuple(raw[i:i + 4]) for i in range(0, len(raw), 4)]
+    corners = [pixels[0], pixels[width - 1], pixels[-width], pixels[-1]]
+    if any(pixel[3] for pixel in corners):
         return [Problem(where, f"{name} has no transparent background (its corners are "
                         "opaque); Teams wants a white outline on transparent")]
     visible = [(i, p) for i, p in enumerate(pixels) if p[3]]
