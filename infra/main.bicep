@@ -238,7 +238,7 @@ module monitoring 'br/public:avm/res/insights/component:0.8.0' = {
 }
 
 // SingleTenant only: holds the app registration's secret (named MicrosoftAppPassword),
-// which you set once after provisioning (docs/deploy.md); the app setting refers to it.
+// which you set once after provisioning (README, "Deploy to Azure"); the app setting refers to it.
 module keyVault 'br/public:avm/res/key-vault/vault:0.14.0' = if (botUsesAppRegistration) {
   name: 'keyvault'
   scope: rg

@@ -12,6 +12,7 @@ and run the local tools.
     host     run function_app.py locally (Functions host semantics)
     emulator run the Connector emulator
     dev      start Azurite, the app and the Agents Playground together
+    package  build and check the Teams app package (appPackage/ -> a zip to upload)
 
 The queue commands only write the queue message; the function app does the
 rest. Settings come from the environment, then from local.settings.json: a
@@ -249,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("host", help="run function_app.py locally", add_help=False)
     sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
     sub.add_parser("dev", help="start Azurite, the app and the Playground", add_help=False)
+    sub.add_parser("package", help="build and check the Teams app package", add_help=False)
     return parser
 
 
@@ -317,7 +319,7 @@ def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("host", "emulator", "dev"):
+    if argv and argv[0] in ("host", "emulator", "dev", "package"):
         return _run_tool(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     load_local_settings()

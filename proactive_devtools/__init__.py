@@ -3,15 +3,16 @@
 Not part of the product and never deployed (.funcignore leaves this folder out):
 the built-in Functions host (`localhost`), the Connector emulator (`emulator`),
 a fake Azure AD (`fake_aad`), the Agents Playground driver (`playground`), the
-one-command dev launcher (`dev`) and process helpers (`processes`).
+one-command dev launcher (`dev`), process helpers (`processes`), and the
+Teams app package builder (`package`: app_package, manifest_check, app_icons).
 
-`python -m proactive host|emulator|dev` hands over here; `python -m
-proactive_devtools host|emulator|dev` is the same.
+`python -m proactive host|emulator|dev|package` hands over here; `python -m
+proactive_devtools host|emulator|dev|package` is the same.
 """
 
 from __future__ import annotations
 
-TOOLS = ("host", "emulator", "dev")
+TOOLS = ("host", "emulator", "dev", "package")
 
 
 def run_tool(name: str, argv: list[str]) -> int:
@@ -27,4 +28,8 @@ def run_tool(name: str, argv: list[str]) -> int:
         from .dev import main as dev_main
 
         return dev_main(argv)
+    if name == "package":
+        from .app_package import main as package_main
+
+        return package_main(argv)
     raise ValueError(f"unknown tool {name!r}; one of {', '.join(TOOLS)}")

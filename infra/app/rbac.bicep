@@ -20,7 +20,7 @@ var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 // Read the bot's secret through the app setting's Key Vault reference.
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
-// The deploying user sets that secret once (docs/deploy.md).
+// The deploying user sets that secret once (README, "Deploy to Azure").
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
 var withUser = !empty(userIdentityPrincipalId)
