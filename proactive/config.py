@@ -48,7 +48,7 @@ SETTINGS = (
     "MicrosoftAppCertificatePath", "MicrosoftAppCertificateThumbprint",
     "PROACTIVE_CLOUD", "PROACTIVE_CLOUD_OVERRIDE", "PROACTIVE_ALLOWED_TENANTS",
     "PROACTIVE_LOCAL_DEV", "PROACTIVE_DEFAULT_TIMEZONE", "PROACTIVE_MAX_ACTIVITY_BYTES",
-    "PROACTIVE_WELCOME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
+    "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
     "PROACTIVE_CLAIM_LEASE_SECONDS",
 )
 # Read everywhere but refused in Azure (Settings.problems): never set in production.
@@ -160,6 +160,8 @@ class Settings:
     # Teams' limit is 100 KB of the activity measured as UTF-16.
     max_activity_bytes: int = 100 * 1024
     welcome_enabled: bool = True
+    # The bot's name in what it writes (the welcome card).
+    bot_name: str = "Proactive"
     # Teams allows 50 requests/s per app per tenant (older docs said 30).
     tenant_rps: float = 50.0
     max_attempts: int = 8
@@ -265,6 +267,7 @@ class Settings:
             azure=azure_marker(env),
             max_activity_bytes=_int(env, "PROACTIVE_MAX_ACTIVITY_BYTES", 100 * 1024, problems),
             welcome_enabled=_flag(env, "PROACTIVE_WELCOME", default=True),
+            bot_name=(env.get("PROACTIVE_BOT_NAME") or "").strip() or "Proactive",
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
             claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),

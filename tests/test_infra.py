@@ -74,7 +74,7 @@ NOT_SET = {
 }
 # Set by the infrastructure before the app reads them (the bot's display name, for
 # the Teams app package). When the app reads one, this test fails: take it out.
-NOT_READ_YET = {"PROACTIVE_BOT_NAME"}
+NOT_READ_YET: set[str] = set()
 NEVER_IN_AZURE = {"PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE"}
 
 

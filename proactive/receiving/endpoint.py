@@ -73,7 +73,7 @@ async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) 
     try:
         installed = await rt.references.record(activity)
         if installed and rt.settings.welcome_enabled:
-            await rt.outbox.put(welcome_message(activity))
+            await rt.outbox.put(welcome_message(activity, rt.settings.bot_name))
     except Exception:
         # Let Teams redeliver: forget that we saw it.
         await _forget(rt, activity)

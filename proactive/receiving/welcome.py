@@ -7,7 +7,6 @@ the outbox like any other message, so it is retried and recorded the same way.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from proactive.contract import VERSION
@@ -40,9 +39,8 @@ def welcome_card(bot_name: str) -> dict[str, Any]:
     }
 
 
-def welcome_message(activity: Activity) -> dict[str, Any]:
+def welcome_message(activity: Activity, bot_name: str = BOT_NAME) -> dict[str, Any]:
     """The outbox message for a user who just installed the bot."""
-    bot_name = os.environ.get("PROACTIVE_BOT_NAME") or BOT_NAME
     return {
         "version": VERSION,
         "op": "send",
