@@ -143,6 +143,6 @@ async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
     state = row.get("state")
     if state in (DeliveryState.SENT, DeliveryState.DELETED):
         return Reason.SENT
-    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED):
+    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.SKIPPED):
         return str(row.get("reason") or state)
     return None  # not finished: whoever holds it reports it

@@ -32,7 +32,7 @@ SHARDS = 8
 RUNNING = "running"
 CANCELLED = "cancelled"
 # Reasons a recipient was passed over without a Connector call.
-SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled"})
+SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out"})
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
