@@ -129,6 +129,7 @@ var tableNames = [
   'pacing'
   'sends'
   'schedules'
+  'preferences'
 ]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -9,6 +9,7 @@ and run the local tools.
     status   show the delivery records of a key
     progress show the counters of a many-user send
     poison   list what is parked in the poison queue, with reasons
+    report, reach, optout, optin   reports and opt-outs (proactive/admin.py)
     host     run function_app.py locally (Functions host semantics)
     emulator run the Connector emulator
     dev      start Azurite, the app and the Agents Playground together
@@ -36,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from proactive import admin
 from proactive.config import ConfigError, Settings, storage_problems
 from proactive.contract import VERSION, InvalidMessage, parse_message
 from proactive.storage import credentials
@@ -247,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     poison = sub.add_parser("poison", help="list messages parked in the poison queue",
                             parents=[storage])
     poison.add_argument("--limit", type=int, default=32)
+    admin.add_parsers(sub, storage)
     sub.add_parser("host", help="run function_app.py locally", add_help=False)
     sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
     sub.add_parser("dev", help="start Azurite, the app and the Playground", add_help=False)
@@ -338,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in admin.COMMANDS:
+        return admin.command(args, settings, _run)
     if args.command == "status":
         rows = _run(settings, lambda t: _status(settings, t, args.key))
         print(json.dumps(rows, indent=2, default=str))

@@ -31,7 +31,8 @@ MAX_ID = 512
 MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
-_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule"}
+_TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
+        "topic", "notification", "service"}
 _TARGETS = {
     "user": {"user", "tenant"},
     "conversation": {"conversation", "tenant"},
@@ -84,6 +85,12 @@ class Content:
     text: str = ""
     card: Mapping[str, Any] | None = None
     summary: str = ""
+    # Opt-outs (README "Opt-out, opt-in, help"): the producer's name for this
+    # kind of message; `service` marks the bot's own messages (welcome, answers
+    # to help/stop/start), never skipped and without the opt-out action.
+    topic: str = ""
+    notification: Mapping[str, Any] | None = None  # facts, rendered to a card
+    service: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The contract's content fields (what `parse_message` reads)."""
@@ -94,17 +101,36 @@ class Content:
             out["card"] = dict(self.card)
         if self.summary:
             out["summary"] = self.summary
+        if self.topic:
+            out["topic"] = self.topic
+        if self.notification is not None:
+            out["notification"] = dict(self.notification)
+        if self.service:
+            out["service"] = True
         return out
+
+    def card_to_send(self) -> Mapping[str, Any] | None:
+        """The card as sent: the producer's or the notification's, with the
+        opt-out action unless it is the bot's own message."""
+        from proactive.delivering.notification import render, with_opt_out
+
+        card = render(self.notification) if self.notification is not None else self.card
+        if card is None or self.service:
+            return card
+        return with_opt_out(card, self.topic)
 
     def activity(self) -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "message"}
         if self.text:
             activity["text"] = self.text
             activity["textFormat"] = "markdown"
-        if self.card is not None:
-            activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": self.card}]
+        card = self.card_to_send()
+        if card is not None:
+            activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": card}]
         if self.summary:
             activity["summary"] = self.summary
+        elif self.notification is not None:  # the feed / toast line
+            activity["summary"] = self.notification["title"]
         return activity
 
 
@@ -199,9 +225,31 @@ def _content(data: Mapping[str, Any]) -> Content:
         raise InvalidMessage("schema", "'card' must be an Adaptive Card object "
                                        "(\"type\": \"AdaptiveCard\")")
     text = _text(data, "text", limit=1 << 20)
-    if not text and card is None:
-        raise InvalidMessage("schema", "'text' or 'card' is required")
-    return Content(text=text, card=card, summary=_text(data, "summary", limit=1000))
+    notification = _notification(data)
+    if (card is not None) + (notification is not None) > 1:
+        raise InvalidMessage("schema", "give 'card' or 'notification', not both")
+    if not text and card is None and notification is None:
+        raise InvalidMessage("schema", "'text', 'card' or 'notification' is required")
+    topic = _text(data, "topic", limit=64)
+    from proactive.storage.preferences import valid_topic
+
+    if topic and not valid_topic(topic):
+        raise InvalidMessage("schema", "'topic' must be 1 to 64 of a-z 0-9 . _ -")
+    if data.get("service", True) is not True:
+        raise InvalidMessage("schema", "'service' must be true when present")
+    return Content(text=text, card=card, summary=_text(data, "summary", limit=1000),
+                   topic=topic, notification=notification, service="service" in data)
+
+
+def _notification(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if "notification" not in data:
+        return None
+    from proactive.delivering.notification import check_notification
+
+    try:
+        return check_notification(data["notification"])
+    except ValueError as exc:
+        raise InvalidMessage("schema", str(exc)) from exc
 
 
 def parse_message(body: str | bytes, *, default_key: str = "",
@@ -232,7 +280,7 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     if not key:
         raise InvalidMessage("schema", "'key' is required")
     if op in ("delete", "cancel"):
-        for name in ("to", "text", "card", "summary", "schedule"):
+        for name in ("to", "text", "card", "summary", "schedule", "topic", "notification"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key, attempt=attempt)
@@ -241,7 +289,7 @@ def parse_message(body: str | bytes, *, default_key: str = "",
                                        "the key names the message")
     target = parse_target(data.get("to")) if op == "send" else None
     schedule = _schedule(data, key) if "schedule" in data else None
-    if op == "update" and schedule is not None and "text" not in data and "card" not in data:
+    if op == "update" and schedule is not None and not {"text", "card", "notification"} & set(data):
         return OutboxMessage(op=op, key=key, schedule=schedule,  # a new time only
                              attempt=attempt)
     content = _content(data)

@@ -75,6 +75,7 @@ class Reason(StrEnum):
     UNKNOWN_CHANNEL = "unknown-channel"
     RETRIES_EXHAUSTED = "retries-exhausted"
     CANCELLED = "cancelled"
+    OPTED_OUT = "opted-out"  # the user said stop (all, or the message's topic)
     # Not failures: why a message waits or ends without a send.
     SENT = "sent"
     DUPLICATE = "duplicate"

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from proactive.receiving.auth import ActivityAuthenticator
     from proactive.storage.credentials import StorageTokens
     from proactive.storage.deliveries import DeliveryStore
+    from proactive.storage.preferences import PreferenceStore
     from proactive.storage.progress import Campaigns
     from proactive.storage.queues import Outbox
     from proactive.storage.references import ReferenceStore
@@ -48,8 +49,9 @@ ACTIVITIES_TABLE = "activities"
 PACING_TABLE = "pacing"
 SENDS_TABLE = "sends"
 SCHEDULES_TABLE = "schedules"
+PREFERENCES_TABLE = "preferences"
 TABLES = (REFERENCES_TABLE, DELIVERIES_TABLE, ACTIVITIES_TABLE, PACING_TABLE, SENDS_TABLE,
-          SCHEDULES_TABLE)
+          SCHEDULES_TABLE, PREFERENCES_TABLE)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,13 @@ class Runtime:
     def schedules_table(self) -> TableClient:
         """Scheduled sends (`proactive.scheduling.timer`)."""
         return self.sdk_table(SCHEDULES_TABLE)
+
+    @property
+    def preferences(self) -> PreferenceStore:
+        """Users' opt-outs (`proactive.storage.preferences`)."""
+        from proactive.storage.preferences import PreferenceStore
+
+        return PreferenceStore(self.sdk_table(PREFERENCES_TABLE))
 
     def sdk_table(self, base: str) -> TableClient:
         """The SDK client of table `base` (prefixed), created on first use if missing."""

@@ -43,7 +43,7 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
         _refuse("activity", exc)
         return func.HttpResponse(CONFIG_ERROR_BODY, status_code=503, mimetype="text/plain")
     reply = await handle_activity(rt, req.headers, req.get_body())
-    return func.HttpResponse(reply.body, status_code=reply.status, mimetype="text/plain")
+    return func.HttpResponse(reply.body, status_code=reply.status, mimetype=reply.content_type)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%OUTBOX_QUEUE%", connection="AzureWebJobsStorage")

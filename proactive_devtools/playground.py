@@ -110,6 +110,27 @@ class Playground:
                 json={}) as resp:
             resp.raise_for_status()
 
+    async def say(self, conversation_id: str, user_id: str, text: str) -> None:
+        """The user types `text` in the conversation (what the page's compose box does)."""
+        async with self.session.post(
+                f"{self.base}/_conversation/v1/conversations/{conversation_id}/messages",
+                json={"from": {"id": user_id}, "text": text, "textFormat": "plain"}) as resp:
+            resp.raise_for_status()
+
+    async def card_action(self, conversation_id: str, user_id: str, message_id: str,
+                          action: dict[str, Any]) -> dict[str, Any]:
+        """The user presses an Action.Execute button on the bot's message
+        `message_id`: the Playground sends an `adaptiveCard/action` invoke to the
+        bot, puts the card of its answer in place of the message's, and returns
+        the answer."""
+        async with self.session.post(f"{self.base}/_conversation/v1/invoke", json={
+                "name": "adaptiveCard/action", "value": {"action": action},
+                "from": {"id": user_id}, "conversation": {"id": conversation_id},
+                "replyToId": message_id}) as resp:
+            resp.raise_for_status()
+            answer: dict[str, Any] = await resp.json()
+            return answer
+
     def log_stream(self) -> LogStream:
         return LogStream(f"ws://127.0.0.1:{self.port}/_ws/log/stream", self.session)
 

@@ -221,7 +221,12 @@ def test_activity_shape_for_text_card_and_summary() -> None:
     assert carded is not None
     attachment = carded.activity()["attachments"][0]
     assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
-    assert attachment["content"] == CARD
+    # The producer's card, plus the way out (README "Opt-out, opt-in, help").
+    content = attachment["content"]
+    assert {k: v for k, v in content.items() if k not in ("actions", "version")} == \
+        {k: v for k, v in CARD.items() if k != "version"}
+    assert content["actions"][-1] == {"type": "Action.Execute", "title": "Stop all notifications",
+                                      "verb": "proactive.optout", "data": {"topic": "*"}}
     assert activity_size({"a": "b"}) == len('{"a": "b"}') * 2
 
 

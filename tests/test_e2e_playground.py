@@ -278,3 +278,84 @@ async def test_delete_is_not_supported_and_the_app_carries_on(
     await stack.cli("send", "--key", later, "--to", stack.user, "--text", after)
     await stack.delivered(later, after)
     assert len([e for e in stack.log.from_bot() if pg.status(e) == 501]) == 1
+
+
+def _card_text(entry: dict[str, Any]) -> str:
+    """The text blocks of the card the bot sent, joined."""
+    attachments = pg.body(entry).get("attachments") or [{}]
+    body = (attachments[0].get("content") or {}).get("body") or []
+    return " | ".join(str(block.get("text", "")) for block in body)
+
+
+async def test_help_stop_and_start_typed_in_the_personal_chat(
+        stack: Stack, installed: Reference) -> None:
+    user_id = stack.config["currentUser"]["id"]
+    seen = len(stack.log.from_bot())
+
+    def answer(title: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda e: e in stack.log.from_bot()[seen:] and _card_text(e).startswith(title)
+
+    await stack.playground.say(stack.chat, user_id, "help")
+    helped = await stack.log.wait_for(answer("Proactive sends you notifications"))
+    assert pg.status(helped) == 201
+    assert "Type **stop**" in _card_text(helped)
+    assert "Stop" not in json.dumps(pg.body(helped)["attachments"][0]["content"].get("actions"))
+
+    await stack.playground.say(stack.chat, user_id, "stop")
+    stopped = await stack.log.wait_for(answer("Stopped"))
+    assert "won't get any notifications" in _card_text(stopped)
+
+    key = f"e2e-{uuid.uuid4().hex[:8]}"
+    text = f"Not for someone who said stop ({key})"
+    await stack.cli("send", "--key", key, "--to", stack.user, "--text", text)
+    row = await eventually(lambda: _if(stack.delivery(key), lambda r: r.get("state") == "skipped"),
+                           what="the send recorded as skipped")
+    assert row["reason"] == "opted-out"
+    assert row.get("activityId") is None
+    assert not [e for e in stack.log.from_bot() if pg.body(e).get("text") == text]
+
+    await stack.playground.say(stack.chat, user_id, "start")
+    await stack.log.wait_for(answer("Started"))
+    again = f"{key}-after-start"
+    await stack.cli("send", "--key", again, "--to", stack.user, "--text", f"Back ({again})")
+    await stack.delivered(again, f"Back ({again})")
+
+
+async def test_the_cards_opt_out_button_stops_its_topic_and_updates_the_card(
+        stack: Stack, installed: Reference) -> None:
+    user_id = stack.config["currentUser"]["id"]
+    topic = f"e2e-{uuid.uuid4().hex[:6]}"
+    key = f"e2e-{uuid.uuid4().hex[:8]}"
+    message = {"version": 1, "op": "send", "key": key, "to": {"user": stack.user},
+               "topic": topic, "notification": {"title": f"Deployed ({key})",
+                                                "what": "Build 4711 is live in production.",
+                                                "item": {"name": "web-frontend",
+                                                         "url": "https://ci.example.com/4711"},
+                                                "by": "CI", "severity": "success"}}
+    from proactive.storage.queues import dumps, encode
+    await stack.outbox.send_message(encode(dumps(message)))
+    entry = await stack.log.wait_for(lambda e: _card_text(e).startswith(f"Deployed ({key})"))
+    assert pg.status(entry) == 201
+    card = pg.body(entry)["attachments"][0]["content"]
+    button = card["actions"][-1]
+    assert button["title"] == "Stop notifications like this"
+    message_id = entry["response"]["body"]["id"]
+
+    answer = await stack.playground.card_action(stack.chat, user_id, message_id,
+                                                {"type": "Action.Execute", "verb": button["verb"],
+                                                 "data": button["data"]})
+    # The Playground passes on the answer's type and card (and puts the card in
+    # place of the message's); the status code is checked in test_commands.py.
+    assert answer["type"] == "application/vnd.microsoft.card.adaptive"
+    assert answer["value"]["body"][0]["text"] == "Stopped"
+    assert topic in answer["value"]["body"][1]["text"]
+
+    skipped = f"{key}-same-topic"
+    await stack.outbox.send_message(encode(dumps({**message, "key": skipped})))
+    row = await eventually(lambda: _if(stack.delivery(skipped),
+                                       lambda r: r.get("state") == "skipped"),
+                           what="the same topic skipped")
+    assert row["reason"] == "opted-out"
+    other = f"{key}-other-topic"
+    await stack.cli("send", "--key", other, "--to", stack.user, "--text", f"Other ({other})")
+    await stack.delivered(other, f"Other ({other})")

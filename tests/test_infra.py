@@ -238,7 +238,8 @@ def test_storage_is_keyless_and_declares_the_tables_and_queues_the_app_uses() ->
     assert tables["config"] == {"name": "${tablePrefix}${table}"}
     declared = set(main["variables"]["tableNames"]["value"])
     assert declared == _table_names_in_code() == {
-        "references", "deliveries", "activities", "pacing", "sends", "schedules"}
+        "references", "deliveries", "activities", "pacing", "sends", "schedules",
+        "preferences"}
     assert main["parameters"]["tablePrefix"]["default"] == ""
     assert _app_settings()["PROACTIVE_TABLE_PREFIX"] == "tablePrefix"
 

@@ -206,7 +206,8 @@ async def test_the_tools_create_exactly_what_the_runtime_uses(settings: Settings
     try:
         used = {unwrap(t).table_name for t in (
             rt.references.table, rt.deliveries.table, rt.tenant_pacer.table,
-            rt.campaigns.table, rt.activities_table, rt.schedules_table)}
+            rt.campaigns.table, rt.activities_table, rt.schedules_table,
+            rt.preferences.table)}
         assert used == set(names.tables)
         assert {unwrap(q).queue_name for q in (rt.outbox.queue, rt.outbox.poison_queue)} == \
             set(names.queues)

@@ -14,7 +14,7 @@ param userIdentityPrincipalId string = ''
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 // Queue: the outbox queue trigger, the app's own enqueues, the poison queue.
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-// Table: references, deliveries, activities, pacing, sends, schedules.
+// Table: references, deliveries, activities, pacing, sends, schedules, preferences.
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Application Insights identity ingestion (local auth is off).
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'

@@ -55,6 +55,7 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
         await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
                                                Counter(queued=len(users))})
     await rt.campaigns.mark_split(message.key, audience)
+    await rt.campaigns.settle(message.key)  # every part may be done already
     log.info("send %s split for %d users", message.key, queued)
     return Outcome(Action.DONE, "split")
 
@@ -130,6 +131,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
         # Not a failure: the same part, smaller, when the budget frees up.
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
     await rt.campaigns.count(message.key, results)
+    await rt.campaigns.settle(message.key)  # the last part counted makes it final
     return Outcome(Action.DONE, "part")
 
 
@@ -143,6 +145,6 @@ async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
     state = row.get("state")
     if state in (DeliveryState.SENT, DeliveryState.DELETED):
         return Reason.SENT
-    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED):
+    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.SKIPPED):
         return str(row.get("reason") or state)
     return None  # not finished: whoever holds it reports it

@@ -33,8 +33,8 @@ MAX_BACKOFF = 300.0
 
 class DeliveryState(StrEnum):
     """`state` of a delivery row (storage/deliveries.py):
-    sending (claimed, lease running) -> sent | failed | retrying | cancelled;
-    sent -> deleted."""
+    sending (claimed, lease running) -> sent | failed | retrying | cancelled |
+    skipped (the recipient opted out: no Connector call); sent -> deleted."""
 
     SENDING = "sending"
     SENT = "sent"
@@ -42,6 +42,7 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
     DELETED = "deleted"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
 
 class EditState(StrEnum):

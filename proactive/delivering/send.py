@@ -61,7 +61,20 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliverySt
 
 
 async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
-    """Deliver to one recipient, once: claim, call Teams, record."""
+    """Deliver to one recipient, once: claim, call Teams, record. A user who
+    opted out of the message's topic, or of everything, is recorded `skipped`
+    (reason `opted-out`) without a Connector call."""
+    if target.kind == "user" and not content.service:
+        try:
+            stopped = await rt.preferences.stopped(target.id, content.topic)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return outcome_of(StorageUnavailable(
+                detail=f"the opt-outs could not be read: {type(exc).__name__}"), 1)
+        if stopped is not None:
+            return await finish_unsent(rt, key, target, DeliveryState.SKIPPED,
+                                       Reason.OPTED_OUT, optedOut=stopped.topic)
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
     except (Busy, StorageUnavailable) as exc:  # nothing was sent

@@ -1,5 +1,7 @@
 """POST /api/messages: authenticate the activity, keep the conversation
-reference fresh, and queue a welcome on a new personal install.
+reference fresh, queue a welcome on a new personal install, and carry out
+what a user types in the personal chat (help/stop/start) or presses on a card
+(the opt-out: proactive/receiving/commands.py).
 
 No Connector call happens here: Teams waits only 15 s for the answer and
 redelivers on slowness, so the request does storage writes and returns.
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 class Reply:
     status: int
     body: str
+    content_type: str = "text/plain"
 
 
 UNAUTHORIZED = Reply(401, "unauthorized")
@@ -67,6 +70,10 @@ async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) 
         activity = parse_activity(raw)
     except InvalidActivity as exc:
         return Reply(400, str(exc))
+    if _is_card_action(activity):
+        # Answered in the response (the card that replaces the notification);
+        # an opt-out is idempotent, so a redelivery just answers again.
+        return await _card_action(rt, activity)
     if not await _first_delivery(rt, activity):
         log.info("activity %s already processed (redelivery)", activity.id)
         return Reply(200, "")
@@ -74,12 +81,30 @@ async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) 
         installed = await rt.references.record(activity)
         if installed and rt.settings.welcome_enabled:
             await rt.outbox.put(welcome_message(activity, rt.settings.bot_name))
+        if activity.type == "message" and activity.scope == "personal" \
+                and activity.from_aad_id:
+            from proactive.receiving.commands import answer_message
+
+            await answer_message(rt, activity)
     except Exception:
         # Let Teams redeliver: forget that we saw it.
         await _forget(rt, activity)
         raise
     log.info("activity %s (%s, %s) recorded", activity.id, activity.type, activity.scope)
     return Reply(200, "")
+
+
+def _is_card_action(activity: Activity) -> bool:
+    return activity.type == "invoke" and activity.raw.get("name") == "adaptiveCard/action"
+
+
+async def _card_action(rt: Runtime, activity: Activity) -> Reply:
+    import json
+
+    from proactive.receiving.commands import answer_card_action
+
+    body = await answer_card_action(rt, activity)
+    return Reply(200, json.dumps(body), "application/json")
 
 
 def _dedupe_keys(activity: Activity) -> tuple[str, str]:

@@ -33,8 +33,8 @@ def welcome_card(bot_name: str) -> dict[str, Any]:
                 {"title": "Updates", "value": "a message is edited in place as things change"},
             ]},
             {"type": "TextBlock", "wrap": True, "isSubtle": True,
-             "text": "Nothing to do now. Messages arrive in this chat. To stop them, "
-                     "remove the app from Teams."},
+             "text": "Nothing to do now: messages arrive in this chat. Type **help** to "
+                     "learn more, or **stop** to stop them (**start** brings them back)."},
         ],
     }
 
@@ -50,4 +50,5 @@ def welcome_message(activity: Activity, bot_name: str = BOT_NAME) -> dict[str, A
         "to": {"user": activity.from_aad_id, "tenant": activity.tenant_id},
         "summary": f"Welcome to {bot_name}",
         "card": welcome_card(bot_name),
+        "service": True,  # never skipped for an opt-out, no opt-out button
     }

@@ -47,10 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The states are defined once, with what becomes of a message.
-SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED = (
+SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED, SKIPPED = (
     DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
-    DeliveryState.DELETED, DeliveryState.CANCELLED)
-FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED})
+    DeliveryState.DELETED, DeliveryState.CANCELLED, DeliveryState.SKIPPED)
+FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED})
 
 # The outcome write is retried until this share of the lease has passed since
 # the claim; the rest is a margin for clocks that disagree between machines.

@@ -13,6 +13,14 @@ yet. So a part redelivered after its worker died (whose recipients now find
 their delivery rows final) can count what the dead worker never did, and
 nothing is counted twice. Markers sort after the counter rows, so reading
 progress never scans them.
+
+A send reaches a final state by itself: once its audience is split (a
+`split-*` row) and every queued recipient is counted (sent + failed + skipped
+== queued), the summary turns `done` (a cancelled send stays `cancelled`)
+with `finishedAt`, `durationSeconds` and the totals. `settle` checks that after
+each part is counted, and every progress read does it too, so a worker dying
+between its count and its check leaves the flip to the next reader. The flip
+is an ETag-conditional replace of the summary: exactly one writer makes it.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ if TYPE_CHECKING:
 SHARDS = 8
 RUNNING = "running"
 CANCELLED = "cancelled"
+DONE = "done"
 # Reasons a recipient was passed over without a Connector call.
-SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled"})
+SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out"})
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
@@ -119,20 +128,72 @@ class Campaigns:
         raise tables.Conflict(f"counters of {key} kept changing")
 
     async def progress(self, key: str) -> dict[str, Any] | None:
-        summary: dict[str, Any] | None = None
+        """The summary with the summed counters; settled first if it can be."""
+        read = await self._read(key)
+        if read is None:
+            return None
+        summary, etag, totals, split = read
+        if split and not summary.get("finishedAt") and _settled(totals):
+            summary = await self._finish(summary, etag, totals) or summary
+        return {k: v for k, v in summary.items() if k not in ("PartitionKey", "RowKey")} | {
+            "counts": dict(totals)}
+
+    async def settle(self, key: str) -> bool:
+        """Turn the send final if every recipient is counted; True if this
+        call did it."""
+        read = await self._read(key)
+        if read is None:
+            return False
+        summary, etag, totals, split = read
+        if not split or summary.get("finishedAt") or not _settled(totals):
+            return False
+        return await self._finish(summary, etag, totals) is not None
+
+    async def _read(self, key: str) -> tuple[dict[str, Any], str, Counter[str], bool] | None:
+        summary: tuple[dict[str, Any], str] | None = None
         totals: Counter[str] = Counter()
+        split = False
         async for entity in self.table.query_entities(
                 "PartitionKey eq @pk and RowKey lt @marker",
                 parameters={"pk": tables.safe_key(key), "marker": MARKER}):
             row = dict(entity)
             if row["RowKey"] == "summary":
-                summary = {k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey")}
+                summary = row, str(entity.metadata["etag"])
             elif row["RowKey"].startswith("shard-"):
                 totals.update({k: int(v) for k, v in row.items()
                                if k not in ("PartitionKey", "RowKey")})
+            elif row["RowKey"].startswith("split-"):
+                split = True
         if summary is None:
             return None
-        return {**summary, "counts": dict(totals)}
+        return summary[0], summary[1], totals, split
+
+    async def _finish(self, summary: dict[str, Any], etag: str,
+                      totals: Counter[str]) -> dict[str, Any] | None:
+        from datetime import datetime
+
+        now = tables.now_utc()
+        try:
+            started = datetime.fromisoformat(str(summary.get("createdAt", "")))
+            duration = round((now - started).total_seconds(), 3)
+        except ValueError:
+            duration = 0.0
+        final = {**summary, "state": DONE if summary.get("state") == RUNNING
+                 else summary.get("state"), "finishedAt": tables.iso(now),
+                 "durationSeconds": duration,
+                 **{f"total_{name}": totals.get(name, 0)
+                    for name in ("queued", "sent", "failed", "skipped")}}
+        try:
+            await tables.replace_if(self.table, final, etag)
+        except tables.Conflict:
+            return None  # another writer changed it first (finished it, or cancelled)
+        return final
+
+
+def _settled(totals: Counter[str]) -> bool:
+    queued = totals.get("queued", 0)
+    return queued > 0 and totals.get("sent", 0) + totals.get("failed", 0) \
+        + totals.get("skipped", 0) >= queued
 
 
 def _marker(recipient: str) -> str:

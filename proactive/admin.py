@@ -1,0 +1,114 @@
+"""The CLI's report and opt-out commands (`python -m proactive report|reach|
+optout|optin`), apart from proactive/cli.py to keep each module readable.
+
+    report  every recipient's result of a send (key), streamed as CSV or JSON Lines
+    reach   who blocked, uninstalled or disabled the bot, and who opted out
+    optout  stop a user's notifications (all, or one --topic), as an admin
+    optin   clear a user's opt-out (all, or one --topic): the only way besides
+            the user typing `start`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from proactive.config import Settings
+from proactive.storage import credentials
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient, TableServiceClient
+
+    from proactive.storage.credentials import StorageTokens
+    from proactive.storage.preferences import PreferenceStore
+
+COMMANDS = ("report", "reach", "optout", "optin")
+Run = Callable[[Settings, Callable[["StorageTokens | None"], Awaitable[Any]]], Any]
+
+
+def add_parsers(sub: Any, storage: argparse.ArgumentParser) -> None:
+    report = sub.add_parser("report", help="every recipient's result of a send, streamed",
+                            parents=[storage])
+    report.add_argument("--key", required=True)
+    reach = sub.add_parser("reach", help="who can't be reached (blocked, uninstalled, "
+                                         "disabled, opted out), with when", parents=[storage])
+    for cmd in (report, reach):
+        cmd.add_argument("--format", choices=("csv", "json"), default="csv",
+                         help="csv, or json (JSON Lines: one object a line)")
+        cmd.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
+    for name, verb in (("optout", "stop"), ("optin", "resume")):
+        cmd = sub.add_parser(name, help=f"{verb} a user's notifications (admin)",
+                             parents=[storage])
+        cmd.add_argument("--user", required=True, help="the user's Azure AD object id")
+        cmd.add_argument("--topic", help="one topic (default: all)")
+
+
+@dataclass
+class _Tables:
+    """The tables the reports read, as the Runtime offers them."""
+
+    settings: Settings
+    service: TableServiceClient
+
+    def sdk_table(self, base: str) -> TableClient:
+        return self.service.get_table_client(self.settings.table_name(base))
+
+    @property
+    def preferences(self) -> PreferenceStore:
+        from proactive.runtime import PREFERENCES_TABLE
+        from proactive.storage.preferences import PreferenceStore
+
+        return PreferenceStore(self.sdk_table(PREFERENCES_TABLE))
+
+
+async def _stream(chunks: AsyncIterator[bytes], out: BinaryIO) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        async for chunk in chunks:
+            out.write(chunk)
+    except ResourceNotFoundError:
+        pass  # no such table yet: nothing to report
+
+
+def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
+    from proactive.reporting.reports import reach_report, send_report
+    from proactive.storage.preferences import ALL, valid_topic
+
+    topic = getattr(args, "topic", None)
+    if topic is not None and not valid_topic(topic):
+        print("error: --topic must be 1 to 64 of a-z 0-9 . _ -", file=sys.stderr)
+        return 2
+
+    async def work(tokens: StorageTokens | None) -> Any:
+        async with credentials.table_service(settings, tokens) as service:
+            rt = _Tables(settings, service)
+            if args.command in ("report", "reach"):
+                chunks = (send_report(rt, args.key, args.format) if args.command == "report"
+                          else reach_report(rt, args.format))
+                if args.out:
+                    with open(args.out, "wb") as out:
+                        await _stream(chunks, out)
+                else:
+                    await _stream(chunks, sys.stdout.buffer)
+                    sys.stdout.buffer.flush()
+                return None
+            prefs = rt.preferences
+            await _ensure(service, prefs)
+            if args.command == "optout":
+                new = await prefs.opt_out(args.user, topic or ALL, via="admin")
+                return {"user": args.user, "optedOut": topic or ALL, "new": new}
+            return {"user": args.user, "cleared": await prefs.opt_in(args.user, topic)}
+
+    result = run(settings, work)
+    if result is not None:
+        print(json.dumps(result))
+    return 0
+
+
+async def _ensure(service: TableServiceClient, prefs: PreferenceStore) -> None:
+    await service.create_table_if_not_exists(prefs.table.table_name)

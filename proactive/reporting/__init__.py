@@ -1,0 +1,2 @@
+"""Reports for people and the HTTP API: per send (every recipient's result)
+and reach (who can't be reached, and why), streamed as CSV or JSON Lines."""
