@@ -135,4 +135,5 @@ async def answer_card_action(rt: Runtime, activity: Activity) -> dict[str, Any]:
     new = await rt.preferences.opt_out(activity.from_aad_id, topic, via="card",
                                        tenant_id=activity.tenant_id)
     log.info("user opted out (%s) from a card", topic)
-    return {"statusCode": 200, "type": ADAPTIVE_CARD, "value": stopped_card(topic, new, rt.settings.bot_name)}
+    return {"statusCode": 200, "type": ADAPTIVE_CARD,
+            "value": stopped_card(topic, new, rt.settings.bot_name)}
