@@ -169,6 +169,11 @@ class Settings:
     # live invocation's claim is ever taken over. A crashed worker's message
     # comes back after the queue's lease anyway (minutes in Azure).
     claim_lease_seconds: int = 300
+    # The HTTP API's optional Entra ID bearer check (README "HTTP API"): tokens
+    # for this audience, from this tenant (default: the bot's), holding this app role.
+    api_audience: str = ""
+    api_role: str = ""
+    api_tenant: str = ""
 
     @property
     def has_credentials(self) -> bool:
@@ -268,6 +273,9 @@ class Settings:
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
             claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),
+            api_audience=env.get("PROACTIVE_API_AUDIENCE", "").strip(),
+            api_role=env.get("PROACTIVE_API_ROLE", "").strip(),
+            api_tenant=env.get("PROACTIVE_API_TENANT", "").strip(),
         )
         return settings, problems
 
