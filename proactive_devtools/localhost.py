@@ -63,6 +63,7 @@ MIN_POLL = 0.1  # seconds: the host's first back-off step when a queue is idle
 # Messages are received invisible for this long (seconds) and the lease is
 # renewed at half of it while the function runs, as the host does.
 DEFAULT_LEASE = 600
+MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's limit
 KEYS_SETTING = "LOCAL_HOST_FUNCTION_KEYS"  # keys the HTTP routes accept (none: unchecked)
 EXIT_CONFIG_ERROR = 2  # the app's settings can't be used (the one line on stderr says why)
 
@@ -220,7 +221,9 @@ class LocalHost:
         return out
 
     async def start(self) -> None:
-        http = web.Application()
+        # The Functions host takes bodies up to 100 MB; aiohttp's default (1 MiB)
+        # would answer a larger one itself, unlike Azure, before the app's own limit.
+        http = web.Application(client_max_size=MAX_REQUEST_BODY)
         prefix = ((self.config.get("extensions") or {}).get("http") or {}).get("routePrefix", "api")
         pollers: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         for f in self._functions():
