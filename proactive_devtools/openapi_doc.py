@@ -97,6 +97,14 @@ def build() -> dict[str, Any]:
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
                 "links": {"type": "object", "properties": {
                     "recipients": {"type": "string"}, "report": {"type": "string"}}}}},
+        "Reach": {
+            "type": "object", "required": ["tenants", "partial"],
+            "properties": {
+                "partial": {"type": "boolean"},
+                "tenants": {"type": "array", "items": {
+                    "type": "object", "required": ["tenant", "counts"],
+                    "properties": {"tenant": {"type": "string"}, "counts": {
+                        "type": "object", "additionalProperties": {"type": "integer"}}}}}}},
         "RecipientsPage": {
             "type": "object", "required": ["key", "items"],
             "properties": {
@@ -147,6 +155,23 @@ def build() -> dict[str, Any]:
                      "content": {"application/json": {"schema": _ref("Accepted")}}},
              "400": _problem("The key can't be one")},
             parameters=[KEY_PARAM])},
+        "/api/sends/{key}/report": {"get": _op(
+            "A page of a send's report, as JSON or CSV", "getReport",
+            {"200": {"description": "One page; the next is named by `continuation` (JSON) and "
+                                    "a `Link: rel=\"next\"` header",
+                     "content": {"application/json": {"schema": _ref("RecipientsPage")},
+                                 "text/csv": {"schema": {"type": "string"}}}},
+             "400": _problem("A bad key, format, page size or continuation token")},
+            parameters=[KEY_PARAM,
+                        {"name": "format", "in": "query", "required": False,
+                         "schema": {"enum": ["json", "csv"]}},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+                        {"name": "continuation", "in": "query", "required": False,
+                         "schema": {"type": "string"}}])},
+        "/api/reach": {"get": _op(
+            "Whom the bot can reach, per tenant", "getReach",
+            {"200": _json("Reach")})},
         "/api/openapi.json": {"get": _op(
             "This document", "getOpenApi",
             {"200": {"description": "OpenAPI 3.1",

@@ -217,3 +217,39 @@ async def test_recipients_are_paged_with_a_continuation_token(
                    400, "bad-page-size")
     assert_problem(await client.get("sends/pg-1/recipients", params={"continuation": "!!"}),
                    400, "bad-continuation")
+
+
+async def test_report_pages_as_json_and_csv(client: httpx.AsyncClient, rt: Runtime) -> None:
+    users = [f"00000000-0000-0000-0000-{i:012d}" for i in range(100, 103)]
+    for i, user in enumerate(users):
+        await process(rt, json.dumps(send("rp-1", to={"user": user})), message_id=f"r{i}")
+    r = await client.get("sends/rp-1/report", params={"format": "json", "limit": "2"})
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert len(page["items"]) == 2 and page["continuation"]
+    assert 'rel="next"' in r.headers["link"]
+    rest = await client.get("sends/rp-1/report",
+                            params={"format": "json", "continuation": page["continuation"]})
+    assert len(rest.json()["items"]) == 1 and "continuation" not in rest.json()
+
+    r = await client.get("sends/rp-1/report", headers={"accept": "text/csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.splitlines()
+    assert lines[0].startswith("recipient,state,reason") and len(lines) == 4
+    assert all(",failed,unknown-user," in line for line in lines[1:])
+    assert_problem(await client.get("sends/rp-1/report", params={"format": "xml"}),
+                   400, "bad-format")
+
+
+async def test_reach_counts_references_per_tenant(client: httpx.AsyncClient,
+                                                  rt: Runtime) -> None:
+    from proactive.runtime import REFERENCES_TABLE
+
+    table = rt.sdk_table(REFERENCES_TABLE)
+    for i in range(3):
+        await table.upsert_entity({"PartitionKey": f"user:{i}", "RowKey": "tenant-r",
+                                   "kind": "user"})
+    r = await client.get("reach")
+    assert r.status_code == 200, r.text
+    tenants = {t["tenant"]: t["counts"] for t in r.json()["tenants"]}
+    assert tenants["tenant-r"] == {"user": 3}

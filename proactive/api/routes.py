@@ -106,6 +106,29 @@ async def api_send_cancel(req: func.HttpRequest) -> func.HttpResponse:
     return await _serve(req, lambda rt: sends.cancel(rt, req.route_params["key"], base_url=base))
 
 
+@bp.route(route="sends/{key}/report", methods=["GET"], auth_level=KEY)
+async def api_send_report(req: func.HttpRequest) -> func.HttpResponse:
+    """A send's report, a page at a time, as JSON or CSV (`format`, or Accept)."""
+    from proactive.api import reports
+
+    url = req.url.split("?", 1)[0]
+
+    async def run(rt: Runtime) -> Reply:
+        fmt = reports.report_format(req.params.get("format"), req.headers.get("Accept", ""))
+        return await reports.report(rt, req.route_params["key"], fmt=fmt,
+                                    limit=req.params.get("limit"),
+                                    continuation=req.params.get("continuation"), url=url)
+    return await _serve(req, run)
+
+
+@bp.route(route="reach", methods=["GET"], auth_level=KEY)
+async def api_reach(req: func.HttpRequest) -> func.HttpResponse:
+    """Whom the bot can reach, per tenant."""
+    from proactive.api import reports
+
+    return await _serve(req, reports.reach)
+
+
 @bp.route(route="openapi.json", methods=["GET"], auth_level=KEY)
 async def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI 3.1 document of these routes (committed; a test keeps it true)."""

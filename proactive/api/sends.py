@@ -74,17 +74,17 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
     return Reply.json(200, {k: v for k, v in view.items() if v is not None})
 
 
-async def recipients(rt: Runtime, key: str, *, limit: str | None,
-                     continuation: str | None) -> Reply:
+async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
+                             continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the key's delivery rows, in recipient order, and the token of the next."""
-    from proactive.runtime import DELIVERIES_TABLE
-
-    check_key(key)
-    size, token = paging.page_size(limit), paging.decode_token(continuation)
     # The plain SDK client: its pager continues from a token (the on-demand
     # wrapper's generator doesn't); a missing table is an empty page.
     from azure.core.exceptions import ResourceNotFoundError
 
+    from proactive.runtime import DELIVERIES_TABLE
+
+    check_key(key)
+    size, token = paging.page_size(limit), paging.decode_token(continuation)
     table = rt.table_service.get_table_client(rt.settings.table_name(DELIVERIES_TABLE))
     pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)},
                                  results_per_page=size,
@@ -98,8 +98,15 @@ async def recipients(rt: Runtime, key: str, *, limit: str | None,
             break
     except ResourceNotFoundError:
         pass
+    return items, paging.encode_token(getattr(pages, "continuation_token", None))
+
+
+async def recipients(rt: Runtime, key: str, *, limit: str | None,
+                     continuation: str | None) -> Reply:
+    items, next_token = await page_of_recipients(rt, key, limit=limit,
+                                                 continuation=continuation)
     body: dict[str, Any] = {"key": key, "items": items}
-    if next_token := paging.encode_token(getattr(pages, "continuation_token", None)):
+    if next_token:
         body["continuation"] = next_token
     return Reply.json(200, body)
 
