@@ -221,6 +221,9 @@ class Settings:
         if not self.local_dev and not self.app_id:
             found.append("MicrosoftAppId is not set (or set PROACTIVE_LOCAL_DEV=true for "
                          "local development without credentials)")
+        if self.api_audience and not (self.api_role and (self.api_tenant or self.app_tenant_id)):
+            found.append("PROACTIVE_API_AUDIENCE needs PROACTIVE_API_ROLE and a tenant "
+                         "(PROACTIVE_API_TENANT or MicrosoftAppTenantId)")
         found += storage_problems(self)
         found += _cloud_problems(self)
         return found

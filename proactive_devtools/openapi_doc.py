@@ -49,7 +49,7 @@ def _problem(description: str) -> dict[str, Any]:
 
 UNAUTHORIZED = {"description": "No Functions key, a wrong one, or (with Entra ID on) no valid "
                                "bearer token. The Functions host answers key failures itself, "
-                               "with no body."}
+                               "with no body; a token failure is problem details."}
 COMMON = {"401": UNAUTHORIZED, "403": _problem("The bearer token lacks the app role"),
           "500": _problem("An unexpected failure (a bug: see the app's log)"),
           "503": _problem("Storage or the app's configuration is unavailable; retry later")}
