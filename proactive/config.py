@@ -50,6 +50,7 @@ SETTINGS = (
     "PROACTIVE_LOCAL_DEV", "PROACTIVE_DEFAULT_TIMEZONE", "PROACTIVE_MAX_ACTIVITY_BYTES",
     "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
     "PROACTIVE_CLAIM_LEASE_SECONDS",
+    "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT",
 )
 # Read everywhere but refused in Azure (Settings.problems): never set in production.
 LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE")
@@ -171,6 +172,11 @@ class Settings:
     # live invocation's claim is ever taken over. A crashed worker's message
     # comes back after the queue's lease anyway (minutes in Azure).
     claim_lease_seconds: int = 300
+    # The HTTP API's optional Entra ID bearer check (README "HTTP API"): tokens
+    # for this audience, from this tenant (default: the bot's), holding this app role.
+    api_audience: str = ""
+    api_role: str = ""
+    api_tenant: str = ""
 
     @property
     def has_credentials(self) -> bool:
@@ -218,6 +224,9 @@ class Settings:
         if not self.local_dev and not self.app_id:
             found.append("MicrosoftAppId is not set (or set PROACTIVE_LOCAL_DEV=true for "
                          "local development without credentials)")
+        if self.api_audience and not (self.api_role and (self.api_tenant or self.app_tenant_id)):
+            found.append("PROACTIVE_API_AUDIENCE needs PROACTIVE_API_ROLE and a tenant "
+                         "(PROACTIVE_API_TENANT or MicrosoftAppTenantId)")
         found += storage_problems(self)
         found += _cloud_problems(self)
         return found
@@ -271,6 +280,9 @@ class Settings:
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
             claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),
+            api_audience=env.get("PROACTIVE_API_AUDIENCE", "").strip(),
+            api_role=env.get("PROACTIVE_API_ROLE", "").strip(),
+            api_tenant=env.get("PROACTIVE_API_TENANT", "").strip(),
         )
         return settings, problems
 

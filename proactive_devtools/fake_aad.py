@@ -266,6 +266,8 @@ class FakeAAD:
         app.router.add_get(MSI_PATH, self._msi)
         app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._tenant_config)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
+        # A tenant's keys (its metadata's jwks_uri): the same published keys.
+        app.router.add_get("/{tenant}/discovery/v2.0/keys", self._jwks)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port)

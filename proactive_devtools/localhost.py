@@ -2,7 +2,14 @@
 installed here): runs the HTTP, queue and timer triggers of a Python v2 model
 `function_app.py` with the host semantics the project relies on. Dev and tests only.
 
-Left out: auth keys (func doesn't check them locally either), bindings other than
+Auth keys: `func start` checks none locally. This host checks them like the
+Functions host in Azure once keys are configured (`keys=`, or the setting
+LOCAL_HOST_FUNCTION_KEYS: comma-separated, as `--function-key` on the command
+line): a `function`- or `admin`-level route then answers 401 unless the
+`x-functions-key` header or the `code` query parameter holds one of them
+(admin: `master_key` only, as in Azure); `anonymous` routes are never checked.
+
+Left out: bindings other than
 the trigger and the HTTP `$return`, `context` parameters, the timer's schedule
 monitor (occurrences missed while stopped aren't replayed) and time zones (UTC,
 the host's default).
@@ -16,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hmac
 import importlib
 import inspect
 import json
@@ -55,6 +63,8 @@ MIN_POLL = 0.1  # seconds: the host's first back-off step when a queue is idle
 # Messages are received invisible for this long (seconds) and the lease is
 # renewed at half of it while the function runs, as the host does.
 DEFAULT_LEASE = 600
+MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's limit
+KEYS_SETTING = "LOCAL_HOST_FUNCTION_KEYS"  # keys the HTTP routes accept (none: unchecked)
 EXIT_CONFIG_ERROR = 2  # the app's settings can't be used (the one line on stderr says why)
 
 # --- settings and app loading ------------------------------------------------
@@ -167,7 +177,8 @@ class LocalHost:
                  host_json: str | Path | Mapping[str, Any] | None = None,
                  env: Mapping[str, str] | None = None, port: int = 0, bind: str = "127.0.0.1",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 drain_timeout: float = 30.0, lease: int = DEFAULT_LEASE) -> None:
+                 drain_timeout: float = 30.0, lease: int = DEFAULT_LEASE,
+                 keys: Iterable[str] | None = None, master_key: str = "") -> None:
         if not isinstance(app, FunctionRegister):
             host_json = Path(app) / "host.json" if host_json is None else host_json
             app = load_app(app)
@@ -187,6 +198,10 @@ class LocalHost:
         self._clients: list[QueueClient] = []
         self._tokens: list[StorageTokens] = []  # identity-based connections' token sources
         self._created: set[str] = set()
+        if keys is None:
+            keys = self.env.get(KEYS_SETTING, "").split(",")
+        self._master = master_key
+        self._keys = [k.strip() for k in keys if k.strip()] + ([master_key] if master_key else [])
 
     def _functions(self) -> list[_Fn]:
         # get_functions() fails when called twice (it takes its own names for
@@ -206,7 +221,9 @@ class LocalHost:
         return out
 
     async def start(self) -> None:
-        http = web.Application()
+        # The Functions host takes bodies up to 100 MB; aiohttp's default (1 MiB)
+        # would answer a larger one itself, unlike Azure, before the app's own limit.
+        http = web.Application(client_max_size=MAX_REQUEST_BODY)
         prefix = ((self.config.get("extensions") or {}).get("http") or {}).get("routePrefix", "api")
         pollers: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         for f in self._functions():
@@ -280,7 +297,13 @@ class LocalHost:
         return result
 
     def _http_handler(self, f: _Fn) -> Callable[[web.Request], Coroutine[Any, Any, web.Response]]:
+        level = str(getattr(f.trigger.get("authLevel"), "value", f.trigger.get("authLevel"))
+                    or "function").lower()
+
         async def handle(request: web.Request) -> web.Response:
+            if not self._authorized(level, request):
+                # As the host: 401 with no body, before the function runs.
+                return web.Response(status=401)
             req = func.HttpRequest(
                 request.method, str(request.url),
                 headers={k: ", ".join(request.headers.getall(k)) for k in request.headers},
@@ -292,6 +315,15 @@ class LocalHost:
                 return web.Response(status=500, text="500 Internal Server Error: the function "
                                                      "failed; see the host's log.")
         return handle
+
+    def _authorized(self, level: str, request: web.Request) -> bool:
+        if level == "anonymous" or not self._keys:  # no keys configured: as `func start`
+            return True
+        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
+        allowed = [self._master] if level == "admin" else self._keys
+        # Compared in constant time; every key is checked, so timing says nothing.
+        return bool(given) and sum(hmac.compare_digest(given.encode(), k.encode())
+                                   for k in allowed if k) > 0
 
     # --- queues ---
 
@@ -512,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a received queue message stays invisible, renewed "
                              f"while its function runs (default {DEFAULT_LEASE}); a crashed "
                              "host's messages come back after this")
+    parser.add_argument("--function-key", action="append", default=None, metavar="KEY",
+                        help="a key the function-level HTTP routes accept (repeatable; default: "
+                             f"the setting {KEYS_SETTING}; none: keys are not checked, as with "
+                             "`func start`)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
@@ -527,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port if args.port is not None else int(
         (settings.get("Host") or {}).get("LocalHttpPort", 7071))
     host = LocalHost(load_app(args.app_dir), host_json=args.app_dir / "host.json", port=port,
-                     lease=args.lease)
+                     lease=args.lease, keys=args.function_key)
     return asyncio.run(_serve(host))
 
 

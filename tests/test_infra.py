@@ -71,6 +71,9 @@ NOT_SET = {
     "PROACTIVE_MAX_ATTEMPTS": "the app's default",
     "PROACTIVE_CLAIM_LEASE_SECONDS": "the app's default",
     "PROACTIVE_WELCOME": "the app's default",
+    "PROACTIVE_API_AUDIENCE": "the HTTP API's optional Entra ID check: off unless set",
+    "PROACTIVE_API_ROLE": "the HTTP API's optional Entra ID check: off unless set",
+    "PROACTIVE_API_TENANT": "the HTTP API's optional Entra ID check: off unless set",
 }
 # Set by the infrastructure before the app reads them (the bot's display name, for
 # the Teams app package). When the app reads one, this test fails: take it out.

@@ -1,0 +1,82 @@
+"""The report and reach routes' data.
+
+STAND-IN, to be replaced: `proactive.reporting.reports` (branch p10b-optout,
+not merged yet) will provide `send_report(rt, key, fmt)` and
+`reach_report(rt, fmt)`; until then these small functions answer from the
+delivery and reference tables, and the routes call only `report` and `reach`
+here, so swapping in the real ones touches this module alone.
+
+Why pages and not a stream: a Python Functions HttpResponse holds its whole
+body (true streaming needs the azurefunctions-extensions-http-fastapi
+extension, which changes every HTTP trigger to ASGI types and which the
+built-in host can't run). A report is therefore served in pages of at most
+MAX_PAGE rows, each a complete CSV (with its header) or JSON document, the next
+page named by a `continuation` token (in the JSON and in a `Link: rel="next"`
+header), so no response grows with the audience.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from proactive.api.problems import Problem, Reply
+from proactive.api.sends import RECIPIENT_FIELDS, page_of_recipients
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
+
+FORMATS = ("json", "csv")
+# Reach counts every reference row; past this many it says the count is partial
+# rather than make one request read an unbounded table.
+MAX_REACH_ROWS = 100_000
+
+
+def report_format(fmt: str | None, accept: str) -> str:
+    if fmt:
+        if fmt not in FORMATS:
+            raise Problem(400, "bad-format", f"'format' must be one of {', '.join(FORMATS)}")
+        return fmt
+    return "csv" if "text/csv" in accept.lower() else "json"
+
+
+async def report(rt: Runtime, key: str, *, fmt: str, limit: str | None,
+                 continuation: str | None, url: str) -> Reply:
+    items, token = await page_of_recipients(rt, key, limit=limit, continuation=continuation)
+    headers = {}
+    if token:
+        sep = "&" if "?" in url else "?"
+        headers["Link"] = f'<{url}{sep}format={fmt}&continuation={token}>; rel="next"'
+    if fmt == "json":
+        body = {"key": key, "items": items, **({"continuation": token} if token else {})}
+        return Reply.json(200, body, **headers)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=RECIPIENT_FIELDS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(items)
+    return Reply(200, out.getvalue().encode(), "text/csv", headers)
+
+
+async def reach(rt: Runtime) -> Reply:
+    """Per tenant: how many users, conversations and teams the bot can reach."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from proactive.runtime import REFERENCES_TABLE
+
+    table = rt.table_service.get_table_client(rt.settings.table_name(REFERENCES_TABLE))
+    counts: dict[str, Counter[str]] = {}
+    rows, partial = 0, False
+    try:
+        async for row in table.query_entities("kind ne ''", select=["RowKey", "kind"]):
+            rows += 1
+            if rows > MAX_REACH_ROWS:
+                partial = True
+                break
+            counts.setdefault(str(row.get("RowKey")), Counter())[str(row.get("kind"))] += 1
+    except ResourceNotFoundError:
+        pass
+    tenants = [{"tenant": tenant, "counts": dict(kinds)}
+               for tenant, kinds in sorted(counts.items())]
+    return Reply.json(200, {"tenants": tenants, "partial": partial})

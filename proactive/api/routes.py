@@ -1,0 +1,135 @@
+"""The HTTP API's routes: a Functions Blueprint of thin handlers.
+
+Every route is behind a Functions key (`auth_level=FUNCTION`: the `x-functions-key`
+header or the `code` query parameter, checked by the host before the function
+runs) and, when PROACTIVE_API_AUDIENCE is set, an Entra ID bearer token too
+(`proactive.api.bearer`). Heavy modules are imported inside the handlers: this
+module is imported at cold start. Every error is RFC 9457 problem details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import azure.functions as func
+
+if TYPE_CHECKING:
+    from proactive.api.problems import Reply
+    from proactive.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+KEY = func.AuthLevel.FUNCTION
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+Handler = Callable[["Runtime"], Awaitable["Reply"]]
+
+
+def _api_base(req: func.HttpRequest, marker: str) -> str:
+    """The API's base URL (ending in the route prefix and '/'), from this request's."""
+    url = req.url.split("?", 1)[0]
+    return url[: url.rfind(marker)] + "/"
+
+
+async def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
+    """Run `handler` with the Runtime and map its Reply; every failure becomes a problem."""
+    from proactive.api.problems import Problem, problem
+    from proactive.errors import ConfigError, StorageUnavailable
+    from proactive.runtime import get_runtime
+
+    try:
+        rt = await get_runtime()
+        if rt.settings.api_audience:
+            from proactive.api.bearer import check_request
+
+            await check_request(rt, req.headers.get("Authorization", ""))
+        reply = await handler(rt)
+    except Problem as exc:
+        reply = exc.reply()
+    except ConfigError as exc:
+        log.error("API request not served: configuration error: %s", exc)
+        reply = problem(503, "config-error", "the app's configuration is invalid (see its log)")
+    except StorageUnavailable as exc:
+        reply = problem(503, "storage-unavailable", exc.detail or "storage is unreachable",
+                        headers={"Retry-After": "10"})
+    except Exception as exc:
+        from azure.core.exceptions import AzureError
+
+        if not isinstance(exc, AzureError):
+            log.exception("API request failed: %s %s", req.method, req.url.split("?", 1)[0])
+            reply = problem(500, "internal", "the request failed; see the app's log")
+        else:  # storage refused or unreachable: the caller may retry
+            log.warning("API request: storage error: %s", type(exc).__name__)
+            reply = problem(503, "storage-unavailable", f"storage answered {type(exc).__name__}",
+                            headers={"Retry-After": "10"})
+    return func.HttpResponse(reply.body, status_code=reply.status, headers=reply.headers,
+                             mimetype=reply.content_type)
+
+
+@bp.route(route="notifications", methods=["POST"], auth_level=KEY)
+async def api_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    """Outbox messages (one, or a batch) over HTTP."""
+    from proactive.api.notifications import accept
+
+    return await _serve(req, lambda rt: accept(
+        rt, req.get_body(), content_type=req.headers.get("Content-Type", ""),
+        base_url=_api_base(req, "/notifications")))
+
+
+@bp.route(route="sends/{key}", methods=["GET"], auth_level=KEY)
+async def api_send_status(req: func.HttpRequest) -> func.HttpResponse:
+    from proactive.api import sends
+
+    base = req.url.split("?", 1)[0].rstrip("/") + "/"
+    return await _serve(req, lambda rt: sends.status(rt, req.route_params["key"], base_url=base))
+
+
+@bp.route(route="sends/{key}/recipients", methods=["GET"], auth_level=KEY)
+async def api_send_recipients(req: func.HttpRequest) -> func.HttpResponse:
+    from proactive.api import sends
+
+    return await _serve(req, lambda rt: sends.recipients(
+        rt, req.route_params["key"], limit=req.params.get("limit"),
+        continuation=req.params.get("continuation")))
+
+
+@bp.route(route="sends/{key}/cancel", methods=["POST"], auth_level=KEY)
+async def api_send_cancel(req: func.HttpRequest) -> func.HttpResponse:
+    from proactive.api import sends
+
+    base = req.url.split("?", 1)[0]
+    base = base[: base.rfind("/cancel")]
+    return await _serve(req, lambda rt: sends.cancel(rt, req.route_params["key"], base_url=base))
+
+
+@bp.route(route="sends/{key}/report", methods=["GET"], auth_level=KEY)
+async def api_send_report(req: func.HttpRequest) -> func.HttpResponse:
+    """A send's report, a page at a time, as JSON or CSV (`format`, or Accept)."""
+    from proactive.api import reports
+
+    url = req.url.split("?", 1)[0]
+
+    async def run(rt: Runtime) -> Reply:
+        fmt = reports.report_format(req.params.get("format"), req.headers.get("Accept", ""))
+        return await reports.report(rt, req.route_params["key"], fmt=fmt,
+                                    limit=req.params.get("limit"),
+                                    continuation=req.params.get("continuation"), url=url)
+    return await _serve(req, run)
+
+
+@bp.route(route="reach", methods=["GET"], auth_level=KEY)
+async def api_reach(req: func.HttpRequest) -> func.HttpResponse:
+    """Whom the bot can reach, per tenant."""
+    from proactive.api import reports
+
+    return await _serve(req, reports.reach)
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=KEY)
+async def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document of these routes (committed; a test keeps it true)."""
+    return func.HttpResponse(OPENAPI.read_bytes(), mimetype="application/json")

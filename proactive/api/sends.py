@@ -1,0 +1,119 @@
+"""A send's state, its recipients page by page, and cancel, for the HTTP API.
+
+State comes from what the workers record: a many-user send's progress counters
+(`proactive.storage.progress`), otherwise its delivery rows, and its scheduled
+items. A key the service has no record of is 404: a message accepted a moment
+ago shows up once a worker has picked it up (the detail says so).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from proactive.api import paging
+from proactive.api.problems import Problem, Reply
+from proactive.contract import MAX_KEY, VERSION
+from proactive.storage import tables
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
+
+# A one-recipient send has one delivery row; more than this without progress
+# counters is unusual, and status must stay one cheap read.
+MAX_ROWS_COUNTED = 1000
+FINAL = frozenset({"sent", "failed", "deleted", "cancelled"})
+RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt")
+
+
+def check_key(key: str) -> str:
+    if not key.strip() or len(key) > MAX_KEY:
+        raise Problem(400, "schema", f"the key must be 1 to {MAX_KEY} characters")
+    return key
+
+
+async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
+    from proactive.runtime import DELIVERIES_TABLE
+    from proactive.scheduling import list_items
+
+    check_key(key)
+    view: dict[str, Any] = {"key": key}
+    progress = await rt.campaigns.progress(key)
+    if progress is not None:
+        counts = {k: int(v) for k, v in progress["counts"].items()}
+        done = sum(counts.get(k, 0) for k in ("sent", "failed", "skipped"))
+        state = progress.get("state", "running")
+        if state == "running" and counts.get("queued", 0) and done >= counts["queued"]:
+            state = "done"
+        view.update(state=state, counts=counts, createdAt=progress.get("createdAt"))
+        if progress.get("cancelledAt"):
+            view["cancelledAt"] = progress["cancelledAt"]
+    else:
+        states: Counter[str] = Counter()
+        table = rt.sdk_table(DELIVERIES_TABLE)
+        async for row in table.query_entities("PartitionKey eq @pk", select=["state"],
+                                              parameters={"pk": tables.safe_key(key)}):
+            states[str(row.get("state"))] += 1
+            if sum(states.values()) >= MAX_ROWS_COUNTED:
+                break
+        if states:
+            state = "done" if set(states) <= FINAL else "running"
+            view.update(state=state, counts=dict(states))
+    scheduled = [item for item in await list_items(rt.schedules_table, key)
+                 if item.get("state") in ("scheduled", "dispatching")]
+    if scheduled:
+        view["scheduled"] = len(scheduled)
+        view.setdefault("state", "scheduled")
+        view.setdefault("counts", {})
+    if "state" not in view:
+        raise Problem(404, "unknown-key", f"no send with key {key!r} is recorded (a message "
+                                          "accepted a moment ago appears once a worker has "
+                                          "picked it up)")
+    view["counts"] = {k: int(v) for k, v in view["counts"].items()}
+    view["links"] = {name: f"{base_url}{name}" for name in ("recipients", "report")}
+    return Reply.json(200, {k: v for k, v in view.items() if v is not None})
+
+
+async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
+                             continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the key's delivery rows, in recipient order, and the token of the next."""
+    # The plain SDK client: its pager continues from a token (the on-demand
+    # wrapper's generator doesn't); a missing table is an empty page.
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from proactive.runtime import DELIVERIES_TABLE
+
+    check_key(key)
+    size, token = paging.page_size(limit), paging.decode_token(continuation)
+    table = rt.table_service.get_table_client(rt.settings.table_name(DELIVERIES_TABLE))
+    pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)},
+                                 results_per_page=size,
+                                 select=list(RECIPIENT_FIELDS)).by_page(
+        continuation_token=token)  # type: ignore[arg-type]  # the SDK's token is a dict
+    items: list[dict[str, Any]] = []
+    try:
+        async for page in pages:
+            items = [{k: row[k] for k in RECIPIENT_FIELDS if row.get(k) not in (None, "")}
+                     async for row in page]
+            break
+    except ResourceNotFoundError:
+        pass
+    return items, paging.encode_token(getattr(pages, "continuation_token", None))
+
+
+async def recipients(rt: Runtime, key: str, *, limit: str | None,
+                     continuation: str | None) -> Reply:
+    items, next_token = await page_of_recipients(rt, key, limit=limit,
+                                                 continuation=continuation)
+    body: dict[str, Any] = {"key": key, "items": items}
+    if next_token:
+        body["continuation"] = next_token
+    return Reply.json(200, body)
+
+
+async def cancel(rt: Runtime, key: str, *, base_url: str) -> Reply:
+    """Queue a cancel, as `python -m proactive cancel` does: the worker carries it
+    out in order with the key's other messages (README "Sends to many users")."""
+    check_key(key)
+    await rt.outbox.put({"version": VERSION, "op": "cancel", "key": key})
+    return Reply.json(202, {"key": key, "status": base_url}, Location=base_url)
