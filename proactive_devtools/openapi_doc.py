@@ -98,9 +98,14 @@ def build() -> dict[str, Any]:
                 "links": {"type": "object", "properties": {
                     "recipients": {"type": "string"}, "report": {"type": "string"}}}}},
         "Reach": {
-            "type": "object", "required": ["tenants", "partial"],
+            "type": "object", "required": ["tenants", "unreachable", "partial"],
             "properties": {
                 "partial": {"type": "boolean"},
+                "unreachable": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["user", "tenantId", "status", "topic", "at", "via"],
+                    "properties": {name: {"type": "string"} for name in
+                                   ("user", "tenantId", "status", "topic", "at", "via")}}},
                 "tenants": {"type": "array", "items": {
                     "type": "object", "required": ["tenant", "counts"],
                     "properties": {"tenant": {"type": "string"}, "counts": {
@@ -170,7 +175,8 @@ def build() -> dict[str, Any]:
                         {"name": "continuation", "in": "query", "required": False,
                          "schema": {"type": "string"}}])},
         "/api/reach": {"get": _op(
-            "Whom the bot can reach, per tenant", "getReach",
+            "Whom the bot can reach per tenant, and who can't (blocked, uninstalled, "
+            "disabled, opted out)", "getReach",
             {"200": _json("Reach")})},
         "/api/openapi.json": {"get": _op(
             "This document", "getOpenApi",

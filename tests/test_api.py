@@ -248,8 +248,15 @@ async def test_reach_counts_references_per_tenant(client: httpx.AsyncClient,
     table = rt.sdk_table(REFERENCES_TABLE)
     for i in range(3):
         await table.upsert_entity({"PartitionKey": f"user:{i}", "RowKey": "tenant-r",
-                                   "kind": "user"})
+                                   "kind": "user", "aadObjectId": f"aad-{i}",
+                                   "tenantId": "tenant-r"})
+    # One of them blocked the bot, one opted out of a topic.
+    await table.upsert_entity({"PartitionKey": "user:1", "RowKey": "tenant-r",
+                               "installState": "blocked", "blockedAt": "2026-12-01T10:00:00Z"})
+    await rt.preferences.opt_out("aad-2", "deployments", via="command", tenant_id="tenant-r")
     r = await client.get("reach")
     assert r.status_code == 200, r.text
     tenants = {t["tenant"]: t["counts"] for t in r.json()["tenants"]}
     assert tenants["tenant-r"] == {"user": 3}
+    who = {(e["user"], e["status"], e["topic"]) for e in r.json()["unreachable"]}
+    assert who == {("aad-1", "blocked", ""), ("aad-2", "opted-out", "deployments")}

@@ -1,10 +1,8 @@
 """The report and reach routes' data.
 
-STAND-IN, to be replaced: `proactive.reporting.reports` (branch p10b-optout,
-not merged yet) will provide `send_report(rt, key, fmt)` and
-`reach_report(rt, fmt)`; until then these small functions answer from the
-delivery and reference tables, and the routes call only `report` and `reach`
-here, so swapping in the real ones touches this module alone.
+The reach route answers with the reach report of `proactive.reporting.reports`
+(who blocked, uninstalled or disabled the bot, who opted out, each with when)
+beside counts of what the bot can reach per tenant.
 
 Why pages and not a stream: a Python Functions HttpResponse holds its whole
 body (true streaming needs the azurefunctions-extensions-http-fastapi
@@ -60,9 +58,11 @@ async def report(rt: Runtime, key: str, *, fmt: str, limit: str | None,
 
 
 async def reach(rt: Runtime) -> Reply:
-    """Per tenant: how many users, conversations and teams the bot can reach."""
+    """Per tenant: how many users, conversations and teams the bot can reach;
+    and who can't be reached, with why and when (at most MAX_REACH_ROWS)."""
     from azure.core.exceptions import ResourceNotFoundError
 
+    from proactive.reporting.reports import REACH_COLUMNS, reach_rows
     from proactive.runtime import REFERENCES_TABLE
 
     table = rt.table_service.get_table_client(rt.settings.table_name(REFERENCES_TABLE))
@@ -79,4 +79,12 @@ async def reach(rt: Runtime) -> Reply:
         pass
     tenants = [{"tenant": tenant, "counts": dict(kinds)}
                for tenant, kinds in sorted(counts.items())]
-    return Reply.json(200, {"tenants": tenants, "partial": partial})
+    unreachable: list[dict[str, str]] = []
+    async for entry in reach_rows(rt):
+        if len(unreachable) >= MAX_REACH_ROWS:
+            partial = True
+            break
+        unreachable.append({name: "" if entry.get(name) is None else str(entry[name])
+                            for name in REACH_COLUMNS})
+    return Reply.json(200, {"tenants": tenants, "unreachable": unreachable,
+                            "partial": partial})

@@ -116,7 +116,8 @@ async def never_installed(rt: Runtime, group: str) -> AsyncIterator[dict[str, An
     yield {}  # pragma: no cover - makes this an async generator
 
 
-async def _reach(rt: Runtime, group: str) -> AsyncIterator[dict[str, Any]]:
+async def reach_rows(rt: Runtime, group: str = "") -> AsyncIterator[dict[str, Any]]:
+    """The reach report's rows (REACH_COLUMNS), for callers that encode them."""
     async for row in _unreachable(rt):
         yield row
     async for row in _opted_out(rt):
@@ -129,4 +130,4 @@ async def _reach(rt: Runtime, group: str) -> AsyncIterator[dict[str, Any]]:
 def reach_report(rt: Runtime, fmt: str, *, group: str = "") -> AsyncIterator[bytes]:
     """Who can't be reached and why, each with when: blocked, uninstalled or
     disabled (from the references), opted out (and of what), streamed."""
-    return _encode(_reach(rt, group), REACH_COLUMNS, fmt)
+    return _encode(reach_rows(rt, group), REACH_COLUMNS, fmt)
