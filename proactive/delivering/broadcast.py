@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from proactive.contract import OutboxMessage, Target
+from proactive.delivering import audiences
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
-from proactive.errors import Reason
+from proactive.errors import Permanent, Reason
 from proactive.storage import tables
 from proactive.storage.progress import CANCELLED, result_counts
 
@@ -40,13 +41,15 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
     summary = await rt.campaigns.start(message.key)
-    if message.part and len(target.users) <= PART:
+    if message.part and target.kind == "users" and len(target.users) <= PART:
         return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered.
     audience = hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
     if await rt.campaigns.was_split(message.key, audience):
         return Outcome(Action.DONE, Reason.DUPLICATE)
+    if target.kind in ("teamMembers", "group"):
+        return await _split_page(rt, message, audience)
     queued = 0
     async for index, users in _numbered(_audience(rt, target)):
         await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
@@ -56,6 +59,33 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
                                                Counter(queued=len(users))})
     await rt.campaigns.mark_split(message.key, audience)
     log.info("send %s split for %d users", message.key, queued)
+    return Outcome(Action.DONE, "split")
+
+
+async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Outcome:
+    """One page of a paged audience: its users in parts, the next page as a
+    message of its own (so no audience is ever held whole), and who can't be
+    reached counted with the reason."""
+    assert message.target is not None
+    try:
+        found = await audiences.page(rt, message.target)
+    except Permanent as exc:  # no such team or group: the whole audience, said once
+        await rt.campaigns.count(message.key, {f"audience:{audience}": result_counts(
+            exc.reason)})
+        log.warning("send %s: audience refused: %s", message.key, exc.reason)
+        return Outcome(Action.FAILED, exc.reason)
+    for index, start in enumerate(range(0, len(found.users), PART)):
+        users = found.users[start:start + PART]
+        await rt.outbox.put(message.for_users(users, found.tenant).retry(attempt=1).to_json())
+        await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
+                                               Counter(queued=len(users))})
+    if found.unreachable:
+        await rt.campaigns.count(message.key, {name: result_counts(reason)
+                                               for name, reason in found.unreachable.items()})
+    if found.continuation:
+        await rt.outbox.put(message.next_page(found.continuation).to_json())
+    await rt.campaigns.mark_split(message.key, audience)
+    log.info("send %s: a page of %d users split", message.key, len(found.users))
     return Outcome(Action.DONE, "split")
 
 

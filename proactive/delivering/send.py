@@ -123,7 +123,7 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
     if target.kind == "user":
         ref = await rt.references.user(target.id, tenant)
         if ref is None or not ref.conversation_id:
-            ref = await _create_personal(rt, target)
+            ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
     elif target.kind == "conversation":
         ref = await rt.references.conversation(target.id, tenant)
         if ref is None:
@@ -153,7 +153,7 @@ def _check_tenant(rt: Runtime, tenant_id: str) -> None:
                                                    "PROACTIVE_ALLOWED_TENANTS")
 
 
-async def _create_personal(rt: Runtime, target: Target) -> Reference:
+async def _create_personal(rt: Runtime, target: Target, *, member_id: str = "") -> Reference:
     tenant = target.tenant or rt.settings.app_tenant_id
     _check_tenant(rt, tenant)
     known = await rt.references.tenant_service_url(tenant) if tenant else None
@@ -165,7 +165,7 @@ async def _create_personal(rt: Runtime, target: Target) -> Reference:
     conversation_id, service_url = await call(
         rt, tenant, "", service_url,
         lambda url: rt.connector.create_personal_conversation(
-            url, bot_id=bot_id, member_id=target.id, tenant_id=tenant))
+            url, bot_id=bot_id, member_id=member_id or target.id, tenant_id=tenant))
     return await rt.references.store_created_conversation(
         target.id, tenant, service_url, bot_id, conversation_id)
 
