@@ -169,6 +169,16 @@ class Settings:
     # live invocation's claim is ever taken over. A crashed worker's message
     # comes back after the queue's lease anyway (minutes in Azure).
     claim_lease_seconds: int = 300
+    # Proactive install through Graph (README "Proactive install"): off unless
+    # the app's catalog id, or its manifest id to look it up, is set.
+    graph_app_catalog_id: str = ""
+    graph_app_manifest_id: str = ""
+    # Graph's Teams limit: installedApps 30 requests/s per app per tenant.
+    graph_rps: float = 30.0
+
+    @property
+    def graph_install(self) -> bool:
+        return bool(self.graph_app_catalog_id or self.graph_app_manifest_id)
 
     @property
     def has_credentials(self) -> bool:
@@ -218,6 +228,7 @@ class Settings:
                          "local development without credentials)")
         found += storage_problems(self)
         found += _cloud_problems(self)
+        found += _graph_problems(self)
         return found
 
     def validate(self) -> Settings:
@@ -268,6 +279,9 @@ class Settings:
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
             claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),
+            graph_app_catalog_id=(env.get("PROACTIVE_GRAPH_APP_CATALOG_ID") or "").strip(),
+            graph_app_manifest_id=(env.get("PROACTIVE_GRAPH_APP_MANIFEST_ID") or "").strip(),
+            graph_rps=float(_int(env, "PROACTIVE_GRAPH_RPS", 30, problems)),
         )
         return settings, problems
 
@@ -331,3 +345,21 @@ def _cloud_problems(settings: Settings) -> list[str]:
     from proactive.teams.clouds import check_cloud
 
     return check_cloud(settings)
+
+
+_GRAPH_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+def _graph_problems(settings: Settings) -> list[str]:
+    """Proactive install's settings: an id Graph can take, one of the two, a sane rate."""
+    found = [f"{name} must be an app id (letters, digits, '-', '.', '_'), got {value!r}"
+             for name, value in (("PROACTIVE_GRAPH_APP_CATALOG_ID", settings.graph_app_catalog_id),
+                                 ("PROACTIVE_GRAPH_APP_MANIFEST_ID",
+                                  settings.graph_app_manifest_id))
+             if value and not _GRAPH_ID.fullmatch(value)]
+    if settings.graph_app_catalog_id and settings.graph_app_manifest_id:
+        found.append("set PROACTIVE_GRAPH_APP_CATALOG_ID or PROACTIVE_GRAPH_APP_MANIFEST_ID, "
+                     "not both")
+    if not 1 <= settings.graph_rps <= 30:
+        found.append("PROACTIVE_GRAPH_RPS must be 1 to 30 (Graph's Teams limit per tenant)")
+    return found

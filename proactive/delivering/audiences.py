@@ -36,7 +36,16 @@ async def page(rt: Runtime, target: Target) -> Page:
     """One page of the audience. Raises members of proactive.errors."""
     if target.kind == "teamMembers":
         return await _team_page(rt, target)
-    raise Permanent(Reason.NOT_SUPPORTED, "group audiences need Microsoft Graph")
+    return await _group_page(rt, target)
+
+
+async def _group_page(rt: Runtime, target: Target) -> Page:
+    from proactive.delivering.install import graph_call
+
+    tenant = target.tenant or rt.settings.app_tenant_id
+    users, link = await graph_call(
+        rt, tenant, lambda graph: graph.group_members(target.id, target.continuation))
+    return Page(users=users, tenant=tenant, continuation=link)
 
 
 async def _team_page(rt: Runtime, target: Target) -> Page:

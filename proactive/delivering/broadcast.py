@@ -17,14 +17,15 @@ import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from proactive.contract import OutboxMessage, Target
 from proactive.delivering import audiences
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome
+from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
-from proactive.errors import Permanent, Reason
+from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
 from proactive.storage.progress import CANCELLED, result_counts
 
@@ -129,6 +130,21 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             if paced_delay:
                 paced.append(user)
                 return
+            if "@" in user and not cancelled:  # a user principal name: its AAD id
+                try:
+                    target = await _resolved(rt, message.key, target)
+                except RetryLater as exc:  # the tenant's Graph budget is spent
+                    paced.append(user)
+                    paced_delay.append(exc.delay)
+                    return
+                except Transient as exc:  # throttled (Retry-After) or unavailable
+                    await retry_later(rt, message.for_users([user]),
+                                      outcome_of(exc, message.attempt), message_id="",
+                                      target=target)
+                    return
+                if target.kind != "user":  # no such user, or Graph refused: recorded
+                    results[f"conv:{target.id}"] = result_counts(target.reply_to)
+                    return
             if cancelled:
                 outcome = await finish_unsent(rt, message.key, target,
                                               DeliveryState.CANCELLED, Reason.CANCELLED)
@@ -161,6 +177,25 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
     await rt.campaigns.count(message.key, results)
     return Outcome(Action.DONE, "part")
+
+
+async def _resolved(rt: Runtime, key: str, target: Target) -> Target:
+    """The user named by principal name, by AAD id; or, when there is no such
+    user, their delivery recorded failed `not-found` (returned as `upn:` target)."""
+    from proactive.delivering.install import user_id
+
+    missing = Target("conversation", f"upn:{target.id.lower()}", tenant=target.tenant)
+    try:
+        found = await user_id(rt, target.tenant or rt.settings.app_tenant_id, target.id)
+    except Permanent as exc:  # e.g. 403: Graph permission not granted
+        await finish_unsent(rt, key, missing, DeliveryState.FAILED, exc.reason,
+                            detail=exc.detail)
+        return replace(missing, reply_to=exc.reason)
+    if found is not None:
+        return Target("user", found, tenant=target.tenant)
+    await finish_unsent(rt, key, missing, DeliveryState.FAILED, Reason.NOT_FOUND,
+                        detail="Graph knows no user by this principal name")
+    return replace(missing, reply_to=Reason.NOT_FOUND)
 
 
 async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:

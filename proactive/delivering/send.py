@@ -122,7 +122,15 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
     tenant = target.tenant or None
     if target.kind == "user":
         ref = await rt.references.user(target.id, tenant)
-        if ref is None or not ref.conversation_id:
+        if (ref is None or not ref.conversation_id) and rt.settings.graph_install \
+                and not (ref and ref.user_id):
+            # Never met, and not a known team member: install the app through Graph.
+            from proactive.delivering.install import install_reference
+
+            _check_tenant(rt, target.tenant or rt.settings.app_tenant_id)
+            ref = await install_reference(rt, target.id, target.tenant or
+                                          rt.settings.app_tenant_id)
+        elif ref is None or not ref.conversation_id:
             ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
     elif target.kind == "conversation":
         ref = await rt.references.conversation(target.id, tenant)
