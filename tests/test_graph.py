@@ -132,3 +132,19 @@ async def test_group_members_are_paged_by_next_link(fake: FakeGraph, client: Gra
             break
     assert seen == [f"u-{i}" for i in range(250)]
     assert pages == 3
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"PROACTIVE_GRAPH_APP_CATALOG_ID": "a", "PROACTIVE_GRAPH_APP_MANIFEST_ID": "b"},
+     "not both"),
+    ({"PROACTIVE_GRAPH_APP_CATALOG_ID": "a'b"}, "PROACTIVE_GRAPH_APP_CATALOG_ID"),
+    ({"PROACTIVE_GRAPH_RPS": "31"}, "PROACTIVE_GRAPH_RPS"),
+])
+def test_install_settings_are_validated_in_one_place(env: dict[str, str], problem: str) -> None:
+    from proactive.config import load_settings
+    from proactive.errors import ConfigError
+
+    base = {"PROACTIVE_LOCAL_DEV": "true"}
+    assert load_settings({**base, "PROACTIVE_GRAPH_APP_MANIFEST_ID": "m-1"}).graph_install
+    with pytest.raises(ConfigError, match=problem):
+        load_settings({**base, **env})
