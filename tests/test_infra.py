@@ -71,6 +71,9 @@ NOT_SET = {
     "PROACTIVE_MAX_ATTEMPTS": "the app's default",
     "PROACTIVE_CLAIM_LEASE_SECONDS": "the app's default",
     "PROACTIVE_WELCOME": "the app's default",
+    "PROACTIVE_GRAPH_APP_CATALOG_ID": "proactive install is off until an admin consents Graph",
+    "PROACTIVE_GRAPH_APP_MANIFEST_ID": "proactive install is off until an admin consents Graph",
+    "PROACTIVE_GRAPH_RPS": "the app's default (Graph's Teams limit)",
 }
 # Set by the infrastructure before the app reads them (the bot's display name, for
 # the Teams app package). When the app reads one, this test fails: take it out.
