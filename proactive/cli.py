@@ -60,14 +60,22 @@ def load_local_settings(path: Path = Path("local.settings.json")) -> None:
 
 
 def _target(args: argparse.Namespace) -> dict[str, Any]:
+    from proactive.users_file import read_users_file
+
     target: dict[str, Any] = {}
     if args.to:
         target["user"] = args.to
     if args.users:
         text = Path(args.users[1:]).read_text() if args.users.startswith("@") else args.users
         target["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
+    if args.users_file:
+        target["users"] = read_users_file(Path(args.users_file))
     if args.all_users:
         target["allUsers"] = True
+    if args.team and not args.channel:  # a team alone: its members
+        target["teamMembers"] = args.team
+    if args.group:
+        target["group"] = args.group
     if args.conversation:
         target["conversation"] = args.conversation
     if args.channel:
@@ -214,11 +222,14 @@ def _parser() -> argparse.ArgumentParser:
             who.add_argument("--to", help="user's Azure AD object id")
             who.add_argument("--users", help="several users: comma-separated AAD object ids, "
                                              "or @FILE with one per line")
+            who.add_argument("--users-file", metavar="PATH", help="users: CSV with an id/upn/"
+                             "email column, or one per line")
+            who.add_argument("--group", help="an Entra ID group's members (through Graph)")
             who.add_argument("--all-users", action="store_true",
                              help="every user of the tenant with a stored personal chat")
             who.add_argument("--conversation", help="a stored conversation id")
             who.add_argument("--channel", help="channel id (new thread, or --reply-to)")
-            who.add_argument("--team", help="the channel's team id")
+            who.add_argument("--team", help="the channel's team id (alone: its members)")
             who.add_argument("--reply-to", help="root message id of the thread to reply in")
             who.add_argument("--tenant", help="tenant id (optional)")
         if name in ("send", "update"):
@@ -358,12 +369,12 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         items = _run(settings, lambda t: _schedules(settings, t, args.key, not args.all))
         print(json.dumps(items, indent=2, default=str, ensure_ascii=False))
         return 0 if items or not args.key else 1
-    message = build_message(args)
     try:  # refuse here what the worker would park in the poison queue
+        message = build_message(args)  # OSError, ValueError: a users file or card
         parse_message(json.dumps(message), max_activity_bytes=settings.max_activity_bytes)
         if "schedule" in message:
             _check_schedule(settings, message)
-    except (InvalidMessage, ValueError) as exc:  # ValueError: ScheduleError
+    except (InvalidMessage, ValueError, OSError) as exc:  # ValueError: ScheduleError
         print(f"error: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 2
     from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode

@@ -51,6 +51,7 @@ SETTINGS = (
     "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
     "PROACTIVE_CLAIM_LEASE_SECONDS",
     "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT",
+    "PROACTIVE_GRAPH_APP_CATALOG_ID", "PROACTIVE_GRAPH_APP_MANIFEST_ID", "PROACTIVE_GRAPH_RPS",
 )
 # Read everywhere but refused in Azure (Settings.problems): never set in production.
 LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE")
@@ -177,6 +178,16 @@ class Settings:
     api_audience: str = ""
     api_role: str = ""
     api_tenant: str = ""
+    # Proactive install through Graph (README "Proactive install"): off unless
+    # the app's catalog id, or its manifest id to look it up, is set.
+    graph_app_catalog_id: str = ""
+    graph_app_manifest_id: str = ""
+    # Graph's Teams limit: installedApps 30 requests/s per app per tenant.
+    graph_rps: float = 30.0
+
+    @property
+    def graph_install(self) -> bool:
+        return bool(self.graph_app_catalog_id or self.graph_app_manifest_id)
 
     @property
     def has_credentials(self) -> bool:
@@ -229,6 +240,7 @@ class Settings:
                          "(PROACTIVE_API_TENANT or MicrosoftAppTenantId)")
         found += storage_problems(self)
         found += _cloud_problems(self)
+        found += _graph_problems(self)
         return found
 
     def validate(self) -> Settings:
@@ -283,6 +295,9 @@ class Settings:
             api_audience=env.get("PROACTIVE_API_AUDIENCE", "").strip(),
             api_role=env.get("PROACTIVE_API_ROLE", "").strip(),
             api_tenant=env.get("PROACTIVE_API_TENANT", "").strip(),
+            graph_app_catalog_id=(env.get("PROACTIVE_GRAPH_APP_CATALOG_ID") or "").strip(),
+            graph_app_manifest_id=(env.get("PROACTIVE_GRAPH_APP_MANIFEST_ID") or "").strip(),
+            graph_rps=float(_int(env, "PROACTIVE_GRAPH_RPS", 30, problems)),
         )
         return settings, problems
 
@@ -346,3 +361,21 @@ def _cloud_problems(settings: Settings) -> list[str]:
     from proactive.teams.clouds import check_cloud
 
     return check_cloud(settings)
+
+
+_GRAPH_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+def _graph_problems(settings: Settings) -> list[str]:
+    """Proactive install's settings: an id Graph can take, one of the two, a sane rate."""
+    found = [f"{name} must be an app id (letters, digits, '-', '.', '_'), got {value!r}"
+             for name, value in (("PROACTIVE_GRAPH_APP_CATALOG_ID", settings.graph_app_catalog_id),
+                                 ("PROACTIVE_GRAPH_APP_MANIFEST_ID",
+                                  settings.graph_app_manifest_id))
+             if value and not _GRAPH_ID.fullmatch(value)]
+    if settings.graph_app_catalog_id and settings.graph_app_manifest_id:
+        found.append("set PROACTIVE_GRAPH_APP_CATALOG_ID or PROACTIVE_GRAPH_APP_MANIFEST_ID, "
+                     "not both")
+    if not 1 <= settings.graph_rps <= 30:
+        found.append("PROACTIVE_GRAPH_RPS must be 1 to 30 (Graph's Teams limit per tenant)")
+    return found

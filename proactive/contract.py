@@ -39,21 +39,27 @@ _TARGETS = {
     "channel": {"channel", "team", "tenant", "replyTo"},
     "users": {"users", "tenant"},
     "allUsers": {"allUsers", "tenant"},
+    # Audiences listed page by page; `continuation` is set by the splitter on
+    # the message that lists the next page (README "Audiences").
+    "teamMembers": {"teamMembers", "tenant", "continuation"},
+    "group": {"group", "tenant", "continuation"},
 }
+_AUDIENCES = ("users", "allUsers", "teamMembers", "group")
 
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # user | conversation | channel | users | allUsers
+    kind: str  # user | conversation | channel | users | allUsers | teamMembers | group
     id: str = ""
     tenant: str = ""
     team: str = ""
     reply_to: str = ""
     users: tuple[str, ...] = ()
+    continuation: str = ""  # teamMembers / group: where the next page starts
 
     @property
     def is_broadcast(self) -> bool:
-        return self.kind in ("users", "allUsers")
+        return self.kind in _AUDIENCES
 
     def to_json(self) -> dict[str, Any]:
         """The contract's `to` (what `parse_target` reads)."""
@@ -65,7 +71,7 @@ class Target:
         else:
             to = {self.kind: self.id}
         for name, value in (("tenant", self.tenant), ("team", self.team),
-                            ("replyTo", self.reply_to)):
+                            ("replyTo", self.reply_to), ("continuation", self.continuation)):
             if value:
                 to[name] = value
         return to
@@ -165,12 +171,19 @@ class OutboxMessage:
         """The copy that goes back on the queue for another try."""
         return replace(self, attempt=attempt)
 
-    def for_users(self, users: list[str] | tuple[str, ...]) -> OutboxMessage:
+    def for_users(self, users: list[str] | tuple[str, ...], tenant: str = "") -> OutboxMessage:
         """A part of a many-user send for these users (same key, content and
-        attempt)."""
+        attempt; an audience's tenant when it is known only once listed)."""
         assert self.target is not None
-        return replace(self, target=replace(self.target, kind="users", users=tuple(users)),
-                       part=True)
+        return replace(self, target=replace(self.target, kind="users", users=tuple(users),
+                                            id="", continuation="",
+                                            tenant=tenant or self.target.tenant), part=True)
+
+    def next_page(self, continuation: str) -> OutboxMessage:
+        """The message that lists the next page of a paged audience."""
+        assert self.target is not None
+        return replace(self, target=replace(self.target, continuation=continuation),
+                       part=True, attempt=1)
 
 
 def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
@@ -191,8 +204,8 @@ def parse_target(data: Any) -> Target:
         raise InvalidMessage("schema", "'to' must be an object")
     kinds = [kind for kind in _TARGETS if kind in data]
     if len(kinds) != 1:
-        raise InvalidMessage("schema", "'to' needs exactly one of 'user', 'conversation', "
-                                       "'channel'")
+        raise InvalidMessage("schema", "'to' needs exactly one of "
+                                       f"{', '.join(repr(k) for k in _TARGETS)}")
     kind = kinds[0]
     extra = set(data) - _TARGETS[kind]
     if extra:
@@ -210,6 +223,9 @@ def parse_target(data: Any) -> Target:
             raise InvalidMessage("schema", "'users' must hold non-empty id strings")
         # Order kept, duplicates dropped: one delivery per person.
         return Target(kind=kind, tenant=tenant, users=tuple(dict.fromkeys(users)))
+    if kind in ("teamMembers", "group"):
+        return Target(kind=kind, id=_text(data, kind, limit=MAX_ID, required=True),
+                      tenant=tenant, continuation=_text(data, "continuation", limit=4096))
     return Target(
         kind=kind,
         id=_text(data, kind, limit=MAX_ID, required=True),

@@ -73,6 +73,12 @@ class Reason(StrEnum):
     UNKNOWN_USER = "unknown-user"
     UNKNOWN_CONVERSATION = "unknown-conversation"
     UNKNOWN_CHANNEL = "unknown-channel"
+    # Audiences and Graph installs (README "Audiences").
+    UNKNOWN_TEAM = "unknown-team"
+    NOT_INSTALLED = "not-installed"  # no conversation, and installing is off or refused
+    NO_CONVERSATION = "no-conversation"  # installed, but Graph gave no chat
+    NO_AAD_ID = "no-aad-id"  # a roster member without an Azure AD object id
+    GUEST = "guest"  # Graph does not install apps for guests
     RETRIES_EXHAUSTED = "retries-exhausted"
     CANCELLED = "cancelled"
     OPTED_OUT = "opted-out"  # the user said stop (all, or the message's topic)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from proactive.storage.table_rest import RestTableClient
     from proactive.teams.clouds import Cloud
     from proactive.teams.connector import ConnectorClient
+    from proactive.teams.graph import GraphClient
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ class Runtime:
     # Identity-based storage: the one credential and token every storage client
     # shares (None with a connection string).
     storage_tokens: StorageTokens | None = None
+    # Microsoft Graph (group audiences, UPNs, proactive install), paced per
+    # tenant in rows of its own: None without credentials outside local dev.
+    graph: GraphClient | None = None
+    graph_pacer: TenantPacer | None = None
 
     @property
     def activities_table(self) -> TableClient:
@@ -186,6 +191,8 @@ class Runtime:
             conversation_pacer=ConversationPacer(),
             table_http=table_http,
             storage_tokens=storage_tokens,
+            graph=_graph(settings, cloud, http),
+            graph_pacer=TenantPacer(hot(PACING_TABLE), rate=settings.graph_rps),
         )
 
     async def close(self) -> None:
@@ -196,6 +203,16 @@ class Runtime:
             await self.table_http.close()
         if self.storage_tokens is not None:
             await self.storage_tokens.close()
+
+
+def _graph(settings: Settings, cloud: Cloud, http: httpx.AsyncClient) -> GraphClient | None:
+    from proactive.teams.credentials import graph_token_provider
+    from proactive.teams.graph import GraphClient
+
+    if not settings.has_credentials and not settings.local_dev:
+        return None
+    tokens = graph_token_provider(settings, cloud) if settings.has_credentials else None
+    return GraphClient(http, tokens, cloud, local_dev=settings.local_dev)
 
 
 async def _create_table(service: TableServiceClient, name: str) -> None:

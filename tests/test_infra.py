@@ -74,6 +74,9 @@ NOT_SET = {
     "PROACTIVE_API_AUDIENCE": "the HTTP API's optional Entra ID check: off unless set",
     "PROACTIVE_API_ROLE": "the HTTP API's optional Entra ID check: off unless set",
     "PROACTIVE_API_TENANT": "the HTTP API's optional Entra ID check: off unless set",
+    "PROACTIVE_GRAPH_APP_CATALOG_ID": "proactive install is off until an admin consents Graph",
+    "PROACTIVE_GRAPH_APP_MANIFEST_ID": "proactive install is off until an admin consents Graph",
+    "PROACTIVE_GRAPH_RPS": "the app's default (Graph's Teams limit)",
 }
 # Set by the infrastructure before the app reads them (the bot's display name, for
 # the Teams app package). When the app reads one, this test fails: take it out.

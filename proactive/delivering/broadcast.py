@@ -17,13 +17,15 @@ import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from proactive.contract import OutboxMessage, Target
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome
+from proactive.delivering import audiences
+from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
-from proactive.errors import Reason
+from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
 from proactive.storage.progress import CANCELLED, result_counts
 
@@ -40,13 +42,15 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
     summary = await rt.campaigns.start(message.key)
-    if message.part and len(target.users) <= PART:
+    if message.part and target.kind == "users" and len(target.users) <= PART:
         return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered.
     audience = hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
     if await rt.campaigns.was_split(message.key, audience):
         return Outcome(Action.DONE, Reason.DUPLICATE)
+    if target.kind in ("teamMembers", "group"):
+        return await _split_page(rt, message, audience)
     queued = 0
     async for index, users in _numbered(_audience(rt, target)):
         await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
@@ -57,6 +61,33 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     await rt.campaigns.mark_split(message.key, audience)
     await rt.campaigns.settle(message.key)  # every part may be done already
     log.info("send %s split for %d users", message.key, queued)
+    return Outcome(Action.DONE, "split")
+
+
+async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Outcome:
+    """One page of a paged audience: its users in parts, the next page as a
+    message of its own (so no audience is ever held whole), and who can't be
+    reached counted with the reason."""
+    assert message.target is not None
+    try:
+        found = await audiences.page(rt, message.target)
+    except Permanent as exc:  # no such team or group: the whole audience, said once
+        await rt.campaigns.count(message.key, {f"audience:{audience}": result_counts(
+            exc.reason)})
+        log.warning("send %s: audience refused: %s", message.key, exc.reason)
+        return Outcome(Action.FAILED, exc.reason)
+    for index, start in enumerate(range(0, len(found.users), PART)):
+        users = found.users[start:start + PART]
+        await rt.outbox.put(message.for_users(users, found.tenant).retry(attempt=1).to_json())
+        await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
+                                               Counter(queued=len(users))})
+    if found.unreachable:
+        await rt.campaigns.count(message.key, {name: result_counts(reason)
+                                               for name, reason in found.unreachable.items()})
+    if found.continuation:
+        await rt.outbox.put(message.next_page(found.continuation).to_json())
+    await rt.campaigns.mark_split(message.key, audience)
+    log.info("send %s: a page of %d users split", message.key, len(found.users))
     return Outcome(Action.DONE, "split")
 
 
@@ -100,6 +131,21 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             if paced_delay:
                 paced.append(user)
                 return
+            if "@" in user and not cancelled:  # a user principal name: its AAD id
+                try:
+                    target = await _resolved(rt, message.key, target)
+                except RetryLater as exc:  # the tenant's Graph budget is spent
+                    paced.append(user)
+                    paced_delay.append(exc.delay)
+                    return
+                except Transient as exc:  # throttled (Retry-After) or unavailable
+                    await retry_later(rt, message.for_users([user]),
+                                      outcome_of(exc, message.attempt), message_id="",
+                                      target=target)
+                    return
+                if target.kind != "user":  # no such user, or Graph refused: recorded
+                    results[f"conv:{target.id}"] = result_counts(target.reply_to)
+                    return
             if cancelled:
                 outcome = await finish_unsent(rt, message.key, target,
                                               DeliveryState.CANCELLED, Reason.CANCELLED)
@@ -133,6 +179,25 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     await rt.campaigns.count(message.key, results)
     await rt.campaigns.settle(message.key)  # the last part counted makes it final
     return Outcome(Action.DONE, "part")
+
+
+async def _resolved(rt: Runtime, key: str, target: Target) -> Target:
+    """The user named by principal name, by AAD id; or, when there is no such
+    user, their delivery recorded failed `not-found` (returned as `upn:` target)."""
+    from proactive.delivering.install import user_id
+
+    missing = Target("conversation", f"upn:{target.id.lower()}", tenant=target.tenant)
+    try:
+        found = await user_id(rt, target.tenant or rt.settings.app_tenant_id, target.id)
+    except Permanent as exc:  # e.g. 403: Graph permission not granted
+        await finish_unsent(rt, key, missing, DeliveryState.FAILED, exc.reason,
+                            detail=exc.detail)
+        return replace(missing, reply_to=exc.reason)
+    if found is not None:
+        return Target("user", found, tenant=target.tenant)
+    await finish_unsent(rt, key, missing, DeliveryState.FAILED, Reason.NOT_FOUND,
+                        detail="Graph knows no user by this principal name")
+    return replace(missing, reply_to=Reason.NOT_FOUND)
 
 
 async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:

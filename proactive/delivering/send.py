@@ -135,8 +135,16 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
     tenant = target.tenant or None
     if target.kind == "user":
         ref = await rt.references.user(target.id, tenant)
-        if ref is None or not ref.conversation_id:
-            ref = await _create_personal(rt, target)
+        if (ref is None or not ref.conversation_id) and rt.settings.graph_install \
+                and not (ref and ref.user_id):
+            # Never met, and not a known team member: install the app through Graph.
+            from proactive.delivering.install import install_reference
+
+            _check_tenant(rt, target.tenant or rt.settings.app_tenant_id)
+            ref = await install_reference(rt, target.id, target.tenant or
+                                          rt.settings.app_tenant_id)
+        elif ref is None or not ref.conversation_id:
+            ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
     elif target.kind == "conversation":
         ref = await rt.references.conversation(target.id, tenant)
         if ref is None:
@@ -166,7 +174,7 @@ def _check_tenant(rt: Runtime, tenant_id: str) -> None:
                                                    "PROACTIVE_ALLOWED_TENANTS")
 
 
-async def _create_personal(rt: Runtime, target: Target) -> Reference:
+async def _create_personal(rt: Runtime, target: Target, *, member_id: str = "") -> Reference:
     tenant = target.tenant or rt.settings.app_tenant_id
     _check_tenant(rt, tenant)
     known = await rt.references.tenant_service_url(tenant) if tenant else None
@@ -178,7 +186,7 @@ async def _create_personal(rt: Runtime, target: Target) -> Reference:
     conversation_id, service_url = await call(
         rt, tenant, "", service_url,
         lambda url: rt.connector.create_personal_conversation(
-            url, bot_id=bot_id, member_id=target.id, tenant_id=tenant))
+            url, bot_id=bot_id, member_id=member_id or target.id, tenant_id=tenant))
     return await rt.references.store_created_conversation(
         target.id, tenant, service_url, bot_id, conversation_id)
 

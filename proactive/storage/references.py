@@ -251,6 +251,16 @@ class ReferenceStore:
                 await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk,
                                                 "serviceUrl": service_url})
 
+    async def remember_members(self, tenant_id: str, members: dict[str, str]) -> None:
+        """The roster ids of users (AAD id -> `29:` id) seen in a team's members:
+        creating their 1:1 chat later uses the id Teams gave. No `kind`, so a
+        member is not one of the tenant's users until a chat with them exists."""
+        rk = tables.safe_key(tenant_id)
+        for aad_id, member_id in members.items():
+            await tables.merge(self.table, {"PartitionKey": user_pk(aad_id), "RowKey": rk,
+                                            "tenantId": tenant_id, "aadObjectId": aad_id,
+                                            "userId": member_id})
+
     async def store_created_conversation(self, aad_id: str, tenant_id: str, service_url: str,
                                          bot_id: str, conversation_id: str) -> Reference:
         """A 1:1 conversation we created for a user who never wrote to us."""

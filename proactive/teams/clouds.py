@@ -57,6 +57,9 @@ class Cloud:
     # of another environment of this cloud: GCC behind the public host).
     # "" when the cloud has none: then that answer is a permanent failure.
     fallback_service_url: str = ""
+    # Microsoft Graph (installs, group members, UPN lookups): its own token,
+    # scope `{graph_url}/.default`, sent to this host only.
+    graph_url: str = "https://graph.microsoft.com"
 
 
 _PUBLIC_HOSTS = frozenset(
@@ -97,11 +100,13 @@ GCC_HIGH = Cloud(
     connector_hosts=frozenset({"smba.infra.gov.teams.microsoft.us"}),
     global_service_url="https://smba.infra.gov.teams.microsoft.us/teams",
     fallback_service_url="",
+    graph_url="https://graph.microsoft.us",
 )
 
 DOD = dataclasses.replace(
     GCC_HIGH,
     name="DoD",
+    graph_url="https://dod-graph.microsoft.us",
     connector_hosts=frozenset({"smba.infra.dod.teams.microsoft.us"}),
     global_service_url="https://smba.infra.dod.teams.microsoft.us/teams",
 )

@@ -209,3 +209,18 @@ class ConnectorClient:
 
     async def delete(self, service_url: str, conversation_id: str, activity_id: str) -> None:
         await self._call("DELETE", service_url, _activities(conversation_id, activity_id))
+
+    async def paged_members(self, service_url: str, conversation_id: str, *,
+                            page_size: int = 500,
+                            continuation: str = "") -> tuple[list[dict[str, Any]], str]:
+        """One page of a team's (or chat's) roster and the token of the next
+        page ('' on the last). Teams clamps pageSize to 50..500."""
+        query = f"?pageSize={page_size}"
+        if continuation:
+            query += f"&continuationToken={quote(continuation, safe='')}"
+        data = await self._call("GET", service_url, f"/v3/conversations/"
+                                f"{quote(conversation_id, safe='')}/pagedmembers{query}")
+        members = data.get("members")
+        token = data.get("continuationToken")
+        return ([m for m in members if isinstance(m, dict)] if isinstance(members, list) else [],
+                token if isinstance(token, str) else "")

@@ -27,6 +27,7 @@ msal, requests and cryptography are imported lazily.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -350,3 +351,12 @@ def build_token_provider(
 def shared_token_provider(settings: Settings, cloud: Cloud) -> CachedTokenProvider:
     """One provider (so one MSAL client and one token cache) per process and settings."""
     return build_token_provider(settings, cloud)
+
+
+@functools.lru_cache(maxsize=4)
+def graph_token_provider(settings: Settings, cloud: Cloud) -> CachedTokenProvider:
+    """The bot's own credentials, for the cloud's Microsoft Graph: scope
+    `{graph}/.default` (a managed identity asks for the resource itself)."""
+    graph = cloud.graph_url.rstrip("/")
+    return build_token_provider(settings, dataclasses.replace(
+        cloud, token_scope=f"{graph}/.default", msi_resource=graph))

@@ -134,3 +134,18 @@ def check_service_url(url: str, cloud: Cloud, *, local_dev: bool) -> bool:
     raise UntrustedServiceUrl(
         f"serviceUrl host is not a {cloud.name} connector host: {_describe(url)}"
     )
+
+
+def check_graph_url(url: str, cloud: Cloud, *, local_dev: bool) -> bool:
+    """Raise UntrustedServiceUrl unless `url` is on the cloud's Graph host;
+    return whether the Graph token may go there (https on exactly that host).
+    With `local_dev` only, loopback is allowed too, without the token."""
+    parsed, graph = _parse(url), _parse(cloud.graph_url)
+    if parsed is None:
+        raise UntrustedServiceUrl(f"malformed or ambiguous Graph URL {_describe(url)}")
+    if graph is not None and parsed.scheme == "https" == graph.scheme \
+            and parsed.host_key == graph.host_key:
+        return True
+    if local_dev and parsed.scheme in ("http", "https") and _host_is_loopback(parsed.host):
+        return False
+    raise UntrustedServiceUrl(f"not the {cloud.name} Graph host: {_describe(url)}")

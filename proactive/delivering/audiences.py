@@ -1,0 +1,76 @@
+"""The pages of a team's or group's members, for a send to many users.
+
+A `teamMembers` or `group` audience is never listed whole: each queue message
+lists one page (the Connector's paged members, or Graph's transitive members)
+and carries the next page's token in the message that lists it. A page gives
+the users' AAD object ids, the tenant they belong to, and the members that
+can't be reached at all, each with a reason (never dropped in silence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from proactive.contract import Target
+from proactive.errors import Permanent, Reason, Unreachable
+from proactive.storage.references import UNINSTALLED
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
+
+# Teams' largest page of members.
+TEAM_PAGE = 500
+
+
+@dataclass
+class Page:
+    users: list[str]
+    tenant: str
+    continuation: str = ""
+    # recipient name (as delivery rows spell it) -> why it can't be reached
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+async def page(rt: Runtime, target: Target) -> Page:
+    """One page of the audience. Raises members of proactive.errors."""
+    if target.kind == "teamMembers":
+        return await _team_page(rt, target)
+    return await _group_page(rt, target)
+
+
+async def _group_page(rt: Runtime, target: Target) -> Page:
+    from proactive.delivering.install import graph_call
+
+    tenant = target.tenant or rt.settings.app_tenant_id
+    users, link = await graph_call(
+        rt, tenant, lambda graph: graph.group_members(target.id, target.continuation))
+    return Page(users=users, tenant=tenant, continuation=link)
+
+
+async def _team_page(rt: Runtime, target: Target) -> Page:
+    from proactive.delivering.send import call
+
+    team = await rt.references.team(target.id, target.tenant or None)
+    if team is None:
+        raise Permanent(Reason.UNKNOWN_TEAM, "the bot has no stored reference for this team "
+                                             "(install it in the team first)")
+    if team.get("installState") == UNINSTALLED:
+        raise Unreachable(Reason.UNINSTALLED, "the bot was removed from this team")
+    tenant = str(team.get("tenantId") or target.tenant)
+    (members, token), _ = await call(
+        rt, tenant, "", str(team.get("serviceUrl") or ""),
+        lambda url: rt.connector.paged_members(url, target.id, page_size=TEAM_PAGE,
+                                               continuation=target.continuation))
+    found = Page(users=[], tenant=tenant, continuation=token)
+    roster: dict[str, str] = {}
+    for member in members:
+        aad_id, member_id = member.get("aadObjectId"), member.get("id")
+        if isinstance(aad_id, str) and aad_id:
+            found.users.append(aad_id)
+            if isinstance(member_id, str) and member_id:
+                roster[aad_id] = member_id
+        elif isinstance(member_id, str):
+            found.unreachable[f"member:{member_id}"] = Reason.NO_AAD_ID
+    await rt.references.remember_members(tenant, roster)
+    return found

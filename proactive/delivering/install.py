@@ -1,0 +1,89 @@
+"""Reaching users through Microsoft Graph: paced calls, principal names, and
+proactive install (README "Proactive install").
+
+Every Graph call goes through `graph_call`: paced per tenant in rows of its own
+(Graph's Teams limit, 30 requests/s per app per tenant, shared by every
+instance through the same TenantPacer as the Connector's budget), a 429 fed
+back into that tenant's rate and raised as Throttled, so the message comes back
+after Retry-After while other tenants go on.
+
+For a user with no conversation the bot can use, when the deployment enables
+it: install the app for the user (409: installed already), read the
+installation's chat id, store it as the user's reference, and the send goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from proactive.errors import Permanent, Reason, ServiceUnavailable, Throttled
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
+    from proactive.storage.references import Reference
+    from proactive.teams.graph import GraphClient
+
+T = TypeVar("T")
+# Catalog ids looked up by manifest id, per process (they never change).
+_CATALOG: dict[str, str] = {}
+
+
+async def graph_call(rt: Runtime, tenant: str, request: Callable[[GraphClient], Awaitable[T]]
+                     ) -> T:
+    """One Graph call, paced for the tenant. Raises members of proactive.errors;
+    pacing.Defer when the tenant's Graph budget is spent for a while."""
+    if rt.graph is None or rt.graph_pacer is None:
+        raise Permanent(Reason.NO_CREDENTIALS, "Microsoft Graph needs the bot's credentials")
+    budget = f"graph:{tenant}"  # its own budget row, apart from the Connector's
+    await rt.graph_pacer.acquire(budget)
+    try:
+        return await request(rt.graph)
+    except Throttled:
+        await rt.graph_pacer.throttled(budget)
+        raise
+
+
+async def user_id(rt: Runtime, tenant: str, upn: str) -> str | None:
+    """The AAD object id of a user principal name; None if there is no such user."""
+    return await graph_call(rt, tenant, lambda graph: graph.user_id(upn))
+
+
+async def catalog_id(rt: Runtime, tenant: str) -> str:
+    settings = rt.settings
+    if settings.graph_app_catalog_id:
+        return settings.graph_app_catalog_id
+    manifest = settings.graph_app_manifest_id
+    if manifest not in _CATALOG:
+        found = await graph_call(rt, tenant, lambda graph: graph.catalog_id(manifest))
+        if found is None:
+            raise Permanent(Reason.NOT_INSTALLED, "the app is not in the organization's "
+                                                  "catalog (upload the app package)")
+        _CATALOG[manifest] = found
+    return _CATALOG[manifest]
+
+
+async def install_reference(rt: Runtime, aad_id: str, tenant: str) -> Reference:
+    """Install the app for the user (or find it installed), store the chat as
+    the user's reference and return it."""
+    app = await catalog_id(rt, tenant)
+    try:
+        await graph_call(rt, tenant, lambda graph: graph.install(aad_id, app))
+    except Permanent as exc:
+        if exc.status != 404:
+            raise
+        reason = Reason.NOT_FOUND if exc.code == "Request_ResourceNotFound" \
+            else Reason.NOT_INSTALLED
+        raise Permanent(reason, f"Graph could not install the app: {exc.detail}",
+                        status=exc.status, code=exc.code) from exc
+    installation = await graph_call(rt, tenant, lambda graph: graph.installation(aad_id, app))
+    chat = await graph_call(rt, tenant, lambda graph: graph.chat_id(aad_id, installation)) \
+        if installation else ""
+    if not chat:  # installed a moment ago: Graph lists it shortly
+        raise ServiceUnavailable(Reason.NO_CONVERSATION, "Graph gave no chat for the "
+                                                         "installation yet")
+    known = await rt.references.tenant_service_url(tenant)
+    service_url = known[0] if known and known[0] else rt.cloud.global_service_url
+    bot_id = f"28:{rt.settings.app_id}" if rt.settings.app_id else (known[1] if known else "")
+    return await rt.references.store_created_conversation(aad_id, tenant, service_url, bot_id,
+                                                          chat)

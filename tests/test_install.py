@@ -1,0 +1,124 @@
+"""Reaching users the bot never met, through the fake Graph and the Connector
+emulator: group audiences, principal names, proactive install, Graph's limits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from proactive.delivering.pacing import TenantPacer
+from proactive.receiving.activities import parse_activity
+from proactive.runtime import Runtime
+from proactive.teams.graph import GraphClient
+from proactive.worker import process
+from proactive_devtools.emulator import ConnectorEmulator
+from proactive_devtools.fake_graph import FakeGraph
+from tests.activities_data import TENANT, team_install
+from tests.test_broadcast import aad, drain
+
+CATALOG = "cat-0000-1111"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[ConnectorEmulator]:
+    async with ConnectorEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+async def graph(emulator: ConnectorEmulator) -> AsyncIterator[FakeGraph]:
+    async with FakeGraph(tenant=TENANT, emulator=emulator) as fake:
+        fake.add_app(CATALOG, "manifest-1")
+        yield fake
+
+
+async def reach(runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph, *,
+                rate: float = 30.0, **settings: Any) -> Runtime:
+    """The runtime with install on, its Graph at the fake, the tenant's serviceUrl known."""
+    runtime.settings = dataclasses.replace(runtime.settings, app_tenant_id=TENANT,
+                                           graph_app_catalog_id=CATALOG, **settings)
+    runtime.graph = GraphClient(runtime.http, None, runtime.cloud, base_url=graph.url,
+                                local_dev=True)
+    assert runtime.graph_pacer is not None
+    runtime.graph_pacer = TenantPacer(runtime.graph_pacer.table, rate=rate)
+    await runtime.references.record(parse_activity(team_install(service_url=emulator.url)))
+    return runtime
+
+
+def send(to: dict[str, Any], key: str) -> str:
+    return json.dumps({"version": 1, "op": "send", "key": key, "to": to, "text": "Hello"})
+
+
+async def settle(rt: Runtime, key: str, total: int, seconds: float = 50) -> dict[str, int]:
+    """Run the worker until `total` recipients are settled (retries come back
+    after their delay), or the deadline passes."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    counts: dict[str, int] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        await drain(rt, limit=10_000)
+        progress = await rt.campaigns.progress(key)
+        counts = dict(progress["counts"]) if progress else {}
+        if counts.get("sent", 0) + counts.get("failed", 0) + counts.get("skipped", 0) >= total:
+            return counts
+        await asyncio.sleep(0.2)  # retries are invisible on the queue until due
+    return counts
+
+
+async def test_a_thousand_group_members_never_met_are_installed_and_each_sent_once(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    users = [aad(i) for i in range(1000)]
+    for user in users:
+        graph.add_user(user)
+    graph.add_group("g-1", users)
+    for user in users[:50]:
+        graph.install_for(user, CATALOG)  # installed already: 409, then read
+    for user in users[50:70]:
+        graph.transient_400[user] = 1  # Graph's transient 400, then success
+    # Fast here (the big test stays short); the rate itself is proven below.
+    rt = await reach(runtime, emulator, graph, rate=400)
+    graph.rate = 300
+    await process(rt, send({"group": "g-1"}, "all"), message_id="m")
+    counts = await settle(rt, "all", 1000)
+    assert counts == {"queued": 1000, "sent": 1000}
+    assert emulator.counters["delivered"] == 1000
+    assert not emulator.duplicates()
+    assert graph.counters["installs"] == 950
+    assert graph.counters["conflict"] == 50
+    assert graph.counters["transient_400"] == 20
+
+
+async def test_principal_names_are_resolved_and_an_unknown_one_is_recorded(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    graph.add_user(aad(1), "ann@contoso.com")
+    graph.add_user(aad(2), "bob@contoso.com")
+    rt = await reach(runtime, emulator, graph)
+    await process(rt, send({"users": ["Ann@contoso.com", aad(2), "nobody@contoso.com"]}, "k"),
+                  message_id="m")
+    counts = await settle(rt, "k", 3, seconds=20)
+    assert counts == {"queued": 3, "sent": 2, "failed": 1, "failed_not_found": 1}
+    assert emulator.counters["delivered"] == 2
+    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("k")}
+    assert rows["conv:upn:nobody@contoso.com"]["reason"] == "not-found"
+    assert rows[f"user:{aad(1)}"]["state"] == "sent"
+
+
+async def test_throttled_by_graph_retry_after_is_honoured_and_nothing_is_lost(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    users = [aad(i) for i in range(60)]
+    for user in users:
+        graph.add_user(user)
+    graph.add_group("g-1", users)
+    # The pacer believes 30/s; the fake allows 10/s: 429s with Retry-After.
+    rt = await reach(runtime, emulator, graph, rate=30)
+    graph.rate = 10
+    await process(rt, send({"group": "g-1"}, "t"), message_id="m")
+    counts = await settle(rt, "t", 60, seconds=50)
+    assert counts == {"queued": 60, "sent": 60}
+    assert graph.counters["throttled"] > 0
+    assert emulator.counters["delivered"] == 60 and not emulator.duplicates()
+    assert graph.max_per_second() <= 10
