@@ -50,6 +50,13 @@ async def process(rt: Runtime, body: str, *, message_id: str,
         outcome = await _settle(rt, message, body, message_id)
         telemetry.set_attributes(current, **{"proactive.outcome": str(outcome.state),
                                              "proactive.reason": outcome.reason})
+        if telemetry.enabled():  # one structured record per message, joinable by trace
+            target = message.target
+            log.info("outbox %s %s: %s %s", message.op, message.key, outcome.state,
+                     outcome.reason, extra={
+                         "proactive.key": message.key, "trace_id": telemetry.trace_id(),
+                         "proactive.recipient": telemetry.recipient_hash(target.recipient)
+                         if target is not None and not target.is_broadcast else ""})
     return outcome
 
 

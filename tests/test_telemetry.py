@@ -6,6 +6,7 @@ recorded when telemetry is not configured."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from proactive.contract import parse_message
 from proactive.runtime import Runtime
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
+from tests.activities_data import USER_AAD
 from tests.test_outbox import emulator, installed, send  # noqa: F401 - fixtures
 
 
@@ -64,8 +66,10 @@ def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
 
 async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector(
         installed: Runtime, emulator: ConnectorEmulator,  # noqa: F811
-        spans: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
+        spans: tuple[InMemorySpanExporter, InMemoryMetricReader],
+        caplog: pytest.LogCaptureFixture) -> None:
     exporter, reader = spans
+    caplog.set_level(logging.INFO, logger="proactive.worker")
     emulator.inject(503, operation="send", count=1)
 
     # The producer (as POST /api/notifications will): its span's context goes
@@ -101,6 +105,12 @@ async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector
     for s in connector:
         assert set(s.attributes) == {"http.request.method", "server.address",
                                      "http.response.status_code"}
+    # The structured log records: key, recipient hash, trace id; no recipient id.
+    records = [r for r in caplog.records if getattr(r, "proactive.key", "") == "k-trace"]
+    assert len(records) == 2
+    assert {r.trace_id for r in records} == {f"{producer.context.trace_id:032x}"}
+    assert all(len(getattr(r, "proactive.recipient")) == 16 for r in records)
+    assert all(USER_AAD not in r.getMessage() for r in records)
     assert metric_points(reader, "proactive.connector.duration")
     assert len(metric_points(reader, "proactive.queue.age")) >= 1
 
