@@ -146,8 +146,7 @@ def recipient_hash(recipient: str) -> str:
 
 # name -> (kind, unit, description)
 METRICS = {
-    "proactive.messages": ("counter", "{message}", "recipients by result (sent/failed/skipped) "
-                                                   "and reason"),
+    "proactive.messages": ("counter", "{message}", "outbox messages by outcome and reason"),
     "proactive.throttled": ("counter", "{response}", "429 answers from the Connector, by tenant"),
     "proactive.connector.duration": ("histogram", "s", "Connector call latency"),
     "proactive.pacing.wait": ("histogram", "s", "time a send waited for its tenant's budget"),

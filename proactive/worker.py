@@ -50,6 +50,7 @@ async def process(rt: Runtime, body: str, *, message_id: str,
         outcome = await _settle(rt, message, body, message_id)
         telemetry.set_attributes(current, **{"proactive.outcome": str(outcome.state),
                                              "proactive.reason": outcome.reason})
+        telemetry.count("proactive.messages", outcome=str(outcome.state), reason=outcome.reason)
         if telemetry.enabled():  # one structured record per message, joinable by trace
             target = message.target
             log.info("outbox %s %s: %s %s", message.op, message.key, outcome.state,

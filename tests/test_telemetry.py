@@ -113,6 +113,9 @@ async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector
     assert all(USER_AAD not in r.getMessage() for r in records)
     assert metric_points(reader, "proactive.connector.duration")
     assert len(metric_points(reader, "proactive.queue.age")) >= 1
+    outcomes = {p.attributes["outcome"]: p.value
+                for p in metric_points(reader, "proactive.messages")}
+    assert outcomes == {"retry": 1, "done": 1}
 
 
 async def test_without_telemetry_nothing_is_recorded_and_messages_carry_no_context(
