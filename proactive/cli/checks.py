@@ -18,7 +18,9 @@ from typing import Any
 
 from proactive.cli.fail import CliError
 
-GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# An object id is a GUID; loosely (hex and dashes, 32+ hex digits), because the
+# Agents Playground's default user has one digit too many and is still right.
+GUID = re.compile(r"(?=(?:[^0-9a-fA-F]*[0-9a-fA-F]){32})[0-9a-fA-F-]{32,40}")
 
 
 def _instant(text: str) -> datetime | None:
