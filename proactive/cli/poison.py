@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 PAGE = 32  # the most a storage queue hands out per call
 PAGE_HIDE = 30  # seconds a listed message stays hidden (receive, not peek, past 32)
+MAX_COUNT = 10_000  # `count` says at most this (a poison queue that long needs a look anyway)
 Runner = Callable[[Settings, Callable[["StorageTokens | None"], Awaitable[Any]]], Any]
 
 
@@ -170,9 +171,14 @@ async def _act(args: argparse.Namespace, settings: Settings, tokens: StorageToke
     if args.action == "list":
         return await _list(queue, args.limit)
     if args.action == "count":
-        return (await queue.get_queue_properties()).approximate_message_count
+        # Counted by paging, not from the queue's metadata: the same operations
+        # (and roles) as list, and exact rather than approximate.
+        return len(await _list(queue, MAX_COUNT))
     if args.action == "purge" and not args.id:
-        await queue.clear_messages()
+        while batch := [m async for m in queue.receive_messages(
+                messages_per_page=PAGE, max_messages=PAGE, visibility_timeout=PAGE_HIDE)]:
+            for item in batch:
+                await queue.delete_message(item)
         return {"purged": settings.poison_queue}
     item = await _find(queue, args.id)
     if args.action == "show":

@@ -152,7 +152,7 @@ def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]
     endpoints = storage_endpoints(settings)
     for url in dict.fromkeys(endpoints.values()):
         probe(url)  # nothing there: say so now, not after the SDKs' minute of retries
-    where = fail.where(endpoints["queue"])
+    where = settings.storage_url("queue") or fail.where(endpoints["queue"])
     # The CLI says what went wrong in one line; azure-identity and the token cache
     # would log it again, with tracebacks, on stderr.
     quiet = [logging.getLogger(name) for name in ("azure", "proactive.storage.credentials")]
