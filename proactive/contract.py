@@ -32,7 +32,10 @@ MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
-        "topic", "notification", "service"}
+        "topic", "notification", "service", "traceparent"}
+# W3C trace context of the producer (README "Telemetry"). A malformed one is
+# kept but ignored (W3C: start a new trace), never a reason to park a message.
+MAX_TRACEPARENT = 128
 _TARGETS = {
     "user": {"user", "tenant"},
     "conversation": {"conversation", "tenant"},
@@ -150,6 +153,7 @@ class OutboxMessage:
     schedule: Spec | None = None
     attempt: int = 1  # this is the attempt-th try (retries count up)
     part: bool = False  # one part of a many-user send, already split
+    traceparent: str = ""  # the producer's trace; copies (retries, parts) carry it on
 
     def to_json(self) -> dict[str, Any]:
         """The message as contract v1 JSON (what `parse_message` reads back).
@@ -165,6 +169,8 @@ class OutboxMessage:
             out["attempt"] = self.attempt
         if self.part:
             out["part"] = True
+        if self.traceparent:
+            out["traceparent"] = self.traceparent
         return out
 
     def retry(self, *, attempt: int) -> OutboxMessage:
@@ -292,6 +298,13 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     unknown = set(data) - _TOP
     if unknown:
         raise InvalidMessage("schema", f"unknown field(s): {', '.join(sorted(unknown))}")
+    traceparent = _text(data, "traceparent", limit=MAX_TRACEPARENT)
+    message = _message(data, op, attempt, default_key, max_activity_bytes)
+    return replace(message, traceparent=traceparent) if traceparent else message
+
+
+def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
+             max_activity_bytes: int) -> OutboxMessage:
     key = _text(data, "key", limit=MAX_KEY, required=op != "send") or default_key
     if not key:
         raise InvalidMessage("schema", "'key' is required")

@@ -256,7 +256,11 @@ async def get_runtime() -> Runtime:
     async with _lock:
         if _runtime is None and _config_error is None:
             try:
-                _runtime = await Runtime.create(load_settings())
+                settings = load_settings()
+                from proactive import telemetry
+
+                telemetry.setup()  # Application Insights only when configured (cold start)
+                _runtime = await Runtime.create(settings)
             except ConfigError as exc:
                 _config_error = exc
                 raise

@@ -59,7 +59,7 @@ async def outbox(msg: func.QueueMessage) -> None:
         _refuse(f"outbox message {msg.id}", exc)
         raise  # not consumed: the host retries it (README, "Configuration errors")
     body = msg.get_body().decode("utf-8", errors="replace")
-    outcome = await process(rt, body, message_id=msg.id or "")
+    outcome = await process(rt, body, message_id=msg.id or "", inserted_at=msg.insertion_time)
     log.info("outbox message %s: %s %s", msg.id, outcome.state, outcome.reason)
 
 

@@ -13,7 +13,9 @@ idle) until the attempt budget runs out.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
+from proactive import telemetry
 from proactive.contract import OutboxMessage, parse_message
 from proactive.delivering import broadcast
 from proactive.delivering.edit import edit
@@ -27,14 +29,39 @@ from proactive.storage.queues import lenient_text
 log = logging.getLogger(__name__)
 
 
-async def process(rt: Runtime, body: str, *, message_id: str) -> Outcome:
+async def process(rt: Runtime, body: str, *, message_id: str,
+                  inserted_at: datetime | None = None) -> Outcome:
     """Handle one queue message; never raises for a bad message."""
     body = lenient_text(body)
     try:
         message = parse_message(body, default_key=f"msg:{message_id}",
                                 max_activity_bytes=rt.settings.max_activity_bytes)
     except InvalidMessage as exc:
-        return await refuse(rt, body, exc, message_id=message_id)
+        with telemetry.span("outbox invalid", kind="consumer", reason=exc.reason):
+            return await refuse(rt, body, exc, message_id=message_id)
+    if inserted_at is not None:
+        age = (datetime.now(UTC) - inserted_at).total_seconds()
+        telemetry.record("proactive.queue.age", max(0.0, age), op=message.op)
+    # The producer's trace continues here (the context rides in the message).
+    with telemetry.span(f"outbox {message.op}", traceparent=message.traceparent,
+                        kind="consumer", **{"proactive.key": message.key,
+                                            "proactive.attempt": message.attempt,
+                                            "proactive.part": message.part}) as current:
+        outcome = await _settle(rt, message, body, message_id)
+        telemetry.set_attributes(current, **{"proactive.outcome": str(outcome.state),
+                                             "proactive.reason": outcome.reason})
+        telemetry.count("proactive.messages", outcome=str(outcome.state), reason=outcome.reason)
+        if telemetry.enabled():  # one structured record per message, joinable by trace
+            target = message.target
+            log.info("outbox %s %s: %s %s", message.op, message.key, outcome.state,
+                     outcome.reason, extra={
+                         "proactive.key": message.key, "trace_id": telemetry.trace_id(),
+                         "proactive.recipient": telemetry.recipient_hash(target.recipient)
+                         if target is not None and not target.is_broadcast else ""})
+    return outcome
+
+
+async def _settle(rt: Runtime, message: OutboxMessage, body: str, message_id: str) -> Outcome:
     try:
         outcome = await _route(rt, message, body, message_id)
     except InvalidMessage as exc:  # e.g. an update's new time that can't be used

@@ -26,6 +26,7 @@ from typing import NoReturn
 
 from proactive.config import ConfigError, Settings
 from proactive_devtools import playground
+from proactive_devtools.feed import DeliveryFeed
 from proactive_devtools.processes import (
     REPO_ROOT,
     Azurite,
@@ -145,7 +146,12 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _instructions(port: int, user: dict[str, str]) -> str:
+def _instructions(port: int, user: dict[str, str], key: str = "") -> str:
+    """The demo commands, with a fresh key each run (a key already delivered in
+    an earlier run would be a duplicate, and nothing would arrive)."""
+    import uuid
+
+    key = key or f"hello-{uuid.uuid4().hex[:6]}"
     py = ".venv/bin/python -m proactive"
     return (
         f"\nOpen http://localhost:{port} first: that installs the app in the personal "
@@ -154,10 +160,10 @@ def _instructions(port: int, user: dict[str, str]) -> str:
         f"  curl -X POST http://localhost:{port}/_debug/conversation/{user['chat']}"
         f"/installation )\n"
         f"\nThen, in another terminal, in {REPO_ROOT}:\n"
-        f"  {py} send --key hello-1 --to {user['aad']} --text 'Hello from **proactive**'\n"
-        f"  {py} update --key hello-1 --text 'Edited in place'\n"
-        f"  {py} delete --key hello-1\n"
-        f"  {py} status --key hello-1\n"
+        f"  {py} send --key {key} --to {user['aad']} --text 'Hello from **proactive**'\n"
+        f"  {py} update --key {key} --text 'Edited in place'\n"
+        f"  {py} delete --key {key}\n"
+        f"  {py} status --key {key}\n"
         f"The Playground does not implement delete (it answers 501): status then shows\n"
         f'"deleteState": "failed", "deleteReason": "not-supported".'
     )
@@ -224,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             if user:
                 print(_instructions(args.playground_port, user), flush=True)
         print("\nLogs in .dev/: azurite.log, app.log, playground.log. "
-              "Ctrl-C stops everything.", flush=True)
+              "Ctrl-C stops everything. Deliveries as they happen:", flush=True)
+        feed = _feed()
         while True:
+            for text in feed.poll() if feed is not None else ():
+                print(text, flush=True)
             for name, child, log in children:
                 if child.poll() is not None:
                     print(f"\n{name} exited ({child.returncode}); see {_rel(log)}",
@@ -250,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
             _stop_azurite(azurite, azurite_log, azurite_log_from)
         if children:
             _say("stopped.")
+
+
+def _feed() -> DeliveryFeed | None:
+    """The live delivery lines, from the local deliveries table."""
+    from azure.data.tables import TableClient
+
+    from proactive.runtime import DELIVERIES_TABLE
+
+    try:
+        values = json.loads((REPO_ROOT / "local.settings.json").read_text()).get("Values") or {}
+        settings = Settings.from_env({**values, **os.environ})
+        table = TableClient.from_connection_string(
+            settings.storage_connection, settings.table_name(DELIVERIES_TABLE))
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"(no live delivery lines: {exc})", file=sys.stderr, flush=True)
+        return None
+    return DeliveryFeed(table)
 
 
 def _stop_azurite(azurite: Azurite, log: Path, offset: int) -> None:

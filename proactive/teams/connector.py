@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from proactive import telemetry
 from proactive.errors import (
     DeliveryFailed,
     NoCredentials,
@@ -140,10 +142,22 @@ class ConnectorClient:
             # Raises TokenUnavailable (a Transient failure) when Azure AD can't give one.
             headers["Authorization"] = "Bearer " + await self.tokens.get_token()
         content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        host = urlsplit(service_url).hostname or ""
+        started = time.perf_counter()
         try:
-            response = await self.http.request(method, _join(service_url, path),
-                                               content=content, headers=headers,
-                                               timeout=self.timeout)
+            # Method, host, status and latency only: never the path (conversation
+            # ids), a body or the token.
+            with telemetry.span(f"Connector {method}", kind="client", **{
+                    "http.request.method": method, "server.address": host}) as current:
+                response = await self.http.request(method, _join(service_url, path),
+                                                   content=content, headers=headers,
+                                                   timeout=self.timeout)
+                telemetry.set_attributes(
+                    current, **{"http.response.status_code": response.status_code})
+            telemetry.record("proactive.connector.duration", time.perf_counter() - started,
+                             method=method, status=response.status_code)
+            if response.status_code == 429:
+                telemetry.count("proactive.throttled", host=host)
         except httpx.TimeoutException as exc:
             raise ServiceUnavailable(Reason.TIMEOUT, "no answer from Teams in time",
                                      code="Timeout") from exc

@@ -9,7 +9,7 @@ and run the local tools.
     status   show the delivery records of a key
     progress show the counters of a many-user send
     poison   list what is parked in the poison queue, with reasons
-    report, reach, optout, optin   reports and opt-outs (proactive/admin.py)
+    report, reach, optout, optin   reports and opt-outs (cli/admin.py)
     host     run function_app.py locally (Functions host semantics)
     emulator run the Connector emulator
     dev      start Azurite, the app and the Agents Playground together
@@ -25,27 +25,29 @@ with your own sign-in (`az login`; DefaultAzureCredential) instead.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import json
-import logging
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from proactive import admin
+from proactive.cli import admin
+from proactive.cli.fail import CliError, guarded
+from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_settings: API
+    StorageRefused,
+    _enqueue,
+    _known_users,
+    _progress,
+    _run,
+    _schedules,
+    _status,
+    storage_settings,
+)
 from proactive.config import ConfigError, Settings, storage_problems
 from proactive.contract import VERSION, InvalidMessage, parse_message
-from proactive.storage import credentials
-
-if TYPE_CHECKING:
-    from proactive.storage.credentials import StorageTokens
-
-T = TypeVar("T")
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> None:
@@ -127,82 +129,6 @@ def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
         raise ScheduleError("the schedule has no occurrence from now on")
 
 
-async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
-                     active_only: bool) -> list[dict[str, Any]]:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    from proactive.runtime import SCHEDULES_TABLE
-    from proactive.scheduling import list_items
-
-    name = settings.table_name(SCHEDULES_TABLE)
-    async with credentials.table_client(settings, name, tokens) as table:
-        try:
-            return await list_items(table, key, active_only=active_only)
-        except ResourceNotFoundError:
-            return []
-
-
-async def _enqueue(settings: Settings, tokens: StorageTokens | None,
-                   message: dict[str, Any]) -> None:
-    from proactive.storage.queues import dumps, encode, ensure_queue
-
-    async with credentials.queue_client(settings, settings.outbox_queue, tokens) as queue:
-        await ensure_queue(queue)
-        await queue.send_message(encode(dumps(message)))
-
-
-async def _status(settings: Settings, tokens: StorageTokens | None,
-                  key: str) -> list[dict[str, Any]]:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    from proactive.runtime import DELIVERIES_TABLE
-    from proactive.storage.tables import safe_key
-
-    name = settings.table_name(DELIVERIES_TABLE)
-    rows: list[dict[str, Any]] = []
-    async with credentials.table_client(settings, name, tokens) as table:
-        try:
-            async for entity in table.query_entities("PartitionKey eq @pk",
-                                                     parameters={"pk": safe_key(key)}):
-                rows.append({k: v for k, v in entity.items()
-                             if k not in ("PartitionKey", "RowKey")})
-        except ResourceNotFoundError:
-            pass
-    return rows
-
-
-async def _progress(settings: Settings, tokens: StorageTokens | None,
-                    key: str) -> dict[str, Any] | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    from proactive.runtime import SENDS_TABLE
-    from proactive.storage.progress import Campaigns
-
-    name = settings.table_name(SENDS_TABLE)
-    async with credentials.table_client(settings, name, tokens) as table:
-        try:
-            return await Campaigns(table).progress(key)
-        except ResourceNotFoundError:
-            return None
-
-
-async def _poison(settings: Settings, tokens: StorageTokens | None, limit: int) -> list[Any]:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    out: list[Any] = []
-    async with credentials.queue_client(settings, settings.poison_queue, tokens) as queue:
-        try:
-            for item in await queue.peek_messages(max_messages=min(32, limit)):
-                text = item.content
-                try:
-                    out.append(json.loads(text))
-                except ValueError:
-                    out.append(text)
-        except ResourceNotFoundError:
-            pass
-    return out
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m proactive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,7 +141,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=f"put a '{name}' message on the outbox queue",
                              parents=[storage])
         cmd.add_argument("--key", required=name != "send",
-                         help="the message's key (send: default a new random key)")
+                         help="the message's key, to follow it with status / progress and to "
+                                  "update, delete or cancel it later (send: default a new "
+                                  "random key)")
         if name == "send":
             who = cmd.add_argument_group("recipient (one of --to, --users, --all-users, "
                                          "--conversation, --channel)")
@@ -231,11 +159,21 @@ def _parser() -> argparse.ArgumentParser:
             who.add_argument("--channel", help="channel id (new thread, or --reply-to)")
             who.add_argument("--team", help="the channel's team id (alone: its members)")
             who.add_argument("--reply-to", help="root message id of the thread to reply in")
-            who.add_argument("--tenant", help="tenant id (optional)")
+            who.add_argument("--tenant", help="tenant id (optional; --all-users: default the "
+                                              "app's own tenant)")
+            cmd.add_argument("--force", action="store_true",
+                             help="send even what looks like a mistake (--at in the past, a "
+                                  "--to that is not a GUID, --all-users to a tenant with no "
+                                  "known users); without it the CLI asks, or refuses when not "
+                                  "at a terminal")
+            cmd.add_argument("--wait", action="store_true",
+                             help="then show the send's progress live until it is done")
+            cmd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                             help="with --wait: seconds between looks (default 1)")
         if name in ("send", "update"):
-            cmd.add_argument("--text", help="markdown text")
+            cmd.add_argument("--text", help="the message, as markdown")
             cmd.add_argument("--card", help="path of an Adaptive Card JSON file")
-            cmd.add_argument("--summary", help="notification summary")
+            cmd.add_argument("--summary", help="the line Teams shows in the notification")
             when = cmd.add_argument_group(
                 "schedule (README 'Scheduling'; on update: a new time for a scheduled key)")
             when.add_argument("--at", help="once, at an instant: 2026-12-01T09:00:00Z")
@@ -254,12 +192,18 @@ def _parser() -> argparse.ArgumentParser:
                            help="also those done or cancelled (with --key they always show)")
     status = sub.add_parser("status", help="show the delivery records of a key",
                             parents=[storage])
-    status.add_argument("--key", required=True)
+    status.add_argument("--key", required=True, help="the key given with send --key")
     progress = sub.add_parser("progress", help="counters of a many-user send", parents=[storage])
-    progress.add_argument("--key", required=True)
-    poison = sub.add_parser("poison", help="list messages parked in the poison queue",
-                            parents=[storage])
-    poison.add_argument("--limit", type=int, default=32)
+    progress.add_argument("--key", required=True, help="the key given with send --key")
+    progress.add_argument("--watch", action="store_true",
+                          help="a live bar with rate, ETA and counts by reason, until done")
+    progress.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                          help="with --watch: seconds between looks (default 1)")
+    poison = sub.add_parser("poison", help="list, count, show, requeue or purge messages "
+                                           "parked in the poison queue", parents=[storage])
+    from proactive.cli.poison import add_arguments
+
+    add_arguments(poison)
     admin.add_parsers(sub, storage)
     sub.add_parser("host", help="run function_app.py locally", add_help=False)
     sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
@@ -268,125 +212,98 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def storage_settings(settings: Settings, account: str | None) -> Settings:
-    """`settings`, or with `--account NAME`: that account by the person's own
-    sign-in (DefaultAzureCredential), whatever the settings say."""
-    if not account:
-        return settings
-    return dataclasses.replace(settings, storage_connection="", storage_credential="",
-                               storage_client_id="", storage_account=account,
-                               queue_service_uri="", table_service_uri="")
-
-
-class StorageRefused(Exception):
-    """Storage could not be reached as configured (no token, no role, no network)."""
-
-
-def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]]) -> T:
-    """Run `work` with the process's storage token source (identity-based
-    storage: one credential for every client), closed at the end."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-    )
-
-    async def go() -> T:
-        tokens = credentials.storage_tokens(settings)
-        try:
-            if tokens is not None:
-                # Signed in before the first storage call: the SDKs retry a token
-                # failure like a network one (for over a minute).
-                await tokens.token()
-            return await work(tokens)
-        finally:
-            if tokens is not None:
-                await tokens.close()
-
-    where = settings.storage_url("queue") or "storage"
-    # The CLI says what went wrong in one line; azure-identity and the token cache
-    # would log it again, with tracebacks, on stderr.
-    quiet = [logging.getLogger(name) for name in ("azure", "proactive.storage.credentials")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(go())
-    except ClientAuthenticationError as exc:
-        first = (str(exc).splitlines() or [""])[0][:300]
-        hint = " (sign in with 'az login')" if settings.storage_by_identity else ""
-        raise StorageRefused(f"could not sign in to {where}{hint}: {first}") from None
-    except HttpResponseError as exc:
-        if exc.status_code not in (401, 403):
-            raise
-        code = getattr(exc, "error_code", None) or exc.reason
-        raise StorageRefused(
-            f"{where} refused the request ({exc.status_code} {code}): your identity needs "
-            "the Storage Queue Data Contributor and Storage Table Data Contributor roles on "
-            "the account") from None
-    except ServiceRequestError as exc:
-        raise StorageRefused(f"could not reach {where}: {str(exc)[:200]}") from None
-    finally:
-        for logger, level in zip(quiet, levels, strict=True):
-            logger.setLevel(level)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("host", "emulator", "dev", "package"):
         return _run_tool(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    return guarded(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     load_local_settings()
     try:
         settings = storage_settings(Settings.from_env(), args.account)
         if problems := storage_problems(settings):
             raise ConfigError(*problems)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return _command(args, settings)
-    except StorageRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(str(exc)) from None
+    return COMMANDS[args.command](args, settings)
 
 
-def _command(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in admin.COMMANDS:
-        return admin.command(args, settings, _run)
-    if args.command == "status":
-        rows = _run(settings, lambda t: _status(settings, t, args.key))
-        print(json.dumps(rows, indent=2, default=str))
-        return 0 if rows else 1
-    if args.command == "progress":
-        found = _run(settings, lambda t: _progress(settings, t, args.key))
-        print(json.dumps(found, indent=2, default=str))
-        return 0 if found else 1
-    if args.command == "poison":
-        print(json.dumps(_run(settings, lambda t: _poison(settings, t, args.limit)), indent=2))
-        return 0
-    if args.command == "schedules":
-        items = _run(settings, lambda t: _schedules(settings, t, args.key, not args.all))
-        print(json.dumps(items, indent=2, default=str, ensure_ascii=False))
-        return 0 if items or not args.key else 1
+def _show(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _run(settings, lambda t: _status(settings, t, args.key))
+    _show(rows)
+    return 0 if rows else 1
+
+
+def cmd_progress(args: argparse.Namespace, settings: Settings) -> int:
+    if args.watch:
+        from proactive.cli.live import watch
+
+        return watch(lambda: _run(settings, lambda t: _progress(settings, t, args.key)),
+                     args.key, interval=args.interval)
+    found = _run(settings, lambda t: _progress(settings, t, args.key))
+    _show(found)
+    return 0 if found else 1
+
+
+def cmd_poison(args: argparse.Namespace, settings: Settings) -> int:
+    from proactive.cli import poison
+
+    return poison.command(args, settings, _run)
+
+
+def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    items = _run(settings, lambda t: _schedules(settings, t, args.key, not args.all))
+    _show(items)
+    return 0 if items or not args.key else 1
+
+
+def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    """send / update / delete / cancel: build, check, then put on the outbox."""
+    message = build_message(args)
     try:  # refuse here what the worker would park in the poison queue
         message = build_message(args)  # OSError, ValueError: a users file or card
         parse_message(json.dumps(message), max_activity_bytes=settings.max_activity_bytes)
         if "schedule" in message:
             _check_schedule(settings, message)
     except (InvalidMessage, ValueError, OSError) as exc:  # ValueError: ScheduleError
-        print(f"error: {getattr(exc, 'detail', exc)}", file=sys.stderr)
-        return 2
+        raise CliError(str(getattr(exc, "detail", exc))) from None
     from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
     if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
-        print("error: the message is over the 64 KB a storage queue message can hold",
-              file=sys.stderr)
-        return 2
+        raise CliError("the message is over the 64 KB a storage queue message can hold",
+                       "send a shorter text or card, or a --users @FILE to fewer users")
+    if args.command == "send":
+        from proactive.cli.checks import confirm_send
+
+        confirm_send(args, message, lambda: _run(settings, lambda t: _known_users(
+            settings, t, message["to"].get("tenant") or settings.app_tenant_id)))
     _run(settings, lambda t: _enqueue(settings, t, message))
     print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
                       "key": message["key"]}))
+    if getattr(args, "wait", False):
+        from proactive.cli.live import watch
+        from proactive.cli.storage import send_state
+
+        return watch(lambda: _run(settings, lambda t: send_state(settings, t, message["key"])),
+                     message["key"], interval=args.interval)
     return 0
+
+
+# One small function per subcommand: adding one is a line here and one in _parser.
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "send": cmd_enqueue, "update": cmd_enqueue, "delete": cmd_enqueue, "cancel": cmd_enqueue,
+    "status": cmd_status, "progress": cmd_progress, "poison": cmd_poison,
+    "schedules": cmd_schedules,
+    **{name: (lambda args, settings: admin.command(args, settings, _run))
+       for name in admin.COMMANDS},
+}
 
 
 def _run_tool(name: str, argv: list[str]) -> int:

@@ -1,0 +1,81 @@
+"""Warnings before enqueueing what is probably a mistake (README "The CLI").
+
+A send that is valid by the contract can still be a slip: a time in the past
+(it goes out at once), a `--to` that is not an Azure AD object id (the worker
+finds no user and records it as failed), an `--all-users` send to a tenant
+nobody of which has installed the app (it reaches nobody). At a terminal the
+CLI asks; elsewhere (scripts, CI) it refuses unless `--force` says "I mean it".
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from proactive.cli.fail import CliError
+
+# An object id is a GUID; loosely (hex and dashes, 32+ hex digits), because the
+# Agents Playground's default user has one digit too many and is still right.
+GUID = re.compile(r"(?=(?:[^0-9a-fA-F]*[0-9a-fA-F]){32})[0-9a-fA-F-]{32,40}")
+
+
+def _instant(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None  # the contract check says what is wrong with it
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def doubts(args: argparse.Namespace, message: dict[str, Any],
+           known_users: Callable[[], int], *, now: datetime | None = None) -> list[str]:
+    """What looks like a mistake in this send, one sentence each."""
+    found: list[str] = []
+    now = now or datetime.now(UTC)
+    at = _instant(args.at) if getattr(args, "at", None) else None
+    if at is not None and at < now:
+        found.append(f"--at {args.at} is in the past: the message goes out now")
+    bad = [u for u in ([args.to] if args.to else []) + list(message["to"].get("users", []))
+           if not GUID.fullmatch(u)]
+    if bad:
+        found.append(f"{bad[0]!r} is not an Azure AD object id (a GUID): --to and --users "
+                     "take the user's object id, not a name or e-mail address")
+    if args.all_users and known_users() == 0:
+        found.append("no user of this tenant has a stored personal chat (nobody installed "
+                     "the app yet): an --all-users send would reach nobody")
+    return found
+
+
+def ask(question: str) -> bool:
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        return input().strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def confirm_send(args: argparse.Namespace, message: dict[str, Any],
+                 known_users: Callable[[], int]) -> None:
+    """Raise CliError for a doubtful send unless --force, or the person at the
+    terminal says yes."""
+    if args.force:
+        return
+    found = doubts(args, message, known_users)
+    if not found:
+        return
+    if interactive():
+        for doubt in found:
+            print(f"warning: {doubt}", file=sys.stderr)
+        if ask("send anyway?"):
+            return
+        raise CliError("not sent")
+    raise CliError(found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""),
+                   "add --force to send it anyway")

@@ -1,0 +1,89 @@
+"""`send --wait` and `progress --watch`: a live bar (rich) with rate, ETA and
+the counts by reason, ending with the final state.
+
+The end: the send's `state` is `done` or `cancelled` when the progress row
+says so; until every send records that, when every queued recipient has a
+result (sent + failed + skipped = queued). Not at a terminal, one JSON line
+per change instead of a bar, and the final progress as JSON at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+FINAL = ("done", "cancelled")
+Fetch = Callable[[], "dict[str, Any] | None"]
+
+
+def settled(progress: dict[str, Any]) -> bool:
+    if progress.get("state") in FINAL:
+        return True
+    counts = progress.get("counts", {})
+    queued = int(counts.get("queued", 0))
+    finished = sum(int(counts.get(k, 0)) for k in ("sent", "failed", "skipped"))
+    return queued > 0 and finished >= queued
+
+
+def reasons(counts: dict[str, Any]) -> str:
+    parts = [f"{k.split('_', 1)[1].replace('_', '-')} {v}" for k, v in sorted(counts.items())
+             if "_" in k and v]
+    return ", ".join(parts)
+
+
+def state_of(progress: dict[str, Any]) -> str:
+    return str(progress.get("state")) if progress.get("state") in FINAL else "done"
+
+
+def watch(fetch: Fetch, key: str, *, interval: float = 1.0,
+          sleep: Callable[[float], None] = time.sleep) -> int:
+    """Poll `fetch` until the send settles; 0 when it did, 1 if there is no such send."""
+    if sys.stdout.isatty():
+        return _bar(fetch, key, interval, sleep)
+    last: dict[str, Any] | None = None
+    while True:
+        progress = fetch()
+        if progress is not None and progress != last:
+            print(json.dumps(progress, default=str), flush=True)
+            last = progress
+        if progress is not None and settled(progress):
+            print(json.dumps({"key": key, "state": state_of(progress)}), flush=True)
+            return 0
+        sleep(interval)
+
+
+def _bar(fetch: Fetch, key: str, interval: float, sleep: Callable[[float], None]) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=False)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TaskProgressColumn(), TextColumn("{task.fields[rate]}/s"),
+               TimeRemainingColumn(), TextColumn("{task.fields[why]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(key, total=None, rate="-", why="waiting for the send to start")
+        while True:
+            progress = fetch()
+            if progress is not None:
+                counts = progress.get("counts", {})
+                done = sum(int(counts.get(k, 0)) for k in ("sent", "failed", "skipped"))
+                speed = bar.tasks[0].speed
+                bar.update(task, total=int(counts.get("queued", 0)) or None, completed=done,
+                           rate=f"{speed:.1f}" if speed else "-",
+                           why=f"sent {counts.get('sent', 0)} failed {counts.get('failed', 0)} "
+                               f"skipped {counts.get('skipped', 0)}  {reasons(counts)}")
+                if settled(progress):
+                    break
+            sleep(interval)
+    console.print(f"{key}: [bold]{state_of(progress)}[/bold]")
+    return 0

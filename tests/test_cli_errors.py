@@ -1,0 +1,187 @@
+"""Every way a person can get the CLI wrong, through a real `python -m proactive`
+subprocess: one line on stderr that says what to do, exit 2, never a traceback;
+and poison management against real Azurite."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proactive.cli.checks import doubts
+from proactive.cli.live import settled
+
+REPO = Path(__file__).resolve().parents[1]
+GUID = "00000000-0000-4000-8000-0000000000a1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(tmp_path: Path, *argv: str, env: dict[str, str] | None = None,
+        stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run outside the repo (no local.settings.json), with only these settings."""
+    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "proactive", *argv], cwd=tmp_path,
+                          env={**base, **(env or {})}, input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *hints: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for hint in hints:
+        assert hint in lines[0], lines[0]
+    return lines[0]
+
+
+def local(port: int) -> dict[str, str]:
+    return {"AzureWebJobsStorage":
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+            f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+            f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
+            "OUTBOX_QUEUE": "outbox"}
+
+
+def test_local_storage_not_running_is_said_at_once_with_the_dev_hint(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = cli(tmp_path, "status", "--key", "k", env=local(free_port()))
+    one_line_error(proc, "cannot reach local storage (Azurite)", "./scripts/dev")
+    assert time.monotonic() - started < 5 + 3  # the issue's 5 s, plus interpreter start-up
+
+
+def test_an_unreachable_storage_account_is_named(tmp_path: Path) -> None:
+    # A name nobody has (no DNS record): the line names the account and the flag.
+    proc = cli(tmp_path, "poison", "count", "--account", "proactivenosuch9z")
+    one_line_error(proc, "cannot reach storage account 'proactivenosuch9z'", "--account")
+
+
+@pytest.mark.parametrize(("argv", "hints"), [
+    (["send", "--to", GUID, "--card", "missing.json"], ["missing.json", "check the path"]),
+    (["send", "--to", GUID, "--users", "@nope.txt", "--text", "x"], ["nope.txt"]),
+    (["send", "--to", GUID], ["'text' or 'card' is required"]),
+    (["send", "--to", GUID, "--text", "x", "--at", "tomorrow"], []),
+])
+def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],
+                                               hints: list[str]) -> None:
+    one_line_error(cli(tmp_path, *argv), *hints)
+
+
+def test_a_card_that_is_not_json_gets_one_line(tmp_path: Path) -> None:
+    (tmp_path / "card.json").write_text("{not json")
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--card", "card.json", "--text", "x"))
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["send", "--to", "someone@contoso.com", "--text", "x"], "not an Azure AD object id"),
+    (["send", "--to", GUID, "--text", "x", "--at", "2020-01-01T09:00:00Z"], "in the past"),
+    (["send", "--all-users", "--tenant", "t-nobody", "--text", "x"], "would reach nobody"),
+])
+def test_probable_mistakes_are_refused_without_force_and_nothing_is_queued(
+        tmp_path: Path, azurite: Any, argv: list[str], says: str) -> None:
+    queue = f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue}
+    one_line_error(cli(tmp_path, *argv, env=env), says, "--force")
+    assert outbox(azurite, queue) == []
+    forced = cli(tmp_path, *argv, "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert [m["key"] for m in outbox(azurite, queue)] == [json.loads(forced.stdout)["key"]]
+
+
+def outbox(azurite: Any, queue: str) -> list[dict[str, Any]]:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(azurite.connection_string, queue)
+    try:
+        return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+    except ResourceNotFoundError:
+        return []
+
+
+def test_the_doubts_name_flags() -> None:
+    from proactive.cli import _parser, build_message
+
+    args = _parser().parse_args(["send", "--users", f"{GUID},bob", "--text", "x"])
+    found = doubts(args, build_message(args), lambda: 1)
+    assert len(found) == 1 and "'bob'" in found[0] and "--users" in found[0]
+
+
+def test_every_command_and_option_has_help() -> None:
+    from proactive.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if name in ("host", "emulator", "dev", "package"):
+                continue  # their own parsers, in the dev tools
+            assert action.help, f"{name} {action.option_strings or action.dest}"
+            # Flags, not the contract's JSON fields (allUsers, replyTo, ...).
+            assert not re.search(r"\b[a-z]+[A-Z][a-zA-Z]*\b", action.help or ""), action.help
+
+
+def test_a_send_settles_when_state_is_final_or_every_queued_has_a_result() -> None:
+    assert not settled({"state": "running", "counts": {"queued": 3, "sent": 2}})
+    assert settled({"state": "running", "counts": {"queued": 3, "sent": 2, "skipped": 1}})
+    assert settled({"state": "cancelled", "counts": {"queued": 3}})
+    assert not settled({"state": "running", "counts": {}})
+
+
+def _poison(azurite: Any, queue: str, bodies: list[str]) -> None:
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(azurite.connection_string, f"{queue}-poison")
+    client.create_queue()
+    for body in bodies:
+        client.send_message(body)
+
+
+def test_poison_pages_past_32_counts_requeues_a_fix_and_purges_with_confirmation(
+        tmp_path: Path, azurite: Any) -> None:
+    queue = f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue}
+    bad = json.dumps({"version": 1, "op": "send", "key": "k1", "to": {"user": GUID}})
+    envelope = {"reason": "schema", "detail": "'text' or 'card' is required", "message": bad}
+    _poison(azurite, queue, [json.dumps(envelope)] * 40)
+
+    assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 40
+    listed = json.loads(cli(tmp_path, "poison", "list", "--limit", "100", env=env).stdout)
+    assert len(listed) == 40 and listed[0]["parked"]["reason"] == "schema"
+    one = listed[0]["id"]
+    shown = json.loads(cli(tmp_path, "poison", "show", one, env=env).stdout)
+    assert shown["original"] == bad
+
+    # Unfixed, it would only be parked again: refused, still parked.
+    one_line_error(cli(tmp_path, "poison", "requeue", one, "--yes", env=env),
+                   "still invalid", "--file")
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({**json.loads(bad), "text": "now with text"}))
+    one_line_error(cli(tmp_path, "poison", "requeue", one, "--file", str(fixed), env=env),
+                   "--yes")  # not at a terminal, not confirmed
+    done = cli(tmp_path, "poison", "requeue", one, "--file", str(fixed), "--yes", env=env)
+    assert done.returncode == 0, done.stderr
+
+    from azure.storage.queue import QueueClient
+
+    outbox = QueueClient.from_connection_string(azurite.connection_string, queue)
+    assert [m.content for m in outbox.peek_messages()] == [fixed.read_text()]
+
+    one_line_error(cli(tmp_path, "poison", "purge", env=env), "--yes")
+    assert cli(tmp_path, "poison", "purge", "--yes", env=env).returncode == 0
+    assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 0
+    one_line_error(cli(tmp_path, "poison", "show", "no-such-id", env=env), "poison list")

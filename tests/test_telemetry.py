@@ -1,0 +1,137 @@
+"""One trace from the producer through the outbox queue, a retry and the
+Connector call, recorded by an in-memory exporter; real Azurite, the Connector
+emulator over loopback HTTP. And: nothing of OpenTelemetry is loaded or
+recorded when telemetry is not configured."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from proactive import telemetry
+from proactive.contract import parse_message
+from proactive.runtime import Runtime
+from proactive.worker import process
+from proactive_devtools.emulator import ConnectorEmulator
+from tests.activities_data import USER_AAD
+from tests.test_outbox import emulator, installed, send  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.enable(provider, MeterProvider(metric_readers=[reader]))
+    try:
+        yield exporter, reader
+    finally:
+        telemetry.disable()
+
+
+async def take_one(rt: Runtime) -> tuple[str, str, Any]:
+    """Receive the next outbox message as the queue trigger would: its text, id
+    and insertion time."""
+    from tests.polling import eventually
+
+    got: list[Any] = []
+
+    async def more() -> bool:
+        async for message in rt.outbox.queue.receive_messages(max_messages=1):
+            got.append(message)
+            await rt.outbox.queue.delete_message(message)
+        return bool(got)
+
+    await eventually(more, timeout=15, what="a message on the outbox")
+    return got[0].content, got[0].id, got[0].inserted_on
+
+
+def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return [point for rm in data.resource_metrics for sm in rm.scope_metrics
+            for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
+
+
+async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector(
+        installed: Runtime, emulator: ConnectorEmulator,  # noqa: F811
+        spans: tuple[InMemorySpanExporter, InMemoryMetricReader],
+        caplog: pytest.LogCaptureFixture) -> None:
+    exporter, reader = spans
+    caplog.set_level(logging.INFO, logger="proactive.worker")
+    emulator.inject(503, operation="send", count=1)
+
+    # The producer (as POST /api/notifications will): its span's context goes
+    # INTO the message.
+    with telemetry.span("POST /api/notifications", kind="server"):
+        message = telemetry.inject(json.loads(send("k-trace")))
+        await installed.outbox.put(message)
+    assert parse_message(json.dumps(message)).traceparent == message["traceparent"]
+
+    body, message_id, inserted = await take_one(installed)
+    first = await process(installed, body, message_id=message_id, inserted_at=inserted)
+    assert first.state == "retry"
+    body, message_id, inserted = await take_one(installed)  # the re-queued copy
+    assert json.loads(body)["traceparent"] == message["traceparent"]
+    second = await process(installed, body, message_id=message_id, inserted_at=inserted)
+    assert second.state == "done"
+
+    finished = exporter.get_finished_spans()
+    by_name: dict[str, list[Any]] = {}
+    for s in finished:
+        by_name.setdefault(s.name, []).append(s)
+    [producer] = by_name["POST /api/notifications"]
+    outbox = by_name["outbox send"]
+    connector = by_name["Connector POST"]
+    assert len(outbox) == 2
+    assert {s.context.trace_id for s in finished} == {producer.context.trace_id}
+    assert all(s.parent.span_id == producer.context.span_id for s in outbox)
+    assert [s.attributes["proactive.attempt"] for s in outbox] == [1, 2]
+    assert {s.parent.span_id for s in connector} <= {s.context.span_id for s in outbox}
+    statuses = sorted(s.attributes["http.response.status_code"] for s in connector)
+    assert any(status < 300 for status in statuses) and 503 in statuses
+    # Method, host, status: never a body, a path or a token.
+    for s in connector:
+        assert set(s.attributes) == {"http.request.method", "server.address",
+                                     "http.response.status_code"}
+    # The structured log records: key, recipient hash, trace id; no recipient id.
+    records = [r for r in caplog.records if getattr(r, "proactive.key", "") == "k-trace"]
+    assert len(records) == 2
+    assert {r.trace_id for r in records} == {f"{producer.context.trace_id:032x}"}
+    assert all(len(getattr(r, "proactive.recipient")) == 16 for r in records)
+    assert all(USER_AAD not in r.getMessage() for r in records)
+    assert metric_points(reader, "proactive.connector.duration")
+    assert len(metric_points(reader, "proactive.queue.age")) >= 1
+    outcomes = {p.attributes["outcome"]: p.value
+                for p in metric_points(reader, "proactive.messages")}
+    assert outcomes == {"retry": 1, "done": 1}
+
+
+async def test_without_telemetry_nothing_is_recorded_and_messages_carry_no_context(
+        installed: Runtime) -> None:  # noqa: F811
+    assert not telemetry.enabled()
+    with telemetry.span("anything") as current:
+        assert current is None
+    assert telemetry.inject({"op": "send"}) == {"op": "send"}
+    assert telemetry.traceparent() == "" and telemetry.trace_id() == ""
+
+
+def test_cold_start_imports_no_opentelemetry_unless_configured() -> None:
+    code = ("import sys, proactive.worker, proactive.triggers, proactive.telemetry as t;"
+            "t.setup({});"
+            "print(sorted(m for m in sys.modules"
+            "             if m.startswith(('opentelemetry', 'azure.monitor'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
