@@ -72,14 +72,18 @@ async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector
     caplog.set_level(logging.INFO, logger="proactive.worker")
     emulator.inject(503, operation="send", count=1)
 
-    # The producer (as POST /api/notifications will): its span's context goes
-    # INTO the message.
-    with telemetry.span("POST /api/notifications", kind="server"):
-        message = telemetry.inject(json.loads(send("k-trace")))
-        await installed.outbox.put(message)
-    assert parse_message(json.dumps(message)).traceparent == message["traceparent"]
+    # The caller's trace context arrives with POST /api/notifications; the
+    # API's span continues it and its context goes INTO the queued message.
+    from proactive.api.notifications import accept
 
+    caller_trace, caller_span = "ab" * 16, "cd" * 8
+    reply = await accept(installed, send("k-trace").encode(), content_type="application/json",
+                         base_url="http://127.0.0.1/api/notifications",
+                         traceparent=f"00-{caller_trace}-{caller_span}-01")
+    assert reply.status == 202
     body, message_id, inserted = await take_one(installed)
+    message = json.loads(body)
+    assert parse_message(body).traceparent == message["traceparent"]
     first = await process(installed, body, message_id=message_id, inserted_at=inserted)
     assert first.state == "retry"
     body, message_id, inserted = await take_one(installed)  # the re-queued copy
@@ -92,6 +96,8 @@ async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector
     for s in finished:
         by_name.setdefault(s.name, []).append(s)
     [producer] = by_name["POST /api/notifications"]
+    assert f"{producer.context.trace_id:032x}" == caller_trace  # the caller's trace
+    assert f"{producer.parent.span_id:016x}" == caller_span
     outbox = by_name["outbox send"]
     connector = by_name["Connector POST"]
     assert len(outbox) == 2

@@ -92,15 +92,22 @@ def _one(item: Any, max_activity_bytes: int) -> dict[str, Any]:
     return item
 
 
-async def accept(rt: Runtime, body: bytes, *, content_type: str, base_url: str) -> Reply:
-    """Validate and enqueue; 202 with each message's key and status URL."""
+async def accept(rt: Runtime, body: bytes, *, content_type: str, base_url: str,
+                 traceparent: str = "") -> Reply:
+    """Validate and enqueue; 202 with each message's key and status URL. With
+    telemetry on, each message carries this request's trace context, so one
+    trace runs from the caller through the queue to Teams."""
+    from proactive import telemetry
+
     check_json_type(content_type)
     messages, batch = validate(body, max_activity_bytes=rt.settings.max_activity_bytes)
     accepted = []
-    for message in messages:
-        # A failure here leaves the earlier ones queued: resending the batch is
-        # safe, the keys make each delivery happen once.
-        await rt.outbox.put(message)
-        accepted.append({"key": message["key"], "status": base_url + status_path(message["key"])})
+    with telemetry.span("POST /api/notifications", kind="server", traceparent=traceparent):
+        for message in messages:
+            # A failure here leaves the earlier ones queued: resending the batch
+            # is safe, the keys make each delivery happen once.
+            await rt.outbox.put(telemetry.inject(message))
+            accepted.append({"key": message["key"],
+                             "status": base_url + status_path(message["key"])})
     answer = {"accepted": accepted} if batch else accepted[0]
     return Reply.json(202, answer, Location=accepted[0]["status"])

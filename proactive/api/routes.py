@@ -77,7 +77,8 @@ async def api_notifications(req: func.HttpRequest) -> func.HttpResponse:
 
     return await _serve(req, lambda rt: accept(
         rt, req.get_body(), content_type=req.headers.get("Content-Type", ""),
-        base_url=_api_base(req, "/notifications")))
+        base_url=_api_base(req, "/notifications"),
+        traceparent=req.headers.get("traceparent", "")))
 
 
 @bp.route(route="sends/{key}", methods=["GET"], auth_level=KEY)
