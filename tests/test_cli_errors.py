@@ -73,7 +73,7 @@ def test_an_unreachable_storage_account_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("argv", "hints"), [
     (["send", "--to", GUID, "--card", "missing.json"], ["missing.json", "check the path"]),
     (["send", "--to", GUID, "--users", "@nope.txt", "--text", "x"], ["nope.txt"]),
-    (["send", "--to", GUID], ["'text' or 'card' is required"]),
+    (["send", "--to", GUID], ["--text or --card is required"]),
     (["send", "--to", GUID, "--text", "x", "--at", "tomorrow"], []),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],

@@ -96,6 +96,8 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
     message["key"] = args.key or (f"cli-{uuid.uuid4().hex[:12]}" if args.command == "send" else "")
     if args.command == "send":
         message["to"] = _target(args)
+    if args.command == "send" and not (args.text or args.card):
+        raise CliError("--text or --card is required (what to send)")
     if args.command in ("send", "update"):
         if args.text:
             message["text"] = args.text

@@ -33,7 +33,7 @@ Run = Callable[[Settings, Callable[["StorageTokens | None"], Awaitable[Any]]], A
 def add_parsers(sub: Any, storage: argparse.ArgumentParser) -> None:
     report = sub.add_parser("report", help="every recipient's result of a send, streamed",
                             parents=[storage])
-    report.add_argument("--key", required=True)
+    report.add_argument("--key", required=True, help="the key given with send --key")
     reach = sub.add_parser("reach", help="who can't be reached (blocked, uninstalled, "
                                          "disabled, opted out), with when", parents=[storage])
     for cmd in (report, reach):
