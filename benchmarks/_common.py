@@ -319,3 +319,12 @@ def op_kind(table: str, operation: str) -> str:
     if operation == "Table_Create":  # the name is in the body
         return name
     return f"{table or 'table'} {name}"
+
+
+def calibration_rounds(rounds: int = 3) -> list[float]:
+    """The calibration on an emulator of its own (for benchmarks whose own
+    emulator has limits, or that have none): `rounds` measurements."""
+    import asyncio
+
+    with emulator_process() as emulator:
+        return [asyncio.run(calibrate(emulator.url)) for _ in range(rounds)]
