@@ -171,8 +171,12 @@ class ConnectorClient:
             async with self.session.request(
                     method, url, data=content, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
-                return response.status, await response.read(), response.headers.get(
-                    "Retry-After")
+                raw = await response.read()
+                # The line httpx logs for each request, so the app's log reads the same.
+                log.info('HTTP Request: %s %s "HTTP/%s.%s %s %s"', method, url,
+                         response.version.major, response.version.minor, response.status,
+                         response.reason)
+                return response.status, raw, response.headers.get("Retry-After")
         except TimeoutError as exc:
             raise ServiceUnavailable(Reason.TIMEOUT, "no answer from Teams in time",
                                      code="Timeout") from exc
