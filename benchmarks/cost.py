@@ -19,7 +19,7 @@ Prices (USD, pay as you go; check the current pages before relying on them):
   Azure Table storage pricing page; queue operations on a general-purpose v2
   account are priced per class and may cost more: pass --queue-price).
 
-    .venv/bin/python -m benchmarks.cost [--cpu-ms 1.9] [--table-ops 2.6] [--queue-ops 1.05]
+    .venv/bin/python -m benchmarks.cost [--cpu-ms 1.55] [--table-ops 2.3] [--queue-ops 1.05]
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ PER_TRANSACTION = 0.00036 / 1e4
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-ms", type=float, default=1.9,
+    parser.add_argument("--cpu-ms", type=float, default=1.55,
                         help="worker CPU per message without the host's queue operations")
-    parser.add_argument("--table-ops", type=float, default=2.6, help="table requests/message")
+    parser.add_argument("--table-ops", type=float, default=2.3, help="table requests/message")
     parser.add_argument("--queue-ops", type=float, default=1.05,
                         help="queue requests/message (the host's receive share and delete)")
     parser.add_argument("--memory-gb", type=float, default=2.0,
