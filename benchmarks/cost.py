@@ -11,13 +11,21 @@ when it waits on I/O: `--busy` is the share of billed time the CPU works
 (1.0 = CPU-bound). Storage bills each request (a transaction).
 
 Prices (USD, pay as you go; check the current pages before relying on them):
-- Flex Consumption on demand: $0.000026 per GB-s of execution time, as quoted
-  from the Azure Functions pricing page by modal.com's "Azure Functions
-  pricing: Consumption vs. Flex Consumption" (May 2025); $0.40 per million
-  executions (Azure Functions pricing page). Free grants are left out.
-- Storage transactions: $0.00036 per 10,000 (Table storage, standard LRS,
-  Azure Table storage pricing page; queue operations on a general-purpose v2
-  account are priced per class and may cost more: pass --queue-price).
+- Flex Consumption on demand: $0.000026 per GB-s of execution time and $0.40
+  per million executions: the Azure Functions pricing page
+  (https://azure.microsoft.com/pricing/details/functions/), as README.md
+  "What it costs" records them; the GB-s price is also quoted by modal.com's
+  "Azure Functions pricing: Consumption vs. Flex Consumption" (May 2025).
+  Free grants are left out.
+- Storage transactions: $0.00036 per 10,000, the Table storage (standard LRS)
+  list price as remembered: no primary source was found when this was written,
+  so check https://azure.microsoft.com/pricing/details/storage/tables/; queue
+  operations on a general-purpose v2 account are priced per class and may cost
+  more: pass --table-price / --queue-price.
+
+This is the CPU-bound case (several tenants' sends overlapping on busy
+instances). A single tenant paced at Teams' 50/s keeps an instance busy
+longer per message: README.md "What it costs" gives that bound.
 
     .venv/bin/python -m benchmarks.cost [--cpu-ms 1.55] [--table-ops 2.3] [--queue-ops 1.05]
 """
