@@ -173,9 +173,10 @@ class ConnectorClient:
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 raw = await response.read()
                 # The line httpx logs for each request, so the app's log reads the same.
-                log.info('HTTP Request: %s %s "HTTP/%s.%s %s %s"', method, url,
-                         response.version.major, response.version.minor, response.status,
-                         response.reason)
+                version = response.version
+                log.info('HTTP Request: %s %s "HTTP/%s %s %s"', method, url,
+                         f"{version.major}.{version.minor}" if version else "1.1",
+                         response.status, response.reason)
                 return response.status, raw, response.headers.get("Retry-After")
         except TimeoutError as exc:
             raise ServiceUnavailable(Reason.TIMEOUT, "no answer from Teams in time",
