@@ -197,3 +197,134 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
 def run_module(module: str, *args: str) -> int:
     """Run `python -m <module>` as a child, output passed through."""
     return subprocess.call([PYTHON, "-m", module, *args], cwd=REPO)
+
+
+# --- reproducible figures: rounds, the machine, a calibration ----------------------
+
+def spread(values: Sequence[float], fmt: str = "{:,.1f}") -> str:
+    """'median [min–max, n rounds]' of one figure's rounds."""
+    if not values:
+        return "n/a"
+    return (f"{fmt.format(median(values))} [{fmt.format(min(values))}–"
+            f"{fmt.format(max(values))}, {len(values)} rounds]")
+
+
+def figure_rounds(label: str, values: Sequence[float], unit: str, *,
+                  target: float | None = None, lower_is_better: bool = True,
+                  fmt: str = "{:,.1f}", calibration_us: float | None = None,
+                  per_us: float = 1.0, indent: int = 2) -> None:
+    """One figure measured in several interleaved rounds: median, range, the
+    ratio of the median to the target, and (for a CPU figure, `per_us` µs per
+    unit) the median as a multiple of the run's calibration, which is what
+    compares across machines."""
+    value = median(values)
+    text = f"{' ' * indent}{label:<{46 - indent}} {spread(values, fmt)} {unit}"
+    if calibration_us:
+        text += f"  = {value * per_us / calibration_us:,.2f}× calibration"
+    if target:
+        ratio = value / target
+        ok = ratio <= 1 if lower_is_better else ratio >= 1
+        sign = "≤" if lower_is_better else "≥"
+        text += (f"   target {sign} {fmt.format(target)}: ratio {ratio:.2f}"
+                 f" ({'meets' if ok else 'MISSES'})")
+    print(text, flush=True)
+
+
+def machine_line() -> str:
+    """The machine as the run sees it: cores, cores this process may use, load."""
+    one, five, _ = os.getloadavg()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    cores = os.cpu_count() or 1
+    return (f"machine: {cores} cores ({usable} usable here), load average {one:.2f} (1 min) "
+            f"{five:.2f} (5 min), Python {sys.version.split()[0]}"
+            + ("  <- loaded: absolute figures are pessimistic, read the calibration ratios"
+               if one > cores * 0.5 else ""))
+
+
+CALIBRATION = "bare aiohttp POST to the emulator"
+
+
+async def calibrate(service_url: str, sends: int = 600, concurrency: int = 16) -> float:
+    """CPU µs of this process per bare aiohttp POST of a small activity to the
+    local emulator (after 100 warm-up posts): the unit every CPU figure of the
+    run is also given in, so figures compare across machines."""
+    import asyncio
+
+    import aiohttp
+
+    url = f"{service_url.rstrip('/')}/v3/conversations/a:calibration/activities"
+    body = json.dumps({"type": "message", "text": "calibration"}).encode()
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+        async def post(count: int) -> None:
+            left = [count]
+
+            async def worker() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    async with session.post(url, data=body, headers=headers) as response:
+                        json.loads(await response.read())
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+        await post(100)
+        cpu0 = time.process_time()
+        await post(sends)
+        return (time.process_time() - cpu0) / sends * 1e6
+
+
+# --- storage operations counted by Azurite itself (its --debug log) ------------------
+
+def azurite_ops(log: Path, start: int = 0, end: int | None = None,
+                prefix: str = "") -> tuple[list[tuple[str, str]], int]:
+    """The storage operations Azurite logged in its debug log between byte
+    offsets `start` and `end` (default: now), in order, as (table or '',
+    operation) with the table's `prefix` removed; and the end offset.
+    Azurite logs 'tableName=X' and 'Operation=Y' once per request, keyed by
+    its request id: counted from outside, whatever client made them."""
+    with open(log, "rb") as f:
+        f.seek(start)
+        data = f.read() if end is None else f.read(max(0, end - start))
+    # A request's lines may straddle `end`: only whole lines count.
+    text = data[:data.rfind(b"\n") + 1].decode(errors="replace")
+    stop_at = start + len(text.encode())
+    tables: dict[str, str] = {}
+    ops: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) < 4:
+            continue
+        request, message = parts[1], parts[3]
+        if "tableName=" in message:
+            name = message.rsplit("tableName=", 1)[1].strip()
+            tables[request] = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        elif "DispatchMiddleware: Operation=" in message:
+            ops.append((tables.pop(request, ""), message.rsplit("=", 1)[1].strip()))
+    return ops, stop_at
+
+
+def op_kind(table: str, operation: str) -> str:
+    """A readable kind: 'deliveries insert', 'queue dequeue'..."""
+    names = {"Table_InsertEntity": "insert", "Table_UpdateEntity": "replace",
+             "Table_MergeEntity": "merge", "Table_QueryEntitiesWithPartitionAndRowKey":
+             "point read", "Table_QueryEntities": "query", "Table_Batch": "batch",
+             "Table_Create": "create table", "Table_DeleteEntity": "delete",
+             "Messages_Dequeue": "dequeue", "Messages_Enqueue": "enqueue",
+             "MessageId_Delete": "delete", "MessageId_Update": "update",
+             "Queue_Create": "create queue", "Queue_GetProperties": "properties",
+             "Messages_Peek": "peek"}
+    name = names.get(operation, operation)
+    if operation.startswith(("Messages", "MessageId", "Queue_")):
+        return f"queue {name}"
+    if operation == "Table_Create":  # the name is in the body
+        return name
+    return f"{table or 'table'} {name}"
+
+
+def calibration_rounds(rounds: int = 3) -> list[float]:
+    """The calibration on an emulator of its own (for benchmarks whose own
+    emulator has limits, or that have none): `rounds` measurements."""
+    import asyncio
+
+    with emulator_process() as emulator:
+        return [asyncio.run(calibrate(emulator.url)) for _ in range(rounds)]

@@ -102,6 +102,19 @@ def install_trace() -> None:
 
     httpx.AsyncClient.send = send  # type: ignore[method-assign]
 
+    # The Runtime's Connector calls go over its own aiohttp session.
+    from proactive.teams.connector import ConnectorClient
+
+    original_aiohttp = ConnectorClient._aiohttp
+
+    async def over_aiohttp(self: Any, method: str, url: str, *args: Any) -> Any:
+        started = time.time()
+        answer = await original_aiohttp(self, method, url, *args)
+        TRACE["connector"].append((started, time.time(), answer[0]))
+        return answer
+
+    ConnectorClient._aiohttp = over_aiohttp  # type: ignore[method-assign]
+
 
 def _kind(method: str, url: str) -> str:
     path = url.split("?", 1)[0]
@@ -152,6 +165,17 @@ def install() -> None:
         return await original_request(self, method, path, *args, **kwargs)
 
     RestTableClient._request = request  # type: ignore[method-assign]
+
+    # The Runtime's Connector calls go over its own aiohttp session, not httpx.
+    from proactive.teams.connector import ConnectorClient
+
+    original_aiohttp = ConnectorClient._aiohttp
+
+    async def over_aiohttp(self: Any, method: str, url: str, *args: Any) -> Any:
+        COUNTS[_label(method, url)] += 1
+        return await original_aiohttp(self, method, url, *args)
+
+    ConnectorClient._aiohttp = over_aiohttp  # type: ignore[method-assign]
 
 
 def main() -> int:

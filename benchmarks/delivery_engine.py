@@ -77,13 +77,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
+    CALIBRATION,
     PYTHON,
     REPO,
     Emulator,
+    calibration_rounds,
     emulator_process,
     figure,
+    figure_rounds,
     header,
     machine_cpu,
+    machine_line,
     note,
     proc_cpu_seconds,
     stop,
@@ -279,6 +283,7 @@ async def run_case(bench: Bench, case: Case) -> Result:
 
     args, emulator = bench.args, bench.emulator
     header(f"Delivery engine, case {case.number}: {case.title}")
+    note(machine_line())
     await bench.seed(case.tenants)
     await asyncio.to_thread(emulator.admin, "config", {
         "faultRate": case.fault_rate, "faultStatuses": TRANSIENT, "seed": 4711})
@@ -716,6 +721,11 @@ async def run(args: argparse.Namespace) -> None:
 
     logging.getLogger("proactive").setLevel(logging.ERROR)
     header("Delivery engine against Teams' limits (emulator --rate-limits --tenant-rps 50)")
+    note(machine_line())
+    calibration = await asyncio.to_thread(calibration_rounds)
+    figure_rounds(f"calibration: {CALIBRATION}", calibration, "µs", fmt="{:,.0f}")
+    note("each case runs once (minutes each); the machine line after each case and the "
+         "calibration above say how far its figures carry")
     chosen = cases(args)
     with emulator_process("--rate-limits", "--tenant-rps", str(CEILING),
                           "--seed", "4711") as emulator, \

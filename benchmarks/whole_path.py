@@ -45,14 +45,19 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
+    CALIBRATION,
     PYTHON,
     REPO,
     Emulator,
+    calibrate,
     emulator_process,
     figure,
+    figure_rounds,
     header,
     machine_cpu,
+    machine_line,
     machine_load_note,
+    median,
     note,
     proc_cpu_seconds,
     stop,
@@ -479,90 +484,115 @@ async def _poll_until_done(emulator: Emulator, queue: Any, proc: subprocess.Pope
     raise TimeoutError(f"only {delivered} of {total} delivered after {timeout:.0f} s")
 
 
-async def run(args: argparse.Namespace) -> None:
+async def one_round(args: argparse.Namespace, azurite: Any, emulator: Emulator,
+                    tmp: Path) -> dict[str, Any]:
+    """Seed, run a fresh worker over the messages, and read its figures."""
     from azure.data.tables.aio import TableClient
     from azure.storage.queue.aio import QueueClient
 
     from proactive.config import Settings
+
+    n, warmup, tenants = args.messages, args.warmup, max(1, args.tenants)
+    users = n + warmup
+    values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], args.tenant_rps)
+    settings = Settings.from_env(values)
+    bodies = [send_message(f"warm-{i}", i) for i in range(warmup)]
+    bodies += [send_message(f"bench-{i}", warmup + i) for i in range(n)]
+    t = time.perf_counter()
+    await seed(settings, emulator, users, tenants, bodies)
+    note(f"seeded {users:,} references and enqueued {len(bodies):,} messages in "
+         f"{time.perf_counter() - t:.1f} s")
+    await asyncio.to_thread(emulator.reset)
+    workdir = tmp / uuid.uuid4().hex[:8]
+    workdir.mkdir()
+    proc, log, counts_file = start_worker(values, workdir, args.profile,
+                                          args.no_tenant_pacer, args.batch_size)
+    queue = QueueClient.from_connection_string(settings.storage_connection,
+                                               settings.outbox_queue)
+    try:
+        marks = await _poll_until_done(emulator, queue, proc, azurite.proc.pid,
+                                       max(1, warmup), len(bodies), args.timeout)
+    except Exception:
+        print(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        stop(proc, timeout=30)
+        await queue.close()
+        if args.keep_log:
+            Path(args.keep_log).write_bytes(log.read_bytes())
+    counters = await asyncio.to_thread(emulator.counters)
+    async with TableClient.from_connection_string(
+            settings.storage_connection, settings.table_name("deliveries")) as table:
+        states = await delivery_states(table)
+    window = marks["t1"] - marks["t0"]
+    done = marks["d1"] - marks["d0"]
+    cpu = marks["cpu1"] - marks["cpu0"]
+    emu_cpu, az_cpu = marks["emu1"] - marks["emu0"], marks["az1"] - marks["az0"]
+    ours = cpu + emu_cpu + az_cpu + marks["self1"] - marks["self0"]
+    note(machine_load_note((marks["m_busy0"], marks["m_total0"]),
+                           (marks["m_busy1"], marks["m_total1"]), ours))
+    sent = states.get("sent", 0)
+    if sent != len(bodies) or counters.get("delivered", 0) != len(bodies):
+        note(f"WARNING: delivery rows {dict(states)}; emulator delivered "
+             f"{counters.get('delivered', 0):,} of {len(bodies):,}")
+    return {"rate": done / window, "cpu_ms": cpu / done * 1000,
+            "core_share": cpu / window * 100, "window": window, "startup": marks["startup"],
+            "azurite_ms": az_cpu / done * 1000, "emulator_ms": emu_cpu / done * 1000,
+            "settings": settings, "counts_file": counts_file, "messages": len(bodies),
+            "counts": json.loads(counts_file.read_text()) if counts_file.exists() else {}}
+
+
+async def run(args: argparse.Namespace) -> None:
     from proactive_devtools.processes import start_azurite
 
     # The seeding Runtime warns about local-dev mode on stderr; the worker logs it too.
     logging.getLogger("proactive").setLevel(logging.ERROR)
     n, warmup, tenants = args.messages, args.warmup, max(1, args.tenants)
-    users = n + warmup
     pacing = "OFF (diagnosis, not the product path)" if args.no_tenant_pacer \
         else f"{args.tenant_rps:g}/s"
     header(f"Whole path: {n:,} outbox messages through one worker process "
-           f"({users:,} users in {tenants} tenants, tenant pacing {pacing})")
+           f"({n + warmup:,} users in {tenants} tenants, tenant pacing {pacing}), "
+           f"{args.rounds} interleaved round(s)")
+    note(machine_line())
     azurite = start_azurite()
     try:
         with emulator_process() as emulator, tempfile.TemporaryDirectory() as tmp:
-            values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8],
-                                  args.tenant_rps)
-            settings = Settings.from_env(values)
-            bodies = [send_message(f"warm-{i}", i) for i in range(warmup)]
-            bodies += [send_message(f"bench-{i}", warmup + i) for i in range(n)]
-            t = time.perf_counter()
-            await seed(settings, emulator, users, tenants, bodies)
-            note(f"seeded {users:,} references and enqueued {len(bodies):,} messages in "
-                 f"{time.perf_counter() - t:.1f} s (Azurite {azurite.queue_port}/"
-                 f"{azurite.table_port}, emulator {emulator.url})")
-            await asyncio.to_thread(emulator.reset)
+            note(f"Azurite {azurite.queue_port}/{azurite.table_port}, emulator {emulator.url}")
+            rounds: list[dict[str, Any]] = []
+            calibration: list[float] = []
+            for _ in range(args.rounds):  # calibration and the path, alternately
+                calibration.append(await calibrate(emulator.url))
+                rounds.append(await one_round(args, azurite, emulator, Path(tmp)))
+            cal = median(calibration)
 
-            proc, log, counts_file = start_worker(values, Path(tmp), args.profile,
-                                                  args.no_tenant_pacer, args.batch_size)
-            queue = QueueClient.from_connection_string(settings.storage_connection,
-                                                       settings.outbox_queue)
-            try:
-                marks = await _poll_until_done(emulator, queue, proc, azurite.proc.pid,
-                                               max(1, warmup), len(bodies), args.timeout)
-            except Exception:
-                print(log.read_text(errors="replace")[-3000:])
-                raise
-            finally:
-                stop(proc, timeout=30)
-                await queue.close()
-                if args.keep_log:
-                    Path(args.keep_log).write_bytes(log.read_bytes())
-            counters = await asyncio.to_thread(emulator.counters)
-            async with TableClient.from_connection_string(
-                    settings.storage_connection, settings.table_name("deliveries")) as table:
-                states = await delivery_states(table)
+            def col(name: str) -> list[float]:
+                return [float(r[name]) for r in rounds]
 
-            window = marks["t1"] - marks["t0"]
-            done = marks["d1"] - marks["d0"]
-            cpu = marks["cpu1"] - marks["cpu0"]
-            rate = done / window
-            cpu_ms = cpu / done * 1000
-            figure("messages/s (steady window)", rate, "/s", target=TARGET_PER_S,
-                   lower_is_better=False, fmt="{:,.0f}")
-            figure("worker CPU per message", cpu_ms, "ms", fmt="{:,.2f}")
-            figure("worker CPU-bound ceiling (1 core / CPU per msg)", 1000 / cpu_ms, "/s",
-                   target=TARGET_PER_S, lower_is_better=False, fmt="{:,.0f}")
-            figure("worker CPU use during the window", cpu / window * 100, "% of a core",
-                   fmt="{:,.0f}")
-            figure("window", window, f"s ({done:,.0f} messages after {warmup} warm-up; "
-                   f"worker start to warm-up done {marks['startup']:.1f} s)", fmt="{:,.2f}")
-            emu_cpu, az_cpu = marks["emu1"] - marks["emu0"], marks["az1"] - marks["az0"]
-            note(f"CPU per message in the other processes: Azurite {az_cpu / done * 1000:.2f} ms,"
-                 f" emulator {emu_cpu / done * 1000:.2f} ms")
-            ours = cpu + emu_cpu + az_cpu + marks["self1"] - marks["self0"]
-            note(machine_load_note((marks["m_busy0"], marks["m_total0"]),
-                                   (marks["m_busy1"], marks["m_total1"]), ours))
-            sent = states.get("sent", 0)
-            note(f"delivery rows: {dict(states)}; emulator delivered "
-                 f"{counters.get('delivered', 0):,} of {len(bodies):,}, requests "
-                 f"{counters.get('requests', 0):,}, throttled {counters.get('throttled', 0)}")
-            if sent != len(bodies):
-                note("WARNING: not every delivery row is 'sent'")
-
+            figure_rounds(f"calibration: {CALIBRATION}", calibration, "µs", fmt="{:,.0f}")
+            figure_rounds("messages/s (steady window)", col("rate"), "/s",
+                          target=TARGET_PER_S, lower_is_better=False, fmt="{:,.0f}")
+            figure_rounds("worker CPU per message", col("cpu_ms"), "ms", fmt="{:,.2f}",
+                          calibration_us=cal, per_us=1000)
+            figure_rounds("worker CPU-bound ceiling (1 core / CPU per msg)",
+                          [1000 / c for c in col("cpu_ms")], "/s", target=TARGET_PER_S,
+                          lower_is_better=False, fmt="{:,.0f}")
+            figure_rounds("worker CPU use during the window", col("core_share"),
+                          "% of a core", fmt="{:,.0f}")
+            figure_rounds("Azurite CPU per message (its share)", col("azurite_ms"), "ms",
+                          fmt="{:,.2f}", calibration_us=cal, per_us=1000)
+            figure_rounds("emulator CPU per message", col("emulator_ms"), "ms",
+                          fmt="{:,.2f}")
+            figure_rounds("worker start to warm-up done", col("startup"), "s", fmt="{:,.1f}")
+            note(machine_line())
+            last = rounds[-1]
             if args.profile:
-                summarize_profile(args.profile, len(bodies))
+                summarize_profile(args.profile, last["messages"])
             if args.breakdown_ops > 0:
-                costs = await op_costs(settings, emulator, azurite.proc.pid,
+                costs = await op_costs(last["settings"], emulator, azurite.proc.pid,
                                        args.breakdown_ops)
-                counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-                print_breakdown(costs, counts, len(bodies), cpu_ms, az_cpu / done * 1000)
+                print_breakdown(costs, last["counts"], last["messages"], last["cpu_ms"],
+                                last["azurite_ms"])
+                note(f"(breakdown from the last round; calibration {cal:,.0f} µs)")
     finally:
         azurite.stop()
 
@@ -570,7 +600,9 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.whole_path", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (each with its own calibration)")
     parser.add_argument("--warmup", type=int, default=100,
                         help="messages processed before the window opens")
     parser.add_argument("--tenants", type=int, default=50)
@@ -594,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         args.profile = str(Path(args.profile).resolve())
     args.messages = max(1, args.messages)
     args.warmup = max(0, args.warmup)
+    args.rounds = 1 if args.profile else max(1, args.rounds)
     asyncio.run(run(args))
     return 0
 

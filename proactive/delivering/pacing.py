@@ -4,7 +4,9 @@ Per tenant (Teams: 50 requests/s per app per tenant) the budget is shared
 through one Table Storage row per tenant holding the next free send time and
 the current rate. A worker reserves a short run of send slots with an
 ETag-conditional write (about 0.2 s worth, so one storage write per ~10
-sends at 50/s) and spends them locally, spaced about 1/rate apart. However many
+sends at 50/s; up to 1 s worth for a tenant with only a few sends a second,
+while no other instance reserves for it) and spends them locally, spaced
+about 1/rate apart. However many
 instances run, together they can't reserve more than the rate: slots are
 handed out from one clock in one row.
 
@@ -65,6 +67,11 @@ HEADROOM = 0.04
 # Slots a hair further apart still, so that float rounding never puts
 # rate + 1 of them inside one second.
 SPACING_MARGIN = 1.001
+# A sparsely used tenant's reservation grows by this factor per reservation,
+# up to SPARSE_WINDOW seconds of its budget (at most half of max_wait, so an
+# instance waiting behind it still waits rather than defers).
+SPARSE_GROWTH = 2.0
+SPARSE_WINDOW = 1.0
 # Slots given up in a row because the task woke too late, before deferring.
 LATE_TRIES = 8
 # The slot this task last acquired: (pacer, tenant, when it was reserved).
@@ -92,6 +99,11 @@ class _Slots:
     # instance reserved meanwhile, and only then is the row read again.
     row: dict[str, Any] = field(default_factory=dict)
     etag: str = ""
+    # Seconds of budget the next reservation takes (see SPARSE_GROWTH), and
+    # how many slots of the current one were given up unused.
+    window: float = 0.0
+    unused: int = 0
+    reserved: int = 0
 
 
 class TenantPacer:
@@ -116,6 +128,7 @@ class TenantPacer:
                     # Reserved but not used in time: using it now would bunch
                     # this instance's sends with the next instance's slots.
                     slots.times.popleft()
+                    slots.unused += 1
                 if not slots.times:
                     await self._reserve(tenant, slots, now)
                 at, reserved = slots.times.popleft()
@@ -148,7 +161,9 @@ class TenantPacer:
             start = max(now, float(row.get("nextFree", 0.0)))
             if start - now > self.max_wait:
                 raise Defer(start - now)
-            count = max(1, round(rate * self.batch_seconds))
+            window = self._window(slots, contended=attempt > 0 or (
+                start > now and row.get("nextFree") != slots.row.get("nextFree")))
+            count = max(1, round(rate * window))
             spacing = SPACING_MARGIN / (rate - math.floor(rate * HEADROOM))
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "nextFree": start + count * spacing, "updated": now}
@@ -158,8 +173,21 @@ class TenantPacer:
             except tables.Conflict:
                 continue
             slots.times.extend((start + i * spacing, now) for i in range(count))
+            slots.window, slots.reserved, slots.unused = window, count, 0
             return
         raise Defer(self.batch_seconds)
+
+    def _window(self, slots: _Slots, *, contended: bool) -> float:
+        """How much of the tenant's budget to reserve: batch_seconds, grown
+        (up to SPARSE_WINDOW) while this instance has the tenant to itself and
+        leaves most of its slots unused: a tenant with a few sends a second
+        then costs one write per several sends instead of one per send. Back
+        to batch_seconds as soon as another instance reserves too (its sends
+        would wait for ours) or the slots are used."""
+        if contended or not slots.window or slots.unused * 2 < slots.reserved:
+            return self.batch_seconds
+        return min(slots.window * SPARSE_GROWTH, max(self.batch_seconds,
+                                                     min(SPARSE_WINDOW, self.max_wait / 2)))
 
     async def throttled(self, tenant: str) -> float:
         """Teams answered 429 for this tenant: lower its shared rate, once per

@@ -16,7 +16,8 @@ Install state lives on the user, conversation and team rows: `installed`,
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,15 @@ UNINSTALLED = "uninstalled"
 BLOCKED = "blocked"
 DISABLED = "disabled"
 UNKNOWN = "unknown"
+
+# How long a reachable reference read here is used again without a storage
+# read (per process). Only `installed` rows are kept: a cached row can only be
+# stale towards trying Teams, whose answer (403/404) is authoritative and
+# marks the row; an uninstalled or blocked row is read again every time, so a
+# reinstall seen by another instance counts at once. Writes through this store
+# drop what they touch.
+CACHE_SECONDS = 60.0
+CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True)
@@ -79,20 +89,59 @@ def tenant_pk(tenant_id: str) -> str:
 
 
 class ReferenceStore:
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, *, cache_seconds: float = CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.table = table
+        self._ttl = cache_seconds
+        self._clock = clock
+        # (PartitionKey, RowKey) -> (expires, entity): reachable rows only.
+        self._rows: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        # PartitionKey -> the RowKey (tenant) of its only row. An AAD object id
+        # or a conversation id belongs to one tenant for good, so this is never
+        # stale; a key seen in two tenants is not kept (the query decides).
+        self._tenant_of: dict[str, str] = {}
 
     # --- reads -----------------------------------------------------------
 
     async def _find(self, pk: str, tenant_id: str | None) -> dict[str, Any] | None:
-        if tenant_id:
-            found = await tables.read(self.table, pk, tables.safe_key(tenant_id))
-            return found[0] if found else None
+        rk = tables.safe_key(tenant_id) if tenant_id else self._tenant_of.get(pk)
+        if rk is not None:
+            cached = self._rows.get((pk, rk))
+            if cached is not None and cached[0] > self._clock():
+                return cached[1]
+            found = await tables.read(self.table, pk, rk)  # a point read, not a query
+            if found is not None:
+                self._keep(found[0])
+                return found[0]
+            if tenant_id:
+                return None
+        # No tenant and not seen yet: the partition's rows (a user or
+        # conversation in two tenants: the first, as always).
+        rows = []
         async for entity in self.table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": pk}, results_per_page=2
         ):
-            return dict(entity)
-        return None
+            rows.append(dict(entity))
+            if len(rows) == 2:
+                break
+        if len(rows) == 1:
+            self._tenant_of[pk] = rows[0]["RowKey"]
+            self._keep(rows[0])
+        if len(self._tenant_of) > CACHE_SIZE:
+            self._tenant_of.pop(next(iter(self._tenant_of)))
+        return rows[0] if rows else None
+
+    def _keep(self, entity: dict[str, Any]) -> None:
+        key = (entity.get("PartitionKey", ""), entity.get("RowKey", ""))
+        if self._ttl <= 0 or entity.get("installState", UNKNOWN) != INSTALLED:
+            self._rows.pop(key, None)
+            return
+        self._rows[key] = (self._clock() + self._ttl, entity)
+        if len(self._rows) > CACHE_SIZE:
+            self._rows.pop(next(iter(self._rows)))
+
+    def _forget(self, pk: str, rk: str) -> None:
+        self._rows.pop((pk, rk), None)
 
     async def user(self, aad_id: str, tenant_id: str | None = None) -> Reference | None:
         entity = await self._find(user_pk(aad_id), tenant_id)
@@ -115,11 +164,14 @@ class ReferenceStore:
 
     async def users_of_tenant(self, tenant_id: str) -> AsyncIterator[str]:
         """AAD ids of the tenant's users with a personal reference, page by page."""
+        # Whole rows, not just the id: the parts that deliver to these users
+        # then find their references here instead of reading each again.
         pages = self.table.query_entities(
             "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
-            select=["aadObjectId"], results_per_page=1000)
+            results_per_page=1000)
         async for entity in pages:
             if entity.get("aadObjectId"):
+                self._keep(dict(entity))
                 yield str(entity["aadObjectId"])
 
     # --- writes ----------------------------------------------------------
@@ -136,6 +188,7 @@ class ReferenceStore:
             "lastSeen": now,
         }
         await tables.merge(self.table, {**base, "PartitionKey": tenant_pk(activity.tenant_id)})
+        self._forget(tenant_pk(activity.tenant_id), base["RowKey"])
 
         conversation = {
             **base,
@@ -178,6 +231,7 @@ class ReferenceStore:
         if activity.channel:
             channels.add(activity.channel)
         channels.add(activity.conversation_id.split(";", 1)[0])
+        self._forget(team["PartitionKey"], team["RowKey"])
         async for _ in tables.attempts():
             found = await tables.read(self.table, team["PartitionKey"], team["RowKey"])
             if found:
@@ -204,6 +258,7 @@ class ReferenceStore:
         ETag-guarded write. True when this write moved the row to installed
         (exactly one of several concurrent writers sees True)."""
         pk, rk = fields["PartitionKey"], fields["RowKey"]
+        self._forget(pk, rk)
         async for _ in tables.attempts():
             found = await tables.read(self.table, pk, rk)
             if found is None:
@@ -234,6 +289,7 @@ class ReferenceStore:
             pks.append(user_pk(aad_id))
         for pk in pks:
             await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk, **stamp})
+            self._forget(pk, rk)
 
     async def move_service_url(self, reference: Reference, service_url: str, *,
                                aad_id: str = "", team_id: str = "") -> None:
@@ -250,6 +306,7 @@ class ReferenceStore:
             if found is not None:
                 await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk,
                                                 "serviceUrl": service_url})
+                self._forget(pk, rk)
 
     async def remember_members(self, tenant_id: str, members: dict[str, str]) -> None:
         """The roster ids of users (AAD id -> `29:` id) seen in a team's members:
@@ -274,6 +331,8 @@ class ReferenceStore:
                                         "kind": "user"})
         await tables.merge(self.table, {**entity, "PartitionKey": conv_pk(conversation_id),
                                         "kind": "conversation"})
+        self._forget(user_pk(aad_id), entity["RowKey"])
+        self._forget(conv_pk(conversation_id), entity["RowKey"])
         found = await tables.read(self.table, user_pk(aad_id), tables.safe_key(tenant_id))
         assert found is not None
         return Reference.from_entity(found[0])
