@@ -48,7 +48,10 @@ def test_an_invalid_message_is_refused_before_the_queue(
         tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no local.settings.json; storage is never reached
     assert main(["send", "--to", "u"]) == 2  # no content
-    assert "'text', 'card' or 'notification' is required" in capsys.readouterr().err
+    assert "--text or --card is required" in capsys.readouterr().err
+    # What the worker would park in the poison queue is refused here, with its detail.
+    assert main(["send", "--to", "u", "--text", "x", "--summary", "s" * 1001, "--force"]) == 2
+    assert "'summary' is longer than 1000 characters" in capsys.readouterr().err
     assert main(["send", "--to", "u", "--conversation", "c", "--text", "x"]) == 2
 
 
