@@ -200,17 +200,10 @@ class ConnectorClient:
 
     async def _httpx(self, method: str, url: str, content: bytes | None,
                      headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        import httpx
+        from proactive.teams.transport import request
 
-        try:
-            response = await self.http.request(method, url, content=content, headers=headers,
-                                               timeout=self.timeout)
-        except httpx.TimeoutException as exc:
-            raise ServiceUnavailable(Reason.TIMEOUT, "no answer from Teams in time",
-                                     code="Timeout") from exc
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(Reason.CONNECTION_ERROR, f"could not reach Teams: "
-                                     f"{type(exc).__name__}", code=type(exc).__name__) from exc
+        response = await request(self.http, method, url, content=content, headers=headers,
+                                 timeout=self.timeout, service="Teams")
         return response.status_code, response.content, response.headers.get("Retry-After")
 
     async def create_personal_conversation(self, service_url: str, *, bot_id: str,

@@ -69,7 +69,7 @@ class GraphClient:
 
     async def _call(self, method: str, url: str,
                     body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        import httpx
+        from proactive.teams.transport import request
 
         headers = {"Content-Type": "application/json"}
         if check_graph_url(url, self.cloud, local_dev=self.local_dev):
@@ -77,15 +77,8 @@ class GraphClient:
                 raise NoCredentials
             headers["Authorization"] = "Bearer " + await self.tokens.get_token()
         content = json.dumps(body).encode() if body is not None else None
-        try:
-            response = await self.http.request(method, url, content=content, headers=headers,
-                                               timeout=self.timeout)
-        except httpx.TimeoutException as exc:
-            raise ServiceUnavailable(Reason.TIMEOUT, "no answer from Graph in time",
-                                     code="Timeout") from exc
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(Reason.CONNECTION_ERROR, f"could not reach Graph: "
-                                     f"{type(exc).__name__}", code=type(exc).__name__) from exc
+        response = await request(self.http, method, url, content=content, headers=headers,
+                                 timeout=self.timeout, service="Graph")
         if response.status_code == 409:
             return 409, {}
         if response.status_code >= 300:
