@@ -122,6 +122,19 @@ async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector
     outcomes = {p.attributes["outcome"]: p.value
                 for p in metric_points(reader, "proactive.messages")}
     assert outcomes == {"retry": 1, "done": 1}
+    assert len(metric_points(reader, "proactive.pacing.wait")) >= 1
+
+
+async def test_teams_429s_are_counted_by_tenant(
+        installed: Runtime, emulator: ConnectorEmulator,  # noqa: F811
+        spans: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
+    _, reader = spans
+    emulator.inject(429, operation="send", count=1)
+    outcome = await process(installed, send("k-429"), message_id="m1")
+    assert outcome.state == "retry"
+    counted = {p.attributes["tenant"]: p.value
+               for p in metric_points(reader, "proactive.throttled")}
+    assert list(counted.values()) == [1] and all(counted)
 
 
 async def test_without_telemetry_nothing_is_recorded_and_messages_carry_no_context(

@@ -11,10 +11,12 @@ row records it (reason, Teams' status and code, and when a retry is due).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from proactive import telemetry
 from proactive.contract import Content, Target
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.errors import (
@@ -197,9 +199,11 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
     answer and the serviceUrl that gave it (the cloud's fallback host when the
     stored one was refused with 403 InvalidBotApiHost). Raises members of
     proactive.errors; pacing.Defer when the budget is spent for a while."""
+    waited = time.monotonic()
     await rt.tenant_pacer.acquire(tenant)
     if conversation_id:
         await rt.conversation_pacer.acquire(conversation_id)
+    telemetry.record("proactive.pacing.wait", time.monotonic() - waited)
     try:
         try:
             return await request(service_url), service_url
@@ -212,6 +216,7 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
             # reached through the public host): Teams asks for its host. Once.
             return await request(fallback), fallback
     except Throttled:
+        telemetry.count("proactive.throttled", tenant=tenant)
         await rt.tenant_pacer.throttled(tenant)
         raise
 

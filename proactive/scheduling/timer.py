@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from proactive import telemetry
 from proactive.scheduling.placing import LOOKAHEAD, dispatch, forget, place, plan_of
 from proactive.scheduling.recurrence import lateness
 from proactive.scheduling.store import SHARDS, ScheduleItem, ScheduleStore, State
@@ -154,6 +155,7 @@ async def _fire(rt: Runtime, store: ScheduleStore, row: dict[str, Any], row_etag
     report.skipped += not fired
     if fired:
         report.late.append(lateness(occ.instant, now))
+        telemetry.record("proactive.scheduler.lateness", report.late[-1])
     record = {name: getattr(item, name) for name in _RECORD}
     nxt = plan.after(occ, now)
     async for _ in tables.attempts(6):

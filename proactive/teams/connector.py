@@ -162,8 +162,6 @@ class ConnectorClient:
             telemetry.set_attributes(current, **{"http.response.status_code": status})
         telemetry.record("proactive.connector.duration", time.perf_counter() - started,
                          method=method, status=status)
-        if status == 429:
-            telemetry.count("proactive.throttled", host=host)
         if status >= 300:
             raise to_error(status, raw, retry_after)
         if not raw:
