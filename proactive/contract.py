@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from proactive.scheduling.spec import Spec
 
 VERSION = 1
-OPS = ("send", "update", "delete", "cancel")
+OPS = ("send", "update", "delete", "cancel", "install")
 MAX_KEY = 200
 MAX_ID = 512
 # A storage queue message holds at most 64 KB, about 1,600 AAD ids; larger
@@ -313,6 +313,8 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key, attempt=attempt)
+    if op == "install":
+        return _install(data, key, attempt)
     if op == "update" and "to" in data:
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
                                        "the key names the message")
@@ -328,6 +330,21 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
                                           f"Teams accepts at most {max_activity_bytes}")
     return OutboxMessage(op=op, key=key, target=target, content=content, schedule=schedule,
                          attempt=attempt, part=bool(data.get("part")))
+
+
+def _install(data: Mapping[str, Any], key: str, attempt: int) -> OutboxMessage:
+    """op install (README "Pre-installing for an audience"): the app installed
+    for each user of an audience through Graph; no content, nothing sent."""
+    for name in ("text", "card", "summary", "schedule", "topic", "notification", "service"):
+        if name in data:
+            raise InvalidMessage("schema", f"'{name}' is not allowed with op 'install': "
+                                           f"it installs the app and sends nothing")
+    target = parse_target(data.get("to"))
+    if not target.is_broadcast:
+        raise InvalidMessage("schema", "op 'install' needs an audience in 'to': "
+                                       f"{', '.join(repr(k) for k in _AUDIENCES)}")
+    return OutboxMessage(op="install", key=key, target=target, attempt=attempt,
+                         part=bool(data.get("part")))
 
 
 def _schedule(data: Mapping[str, Any], key: str) -> Spec:

@@ -84,6 +84,11 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
         from proactive.scheduling import store_send
 
         return Outcome(Action.DONE, await store_send(rt, message))  # ScheduleError: poison
+    if message.op == "install":  # split and paced as a send; each user installed, not sent to
+        from proactive.delivering.preinstall import check_enabled
+
+        check_enabled(rt)  # InvalidMessage: poison, with what to set
+        return await broadcast.run(rt, message)
     if target is not None and target.is_broadcast:
         return await broadcast.run(rt, message)
     if message.op == "send":

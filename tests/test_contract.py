@@ -67,9 +67,15 @@ VALID = [
     {"version": 1, "op": "update", "key": "k", "schedule": {"at": "2026-12-02T09:00:00Z"}},
     {"version": 1, "op": "update", "key": "k", "text": "y",
      "schedule": {"local": "2026-12-02T09:00", "timezone": "UTC"}},
+    {"version": 1, "op": "install", "key": "pre-1", "to": {"group": "g-1"}},
+    {"version": 1, "op": "install", "key": "pre-2", "to": {"users": ["a", "b"], "tenant": "t"}},
 ]
 
 INVALID = [
+    ({"version": 1, "op": "install", "to": {"group": "g"}}, "schema"),  # no key
+    ({"version": 1, "op": "install", "key": "k", "to": {"user": "u"}}, "schema"),  # one user
+    ({"version": 1, "op": "install", "key": "k", "to": {"group": "g"}, "text": "x"}, "schema"),
+    ({"version": 1, "op": "install", "key": "k"}, "schema"),
     ({"op": "send", "to": {"user": "u"}, "text": "x"}, "unsupported-version"),
     ({"version": 2, "op": "send", "to": {"user": "u"}, "text": "x"}, "unsupported-version"),
     ({"version": True, "op": "send", "to": {"user": "u"}, "text": "x"}, "unsupported-version"),

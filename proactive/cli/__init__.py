@@ -5,6 +5,7 @@ and run the local tools.
     update   put an update of an earlier message (by key)
     delete   put a delete of an earlier message (by key)
     cancel   put a cancel of a many-user or scheduled send (by key)
+    install  pre-install the app for an audience through Graph (cli/install.py)
     schedules list scheduled sends (all still to come, or one key's)
     status   show the delivery records of a key
     progress show the counters of a many-user send
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proactive.cli import admin
+from proactive.cli import admin, install
 from proactive.cli.fail import CliError, guarded
 from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_settings: API
     StorageRefused,
@@ -207,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(poison)
     admin.add_parsers(sub, storage)
+    install.add_parser(sub, storage)
     sub.add_parser("host", help="run function_app.py locally", add_help=False)
     sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
     sub.add_parser("dev", help="start Azurite, the app and the Playground", add_help=False)
@@ -303,6 +305,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "send": cmd_enqueue, "update": cmd_enqueue, "delete": cmd_enqueue, "cancel": cmd_enqueue,
     "status": cmd_status, "progress": cmd_progress, "poison": cmd_poison,
     "schedules": cmd_schedules,
+    "install": install.command,
     **{name: (lambda args, settings: admin.command(args, settings, _run))
        for name in admin.COMMANDS},
 }

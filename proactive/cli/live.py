@@ -16,6 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 FINAL = ("done", "cancelled")
+# Counters of recipients with a result (proactive/storage/progress.py; an
+# `install` counts installed / already_installed instead of sent).
+FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
 Fetch = Callable[[], "dict[str, Any] | None"]
 
 
@@ -24,14 +27,21 @@ def settled(progress: dict[str, Any]) -> bool:
         return True
     counts = progress.get("counts", {})
     queued = int(counts.get("queued", 0))
-    finished = sum(int(counts.get(k, 0)) for k in ("sent", "failed", "skipped"))
+    finished = sum(int(counts.get(k, 0)) for k in FINISHED)
     return queued > 0 and finished >= queued
 
 
 def reasons(counts: dict[str, Any]) -> str:
     parts = [f"{k.split('_', 1)[1].replace('_', '-')} {v}" for k, v in sorted(counts.items())
-             if "_" in k and v]
+             if k.startswith(("failed_", "skipped_")) and v]
     return ", ".join(parts)
+
+
+def _done_words(counts: dict[str, Any]) -> str:
+    if counts.get("installed") or counts.get("already_installed"):
+        return (f"installed {counts.get('installed', 0)} already "
+                f"{counts.get('already_installed', 0)}")
+    return f"sent {counts.get('sent', 0)}"
 
 
 def state_of(progress: dict[str, Any]) -> str:
@@ -76,11 +86,11 @@ def _bar(fetch: Fetch, key: str, interval: float, sleep: Callable[[float], None]
             progress = fetch()
             if progress is not None:
                 counts = progress.get("counts", {})
-                done = sum(int(counts.get(k, 0)) for k in ("sent", "failed", "skipped"))
+                done = sum(int(counts.get(k, 0)) for k in FINISHED)
                 speed = bar.tasks[0].speed
                 bar.update(task, total=int(counts.get("queued", 0)) or None, completed=done,
                            rate=f"{speed:.1f}" if speed else "-",
-                           why=f"sent {counts.get('sent', 0)} failed {counts.get('failed', 0)} "
+                           why=f"{_done_words(counts)} failed {counts.get('failed', 0)} "
                                f"skipped {counts.get('skipped', 0)}  {reasons(counts)}")
                 if settled(progress):
                     break

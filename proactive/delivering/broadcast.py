@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from proactive.contract import OutboxMessage, Target
 from proactive.delivering import audiences
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.preinstall import install_one
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
@@ -116,7 +117,7 @@ async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
 
 
 async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool) -> Outcome:
-    assert message.target is not None and message.content is not None
+    assert message.target is not None
     content, tenant = message.content, message.target.tenant
     gate = asyncio.Semaphore(CONCURRENCY)
     results: dict[str, Counter[str]] = {}  # recipient -> what it adds to the counters
@@ -149,6 +150,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             if cancelled:
                 outcome = await finish_unsent(rt, message.key, target,
                                               DeliveryState.CANCELLED, Reason.CANCELLED)
+            elif content is None:  # op install: the app for the user, nothing sent
+                outcome = await install_one(rt, message.key, target)
             else:
                 outcome = await send_one(rt, message.key, target, content)
             if outcome.state == Action.RETRY and outcome.reason == Reason.PACED:
@@ -210,6 +213,7 @@ async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
     state = row.get("state")
     if state in (DeliveryState.SENT, DeliveryState.DELETED):
         return Reason.SENT
-    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.SKIPPED):
+    if state in (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.SKIPPED,
+                 DeliveryState.INSTALLED):
         return str(row.get("reason") or state)
     return None  # not finished: whoever holds it reports it

@@ -66,9 +66,15 @@ async def catalog_id(rt: Runtime, tenant: str) -> str:
 async def install_reference(rt: Runtime, aad_id: str, tenant: str) -> Reference:
     """Install the app for the user (or find it installed), store the chat as
     the user's reference and return it."""
+    return (await install_for(rt, aad_id, tenant))[0]
+
+
+async def install_for(rt: Runtime, aad_id: str, tenant: str) -> tuple[Reference, bool]:
+    """`install_reference`, and whether this call installed the app (False:
+    Graph answered 409, installed already)."""
     app = await catalog_id(rt, tenant)
     try:
-        await graph_call(rt, tenant, lambda graph: graph.install(aad_id, app))
+        installed = await graph_call(rt, tenant, lambda graph: graph.install(aad_id, app))
     except Permanent as exc:
         if exc.status != 404:
             raise
@@ -86,4 +92,4 @@ async def install_reference(rt: Runtime, aad_id: str, tenant: str) -> Reference:
     service_url = known[0] if known and known[0] else rt.cloud.global_service_url
     bot_id = f"28:{rt.settings.app_id}" if rt.settings.app_id else (known[1] if known else "")
     return await rt.references.store_created_conversation(aad_id, tenant, service_url, bot_id,
-                                                          chat)
+                                                          chat), installed

@@ -34,7 +34,8 @@ MAX_BACKOFF = 300.0
 class DeliveryState(StrEnum):
     """`state` of a delivery row (storage/deliveries.py):
     sending (claimed, lease running) -> sent | failed | retrying | cancelled |
-    skipped (the recipient opted out: no Connector call); sent -> deleted."""
+    skipped (the recipient opted out: no Connector call); sent -> deleted.
+    An `install` op ends in installed (reason installed / already-installed)."""
 
     SENDING = "sending"
     SENT = "sent"
@@ -43,6 +44,7 @@ class DeliveryState(StrEnum):
     DELETED = "deleted"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    INSTALLED = "installed"  # op install: the app is there for the user; nothing sent
 
 
 class EditState(StrEnum):

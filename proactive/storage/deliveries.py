@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED, SKIPPED = (
     DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
     DeliveryState.DELETED, DeliveryState.CANCELLED, DeliveryState.SKIPPED)
-FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED})
+FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED, DeliveryState.INSTALLED})
 
 # The outcome write is retried until this share of the lease has passed since
 # the claim; the rest is a margin for clocks that disagree between machines.

@@ -45,6 +45,8 @@ SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "op
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
+# Counters of recipients with a result (an `install` op counts its own two).
+FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
 
 
 class Campaigns:
@@ -182,7 +184,8 @@ class Campaigns:
                  else summary.get("state"), "finishedAt": tables.iso(now),
                  "durationSeconds": duration,
                  **{f"total_{name}": totals.get(name, 0)
-                    for name in ("queued", "sent", "failed", "skipped")}}
+                    for name in ("queued", "sent", "failed", "skipped")},
+                 **{f"total_{name}": totals[name] for name in FINISHED if totals.get(name)}}
         try:
             await tables.replace_if(self.table, final, etag)
         except tables.Conflict:
@@ -192,8 +195,7 @@ class Campaigns:
 
 def _settled(totals: Counter[str]) -> bool:
     queued = totals.get("queued", 0)
-    return queued > 0 and totals.get("sent", 0) + totals.get("failed", 0) \
-        + totals.get("skipped", 0) >= queued
+    return queued > 0 and sum(totals.get(name, 0) for name in FINISHED) >= queued
 
 
 def _marker(recipient: str) -> str:
@@ -202,8 +204,8 @@ def _marker(recipient: str) -> str:
 
 def result_counts(reason: str) -> Counter[str]:
     """What one recipient's outcome adds to the counters."""
-    if reason == "sent":
-        return Counter(sent=1)
+    if reason in ("sent", "installed", "already-installed"):
+        return Counter({reason.replace("-", "_"): 1})
     kind = "skipped" if reason in SKIP_REASONS else "failed"
     # Table property names allow letters, digits and underscores.
     return Counter({kind: 1, f"{kind}_{reason.replace('-', '_')}": 1})

@@ -1,0 +1,94 @@
+"""op `install`: the app installed for one user of an audience, nothing sent
+(README "Pre-installing for an audience").
+
+The audience is split and paced exactly like a send (delivering/broadcast.py);
+this is the per-user step in place of `send_one`, with the same claim, so each
+user is installed once under the key however often a part is delivered. A user
+with a usable conversation is not asked about: the app is there
+(`already-installed`, no Graph call). Otherwise the app is installed through
+Graph (409: `already-installed`), and the new chat is stored as the user's
+reference, so the first send to them later needs no install.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from proactive.contract import Target
+from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.errors import (
+    Busy,
+    DeliveryFailed,
+    InvalidMessage,
+    Reason,
+    RetryLater,
+    StorageUnavailable,
+)
+from proactive.storage.deliveries import Claim, unavailable
+from proactive.storage.references import UNINSTALLED
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+INSTALLED = "installed"
+ALREADY_INSTALLED = "already-installed"
+
+
+def check_enabled(rt: Runtime) -> None:
+    """An install message when the deployment can't install: parked, not retried."""
+    if not rt.settings.graph_install:
+        raise InvalidMessage("install-disabled", "op 'install' needs proactive install through "
+                                                 "Microsoft Graph: set PROACTIVE_GRAPH_APP_"
+                                                 "CATALOG_ID or PROACTIVE_GRAPH_APP_MANIFEST_ID")
+
+
+async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
+    """Make sure the app is installed for one user, once under the key: claim,
+    install (or find it installed), record `installed` with the reason."""
+    from proactive.delivering.send import _check_tenant, _put_back, _recorded
+
+    try:
+        claim = await rt.deliveries.claim(key, target.recipient)
+    except (Busy, StorageUnavailable) as exc:  # nothing was done
+        return outcome_of(exc, 1)
+    if not isinstance(claim, Claim):
+        return Outcome(Action.DONE, Reason.DUPLICATE)
+    tenant = target.tenant or rt.settings.app_tenant_id
+    try:
+        _check_tenant(rt, tenant)
+        reason, fields = await _install(rt, target.id, tenant)
+    except StorageUnavailable as exc:
+        return await _put_back(rt, claim, exc)
+    except (DeliveryFailed, RetryLater) as exc:
+        outcome = outcome_of(exc, claim.attempts)
+        state, failed = _recorded(exc, outcome, claim)
+        if outcome.counts or outcome.state is Action.FAILED:
+            await rt.deliveries.finish(claim, state, **failed)
+        else:  # put off before Graph was asked: given back, uncounted
+            await rt.deliveries.release(claim, **failed)
+        if outcome.state is Action.FAILED:
+            log.warning("install %s -> %s failed: %s", key, target.recipient, exc.reason)
+        return outcome
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        return await _put_back(rt, claim, StorageUnavailable(
+            detail=f"storage failed during the install: {type(exc).__name__}"))
+    await rt.deliveries.finish(claim, DeliveryState.INSTALLED, reason=reason, **fields)
+    return Outcome(Action.DONE, reason)
+
+
+async def _install(rt: Runtime, aad_id: str, tenant: str) -> tuple[str, dict[str, str]]:
+    from proactive.delivering.install import install_for
+
+    ref = await rt.references.user(aad_id, tenant or None)
+    if ref is not None and ref.conversation_id and ref.state != UNINSTALLED:
+        reason = ALREADY_INSTALLED  # the bot has its chat: the app is there
+    else:
+        ref, installed = await install_for(rt, aad_id, tenant)
+        reason = INSTALLED if installed else ALREADY_INSTALLED
+    return reason, {"conversationId": ref.conversation_id, "serviceUrl": ref.service_url,
+                    "tenantId": ref.tenant_id}
