@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 # A one-recipient send has one delivery row; more than this without progress
 # counters is unusual, and status must stay one cheap read.
 MAX_ROWS_COUNTED = 1000
-FINAL = frozenset({"sent", "failed", "deleted", "cancelled"})
 RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt")
 
 
@@ -35,13 +34,15 @@ def check_key(key: str) -> str:
 async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
     from proactive.runtime import DELIVERIES_TABLE
     from proactive.scheduling import list_items
+    from proactive.storage.deliveries import FINAL
+    from proactive.storage.progress import FINISHED
 
     check_key(key)
     view: dict[str, Any] = {"key": key}
     progress = await rt.campaigns.progress(key)
     if progress is not None:
         counts = {k: int(v) for k, v in progress["counts"].items()}
-        done = sum(counts.get(k, 0) for k in ("sent", "failed", "skipped"))
+        done = sum(counts.get(k, 0) for k in FINISHED)
         state = progress.get("state", "running")
         if state == "running" and counts.get("queued", 0) and done >= counts["queued"]:
             state = "done"
