@@ -36,6 +36,9 @@ def add_parsers(sub: Any, storage: argparse.ArgumentParser) -> None:
     report.add_argument("--key", required=True, help="the key given with send --key")
     reach = sub.add_parser("reach", help="who can't be reached (blocked, uninstalled, "
                                          "disabled, opted out), with when", parents=[storage])
+    reach.add_argument("--group", metavar="GROUP_ID",
+                       help="also list this Entra ID group's members who never installed the "
+                            "bot (asks Microsoft Graph; needs proactive install on)")
     for cmd in (report, reach):
         cmd.add_argument("--format", choices=("csv", "json"), default="csv",
                          help="csv, or json (JSON Lines: one object a line)")
@@ -76,13 +79,25 @@ async def _stream(chunks: AsyncIterator[bytes], out: BinaryIO) -> None:
 
 
 def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
-    from proactive.reporting.reports import reach_report, send_report
+    from proactive.reporting.reports import ReportError, reach_report, send_report
     from proactive.storage.preferences import ALL, valid_topic
 
     topic = getattr(args, "topic", None)
     if topic is not None and not valid_topic(topic):
         print("error: --topic must be 1 to 64 of a-z 0-9 . _ -", file=sys.stderr)
         return 2
+    group = getattr(args, "group", None) or ""
+    if group and not settings.graph_install:
+        print("error: --group needs proactive install through Microsoft Graph: set "
+              "PROACTIVE_GRAPH_APP_CATALOG_ID or PROACTIVE_GRAPH_APP_MANIFEST_ID", file=sys.stderr)
+        return 2
+    if group:
+        try:
+            run(settings, lambda tokens: _group_reach(settings, tokens, group, args))
+        except ReportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     async def work(tokens: StorageTokens | None) -> Any:
         async with credentials.table_service(settings, tokens) as service:
@@ -108,6 +123,26 @@ def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
     if result is not None:
         print(json.dumps(result))
     return 0
+
+
+async def _group_reach(settings: Settings, tokens: StorageTokens | None, group: str,
+                       args: argparse.Namespace) -> None:
+    """The reach report with a group's never-installed members: the full
+    Runtime, for its Graph client and the shared Graph pacer."""
+    from proactive.reporting.reports import reach_report
+    from proactive.runtime import Runtime
+
+    rt = await Runtime.create(settings, storage_tokens=tokens)
+    try:
+        chunks = reach_report(rt, args.format, group=group)
+        if args.out:
+            with open(args.out, "wb") as out:
+                await _stream(chunks, out)
+        else:
+            await _stream(chunks, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    finally:
+        await rt.close()
 
 
 async def _ensure(service: TableServiceClient, prefs: PreferenceStore) -> None:

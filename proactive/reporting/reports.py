@@ -14,15 +14,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from proactive.storage import tables
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
+    from proactive.runtime import Runtime as AppRuntime
     from proactive.storage.preferences import PreferenceStore
+
+T = TypeVar("T")
 
 
 class Runtime(Protocol):
@@ -111,9 +114,68 @@ async def _opted_out(rt: Runtime) -> AsyncIterator[dict[str, Any]]:
 async def never_installed(rt: Runtime, group: str) -> AsyncIterator[dict[str, Any]]:
     """Members of an Entra ID group who never installed the bot, through
     Microsoft Graph (rows like the reach report's, status `not-installed`).
-    The hook for the Graph audiences: it yields nothing until they fill it."""
-    return
-    yield {}  # pragma: no cover - makes this an async generator
+
+    Cheap first: a member whose user row says installed is skipped without a
+    Graph call, and one whose row says blocked, uninstalled or disabled is in
+    the report already under that status. Everyone else is asked of Graph
+    (installedApps filtered by the app's catalog id), each call paced through
+    the tenant's Graph budget (install.graph_call); a 429 waits Retry-After.
+    Raises ReportError (when iterated) if Graph install is off or the group
+    can't be read."""
+    from proactive.delivering import install
+    from proactive.errors import DeliveryFailed
+    from proactive.storage.references import INSTALLED
+
+    app_rt: AppRuntime = rt  # type: ignore[assignment]  # the full Runtime: it has Graph
+    settings = getattr(rt, "settings", None)
+    if settings is None or not settings.graph_install or getattr(rt, "graph", None) is None:
+        raise ReportError("who in a group never installed the bot needs proactive install "
+                          "through Microsoft Graph: set PROACTIVE_GRAPH_APP_CATALOG_ID or "
+                          "PROACTIVE_GRAPH_APP_MANIFEST_ID")
+    tenant = settings.app_tenant_id
+
+    async def page_of(link: str) -> tuple[list[str], str]:
+        return await _patient(lambda: install.graph_call(
+            app_rt, tenant, lambda graph: graph.group_members(group, link)))
+
+    async def has_app(user: str, app: str) -> bool:
+        return bool(await _patient(lambda: install.graph_call(
+            app_rt, tenant, lambda graph: graph.installation(user, app))))
+
+    try:
+        app = await _patient(lambda: install.catalog_id(app_rt, tenant))
+        members, link = await page_of("")
+        while True:
+            for member in members:
+                ref = await app_rt.references.user(member)
+                if ref is not None and (ref.state == INSTALLED or ref.state in UNREACHABLE):
+                    continue  # installed, or in the report already under its own status
+                if not await has_app(member, app):
+                    yield {"user": member, "tenantId": ref.tenant_id if ref else tenant,
+                           "status": "not-installed", "at": ""}
+            if not link:
+                break
+            members, link = await page_of(link)
+    except DeliveryFailed as exc:
+        raise ReportError(f"Microsoft Graph could not list group {group!r}: "
+                          f"{exc.detail or exc.reason}") from exc
+
+
+async def _patient(call: Callable[[], Awaitable[T]], tries: int = 8) -> T:
+    """`call`, again after Graph's Retry-After (or the pacer's delay) when
+    throttled: a report waits rather than fail half-way."""
+    import asyncio
+
+    from proactive.errors import RetryLater, Transient
+
+    for _ in range(tries - 1):
+        try:
+            return await call()
+        except Transient as exc:  # 429 or 5xx: Graph says when (graph_call fed the pacer)
+            await asyncio.sleep(exc.retry_after or 1.0)
+        except RetryLater as exc:  # pacing.Defer: the tenant's budget is spent a while
+            await asyncio.sleep(exc.delay or 1.0)
+    return await call()
 
 
 async def reach_rows(rt: Runtime, group: str = "") -> AsyncIterator[dict[str, Any]]:
