@@ -15,7 +15,9 @@ It speaks Graph's request and answer shapes for:
 
 Rate: at most `rate` requests per sliding second per tenant (the tenant of the
 user or group, else `tenant`), then 429 `TooManyRequests` with `Retry-After`
-(whole seconds, at least 1); a throttled request changes nothing.
+(whole seconds, at least 1); a throttled request changes nothing. `throttle_next[user]
+= seconds` answers that user's next call 429 with that Retry-After; `refused` keeps
+each 429's time.
 An install makes the Connector emulator (`emulator=`, same process) know the new
 1:1 chat, so a send to it succeeds. `state()` / `GET /_admin/state` counts calls
 and keeps each call's time (to measure calls/s).
@@ -54,6 +56,9 @@ class FakeGraph:
         self.installed: dict[tuple[str, str], str] = {}  # (user, catalog id) -> installation
         self.chats: dict[str, str] = {}  # installation id -> chat id
         self.transient_400: Counter[str] = Counter()  # user -> 400s still to answer
+        # user -> Retry-After seconds of one injected 429 on that user's next call
+        self.throttle_next: dict[str, int] = {}
+        self.refused: list[tuple[float, str, str]] = []  # (time, method, path) of each 429
         self.counters: Counter[str] = Counter()
         self.calls: list[tuple[float, str, str]] = []  # (time, method, path)
         self._windows: dict[str, deque[float]] = defaultdict(deque)
@@ -155,7 +160,13 @@ class FakeGraph:
             return _error(404, "BadRequest", "Resource not found for the segment.")
         parts = path[len("/v1.0/"):].split("/")
         refused = self._throttled(self._tenant_of(parts))
+        if refused is None and parts[0] == "users" and len(parts) > 1 \
+                and parts[1] in self.throttle_next:
+            self.counters["throttled"] += 1
+            refused = _error(429, "TooManyRequests", "Too many requests.",
+                             {"Retry-After": str(self.throttle_next.pop(parts[1]))})
         if refused is not None:
+            self.refused.append((time.monotonic(), request.method, path))
             return refused
         self.counters[request.method] += 1
         self.calls.append((time.monotonic(), request.method, path))
