@@ -176,8 +176,14 @@ def build() -> dict[str, Any]:
                          "schema": {"type": "string"}}])},
         "/api/reach": {"get": _op(
             "Whom the bot can reach per tenant, and who can't (blocked, uninstalled, "
-            "disabled, opted out)", "getReach",
-            {"200": _json("Reach")})},
+            "disabled, opted out; with `group`, who in that Entra ID group never installed "
+            "the bot)", "getReach",
+            {"200": _json("Reach"),
+             "400": _problem("`group` without proactive install, or a group Graph can't read")},
+            parameters=[{"name": "group", "in": "query", "required": False,
+                         "description": "An Entra ID group id: one paced Graph call per "
+                                        "member, so for small groups (the CLI for large ones)",
+                         "schema": {"type": "string"}}])},
         "/api/openapi.json": {"get": _op(
             "This document", "getOpenApi",
             {"200": {"description": "OpenAPI 3.1",

@@ -260,3 +260,9 @@ async def test_reach_counts_references_per_tenant(client: httpx.AsyncClient,
     assert tenants["tenant-r"] == {"user": 3}
     who = {(e["user"], e["status"], e["topic"]) for e in r.json()["unreachable"]}
     assert who == {("aad-1", "blocked", ""), ("aad-2", "opted-out", "deployments")}
+
+
+async def test_reach_with_a_group_but_no_graph_install_is_a_400(
+        client: httpx.AsyncClient) -> None:
+    problem = assert_problem(await client.get("reach", params={"group": "g-1"}), 400, "bad-group")
+    assert "PROACTIVE_GRAPH_APP_CATALOG_ID" in problem["detail"]

@@ -108,3 +108,16 @@ async def test_the_cli_reach_group_lists_the_six_and_refuses_without_graph_insta
     last = missing.stderr.strip().splitlines()[-1]  # after local dev mode's warnings
     assert missing.returncode == 2 and last.startswith("error: ") and "'nope'" in last
     assert "Traceback" not in missing.stderr
+
+
+async def test_the_api_reach_route_lists_the_group_and_refuses_an_unknown_one(
+        group: Runtime) -> None:
+    from proactive.api import reports
+    from proactive.api.problems import Problem
+
+    reply = await reports.reach(group, "g-10")
+    listed = json.loads(reply.body)["unreachable"]
+    assert sorted(r["user"] for r in listed if r["status"] == "not-installed") == NEVER
+    with pytest.raises(Problem) as refused:
+        await reports.reach(group, "no-such")
+    assert refused.value.status == 400

@@ -57,12 +57,14 @@ async def report(rt: Runtime, key: str, *, fmt: str, limit: str | None,
     return Reply(200, out.getvalue().encode(), "text/csv", headers)
 
 
-async def reach(rt: Runtime) -> Reply:
+async def reach(rt: Runtime, group: str = "") -> Reply:
     """Per tenant: how many users, conversations and teams the bot can reach;
-    and who can't be reached, with why and when (at most MAX_REACH_ROWS)."""
+    and who can't be reached, with why and when (at most MAX_REACH_ROWS); with
+    `group`, also that Entra ID group's members who never installed the bot
+    (one paced Graph call each: for small groups; the CLI for large ones)."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    from proactive.reporting.reports import REACH_COLUMNS, reach_rows
+    from proactive.reporting.reports import REACH_COLUMNS, ReportError, reach_rows
     from proactive.runtime import REFERENCES_TABLE
 
     table = rt.table_service.get_table_client(rt.settings.table_name(REFERENCES_TABLE))
@@ -80,11 +82,14 @@ async def reach(rt: Runtime) -> Reply:
     tenants = [{"tenant": tenant, "counts": dict(kinds)}
                for tenant, kinds in sorted(counts.items())]
     unreachable: list[dict[str, str]] = []
-    async for entry in reach_rows(rt):
-        if len(unreachable) >= MAX_REACH_ROWS:
-            partial = True
-            break
-        unreachable.append({name: "" if entry.get(name) is None else str(entry[name])
-                            for name in REACH_COLUMNS})
+    try:
+        async for entry in reach_rows(rt, group):
+            if len(unreachable) >= MAX_REACH_ROWS:
+                partial = True
+                break
+            unreachable.append({name: "" if entry.get(name) is None else str(entry[name])
+                                for name in REACH_COLUMNS})
+    except ReportError as exc:  # Graph install off, or the group can't be read
+        raise Problem(400, "bad-group", str(exc)) from exc
     return Reply.json(200, {"tenants": tenants, "unreachable": unreachable,
                             "partial": partial})

@@ -124,10 +124,11 @@ async def api_send_report(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="reach", methods=["GET"], auth_level=KEY)
 async def api_reach(req: func.HttpRequest) -> func.HttpResponse:
-    """Whom the bot can reach, per tenant."""
+    """Whom the bot can reach, per tenant (`group`: and who in it never installed it)."""
     from proactive.api import reports
 
-    return await _serve(req, reports.reach)
+    group = req.params.get("group") or ""
+    return await _serve(req, lambda rt: reports.reach(rt, group))
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=KEY)
