@@ -69,9 +69,13 @@ async def install_reference(rt: Runtime, aad_id: str, tenant: str) -> Reference:
     return (await install_for(rt, aad_id, tenant))[0]
 
 
-async def install_for(rt: Runtime, aad_id: str, tenant: str) -> tuple[Reference, bool]:
+async def install_for(rt: Runtime, aad_id: str, tenant: str, *,
+                      on_installed: Callable[[], None] | None = None
+                      ) -> tuple[Reference, bool]:
     """`install_reference`, and whether this call installed the app (False:
-    Graph answered 409, installed already)."""
+    Graph answered 409, installed already). `on_installed` is told as soon as
+    Graph installed it, so a caller whose next step fails (the chat is not
+    listed yet, the budget is spent) can remember that it was this attempt."""
     app = await catalog_id(rt, tenant)
     try:
         installed = await graph_call(rt, tenant, lambda graph: graph.install(aad_id, app))
@@ -82,6 +86,8 @@ async def install_for(rt: Runtime, aad_id: str, tenant: str) -> tuple[Reference,
             else Reason.NOT_INSTALLED
         raise Permanent(reason, f"Graph could not install the app: {exc.detail}",
                         status=exc.status, code=exc.code) from exc
+    if installed and on_installed is not None:
+        on_installed()
     installation = await graph_call(rt, tenant, lambda graph: graph.installation(aad_id, app))
     chat = await graph_call(rt, tenant, lambda graph: graph.chat_id(aad_id, installation)) \
         if installation else ""

@@ -57,14 +57,19 @@ async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
     if not isinstance(claim, Claim):
         return Outcome(Action.DONE, Reason.DUPLICATE)
     tenant = target.tenant or rt.settings.app_tenant_id
+    # Graph answered 201 to an earlier attempt of this delivery, whose next
+    # step failed: its 409 now is still this key's install, not an earlier one.
+    noted: dict[str, bool] = {"graphInstalled": bool(claim.entity.get("graphInstalled"))}
     try:
         _check_tenant(rt, tenant)
-        reason, fields = await _install(rt, target.id, tenant)
+        reason, fields = await _install(rt, target.id, tenant, noted)
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
         outcome = outcome_of(exc, claim.attempts)
         state, failed = _recorded(exc, outcome, claim)
+        if noted["graphInstalled"]:
+            failed["graphInstalled"] = True
         if outcome.counts or outcome.state is Action.FAILED:
             await rt.deliveries.finish(claim, state, **failed)
         else:  # put off before Graph was asked: given back, uncounted
@@ -81,14 +86,18 @@ async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
     return Outcome(Action.DONE, reason)
 
 
-async def _install(rt: Runtime, aad_id: str, tenant: str) -> tuple[str, dict[str, str]]:
+async def _install(rt: Runtime, aad_id: str, tenant: str,
+                   noted: dict[str, bool]) -> tuple[str, dict[str, str]]:
     from proactive.delivering.install import install_for
 
     ref = await rt.references.user(aad_id, tenant or None)
     if ref is not None and ref.conversation_id and ref.state != UNINSTALLED:
-        reason = ALREADY_INSTALLED  # the bot has its chat: the app is there
+        # The bot has its chat: the app is there (installed by an earlier
+        # attempt of this delivery, when Graph said 201 to it).
+        reason = INSTALLED if noted["graphInstalled"] else ALREADY_INSTALLED
     else:
-        ref, installed = await install_for(rt, aad_id, tenant)
-        reason = INSTALLED if installed else ALREADY_INSTALLED
+        ref, installed = await install_for(
+            rt, aad_id, tenant, on_installed=lambda: noted.update(graphInstalled=True))
+        reason = INSTALLED if installed or noted["graphInstalled"] else ALREADY_INSTALLED
     return reason, {"conversationId": ref.conversation_id, "serviceUrl": ref.service_url,
                     "tenantId": ref.tenant_id}
