@@ -148,3 +148,27 @@ def test_install_settings_are_validated_in_one_place(env: dict[str, str], proble
     assert load_settings({**base, "PROACTIVE_GRAPH_APP_MANIFEST_ID": "m-1"}).graph_install
     with pytest.raises(ConfigError, match=problem):
         load_settings({**base, **env})
+
+
+async def test_graph_calls_are_traced_with_method_host_and_status_only(
+        fake: FakeGraph, client: GraphClient) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from proactive import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.enable(provider)
+    try:
+        fake.add_user("u-9", "zoe@contoso.com")
+        assert await client.user_id("zoe@contoso.com") == "u-9"
+    finally:
+        telemetry.disable()
+    [span] = exporter.get_finished_spans()
+    assert span.name == "Graph GET"
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "GET", "server.address": "127.0.0.1",
+        "http.response.status_code": 200}

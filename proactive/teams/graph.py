@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from proactive import telemetry
 from proactive.errors import (
     DeliveryFailed,
     NoCredentials,
@@ -77,8 +78,15 @@ class GraphClient:
                 raise NoCredentials
             headers["Authorization"] = "Bearer " + await self.tokens.get_token()
         content = json.dumps(body).encode() if body is not None else None
-        response = await request(self.http, method, url, content=content, headers=headers,
-                                 timeout=self.timeout, service="Graph")
+        # Method, host and status only: never the path (user and group ids),
+        # a body or the token.
+        with telemetry.span(f"Graph {method}", kind="client", **{
+                "http.request.method": method,
+                "server.address": urlsplit(url).hostname or ""}) as current:
+            response = await request(self.http, method, url, content=content,
+                                     headers=headers, timeout=self.timeout, service="Graph")
+            telemetry.set_attributes(
+                current, **{"http.response.status_code": response.status_code})
         if response.status_code == 409:
             return 409, {}
         if response.status_code >= 300:
