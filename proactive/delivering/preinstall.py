@@ -48,7 +48,7 @@ def check_enabled(rt: Runtime) -> None:
 async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
     """Make sure the app is installed for one user, once under the key: claim,
     install (or find it installed), record `installed` with the reason."""
-    from proactive.delivering.send import _check_tenant, _put_back, _recorded
+    from proactive.delivering.send import _check_tenant, _put_back, record_failure
 
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
@@ -66,17 +66,8 @@ async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
-        outcome = outcome_of(exc, claim.attempts)
-        state, failed = _recorded(exc, outcome, claim)
-        if noted["graphInstalled"]:
-            failed["graphInstalled"] = True
-        if outcome.counts or outcome.state is Action.FAILED:
-            await rt.deliveries.finish(claim, state, **failed)
-        else:  # put off before Graph was asked: given back, uncounted
-            await rt.deliveries.release(claim, **failed)
-        if outcome.state is Action.FAILED:
-            log.warning("install %s -> %s failed: %s", key, target.recipient, exc.reason)
-        return outcome
+        extra = {"graphInstalled": True} if noted["graphInstalled"] else {}
+        return await record_failure(rt, claim, exc, what="install", **extra)
     except Exception as exc:
         if not unavailable(exc):
             raise

@@ -89,15 +89,7 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
-        outcome = outcome_of(exc, claim.attempts)
-        state, fields = _recorded(exc, outcome, claim)
-        if outcome.counts or outcome.state is Action.FAILED:
-            await rt.deliveries.finish(claim, state, **fields)
-        else:  # put off before Teams was asked: given back, uncounted
-            await rt.deliveries.release(claim, **fields)
-        if outcome.state is Action.FAILED:
-            log.warning("delivery %s -> %s failed: %s", key, target.recipient, exc.reason)
-        return outcome
+        return await record_failure(rt, claim, exc, what="delivery")
     except Exception as exc:
         if not unavailable(exc):
             raise
@@ -108,6 +100,24 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     # message comes back and this process writes it then).
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
     return Outcome(Action.DONE, Reason.SENT)
+
+
+async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryLater, *,
+                         what: str, **extra: Any) -> Outcome:
+    """Record a claimed attempt that did not succeed: `failed`, or `retrying`
+    with the attempt counted, or given back uncounted when it was put off
+    before the service was asked. `extra` fields go on the row too."""
+    outcome = outcome_of(exc, claim.attempts)
+    state, fields = _recorded(exc, outcome, claim)
+    fields.update(extra)
+    if outcome.counts or outcome.state is Action.FAILED:
+        await rt.deliveries.finish(claim, state, **fields)
+    else:
+        await rt.deliveries.release(claim, **fields)
+    if outcome.state is Action.FAILED:
+        log.warning("%s %s -> %s failed: %s", what, claim.entity.get("key"),
+                    claim.entity.get("recipient"), exc.reason)
+    return outcome
 
 
 async def _put_back(rt: Runtime, claim: Claim, exc: StorageUnavailable) -> Outcome:
