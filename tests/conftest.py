@@ -65,3 +65,22 @@ async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
         yield rt
     finally:
         await rt.close()
+
+
+@pytest.fixture
+async def emulator():  # type: ignore[no-untyped-def]
+    """The Connector emulator on a loopback port (no limits, no faults)."""
+    from proactive_devtools.emulator import ConnectorEmulator
+
+    async with ConnectorEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+async def installed(runtime, emulator):  # type: ignore[no-untyped-def]
+    """A user who installed the bot; their serviceUrl is the emulator."""
+    from proactive.receiving.activities import parse_activity
+    from tests.activities_data import install
+
+    await runtime.references.record(parse_activity(install(service_url=emulator.url)))
+    return runtime

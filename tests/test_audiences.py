@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,12 +14,6 @@ from tests.activities_data import TENANT, team_install
 from tests.test_broadcast import aad, broadcast, drain
 
 TEAM = "19:team-general@thread.tacv2"
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
 
 
 def roster(count: int) -> list[dict[str, str]]:

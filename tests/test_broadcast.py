@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from proactive.delivering.broadcast import PART
 from proactive.receiving.activities import parse_activity
@@ -16,12 +13,6 @@ from proactive.storage import deliveries as d
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, install, uninstall
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
 
 
 def aad(i: int) -> str:

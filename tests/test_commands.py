@@ -5,7 +5,6 @@ the Connector emulator over loopback HTTP."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,18 +20,6 @@ from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, USER_AAD, activity, install
 
 LOOPBACK = "http://127.0.0.1:9/connector/"
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-async def installed(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
-    await runtime.references.record(parse_activity(install(service_url=emulator.url)))
-    return runtime
 
 
 def body(data: object) -> bytes:

@@ -155,18 +155,6 @@ async def test_missing_credentials_fail_fast_without_retries(
 
 # ---- an update or delete while its send waits for a 429's Retry-After ---------------------
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-async def installed(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
-    await runtime.references.record(parse_activity(install(service_url=emulator.url)))
-    return runtime
-
-
 async def throttled_send(rt: Runtime, emulator: ConnectorEmulator, key: str) -> None:
     """Send under `key` while Teams answers 429 Retry-After 30."""
     emulator.inject(429, retry_after=30, operation="send")

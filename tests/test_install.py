@@ -25,12 +25,6 @@ CATALOG = "cat-0000-1111"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
 async def graph(emulator: ConnectorEmulator) -> AsyncIterator[FakeGraph]:
     async with FakeGraph(tenant=TENANT, emulator=emulator) as fake:
         fake.add_app(CATALOG, "manifest-1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,23 +16,10 @@ from proactive.storage.references import BLOCKED, UNINSTALLED
 from proactive.storage.tables import safe_key
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
-from tests.activities_data import TENANT, USER_AAD, activity, install, uninstall
+from tests.activities_data import TENANT, USER_AAD, activity, uninstall
 from tests.polling import eventually
 
 CONV = "a:1personal-conversation"
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-async def installed(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
-    """A user who installed the bot; their serviceUrl is the emulator."""
-    await runtime.references.record(parse_activity(install(service_url=emulator.url)))
-    return runtime
 
 
 def send(key: str = "k1", to: dict[str, Any] | None = None, **extra: Any) -> str:

@@ -30,12 +30,6 @@ GONE = "6f3a8c1e-0000-4000-8000-00000000cccc"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
 async def three(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
     """Three installed users: one opted out of `news`, one who blocked the bot."""
     for n, aad in enumerate((USER_AAD, OTHER, GONE)):

@@ -41,12 +41,6 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[ConnectorEmulator]:
-    async with ConnectorEmulator() as emu:
-        yield emu
-
-
 class Recorder:
     """Wraps Outbox.put: what the scheduler enqueued and with which delay
     (a delayed message can't be peeked). The messages still go on the queue."""

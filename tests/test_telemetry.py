@@ -25,7 +25,7 @@ from proactive.runtime import Runtime
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import USER_AAD
-from tests.test_outbox import emulator, installed, send  # noqa: F401 - fixtures
+from tests.test_outbox import send
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
 
 
 async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector(
-        installed: Runtime, emulator: ConnectorEmulator,  # noqa: F811
+        installed: Runtime, emulator: ConnectorEmulator,
         spans: tuple[InMemorySpanExporter, InMemoryMetricReader],
         caplog: pytest.LogCaptureFixture) -> None:
     exporter, reader = spans
@@ -126,7 +126,7 @@ async def test_one_trace_runs_from_the_producer_through_a_retry_to_the_connector
 
 
 async def test_teams_429s_are_counted_by_tenant(
-        installed: Runtime, emulator: ConnectorEmulator,  # noqa: F811
+        installed: Runtime, emulator: ConnectorEmulator,
         spans: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
     _, reader = spans
     emulator.inject(429, operation="send", count=1)
@@ -138,7 +138,7 @@ async def test_teams_429s_are_counted_by_tenant(
 
 
 async def test_without_telemetry_nothing_is_recorded_and_messages_carry_no_context(
-        installed: Runtime) -> None:  # noqa: F811
+        installed: Runtime) -> None:
     assert not telemetry.enabled()
     with telemetry.span("anything") as current:
         assert current is None
