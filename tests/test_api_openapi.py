@@ -53,10 +53,13 @@ def test_schemathesis_finds_no_5xx_and_every_answer_conforms(app: ApiApp, tmp_pa
     # Bounded: a fixed seed, a few examples per operation and a time budget keep
     # this under a minute; the phases cover the documented examples, the
     # schema's edges (coverage) and random valid and invalid input (fuzzing).
+    # One worker: with two, schemathesis compiles code in threads and CPython
+    # 3.11 now and then fails in it ("AST constructor recursion depth
+    # mismatch", seen in a clean CI run): a tool error, not an answer of ours.
     proc = subprocess.run(
         [str(SCHEMATHESIS), "run", app.base + "openapi.json", "--url", app.base.removesuffix(
             "/api/"), "-H", f"x-functions-key: {app.key}", "--checks", CHECKS,
-         "--max-examples", "25", "--seed", "1", "--max-time", "30", "--workers", "2",
+         "--max-examples", "25", "--seed", "1", "--max-time", "30", "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--request-timeout", "10",
          "--suppress-health-check", "all", "--report-dir", str(tmp_path),
          "--output-truncate", "true"],
