@@ -19,7 +19,7 @@ from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_graph import FakeGraph
 from tests.test_broadcast import aad, drain
-from tests.test_install import CATALOG, emulator, graph, reach  # noqa: F401 - fixtures
+from tests.test_install import CATALOG, graph, reach  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).parents[1]
 

@@ -23,7 +23,7 @@ from proactive_devtools.fake_graph import FakeGraph
 from proactive_devtools.processes import REPO_ROOT
 from tests.activities_data import TENANT, install
 from tests.test_broadcast import aad
-from tests.test_install import CATALOG, emulator, graph, reach  # noqa: F401 - fixtures
+from tests.test_install import CATALOG, graph, reach  # noqa: F401 - fixtures
 
 MEMBERS = [aad(i) for i in range(10)]
 OURS = MEMBERS[:2]  # installed, and we hold their reference: no Graph call for them
@@ -32,7 +32,7 @@ NEVER = MEMBERS[4:]
 
 
 @pytest.fixture
-async def group(runtime: Runtime, emulator: ConnectorEmulator,  # noqa: F811
+async def group(runtime: Runtime, emulator: ConnectorEmulator,
                 graph: FakeGraph) -> Runtime:  # noqa: F811
     rt = await reach(runtime, emulator, graph)
     for user in MEMBERS:
