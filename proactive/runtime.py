@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.queue.aio import QueueServiceClient
 
+    from proactive.delivering.optouts import OptOuts
     from proactive.delivering.pacing import ConversationPacer, TenantPacer
     from proactive.receiving.auth import ActivityAuthenticator
     from proactive.storage.credentials import StorageTokens
@@ -85,6 +86,8 @@ class Runtime:
     authenticator: ActivityAuthenticator
     tenant_pacer: TenantPacer
     conversation_pacer: ConversationPacer
+    # Who stopped what: changes and the send path's check (delivering/optouts.py).
+    opt_outs: OptOuts
     # The session of the hot-path tables' RestTableClients (None: they use the SDK).
     table_http: aiohttp.ClientSession | None = None
     # The Connector calls' own session (None: they go through `http`).
@@ -108,10 +111,9 @@ class Runtime:
 
     @property
     def preferences(self) -> PreferenceStore:
-        """Users' opt-outs (`proactive.storage.preferences`)."""
-        from proactive.storage.preferences import PreferenceStore
-
-        return PreferenceStore(self.sdk_table(PREFERENCES_TABLE))
+        """Users' opt-outs as stored (`proactive.storage.preferences`); change
+        them through `opt_outs`, which tells the other instances."""
+        return self.opt_outs.store
 
     def sdk_table(self, base: str) -> TableClient:
         """The SDK client of table `base` (prefixed), created on first use if missing."""
@@ -125,11 +127,13 @@ class Runtime:
         import httpx
         from httpx_aiohttp import AiohttpTransport
 
+        from proactive.delivering.optouts import OptOuts
         from proactive.delivering.pacing import ConversationPacer, TenantPacer
         from proactive.receiving.auth import build_authenticator
         from proactive.storage import credentials as storage
         from proactive.storage.autocreate import on_demand
         from proactive.storage.deliveries import DeliveryStore
+        from proactive.storage.preferences import PreferenceStore
         from proactive.storage.progress import Campaigns
         from proactive.storage.queues import Outbox, ensure_queue
         from proactive.storage.references import ReferenceStore
@@ -181,6 +185,9 @@ class Runtime:
                 return _sdk_table(table_service, name)
             return on_demand(client, lambda: _create_table(table_service, name), f"table {name}")
 
+        tenant_pacer = TenantPacer(hot(PACING_TABLE), rate=settings.tenant_rps)
+        preferences = PreferenceStore(_sdk_table(table_service,
+                                                 settings.table_name(PREFERENCES_TABLE)))
         return cls(
             settings=settings,
             cloud=cloud,
@@ -196,8 +203,9 @@ class Runtime:
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev,
                                       session=connector_http),
             authenticator=authenticator,
-            tenant_pacer=TenantPacer(hot(PACING_TABLE), rate=settings.tenant_rps),
+            tenant_pacer=tenant_pacer,
             conversation_pacer=ConversationPacer(),
+            opt_outs=OptOuts(preferences, tenant_pacer),
             table_http=table_http,
             connector_http=connector_http,
             storage_tokens=storage_tokens,

@@ -5,10 +5,12 @@ the Connector emulator over loopback HTTP."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
+from proactive.config import Settings
 from proactive.contract import parse_message
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.commands import parse_command
@@ -135,7 +137,7 @@ async def test_an_unknown_card_action_is_refused_and_changes_nothing(
 async def test_an_opted_out_user_is_skipped_without_a_connector_call(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     rt = installed
-    await rt.preferences.opt_out(USER_AAD, "deployments", via="admin")
+    await rt.opt_outs.stop(USER_AAD, "deployments", via="admin", tenant_id=TENANT)
     outcome = await process(rt, send("k1", topic="deployments"), message_id="m1")
     assert (outcome.state, outcome.reason) == ("done", "opted-out")
     assert emulator.deliveries == []
@@ -146,7 +148,7 @@ async def test_an_opted_out_user_is_skipped_without_a_connector_call(
     await process(rt, send("k3"), message_id="m3")
     assert len(emulator.deliveries) == 2
     # Stopping everything stops every topic, but not the bot's own messages.
-    await rt.preferences.opt_out(USER_AAD, ALL, via="admin")
+    await rt.opt_outs.stop(USER_AAD, ALL, via="admin", tenant_id=TENANT)
     await process(rt, send("k4", topic="builds"), message_id="m4")
     await process(rt, send("k5", service=True), message_id="m5")
     assert len(emulator.deliveries) == 3
@@ -155,7 +157,7 @@ async def test_an_opted_out_user_is_skipped_without_a_connector_call(
 
 async def test_opt_outs_survive_a_reinstall(installed: Runtime) -> None:
     rt = installed
-    await rt.preferences.opt_out(USER_AAD, ALL, via="command")
+    await rt.opt_outs.stop(USER_AAD, ALL, via="command", tenant_id=TENANT)
     await handle_activity(rt, {}, body(activity("installationUpdate", action="remove",
                                                 service_url=LOOPBACK)))
     await handle_activity(rt, {}, body(install(service_url=LOOPBACK)))
@@ -168,7 +170,7 @@ async def test_a_many_user_send_counts_opted_out_users_as_skipped(
     other = "6f3a8c1e-0000-4000-8000-00000000bbbb"
     await rt.references.record(parse_activity(install(service_url=emulator.url, aad=other,
                                                       conversation="a:1other")))
-    await rt.preferences.opt_out(other, "news", via="card")
+    await rt.opt_outs.stop(other, "news", via="card", tenant_id=TENANT)
     message = json.dumps({"version": 1, "op": "send", "key": "b1", "topic": "news",
                           "to": {"users": [USER_AAD, other]}, "text": "hi"})
     await process(rt, message, message_id="m1")
@@ -178,3 +180,63 @@ async def test_a_many_user_send_counts_opted_out_users_as_skipped(
     assert counts["sent"] == 1
     assert counts["skipped"] == 1 and counts["skipped_opted_out"] == 1
     assert len(emulator.deliveries) == 1
+
+
+@pytest.fixture
+async def other_instance(settings: Settings):  # type: ignore[no-untyped-def]
+    """A second instance of the app (its own Runtime: caches, pacer) on the same storage."""
+    rt = await Runtime.create(settings)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+def past_its_reservations(rt: Runtime) -> None:
+    """Move this instance's pacing clock past the slots it has reserved, so its
+    next send reserves again (as any send a moment later would)."""
+    rt.tenant_pacer.clock = lambda: time.time() + 10
+
+
+async def test_a_stop_on_another_instance_holds_from_the_next_reservation(
+        installed: Runtime, other_instance: Runtime, emulator: ConnectorEmulator) -> None:
+    worker = installed
+    await process(worker, send("k1"), message_id="m1")  # knows the tenant's budget row
+    assert len(emulator.deliveries) == 1
+    await handle_activity(other_instance, {}, body(say("stop")))
+    past_its_reservations(worker)
+    outcome = await process(worker, send("k2"), message_id="m2")
+    assert (outcome.state, outcome.reason) == ("done", "opted-out")
+    assert len(emulator.deliveries) == 1
+    # And `start` there lets the next one through here.
+    await handle_activity(other_instance, {}, body(say("start")))
+    worker.tenant_pacer.clock = lambda: time.time() + 20
+    outcome = await process(worker, send("k3"), message_id="m3")
+    assert (outcome.state, outcome.reason) == ("done", "sent")
+
+
+async def test_opt_outs_are_read_only_in_a_tenant_where_somebody_opted_out(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = installed
+    reads: list[str] = []
+    of_user = rt.opt_outs.store.of_user
+
+    async def counted(aad_id: str) -> Any:
+        reads.append(aad_id)
+        return await of_user(aad_id)
+
+    monkeypatch.setattr(rt.opt_outs.store, "of_user", counted)
+    for n in range(3):
+        await process(rt, send(f"a{n}"), message_id=f"a{n}")
+    assert reads == [] and len(emulator.deliveries) == 3
+    # Somebody else in the tenant stops something: this user's rows are read
+    # once, then remembered until the tenant's opt-outs change again.
+    await rt.opt_outs.stop("6f3a8c1e-0000-4000-8000-00000000cccc", "news", via="admin",
+                           tenant_id=TENANT.upper())
+    for n in range(3):
+        await process(rt, send(f"b{n}", topic="news"), message_id=f"b{n}")
+    assert reads == [USER_AAD] and len(emulator.deliveries) == 6
+    await rt.opt_outs.stop(USER_AAD, "news", via="admin", tenant_id=TENANT)
+    reads.clear()
+    outcome = await process(rt, send("c1", topic="news"), message_id="c1")
+    assert (outcome.reason, reads) == ("opted-out", [USER_AAD])

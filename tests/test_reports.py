@@ -10,6 +10,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ async def three(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
     for n, aad in enumerate((USER_AAD, OTHER, GONE)):
         await runtime.references.record(parse_activity(install(
             service_url=emulator.url, aad=aad, conversation=f"a:1conv{n}")))
-    await runtime.preferences.opt_out(OTHER, "news", via="card", tenant_id=TENANT)
+    await runtime.opt_outs.stop(OTHER, "news", via="card", tenant_id=TENANT)
     ref = await runtime.references.user(GONE)
     assert ref is not None
     await runtime.references.mark(ref, BLOCKED, aad_id=GONE)
@@ -160,6 +161,15 @@ async def test_the_cli_writes_reports_and_sets_and_clears_opt_outs(
     done = await asyncio.to_thread(cli, settings, "optout", "--user", USER_AAD, "--topic", "ci")
     assert json.loads(done.stdout) == {"user": USER_AAD, "optedOut": "ci", "new": True}
     assert [o.via for o in await three.preferences.of_user(USER_AAD)] == ["admin"]
+    # The running worker learns of it (at its next pacing reservation).
+    three.tenant_pacer.clock = lambda: time.time() + 10
+    message = {"version": 1, "op": "send", "key": "r6", "topic": "ci",
+               "to": {"user": USER_AAD}, "text": "hi"}
+    outcome = await process(three, json.dumps(message), message_id="r6")
+    assert outcome.reason == "opted-out"
+    # A user whose tenant is not known needs --tenant.
+    done = await asyncio.to_thread(cli, settings, "optout", "--user", "someone-unknown")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--tenant" in done.stderr
     done = await asyncio.to_thread(cli, settings, "optin", "--user", OTHER)
     assert json.loads(done.stdout) == {"user": OTHER, "cleared": ["news"]}
     assert await three.preferences.of_user(OTHER) == []

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from proactive.cli.fail import CliError
 from proactive.config import Settings
 from proactive.storage import credentials
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
 
+    from proactive.delivering.optouts import OptOuts
     from proactive.storage.credentials import StorageTokens
     from proactive.storage.preferences import PreferenceStore
 
@@ -48,6 +50,8 @@ def add_parsers(sub: Any, storage: argparse.ArgumentParser) -> None:
                              parents=[storage])
         cmd.add_argument("--user", required=True, help="the user's Azure AD object id")
         cmd.add_argument("--topic", help="one topic (default: all)")
+        cmd.add_argument("--tenant", default="",
+                         help="the user's tenant id (default: from their stored conversation)")
 
 
 @dataclass
@@ -66,6 +70,30 @@ class _Tables:
         from proactive.storage.preferences import PreferenceStore
 
         return PreferenceStore(self.sdk_table(PREFERENCES_TABLE))
+
+    def opt_outs(self) -> OptOuts:
+        """Changes made here reach the running workers too (delivering/optouts.py)."""
+        from proactive.delivering.optouts import OptOuts
+        from proactive.delivering.pacing import TenantPacer
+        from proactive.runtime import PACING_TABLE
+
+        return OptOuts(self.preferences, TenantPacer(self.sdk_table(PACING_TABLE)))
+
+    async def tenant_of(self, aad_id: str) -> str:
+        """The tenant of the user's stored conversation; CliError if none."""
+        from proactive.runtime import REFERENCES_TABLE
+        from proactive.storage.references import ReferenceStore
+
+        try:
+            ref = await ReferenceStore(self.sdk_table(REFERENCES_TABLE)).user(aad_id, None)
+        except Exception as exc:  # no references table yet
+            if type(exc).__name__ != "ResourceNotFoundError":
+                raise
+            ref = None
+        if ref is None or not ref.tenant_id:
+            raise CliError("the user's tenant is not known (no conversation with them is "
+                           "stored)", "give --tenant")
+        return ref.tenant_id
 
 
 async def _stream(chunks: AsyncIterator[bytes], out: BinaryIO) -> None:
@@ -112,12 +140,14 @@ def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
                     await _stream(chunks, sys.stdout.buffer)
                     sys.stdout.buffer.flush()
                 return None
-            prefs = rt.preferences
-            await _ensure(service, prefs)
+            await _ensure(rt)
             if args.command == "optout":
-                new = await prefs.opt_out(args.user, topic or ALL, via="admin")
+                tenant = args.tenant or await rt.tenant_of(args.user)
+                new = await rt.opt_outs().stop(args.user, topic or ALL, via="admin",
+                                               tenant_id=tenant)
                 return {"user": args.user, "optedOut": topic or ALL, "new": new}
-            return {"user": args.user, "cleared": await prefs.opt_in(args.user, topic)}
+            cleared = await rt.opt_outs().start(args.user, topic, tenant_id=args.tenant)
+            return {"user": args.user, "cleared": cleared}
 
     result = run(settings, work)
     if result is not None:
@@ -145,5 +175,10 @@ async def _group_reach(settings: Settings, tokens: StorageTokens | None, group: 
         await rt.close()
 
 
-async def _ensure(service: TableServiceClient, prefs: PreferenceStore) -> None:
-    await service.create_table_if_not_exists(prefs.table.table_name)
+async def _ensure(rt: _Tables) -> None:
+    """The tables an opt-out change writes: its own, and the one that tells
+    the workers (the pacing table: delivering/optouts.py)."""
+    from proactive.runtime import PACING_TABLE, PREFERENCES_TABLE
+
+    for base in (PREFERENCES_TABLE, PACING_TABLE):
+        await rt.service.create_table_if_not_exists(rt.settings.table_name(base))

@@ -30,6 +30,12 @@ conversation is what the 429 handling covers across processes.
 
 A wait longer than `max_wait` is not slept through: `Defer` tells the caller
 to put the message back on the queue with that delay.
+
+The budget row is also the one row every instance sending to a tenant keeps
+current, for free: `stamp` gives a property of it a new value, every
+instance's next reservation for the tenant conflicts with that write, reads
+the row again and so sees it (`seen`). Opt-outs are signalled that way
+(delivering/optouts.py).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import asyncio
 import contextvars
 import math
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +81,7 @@ SPARSE_GROWTH = 2.0
 SPARSE_WINDOW = 1.0
 # Slots given up in a row because the task woke too late, before deferring.
 LATE_TRIES = 8
+BUDGET = "budget"
 # The slot this task last acquired: (pacer, tenant, when it was reserved).
 _LAST_SLOT: contextvars.ContextVar[tuple[int, str, float] | None] = contextvars.ContextVar(
     "proactive_pacing_last_slot", default=None)
@@ -106,6 +114,12 @@ class _Slots:
     reserved: int = 0
 
 
+def budget_key(tenant: str) -> str:
+    """The partition of a tenant's budget row: one per tenant however its id
+    is spelled (Teams and Azure AD give tenant ids in either case)."""
+    return tables.safe_key((tenant or "-").lower())
+
+
 class TenantPacer:
     def __init__(self, table: Table, *, rate: float = 50.0, clock: Clock = time.time,
                  batch_seconds: float = 0.2, max_wait: float = 2.0,
@@ -120,7 +134,7 @@ class TenantPacer:
 
     async def acquire(self, tenant: str) -> float:
         """Wait for this tenant's next send slot (returned), or raise Defer."""
-        slots = self._slots[tenant]
+        slots = self._slots[budget_key(tenant)]
         for _ in range(LATE_TRIES):
             async with slots.lock:
                 now = self.clock()
@@ -146,7 +160,7 @@ class TenantPacer:
                                                                                  str]:
         if attempt == 0 and slots.etag:
             return dict(slots.row), slots.etag
-        found = await tables.read(self.table, tables.safe_key(tenant or "-"), "budget")
+        found = await tables.read(self.table, budget_key(tenant), BUDGET)
         return found if found else ({}, "")
 
     async def _write(self, slots: _Slots, entity: dict[str, Any], etag: str) -> None:
@@ -154,7 +168,7 @@ class TenantPacer:
         slots.row = entity
 
     async def _reserve(self, tenant: str, slots: _Slots, now: float) -> None:
-        pk, rk = tables.safe_key(tenant or "-"), "budget"
+        pk, rk = budget_key(tenant), BUDGET
         async for attempt in tables.attempts():
             row, etag = await self._budget(tenant, slots, attempt)
             rate = _recovered(row, now, self.rate)
@@ -192,9 +206,9 @@ class TenantPacer:
     async def throttled(self, tenant: str) -> float:
         """Teams answered 429 for this tenant: lower its shared rate, once per
         overload (see `_echo`)."""
-        pk, rk = tables.safe_key(tenant or "-"), "budget"
+        pk, rk = budget_key(tenant), BUDGET
         now = self.clock()
-        slots = self._slots[tenant]
+        slots = self._slots[pk]
         last = _LAST_SLOT.get()
         reserved = last[2] if last is not None and last[:2] == (id(self), tenant) else None
         async for attempt in tables.attempts():
@@ -214,8 +228,26 @@ class TenantPacer:
         return self.rate
 
     async def current_rate(self, tenant: str) -> float:
-        found = await tables.read(self.table, tables.safe_key(tenant or "-"), "budget")
+        found = await tables.read(self.table, budget_key(tenant), BUDGET)
         return _recovered(found[0], self.clock(), self.rate) if found else self.rate
+
+    def seen(self, tenant: str, name: str) -> Any:
+        """Property `name` of the tenant's budget row as this process last read
+        or wrote it: after `acquire`, as of the reservation of the slot it
+        returned or later (a reservation that conflicts reads the row again)."""
+        slots = self._slots.get(budget_key(tenant))
+        return slots.row.get(name) if slots is not None else None
+
+    async def stamp(self, tenant: str, name: str) -> None:
+        """Give property `name` of the tenant's budget row a new value (the row
+        is created if missing). This process sees it at once; every other
+        instance at its next reservation for the tenant."""
+        value = uuid.uuid4().hex
+        await tables.merge(self.table, {"PartitionKey": budget_key(tenant), "RowKey": BUDGET,
+                                        name: value})
+        slots = self._slots.get(budget_key(tenant))
+        if slots is not None:  # its ETag is stale now: the next write reads the row
+            slots.row[name] = value
 
 
 def _echo(row: dict[str, Any], reserved: float | None) -> bool:

@@ -66,17 +66,6 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     """Deliver to one recipient, once: claim, call Teams, record. A user who
     opted out of the message's topic, or of everything, is recorded `skipped`
     (reason `opted-out`) without a Connector call."""
-    if target.kind == "user" and not content.service:
-        try:
-            stopped = await rt.preferences.stopped(target.id, content.topic)
-        except Exception as exc:
-            if not unavailable(exc):
-                raise
-            return outcome_of(StorageUnavailable(
-                detail=f"the opt-outs could not be read: {type(exc).__name__}"), 1)
-        if stopped is not None:
-            return await finish_unsent(rt, key, target, DeliveryState.SKIPPED,
-                                       Reason.OPTED_OUT, optedOut=stopped.topic)
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
@@ -85,7 +74,11 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     try:
-        fields = await _deliver(rt, target, content.activity())
+        fields = await _deliver(rt, target, content)
+    except _OptedOut as skip:  # not an attempt: nothing was sent
+        await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
+                                   optedOut=skip.topic, attempts=claim.attempts - 1)
+        return Outcome(Action.DONE, Reason.OPTED_OUT)
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
@@ -100,6 +93,15 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     # message comes back and this process writes it then).
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
     return Outcome(Action.DONE, Reason.SENT)
+
+
+class _OptedOut(Exception):
+    """The recipient stopped this message (raised by the check `call` runs
+    once the pacing slot is taken; caught by send_one, never further)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.topic = topic
 
 
 async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryLater, *,
@@ -204,16 +206,21 @@ async def _create_personal(rt: Runtime, target: Target, *, member_id: str = "") 
 
 
 async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
-               request: Callable[[str], Awaitable[T]]) -> tuple[T, str]:
+               request: Callable[[str], Awaitable[T]], *,
+               ready: Callable[[], Awaitable[None]] | None = None) -> tuple[T, str]:
     """One Connector call, paced for the tenant and conversation. Returns its
     answer and the serviceUrl that gave it (the cloud's fallback host when the
     stored one was refused with 403 InvalidBotApiHost). Raises members of
-    proactive.errors; pacing.Defer when the budget is spent for a while."""
+    proactive.errors; pacing.Defer when the budget is spent for a while.
+    `ready` runs once the slot is taken, just before the call (the opt-out
+    check, which needs what the slot's reservation learnt)."""
     waited = time.monotonic()
     await rt.tenant_pacer.acquire(tenant)
     if conversation_id:
         await rt.conversation_pacer.acquire(conversation_id)
     telemetry.record("proactive.pacing.wait", time.monotonic() - waited)
+    if ready is not None:
+        await ready()
     try:
         try:
             return await request(service_url), service_url
@@ -235,8 +242,15 @@ def _same_host(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dict[str, Any]:
+async def _deliver(rt: Runtime, target: Target, content: Content) -> dict[str, Any]:
     ref = await _reference(rt, target)
+    activity = content.activity()
+    ready = None
+    if target.kind == "user" and not content.service:
+        async def ready() -> None:
+            stopped = await rt.opt_outs.check(ref.tenant_id, target.id, content.topic)
+            if stopped is not None:
+                raise _OptedOut(stopped.topic)
     try:
         if target.kind == "channel" and not target.reply_to:
             (conversation_id, activity_id), service_url = await call(
@@ -250,7 +264,7 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity)
+                                                                activity, ready)
             except Permanent as exc:
                 if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != "user":
                     raise
@@ -258,7 +272,7 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
                 ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity)
+                                                                activity, ready)
     except Unreachable as exc:
         await rt.references.mark(ref, _MARKS[Reason(exc.reason)],
                                  aad_id=target.id if target.kind == "user" else "")
@@ -280,6 +294,7 @@ async def _deliver(rt: Runtime, target: Target, activity: dict[str, Any]) -> dic
 
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
-                         activity: dict[str, Any]) -> tuple[str, str]:
+                         activity: dict[str, Any],
+                         ready: Callable[[], Awaitable[None]] | None) -> tuple[str, str]:
     return await call(rt, ref.tenant_id, conversation_id, ref.service_url,
-                      lambda url: rt.connector.send(url, conversation_id, activity))
+                      lambda url: rt.connector.send(url, conversation_id, activity), ready=ready)

@@ -101,11 +101,12 @@ async def answer_message(rt: Runtime, activity: Activity) -> None:
     command, topic = parse_command(text if isinstance(text, str) else "")
     user, prefs = activity.from_aad_id, rt.preferences
     if command == "stop" and topic != "?":
-        new = await prefs.opt_out(user, topic or ALL, via="command", tenant_id=activity.tenant_id)
+        new = await rt.opt_outs.stop(user, topic or ALL, via="command",
+                                     tenant_id=activity.tenant_id)
         card, summary = stopped_card(topic or ALL, new, rt.settings.bot_name), "Stopped"
         log.info("user opted out (%s) by command", topic or ALL)
     elif command == "start" and topic != "?":
-        cleared = await prefs.opt_in(user, topic or None)
+        cleared = await rt.opt_outs.start(user, topic or None, tenant_id=activity.tenant_id)
         still = [o.topic for o in await prefs.of_user(user)]
         card, summary = started_card(topic, cleared, still), "Started"
         log.info("user opted in (%s) by command", topic or "everything")
@@ -132,8 +133,8 @@ async def answer_card_action(rt: Runtime, activity: Activity) -> dict[str, Any]:
             or not (topic == ALL or valid_topic(topic)) or not activity.from_aad_id:
         return {"statusCode": 400, "type": "application/vnd.microsoft.error",
                 "value": {"code": "BadRequest", "message": "unknown action"}}
-    new = await rt.preferences.opt_out(activity.from_aad_id, topic, via="card",
-                                       tenant_id=activity.tenant_id)
+    new = await rt.opt_outs.stop(activity.from_aad_id, topic, via="card",
+                                 tenant_id=activity.tenant_id)
     log.info("user opted out (%s) from a card", topic)
     return {"statusCode": 200, "type": ADAPTIVE_CARD,
             "value": stopped_card(topic, new, rt.settings.bot_name)}

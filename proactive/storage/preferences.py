@@ -6,15 +6,16 @@ exists while the opt-out holds; `start` (or `python -m proactive optin`)
 deletes it. The table is apart from the references on purpose: an install
 rewrites the user's reference row, and an opt-out must outlive a reinstall.
 
-The send path reads one partition per recipient (one query, at most a few
-rows), so the check costs one storage round trip whether the user opted out
-or not.
+This is the record. Changes go through `proactive.delivering.optouts`, which
+also tells every instance that the user's tenant has a change; the send path
+checks there too, and reads a user's partition (one query, at most a few rows)
+only in a tenant where somebody opted out.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,14 @@ class OptOut:
         return cls(aad_id=str(entity.get("aadObjectId", "")), topic=str(entity["RowKey"]),
                    at=str(entity.get("optedOutAt", "")), via=str(entity.get("via", "")),
                    tenant_id=str(entity.get("tenantId", "")))
+
+
+def stopping(opt_outs: Iterable[OptOut], topic: str) -> OptOut | None:
+    """Which of a user's opt-outs stops a message of `topic` ("" = none)."""
+    for found in opt_outs:
+        if found.topic == ALL or (topic and found.topic == topic):
+            return found
+    return None
 
 
 class PreferenceStore:
@@ -86,14 +95,6 @@ class PreferenceStore:
     async def of_user(self, aad_id: str) -> list[OptOut]:
         return [OptOut.from_entity(dict(entity)) async for entity in self.table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": user_pk(aad_id)})]
-
-    async def stopped(self, aad_id: str, topic: str) -> OptOut | None:
-        """The opt-out that stops a message of `topic` ("" = none) to this
-        user: of everything, or of that topic. None: send it."""
-        for found in await self.of_user(aad_id):
-            if found.topic == ALL or (topic and found.topic == topic):
-                return found
-        return None
 
     async def every(self) -> AsyncIterator[OptOut]:
         """Every opt-out, page by page (the reach report)."""
