@@ -199,3 +199,15 @@ async def test_a_split_run_again_after_a_crash_counts_queued_once(
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
     assert progress["counts"] == {"queued": 30, "sent": 30}
+
+
+async def test_more_entries_than_one_transaction_holds_are_each_counted_once(
+        runtime: Runtime) -> None:
+    from collections import Counter
+
+    await runtime.campaigns.start("many")
+    entries = {f"part:x:{i}": Counter(queued=2) for i in range(250)}
+    await runtime.campaigns.count("many", entries)
+    await runtime.campaigns.count("many", entries)  # reported twice: counted once
+    progress = await runtime.campaigns.progress("many")
+    assert progress is not None and progress["counts"] == {"queued": 500}

@@ -28,7 +28,7 @@ from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
-from proactive.storage.progress import CANCELLED, result_counts
+from proactive.storage.progress import CANCELLED, PER_TRANSACTION, result_counts
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -42,7 +42,7 @@ CONCURRENCY = 8
 async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
-    summary = await rt.campaigns.start(message.key)
+    summary = await rt.campaigns.start(message.key, expected=message.part)
     if message.part and target.kind == "users" and len(target.users) <= PART:
         return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
     # Several messages may share a key (an audience too big for one message):
@@ -52,13 +52,19 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
         return Outcome(Action.DONE, Reason.DUPLICATE)
     if target.kind in ("teamMembers", "group"):
         return await _split_page(rt, message, audience)
-    queued = 0
+    queued, uncounted = 0, {}
     async for index, users in _numbered(_audience(rt, target)):
         await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
         queued += len(users)
-        # Once per part, even if a crash makes the split run again.
-        await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
-                                               Counter(queued=len(users))})
+        # Once per part, even if a crash makes the split run again; counted a
+        # transaction's worth at a time, all before `mark_split` (the send
+        # can't turn done before that).
+        uncounted[f"part:{audience}:{index}"] = Counter(queued=len(users))
+        if len(uncounted) == PER_TRANSACTION:
+            await rt.campaigns.count(message.key, uncounted)
+            uncounted = {}
+    if uncounted:
+        await rt.campaigns.count(message.key, uncounted)
     await rt.campaigns.mark_split(message.key, audience)
     await rt.campaigns.settle(message.key)  # every part may be done already
     log.info("send %s split for %d users", message.key, queued)
@@ -77,14 +83,13 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
             exc.reason)})
         log.warning("send %s: audience refused: %s", message.key, exc.reason)
         return Outcome(Action.FAILED, exc.reason)
+    counts: dict[str, Counter[str]] = {name: result_counts(reason)
+                                       for name, reason in found.unreachable.items()}
     for index, start in enumerate(range(0, len(found.users), PART)):
         users = found.users[start:start + PART]
         await rt.outbox.put(message.for_users(users, found.tenant).retry(attempt=1).to_json())
-        await rt.campaigns.count(message.key, {f"part:{audience}:{index}":
-                                               Counter(queued=len(users))})
-    if found.unreachable:
-        await rt.campaigns.count(message.key, {name: result_counts(reason)
-                                               for name, reason in found.unreachable.items()})
+        counts[f"part:{audience}:{index}"] = Counter(queued=len(users))
+    await rt.campaigns.count(message.key, counts)
     if found.continuation:
         await rt.outbox.put(message.next_page(found.continuation).to_json())
     await rt.campaigns.mark_split(message.key, audience)

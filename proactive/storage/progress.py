@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
 SHARDS = 8
+# Entries counted in one entity-group transaction: at most 100 operations, a
+# marker per entry and the shard.
+PER_TRANSACTION = 99
 RUNNING = "running"
 CANCELLED = "cancelled"
 DONE = "done"
@@ -53,9 +56,15 @@ class Campaigns:
     def __init__(self, table: TableClient) -> None:
         self.table = table
 
-    async def start(self, key: str) -> dict[str, Any]:
-        """The summary row, created if this is the key's first broadcast."""
+    async def start(self, key: str, *, expected: bool = False) -> dict[str, Any]:
+        """The summary row, created if this is the key's first broadcast.
+        `expected`: it almost surely exists (a part of a split send), so it is
+        read first: one request instead of a refused insert and a read."""
         pk = tables.safe_key(key)
+        if expected:
+            found = await tables.read(self.table, pk, "summary")
+            if found:
+                return found[0]
         entity = {"PartitionKey": pk, "RowKey": "summary", "key": key,
                   "state": RUNNING, "createdAt": tables.iso()}
         try:
@@ -92,7 +101,13 @@ class Campaigns:
     async def count(self, key: str, results: Mapping[str, Counter[str]]) -> None:
         """Add to the counters, each entry (a recipient's result, a part's
         queued users) once however often it is reported: one transaction
-        writes a shard and a marker per entry."""
+        writes a shard and a marker per entry, for up to PER_TRANSACTION
+        entries at a time."""
+        entries = list(results.items())
+        for start in range(0, len(entries), PER_TRANSACTION):
+            await self._count(key, dict(entries[start:start + PER_TRANSACTION]))
+
+    async def _count(self, key: str, results: Mapping[str, Counter[str]]) -> None:
         from azure.core import MatchConditions
         from azure.data.tables import TableTransactionError, UpdateMode
 
