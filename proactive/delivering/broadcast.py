@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PART = 25
+PART = 50
 CONCURRENCY = 8
 
 
