@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PART = 50
+PART = 25
 CONCURRENCY = 8
 
 
