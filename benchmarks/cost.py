@@ -27,7 +27,7 @@ This is the CPU-bound case (several tenants' sends overlapping on busy
 instances). A single tenant paced at Teams' 50/s keeps an instance busy
 longer per message: README.md "What it costs" gives that bound.
 
-    .venv/bin/python -m benchmarks.cost [--cpu-ms 1.55] [--table-ops 2.3] [--queue-ops 1.05]
+    .venv/bin/python -m benchmarks.cost [--cpu-ms 1.35] [--table-ops 2.27] [--queue-ops 1.04]
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ PER_TRANSACTION = 0.00036 / 1e4
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-ms", type=float, default=1.55,
+    parser.add_argument("--cpu-ms", type=float, default=1.35,
                         help="worker CPU per message without the host's queue operations")
-    parser.add_argument("--table-ops", type=float, default=2.3, help="table requests/message")
-    parser.add_argument("--queue-ops", type=float, default=1.05,
+    parser.add_argument("--table-ops", type=float, default=2.27, help="table requests/message")
+    parser.add_argument("--queue-ops", type=float, default=1.04,
                         help="queue requests/message (the host's receive share and delete)")
     parser.add_argument("--memory-gb", type=float, default=2.0,
                         help="instance memory (Flex Consumption: 0.5, 2 or 4 GB)")
