@@ -240,3 +240,30 @@ async def test_opt_outs_are_read_only_in_a_tenant_where_somebody_opted_out(
     reads.clear()
     outcome = await process(rt, send("c1", topic="news"), message_id="c1")
     assert (outcome.reason, reads) == ("opted-out", [USER_AAD])
+
+
+async def test_a_repeated_stop_stamps_the_tenant_again(installed: Runtime) -> None:
+    """A stamp lost to a crash after the opt-out was written is mended when the
+    user says stop again: every change stamps, new or not."""
+    from proactive.delivering.optouts import STAMP
+
+    rt = installed
+    await process(rt, send("k1"), message_id="m1")  # the pacer knows the budget row
+    assert await rt.opt_outs.stop(USER_AAD, via="command", tenant_id=TENANT)
+    first = rt.tenant_pacer.seen(TENANT, STAMP)
+    assert not await rt.opt_outs.stop(USER_AAD, via="command", tenant_id=TENANT)
+    assert rt.tenant_pacer.seen(TENANT, STAMP) not in (None, first)
+
+
+async def test_what_a_process_remembers_of_opt_outs_is_bounded(
+        installed: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proactive.delivering import optouts
+
+    rt = installed
+    monkeypatch.setattr(optouts, "REMEMBERED", 3)
+    await process(rt, send("k1"), message_id="m1")
+    await rt.opt_outs.stop("someone-else", "news", via="admin", tenant_id=TENANT)
+    for n in range(10):
+        await rt.opt_outs.check(TENANT, f"user-{n}", "news")
+    assert sum(len(users) for _, users in rt.opt_outs._known.values()) <= 3
+    assert await rt.opt_outs.check(TENANT, "someone-else", "news") is not None
