@@ -81,14 +81,14 @@ class _Tables:
 
     async def tenant_of(self, aad_id: str) -> str:
         """The tenant of the user's stored conversation; CliError if none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         from proactive.runtime import REFERENCES_TABLE
         from proactive.storage.references import ReferenceStore
 
         try:
             ref = await ReferenceStore(self.sdk_table(REFERENCES_TABLE)).user(aad_id, None)
-        except Exception as exc:  # no references table yet
-            if type(exc).__name__ != "ResourceNotFoundError":
-                raise
+        except ResourceNotFoundError:  # no references table yet
             ref = None
         if ref is None or not ref.tenant_id:
             raise CliError("the user's tenant is not known (no conversation with them is "
