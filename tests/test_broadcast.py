@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from proactive.delivering.broadcast import PART
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
@@ -211,3 +213,31 @@ async def test_more_entries_than_one_transaction_holds_are_each_counted_once(
     await runtime.campaigns.count("many", entries)  # reported twice: counted once
     progress = await runtime.campaigns.progress("many")
     assert progress is not None and progress["counts"] == {"queued": 500}
+
+
+async def test_a_process_writes_its_last_counter_shard_back_without_reading_it(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import Counter
+
+    from proactive.storage.progress import Campaigns
+
+    ours, theirs = runtime.campaigns, Campaigns(runtime.campaigns.table)  # two processes
+    await ours.start("k")
+    reads: list[object] = []
+    get_entity = ours.table.get_entity
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await get_entity(*args, **kwargs)
+
+    monkeypatch.setattr(ours.table, "get_entity", counted)
+    await ours.count("k", {"a": Counter(sent=1)})
+    await ours.count("k", {"b": Counter(sent=1)})
+    assert len(reads) == 1  # the first count read a shard; the second wrote it back
+    # Another process counting into the same shards: conflicts are read again,
+    # and every entry still counts once.
+    for i in range(12):
+        await theirs.count("k", {f"t{i}": Counter(sent=1)})
+        await ours.count("k", {f"o{i}": Counter(sent=1), "a": Counter(sent=1)})
+    progress = await ours.progress("k")
+    assert progress is not None and progress["counts"] == {"sent": 26}

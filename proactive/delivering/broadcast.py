@@ -42,13 +42,14 @@ CONCURRENCY = 8
 async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
-    summary = await rt.campaigns.start(message.key, expected=message.part)
+    summary, new = await rt.campaigns.start(message.key, expected=message.part)
     if message.part and target.kind == "users" and len(target.users) <= PART:
         return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
     # Several messages may share a key (an audience too big for one message):
-    # each audience is split once, however often its message is delivered.
+    # each audience is split once, however often its message is delivered (a
+    # key new with this message has split nothing yet).
     audience = hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
-    if await rt.campaigns.was_split(message.key, audience):
+    if not new and await rt.campaigns.was_split(message.key, audience):
         return Outcome(Action.DONE, Reason.DUPLICATE)
     if target.kind in ("teamMembers", "group"):
         return await _split_page(rt, message, audience)

@@ -40,6 +40,8 @@ SHARDS = 8
 # Entries counted in one entity-group transaction: at most 100 operations, a
 # marker per entry and the shard.
 PER_TRANSACTION = 99
+# Keys whose last-written shard a process remembers (then it forgets them all).
+REMEMBERED_KEYS = 1024
 RUNNING = "running"
 CANCELLED = "cancelled"
 DONE = "done"
@@ -55,16 +57,22 @@ FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
 class Campaigns:
     def __init__(self, table: TableClient) -> None:
         self.table = table
+        # Per key, the shard this process last wrote and its ETag: the next
+        # count writes it back optimistically, without reading it first (as
+        # the tenant pacer does its budget row); a conflict means another
+        # process wrote that shard meanwhile, and only then is one read.
+        self._shard_written: dict[str, tuple[dict[str, Any], str]] = {}
 
-    async def start(self, key: str, *, expected: bool = False) -> dict[str, Any]:
-        """The summary row, created if this is the key's first broadcast.
-        `expected`: it almost surely exists (a part of a split send), so it is
-        read first: one request instead of a refused insert and a read."""
+    async def start(self, key: str, *, expected: bool = False) -> tuple[dict[str, Any], bool]:
+        """The summary row, created if this is the key's first broadcast, and
+        whether this call created it. `expected`: it almost surely exists (a
+        part of a split send), so it is read first: one request instead of a
+        refused insert and a read."""
         pk = tables.safe_key(key)
         if expected:
             found = await tables.read(self.table, pk, "summary")
             if found:
-                return found[0]
+                return found[0], False
         entity = {"PartitionKey": pk, "RowKey": "summary", "key": key,
                   "state": RUNNING, "createdAt": tables.iso()}
         try:
@@ -72,8 +80,8 @@ class Campaigns:
         except tables.Conflict:
             # A redelivered split, or more recipients under the same key.
             found = await tables.read(self.table, pk, "summary")
-            return found[0] if found else entity
-        return entity
+            return (found[0] if found else entity), False
+        return entity, True
 
     async def was_split(self, key: str, audience: str) -> bool:
         found = await tables.read(self.table, tables.safe_key(key), f"split-{audience}")
@@ -112,16 +120,15 @@ class Campaigns:
         from azure.data.tables import TableTransactionError, UpdateMode
 
         pk, pending, recheck = tables.safe_key(key), dict(results), False
-        async for _ in tables.attempts(20):
+        async for attempt in tables.attempts(20):
             if recheck:  # a marker existed (or the answer did not say which row failed)
                 pending = {who: why for who, why in pending.items()
                            if await tables.read(self.table, pk, _marker(who)) is None}
             if not pending:
                 return
-            rk = f"shard-{random.randrange(SHARDS)}"
-            found = await tables.read(self.table, pk, rk)
-            fresh: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
-            row, etag = found if found else (fresh, "")
+            written = self._shard_written.pop(pk, None) if attempt == 0 else None
+            row, etag = written or await self._any_shard(pk)
+            row = dict(row)
             for counts in pending.values():
                 for name, n in counts.items():
                     row[name] = int(row.get(name, 0)) + n
@@ -133,7 +140,7 @@ class Campaigns:
                                         "match_condition": MatchConditions.IfNotModified})
                        if etag else ("create", row))
             try:
-                await self.table.submit_transaction(ops)
+                answers = await self.table.submit_transaction(ops)
             except TableTransactionError as exc:
                 if exc.status_code not in (404, 409, 412):
                     raise
@@ -141,8 +148,16 @@ class Campaigns:
                 # markers are still free.
                 recheck = exc.index != len(ops) - 1
                 continue
+            if len(self._shard_written) >= REMEMBERED_KEYS:
+                self._shard_written.clear()
+            self._shard_written[pk] = row, str(answers[-1].get("etag") or "")
             return
         raise tables.Conflict(f"counters of {key} kept changing")
+
+    async def _any_shard(self, pk: str) -> tuple[dict[str, Any], str]:
+        rk = f"shard-{random.randrange(SHARDS)}"
+        found = await tables.read(self.table, pk, rk)
+        return found if found else ({"PartitionKey": pk, "RowKey": rk}, "")
 
     async def progress(self, key: str) -> dict[str, Any] | None:
         """The summary with the summed counters; settled first if it can be."""
