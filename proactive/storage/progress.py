@@ -4,8 +4,10 @@ Table `sends`, partition = the key. Row `summary` holds the state
 (running / cancelled) and when; rows `shard-0` .. `shard-7` hold counters
 (queued, sent, failed, skipped and one count per reason). A result adds to a
 random shard with an ETag-conditional write, O(1) whatever the audience size,
-and spreading writers over eight rows keeps them from queueing on one.
-Progress is the sum of the shards, readable at any time.
+and spreading writers over eight rows keeps them from queueing on one; a
+process's next count goes to the shard it wrote last, with that write's ETag
+and no read (only a conflict makes it read one). Progress is the sum of the
+shards, readable at any time.
 
 Each recipient's result is counted once: with the shard write goes, in the
 same entity-group transaction, a marker row `~<recipient>` that must not exist
