@@ -183,6 +183,17 @@ async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
     assert all(r["state"] == d.RETRYING and r["reason"] == "paced" for r in rows)
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None and progress["counts"] == {}
+    # The next part of the send, while the budget is still booked: this worker
+    # knows it now, and puts the part off without claiming anyone (a claim
+    # and its release would be two writes for nothing).
+    more = await install_users(runtime, emulator.url, 12)
+    part = json.dumps({**json.loads(broadcast({"users": more[6:], "tenant": TENANT})),
+                       "part": True})
+    assert (await process(runtime, part, message_id="p2")).reason == "part"
+    rows = [r async for r in runtime.deliveries.table.query_entities(
+        "PartitionKey eq 'all-hands'")]
+    assert len(rows) <= 1 and emulator.counters.get("requests", 0) == 0
+    assert (await runtime.outbox.queue.get_queue_properties()).approximate_message_count == 2
 
 
 async def test_a_split_run_again_after_a_crash_counts_queued_once(

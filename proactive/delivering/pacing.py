@@ -112,6 +112,9 @@ class _Slots:
     window: float = 0.0
     unused: int = 0
     reserved: int = 0
+    # The tenant's next free slot as this process last read or wrote it: a
+    # lower bound (it never moves back), so `defers` never puts off wrongly.
+    next_free: float = 0.0
 
 
 def budget_key(tenant: str) -> str:
@@ -172,6 +175,7 @@ class TenantPacer:
         async for attempt in tables.attempts():
             row, etag = await self._budget(tenant, slots, attempt)
             rate = _recovered(row, now, self.rate)
+            slots.next_free = max(slots.next_free, float(row.get("nextFree", 0.0)))
             start = max(now, float(row.get("nextFree", 0.0)))
             if start - now > self.max_wait:
                 raise Defer(start - now)
@@ -187,6 +191,7 @@ class TenantPacer:
             except tables.Conflict:
                 continue
             slots.times.extend((start + i * spacing, now) for i in range(count))
+            slots.next_free = entity["nextFree"]
             slots.window, slots.reserved, slots.unused = window, count, 0
             return
         raise Defer(self.batch_seconds)
@@ -230,6 +235,18 @@ class TenantPacer:
     async def current_rate(self, tenant: str) -> float:
         found = await tables.read(self.table, budget_key(tenant), BUDGET)
         return _recovered(found[0], self.clock(), self.rate) if found else self.rate
+
+    def defers(self, tenant: str) -> float:
+        """The delay an `acquire` for the tenant would `Defer` by now, as far as
+        this process knows the budget row (no storage request); 0.0 when it
+        would not, or this process does not know. A caller with many sends can
+        put them off before claiming them (claimed, deferred and released, each
+        would cost two writes for nothing)."""
+        slots = self._slots.get(budget_key(tenant))
+        if slots is None or slots.times:
+            return 0.0
+        ahead = slots.next_free - self.clock()
+        return ahead if ahead > self.max_wait else 0.0
 
     def seen(self, tenant: str, name: str) -> Any:
         """Property `name` of the tenant's budget row as this process last read
