@@ -96,6 +96,16 @@ class _Tables:
         return ref.tenant_id
 
 
+async def _write(chunks: AsyncIterator[bytes], path: str | None) -> None:
+    """A streamed report to the file at `path`, or to stdout."""
+    if path:
+        with open(path, "wb") as out:
+            await _stream(chunks, out)
+    else:
+        await _stream(chunks, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+
+
 async def _stream(chunks: AsyncIterator[bytes], out: BinaryIO) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -131,14 +141,8 @@ def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
         async with credentials.table_service(settings, tokens) as service:
             rt = _Tables(settings, service)
             if args.command in ("report", "reach"):
-                chunks = (send_report(rt, args.key, args.format) if args.command == "report"
-                          else reach_report(rt, args.format))
-                if args.out:
-                    with open(args.out, "wb") as out:
-                        await _stream(chunks, out)
-                else:
-                    await _stream(chunks, sys.stdout.buffer)
-                    sys.stdout.buffer.flush()
+                await _write(send_report(rt, args.key, args.format) if args.command == "report"
+                             else reach_report(rt, args.format), args.out)
                 return None
             await _ensure(rt)
             if args.command == "optout":
@@ -164,13 +168,7 @@ async def _group_reach(settings: Settings, tokens: StorageTokens | None, group: 
 
     rt = await Runtime.create(settings, storage_tokens=tokens)
     try:
-        chunks = reach_report(rt, args.format, group=group)
-        if args.out:
-            with open(args.out, "wb") as out:
-                await _stream(chunks, out)
-        else:
-            await _stream(chunks, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
+        await _write(reach_report(rt, args.format, group=group), args.out)
     finally:
         await rt.close()
 
