@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import statistics
 import subprocess
 import sys
@@ -160,29 +159,11 @@ class Emulator:
 def emulator_process(*extra: str) -> Iterator[Emulator]:
     """`python -m proactive emulator --port 0` in a child process, so its CPU
     is not counted in the benchmark's process."""
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "proactive", "emulator", "--host", "127.0.0.1", "--port", "0", *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        start_new_session=True)
+    from proactive_devtools.processes import start_emulator
+
+    proc, url = start_emulator(*extra)
     try:
-        url = ""
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 30
-        with selectors.DefaultSelector() as selector:  # bounded wait for its first lines
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            while not url and time.monotonic() < deadline:
-                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    break
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                if "serviceUrl:" in line:  # "Connector emulator serviceUrl: http://..."
-                    url = line.split("serviceUrl:", 1)[1].strip()
-        if not url:
-            raise RuntimeError("the Connector emulator did not start")
-        if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
-            raise RuntimeError(f"emulator is not on loopback: {url}")
-        yield Emulator(proc, url if url.endswith("/") else url + "/")
+        yield Emulator(proc, url)
     finally:
         stop(proc)
 

@@ -7,12 +7,15 @@ here is deployed logic.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proactive.config import DEV_ACCOUNT, DEV_KEY
 
@@ -212,7 +215,35 @@ def no_browser_path(tmp: Path) -> str:
     return f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0,
+def start_emulator(*extra: str, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
+    """`python -m proactive emulator --port 0` (plus `extra` options) as a child in
+    its own process group, and the serviceUrl it prints ("http://127.0.0.1:PORT/").
+    Stop it with `stop_process`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proactive", "emulator", "--host", "127.0.0.1", "--port", "0",
+         *extra], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True)
+    url = ""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:  # a bounded wait for its first lines
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while not url and time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stdout.readline()
+            if not line:  # it exited
+                break
+            if "serviceUrl:" in line:  # "Connector emulator serviceUrl: http://..."
+                url = line.split("serviceUrl:", 1)[1].strip()
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        stop_process(proc)
+        raise RuntimeError(f"the Connector emulator did not start on loopback ({url!r}, "
+                           f"exit status {proc.poll()})")
+    return proc, url if url.endswith("/") else url + "/"
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0,
                  sig: int = signal.SIGTERM) -> None:
     if proc.poll() is not None:
         return

@@ -51,6 +51,7 @@ from proactive_devtools.processes import (
     REPO_ROOT,
     Azurite,
     free_port,
+    start_emulator,
     stop_process,
     wait_for_port,
 )
@@ -114,24 +115,12 @@ class Emulator:
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proactive", "emulator", "--host", "127.0.0.1", "--port", "0",
-         "--fault-rate", str(FAULT_RATE), "--fault-statuses", FAULT_STATUSES, "--seed", "4711"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        start_new_session=True)
+    proc, url = start_emulator("--fault-rate", str(FAULT_RATE), "--fault-statuses",
+                               FAULT_STATUSES, "--seed", "4711")
     try:
-        assert proc.stdout is not None
-        url = ""
-        while not url:  # its first line names the serviceUrl; EOF if it died
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the emulator exited with {proc.wait()}")
-            if "serviceUrl:" in line:
-                url = line.split("serviceUrl:", 1)[1].strip()
-        assert url.startswith("http://127.0.0.1:"), url
-        yield Emulator(proc, url if url.endswith("/") else url + "/")
+        yield Emulator(proc, url)
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
 
 
 # --- the function app, under the built-in host ---------------------------------------

@@ -59,7 +59,7 @@ def workers(settings: Settings, graph: FakeGraph, tmp_path: Path) -> Iterator[li
     finally:
         for app in apps:
             if app.proc is not None:
-                stop_process(app.proc)  # type: ignore[arg-type]
+                stop_process(app.proc)
 
 
 async def test_two_workers_hold_graphs_rate_and_honour_retry_after(

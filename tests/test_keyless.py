@@ -47,6 +47,7 @@ from proactive_devtools.processes import (
     Azurite,
     free_port,
     start_azurite,
+    start_emulator,
     stop_process,
     tls_certificate,
     wait_for_port,
@@ -266,7 +267,7 @@ class Stack:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)  # type: ignore[arg-type]
+            stop_process(self.proc)
             self.proc = None
 
     def logs(self) -> str:
@@ -285,22 +286,11 @@ class Stack:
 
 @pytest.fixture
 def emulator_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proactive", "emulator", "--host", "127.0.0.1", "--port", "0"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        start_new_session=True)
+    proc, url = start_emulator()
     try:
-        assert proc.stdout is not None
-        url = ""
-        while not url:  # its first line names the serviceUrl; EOF if it died
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the emulator exited with {proc.wait()}")
-            if "serviceUrl:" in line:
-                url = line.split("serviceUrl:", 1)[1].strip()
-        yield url if url.endswith("/") else url + "/"
+        yield url
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
 
 
 @pytest.fixture
