@@ -138,12 +138,6 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             if paced_delay:
                 paced.append(user)
                 return
-            wait = (rt.tenant_pacer.defers(tenant)
-                    if tenant and content is not None and not cancelled else 0.0)
-            if wait:  # the budget is booked beyond max_wait: not even claimed
-                paced.append(user)
-                paced_delay.append(wait)
-                return
             if "@" in user and not cancelled:  # a user principal name: its AAD id
                 try:
                     target = await _resolved(rt, message.key, target)

@@ -239,9 +239,9 @@ class TenantPacer:
     def defers(self, tenant: str) -> float:
         """The delay an `acquire` for the tenant would `Defer` by now, as far as
         this process knows the budget row (no storage request); 0.0 when it
-        would not, or this process does not know. A caller with many sends can
-        put them off before claiming them (claimed, deferred and released, each
-        would cost two writes for nothing)."""
+        would not, or this process does not know. A send asks before it claims
+        its recipient (claimed, deferred and released, it would cost two writes
+        for nothing)."""
         slots = self._slots.get(budget_key(tenant))
         if slots is None or slots.times:
             return 0.0

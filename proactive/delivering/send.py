@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from proactive import telemetry
 from proactive.contract import Content, Target
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.pacing import Defer
 from proactive.errors import (
     Busy,
     DeliveryFailed,
@@ -66,6 +67,9 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     """Deliver to one recipient, once: claim, call Teams, record. A user who
     opted out of the message's topic, or of everything, is recorded `skipped`
     (reason `opted-out`) without a Connector call."""
+    wait = rt.tenant_pacer.defers(target.tenant) if target.tenant else 0.0
+    if wait:  # the tenant's budget is booked beyond max_wait: put off before the claim
+        return outcome_of(Defer(wait), 1)
     try:
         claim = await rt.deliveries.claim(key, target.recipient)
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
