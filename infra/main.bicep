@@ -27,7 +27,45 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region of every resource but the bot (global). Must offer Flex Consumption: `az functionapp list-flexconsumption-locations`.')
+@description('Region of every resource but the bot (global). Only regions that offer Flex Consumption, so azd\'s prompt lists only those.')
+// The regions that offer Flex Consumption, as the official quickstart lists them
+// (Azure-Samples/functions-quickstart-python-http-azd, infra/main.bicep, commit
+// 7ed4638 of 2025-11-24, read 2026-12-06). `az functionapp list-flexconsumption-locations`
+// gives today's list; a region added since is one line here.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -35,11 +73,25 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the deploying user (azd sets it). When set, that user gets the storage data roles too, to run `python -m proactive send/status` against the deployment. Leave empty in CI.')
+@description('Object id of whoever runs azd (azd sets it: the signed-in user, or the service principal in CI). When set, it gets the storage data roles too, to run `python -m proactive send/status` against the deployment.')
 param principalId string = ''
 
-@description('Put the app in a virtual network and reach storage over private endpoints only.')
+// A role assignment whose principalType doesn't match the principal fails with
+// UnmatchedPrincipalType: azd fills AZURE_PRINCIPAL_TYPE with 'User' or
+// 'ServicePrincipal' (CI) along with AZURE_PRINCIPAL_ID.
+@description('Type of principalId (azd sets AZURE_PRINCIPAL_TYPE).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Put the app in a virtual network and reach storage (and the Key Vault) over private endpoints only.')
 param vnetEnabled bool = false
+
+@description('vnetEnabled only: one public IPv4 address (your machine\'s) that may still reach storage and the Key Vault, for the CLI and `az storage`. Empty: none.')
+param allowedIpAddress string = ''
 
 @description('The bot\'s identity. UserAssignedMSI: the app\'s managed identity is the bot (no secret at all). SingleTenant: an app registration you created (needed for Graph installs); its secret goes in the Key Vault this creates.')
 @allowed([
@@ -86,14 +138,16 @@ param tablePrefix string = ''
 @description('OUTBOX_QUEUE: the queue producers put messages on; the poison queue is `<name>-poison`.')
 param outboxQueueName string = 'outbox'
 
-// 3.11 is the version the tests run on; Flex Consumption offers 3.10-3.13 (3.11
-// supported until 31 Oct 2027, 3.12 until 2028).
+// 3.12, as the official quickstart: Flex Consumption offers 3.10-3.13 (3.11 supported
+// until 31 Oct 2027, 3.12 until 2028); azure-functions 1.26.0 is the last release for
+// 3.10-3.12, so not 3.13 yet. CI runs the tests on 3.11 and the unit tests on 3.12
+// (scripts/test-py312).
 @description('Python version of the function app.')
 @allowed([
   '3.11'
   '3.12'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.12'
 
 @description('Memory of each Flex Consumption instance.')
 @allowed([
@@ -121,6 +175,22 @@ var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-$
 var vNetName = '${abbrs.networkVirtualNetworks}${resourceToken}'
 var botUsesAppRegistration = botAppType == 'SingleTenant'
 var keyVaultName = botUsesAppRegistration ? '${abbrs.keyVaultVaults}${resourceToken}' : ''
+// VNet mode: storage and the Key Vault take private endpoints only, plus the one
+// allowed address when set (public access then stays on, limited to that IP).
+var publicNetworkAccess = (vnetEnabled && empty(allowedIpAddress)) ? 'Disabled' : 'Enabled'
+var networkAcls = vnetEnabled ? {
+  defaultAction: 'Deny'
+  bypass: 'None'
+  ipRules: empty(allowedIpAddress) ? [] : [
+    {
+      value: allowedIpAddress
+      action: 'Allow'
+    }
+  ]
+} : {
+  defaultAction: 'Allow'
+  bypass: 'AzureServices'
+}
 // The tables the app uses (proactive/runtime.py), each behind PROACTIVE_TABLE_PREFIX.
 var tableNames = [
   'references'
@@ -132,8 +202,18 @@ var tableNames = [
   'preferences'
 ]
 
+// Combinations that can't work, refused before anything is created: the resource
+// group's name is the first thing ARM evaluates, so fail() there stops the deployment
+// at validation with this one line (Bicep's fail(): "Bicep functions - flow control").
+var singleTenantWithoutAppId = botUsesAppRegistration && empty(botAppId)
+var governmentCloud = (proactiveCloud == 'GCCHigh') || (proactiveCloud == 'DoD')
+var singleTenantRefusal = 'BOT_APP_TYPE=SingleTenant needs BOT_APP_ID: azd env set BOT_APP_ID <your app registration\'s application (client) id>'
+var governmentRefusal = 'PROACTIVE_CLOUD=${proactiveCloud} needs the bot registered in Azure Government, which this template (Flex Consumption in commercial regions) does not deploy to: see README, "Sovereign clouds"'
+var refusal = singleTenantWithoutAppId ? singleTenantRefusal : (governmentCloud ? governmentRefusal : '')
+var resourceGroupNameOrDefault = !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
-  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  name: empty(refusal) ? resourceGroupNameOrDefault : fail(refusal)
   location: location
   tags: tags
 }
@@ -143,6 +223,7 @@ module apiUserAssignedIdentity 'br/public:avm/res/managed-identity/user-assigned
   name: 'apiUserAssignedIdentity'
   scope: rg
   params: {
+    enableTelemetry: false
     name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
     location: location
     tags: tags
@@ -153,6 +234,7 @@ module appServicePlan 'br/public:avm/res/web/serverfarm:0.7.0' = {
   name: 'appserviceplan'
   scope: rg
   params: {
+    enableTelemetry: false
     name: '${abbrs.webServerFarms}${resourceToken}'
     skuName: 'FC1'
     kind: 'functionapp'
@@ -167,6 +249,7 @@ module storage 'br/public:avm/res/storage/storage-account:0.33.0' = {
   name: 'storage'
   scope: rg
   params: {
+    enableTelemetry: false
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
     tags: tags
@@ -178,14 +261,8 @@ module storage 'br/public:avm/res/storage/storage-account:0.33.0' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     dnsEndpointType: 'Standard'
-    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
-    networkAcls: vnetEnabled ? {
-      defaultAction: 'Deny'
-      bypass: 'None'
-    } : {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
-    }
+    publicNetworkAccess: publicNetworkAccess
+    networkAcls: networkAcls
     blobServices: {
       containers: [
         {
@@ -217,6 +294,7 @@ module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.16.1' = 
   name: 'loganalytics'
   scope: rg
   params: {
+    enableTelemetry: false
     name: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
     location: location
     tags: tags
@@ -228,6 +306,7 @@ module monitoring 'br/public:avm/res/insights/component:0.8.0' = {
   name: 'appinsights'
   scope: rg
   params: {
+    enableTelemetry: false
     name: '${abbrs.insightsComponents}${resourceToken}'
     location: location
     tags: tags
@@ -244,6 +323,7 @@ module keyVault 'br/public:avm/res/key-vault/vault:0.14.0' = if (botUsesAppRegis
   name: 'keyvault'
   scope: rg
   params: {
+    enableTelemetry: false
     name: keyVaultName
     location: location
     tags: tags
@@ -256,7 +336,21 @@ module keyVault 'br/public:avm/res/key-vault/vault:0.14.0' = if (botUsesAppRegis
     enableVaultForDeployment: false
     enableVaultForTemplateDeployment: false
     enableVaultForDiskEncryption: false
-    publicNetworkAccess: 'Enabled'
+    // VNet mode: private like storage (its private endpoint is in
+    // app/storage-PrivateEndpoint.bicep); Key Vault's ipRules take the same address.
+    publicNetworkAccess: publicNetworkAccess
+    networkAcls: vnetEnabled ? {
+      defaultAction: 'Deny'
+      bypass: 'None'
+      ipRules: empty(allowedIpAddress) ? [] : [
+        {
+          value: allowedIpAddress
+        }
+      ]
+    } : {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
   }
 }
 
@@ -279,7 +373,11 @@ module storagePrivateEndpoint 'app/storage-PrivateEndpoint.bicep' = if (vnetEnab
     virtualNetworkName: vNetName
     subnetName: vnetEnabled ? serviceVirtualNetwork.outputs.peSubnetName : ''
     resourceName: storage.outputs.name
+    keyVaultName: keyVaultName
   }
+  dependsOn: [
+    keyVault
+  ]
 }
 
 module api 'app/api.bicep' = {
@@ -325,6 +423,7 @@ module bot 'app/bot.bicep' = {
     appId: botUsesAppRegistration ? botAppId : apiUserAssignedIdentity.outputs.clientId
     appTenantId: botUsesAppRegistration && !empty(botAppTenantId) ? botAppTenantId : tenant().tenantId
     identityResourceId: apiUserAssignedIdentity.outputs.resourceId
+    proactiveCloud: proactiveCloud
   }
 }
 
@@ -337,6 +436,7 @@ module rbac 'app/rbac.bicep' = {
     keyVaultName: keyVaultName
     managedIdentityPrincipalId: apiUserAssignedIdentity.outputs.principalId
     userIdentityPrincipalId: principalId
+    userIdentityPrincipalType: principalType
   }
   // rbac.bicep looks the vault up by name; it exists only on the SingleTenant path.
   dependsOn: [

@@ -7,15 +7,20 @@ tree is held against the app: the app settings against the settings the app read
 planes it uses and each storage operation it performs (`proactive.storage.
 credentials.OPERATIONS`),
 the declared tables and queues against the names in the code, the storage account's
-flags, the Flex Consumption plan, the bot. checkov's Bicep scan runs last
-(scripts/checkov, in its own venv).
+flags, the Flex Consumption plan, the bot.
+
+The last part is the static gate (`infra_problems`): the known traps of a first
+`azd up` (properties and app settings Flex Consumption rejects, security flags, the
+principal type, the region list, AVM telemetry, the refusals), each check seen
+failing on a copy of infra/ with its defect put back. (checkov's Bicep scan was
+dropped: it can't read inside registry modules, so it saw 0 resources here.)
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
+import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -420,7 +425,7 @@ def test_a_flex_consumption_python_app_deployed_from_blob_by_identity() -> None:
     plan = _params("appServicePlan")
     assert plan["skuName"] == "FC1"  # serverfarm 0.7.0 then sets tier FlexConsumption
     assert plan["reserved"] is True
-    assert bicep("main.bicep")["parameters"]["pythonVersion"]["default"] == "3.11"
+    assert bicep("main.bicep")["parameters"]["pythonVersion"]["default"] == "3.12"
 
     site = _body(bicep("app/api.bicep")["modules"]["api"])["params"]
     assert site["kind"] == "functionapp,linux"
@@ -472,12 +477,324 @@ def test_outputs_tell_azd_and_the_operator_what_was_made() -> None:
             "BOT_MESSAGING_ENDPOINT"} <= outputs
 
 
-def test_checkov_bicep_scan_passes() -> None:
-    # Creates .dev/checkov-venv on the first run (about a minute), then reuses it.
-    run = subprocess.run([str(ROOT / "scripts" / "checkov"), "--output", "json"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    report = json.loads(run.stdout)
-    summary = report.get("summary", report)  # the bare summary when nothing was checked
-    assert summary["parsing_errors"] == 0, report
-    assert summary["failed"] == 0, report
+# --- the static gate: known traps of a first `azd up` -------------------------------------------
+
+# Site properties Flex Consumption rejects or ignores: "Flex Consumption plan deprecations"
+# (learn.microsoft.com/azure/azure-functions/functions-app-settings, read 2026-12-06).
+# ftpsState makes newer ARM stamps refuse the site (error 51021).
+FLEX_REJECTED_SITE_CONFIG = {
+    "ftpsState", "alwaysOn", "containerSize", "isReserved", "IsXenon", "javaVersion",
+    "linuxFxVersion", "LinuxFxVersion", "netFrameworkVersion", "powerShellVersion",
+    "functionAppScaleLimit", "preWarmedInstanceCount", "use32BitWorkerProcess",
+    "vnetBackupRestoreEnabled", "vnetContentShareEnabled", "vnetImagePullEnabled",
+    "vnetRouteAllEnabled", "windowsFxVersion"}
+# The siteConfig properties this app sets, each checked against that list.
+FLEX_SITE_CONFIG = {"minTlsVersion": "1.2", "http20Enabled": True}
+# App settings on the same list: the runtime and deployment live in functionAppConfig.
+FLEX_REJECTED_SETTINGS = {
+    "ENABLE_ORYX_BUILD", "FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION", "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT", "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTOVERVNET", "WEBSITE_CONTENTSHARE", "WEBSITE_DNS_SERVER",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT", "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_SKIP_CONTENTSHARE_VALIDATION", "WEBSITE_VNET_ROUTE_ALL"}
+# The regions that offer Flex Consumption, as the official quickstart allows them
+# (Azure-Samples/functions-quickstart-python-http-azd infra/main.bicep at 7ed4638,
+# 2025-11-24), written out here independently of main.bicep.
+FLEX_REGIONS = [
+    "australiaeast", "australiasoutheast", "brazilsouth", "canadacentral", "centralindia",
+    "centralus", "eastasia", "eastus", "eastus2", "eastus2euap", "francecentral",
+    "germanywestcentral", "italynorth", "japaneast", "koreacentral", "northcentralus",
+    "northeurope", "norwayeast", "southafricanorth", "southcentralus", "southeastasia",
+    "southindia", "spaincentral", "swedencentral", "uaenorth", "uksouth", "ukwest",
+    "westcentralus", "westeurope", "westus", "westus2", "westus3"]
+
+Infra = dict[str, dict[str, Any]]
+
+
+@cache
+def _parse_text(text: str) -> dict[str, Any]:
+    return cast(dict[str, Any], BicepParser(cache=False).parse(text=text))
+
+
+def parse_infra(root: Path) -> Infra:
+    """Every .bicep file under root, parsed, by relative path; and main.parameters.json."""
+    infra = {p.relative_to(root).as_posix(): _parse_text(p.read_text())
+             for p in root.rglob("*.bicep")}
+    infra["main.parameters.json"] = json.loads((root / "main.parameters.json").read_text())
+    return infra
+
+
+def _module_params(infra: Infra, file: str, module: str) -> dict[str, Any]:
+    return cast(dict[str, Any], _body(infra[file]["modules"][module])["params"])
+
+
+def _flat_settings(value: Any) -> set[str]:
+    """Every key of an app-settings expression (object, union(...), cond ? {} : {})."""
+    if isinstance(value, dict) and "function" in value:
+        return set().union(*(_flat_settings(a) for a in value["function"]["parameters"].values()))
+    if isinstance(value, dict) and "operator" in value:
+        ops = value["operator"]["operands"]
+        return _flat_settings(ops["true_value"]) | _flat_settings(ops["false_value"])
+    return set(value) if isinstance(value, dict) else set()
+
+
+def _site_problems(infra: Infra) -> list[str]:
+    problems = []
+    site = _module_params(infra, "app/api.bicep", "api")
+    config = site.get("siteConfig", {})
+    for key in sorted(set(config) & FLEX_REJECTED_SITE_CONFIG):
+        problems.append(f"site: siteConfig.{key} is on Flex Consumption's deprecation list")
+    for key in sorted(set(config) - set(FLEX_SITE_CONFIG) - FLEX_REJECTED_SITE_CONFIG):
+        problems.append(f"site: siteConfig.{key} not checked against Flex's list")
+    if config.get("minTlsVersion") != "1.2":
+        problems.append(f"site: minTlsVersion is {config.get('minTlsVersion')!r}, not '1.2'")
+    if site.get("httpsOnly") is not True:
+        problems.append("site: httpsOnly is not true")
+    policies = {p["name"]: p["allow"] for p in site.get("basicPublishingCredentialsPolicies", [])}
+    if policies != {"ftp": False, "scm": False}:
+        problems.append(f"site: basic publishing credentials not both off: {policies}")
+    settings = _flat_settings(infra["app/api.bicep"]["variables"]["appSettings"]["value"])
+    for name in sorted(settings & FLEX_REJECTED_SETTINGS):
+        problems.append(f"app setting {name} is one Flex Consumption rejects")
+    return problems
+
+
+def _storage_problems(infra: Infra) -> list[str]:
+    storage = _module_params(infra, "main.bicep", "storage")
+    want = {"allowSharedKeyAccess": False, "allowBlobPublicAccess": False,
+            "minimumTlsVersion": "TLS1_2", "supportsHttpsTrafficOnly": True,
+            "defaultToOAuthAuthentication": True, "publicNetworkAccess": "publicNetworkAccess",
+            "networkAcls": "networkAcls"}
+    problems = [f"storage: {k} is {storage.get(k)!r}, not {v!r}"
+                for k, v in want.items() if storage.get(k) != v]
+    main = infra["main.bicep"]["variables"]
+    # VNet mode: no public access unless one address is allowed, and then only it.
+    expected_access = {"operator": {"type": "conditional", "operands": {
+        "condition": {"operator": {"type": "and", "operands": {
+            "operand_1": "vnetEnabled",
+            "operand_2": {"function": {"type": "empty",
+                                       "parameters": {"item_to_test": "allowedIpAddress"}}}}}},
+        "true_value": "Disabled", "false_value": "Enabled"}}}
+    if main["publicNetworkAccess"]["value"] != expected_access:
+        problems.append("storage/key vault: publicNetworkAccess is not Disabled in VNet mode")
+    acls = main["networkAcls"]["value"]["operator"]["operands"]["true_value"]
+    if (acls.get("defaultAction"), acls.get("bypass")) != ("Deny", "None"):
+        problems.append(f"storage: VNet-mode network ACLs don't deny by default: {acls}")
+    return problems
+
+
+def _monitoring_and_vault_problems(infra: Infra) -> list[str]:
+    problems = []
+    if _module_params(infra, "main.bicep", "monitoring").get("disableLocalAuth") is not True:
+        problems.append("application insights: local auth is not off")
+    vault = _module_params(infra, "main.bicep", "keyVault")
+    if vault.get("enableRbacAuthorization") is not True:
+        problems.append("key vault: RBAC authorization is not on")
+    if vault.get("publicNetworkAccess") != "publicNetworkAccess":
+        problems.append(f"key vault: publicNetworkAccess is {vault.get('publicNetworkAccess')!r},"
+                        " not private in VNet mode")
+    endpoints = infra["app/storage-PrivateEndpoint.bicep"]["modules"]
+    link = _body(endpoints["keyVaultPrivateEndpoint"])["params"]["privateLinkServiceConnections"]
+    if link[0]["properties"]["groupIds"] != ["vault"]:
+        problems.append("key vault: no private endpoint in VNet mode")
+    if _module_params(infra, "main.bicep", "storagePrivateEndpoint").get(
+            "keyVaultName") != "keyVaultName":
+        problems.append("key vault: its private endpoint is not given the vault")
+    return problems
+
+
+def _principal_problems(infra: Infra) -> list[str]:
+    problems = []
+    rbac = infra["app/rbac.bicep"]
+    for name, resource in rbac["resources"].items():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        props = _body(resource)["properties"]
+        want = {"managedIdentityPrincipalId": "ServicePrincipal",
+                "userIdentityPrincipalId": "userIdentityPrincipalType"}[props["principalId"]]
+        if props.get("principalType") != want:
+            problems.append(f"role assignment {name}: principalType {props.get('principalType')!r}"
+                            f", not {want!r}")
+    main = infra["main.bicep"]
+    if _module_params(infra, "main.bicep", "rbac").get("userIdentityPrincipalType") != (
+            "principalType"):
+        problems.append("rbac: the deploying principal's type is not passed on")
+    if main["parameters"]["principalType"].get("default") != "User":
+        problems.append("principalType: no default 'User'")
+    value = infra["main.parameters.json"]["parameters"].get("principalType", {}).get("value")
+    if value != "${AZURE_PRINCIPAL_TYPE=User}":
+        problems.append(f"principalType is not taken from azd's AZURE_PRINCIPAL_TYPE: {value!r}")
+    return problems
+
+
+def _location_problems(infra: Infra) -> list[str]:
+    decorators = infra["main.bicep"]["parameters"]["location"]["decorators"]
+    allowed = [d["argument"] for d in decorators if d["type"] == "allowed"]
+    if allowed != [FLEX_REGIONS]:
+        return [f"location: allowed regions are {allowed}, not the Flex Consumption list"]
+    return []
+
+
+def _telemetry_problems(infra: Infra) -> list[str]:
+    problems = []
+    for file, parsed in infra.items():
+        for name, module in parsed.get("modules", {}).items():
+            if module["type"] == "bicep_registry_alias" and (
+                    _body(module)["params"].get("enableTelemetry") is not False):
+                problems.append(f"{file}: module {name} doesn't set enableTelemetry: false")
+    return problems
+
+
+def _refusal_problems(infra: Infra) -> list[str]:
+    main = infra["main.bicep"]
+    problems = []
+    name = _body(main["resources"]["rg"])["name"]
+    if name != {"operator": {"type": "conditional", "operands": {
+            "condition": {"function": {"type": "empty",
+                                       "parameters": {"item_to_test": "refusal"}}},
+            "true_value": "resourceGroupNameOrDefault",
+            "false_value": {"function": {"type": "fail", "parameters": {"arg_1": "refusal"}}}}}}:
+        problems.append("refusals: the resource group doesn't fail() on a refusal")
+    variables = main["variables"]
+    if variables["singleTenantWithoutAppId"]["value"] != {"operator": {"type": "and", "operands": {
+            "operand_1": "botUsesAppRegistration",
+            "operand_2": {"function": {"type": "empty",
+                                       "parameters": {"item_to_test": "botAppId"}}}}}}:
+        problems.append("refusals: SingleTenant without BOT_APP_ID is not refused")
+    if "azd env set BOT_APP_ID" not in variables["singleTenantRefusal"]["value"]:
+        problems.append("refusals: the SingleTenant refusal doesn't say what to set")
+    refusal = variables["refusal"]["value"]["operator"]["operands"]
+    if (refusal["condition"], refusal["true_value"]) != (
+            "singleTenantWithoutAppId", "singleTenantRefusal") or refusal["false_value"][
+            "operator"]["operands"]["condition"] != "governmentCloud":
+        problems.append("refusals: refusal doesn't combine the two refusals")
+    return problems
+
+
+def _cloud_problems(infra: Infra) -> list[str]:
+    """GCC: the Teams channel serves Teams Government; GCC High and DoD are refused
+    (their bots live in Azure Government, which this template doesn't deploy to)."""
+    problems = []
+    channel = _body(infra["app/bot.bicep"]["resources"]["teams"])["properties"]["properties"]
+    if channel.get("deploymentEnvironment") != {"operator": {"type": "conditional", "operands": {
+            "condition": {"operator": {"type": "equals", "operands": {
+                "operand_1": "proactiveCloud", "operand_2": "GCC"}}},
+            "true_value": "GCCModerateDeployment", "false_value": "CommercialDeployment"}}}:
+        problems.append("bot: the Teams channel's deploymentEnvironment doesn't follow GCC")
+    if _module_params(infra, "main.bicep", "bot").get("proactiveCloud") != "proactiveCloud":
+        problems.append("bot: PROACTIVE_CLOUD is not passed to the bot")
+    government = infra["main.bicep"]["variables"]["governmentCloud"]["value"]
+    if government != {"operator": {"type": "or", "operands": {
+            "operand_1": {"operator": {"type": "equals", "operands": {
+                "operand_1": "proactiveCloud", "operand_2": "GCCHigh"}}},
+            "operand_2": {"operator": {"type": "equals", "operands": {
+                "operand_1": "proactiveCloud", "operand_2": "DoD"}}}}}}:
+        problems.append(f"refusals: GCC High and DoD are not both refused: {government}")
+    return problems
+
+
+def infra_problems(infra: Infra) -> list[str]:
+    """What would make a first `azd up` fail or half-work; empty when none."""
+    return (_site_problems(infra) + _storage_problems(infra)
+            + _monitoring_and_vault_problems(infra) + _principal_problems(infra)
+            + _location_problems(infra) + _telemetry_problems(infra) + _refusal_problems(infra)
+            + _cloud_problems(infra))
+
+
+def test_the_infra_has_none_of_the_known_traps() -> None:
+    assert infra_problems(parse_infra(INFRA)) == []
+
+
+# Each defect put back into a copy of infra/: (file, text, replacement, what the gate says).
+DEFECTS = {
+    "ftpsState back": ("app/api.bicep", "      minTlsVersion: '1.2'\n",
+                       "      minTlsVersion: '1.2'\n      ftpsState: 'Disabled'\n",
+                       "siteConfig.ftpsState is on Flex"),
+    "alwaysOn back": ("app/api.bicep", "      http20Enabled: true\n",
+                      "      http20Enabled: true\n      alwaysOn: false\n",
+                      "siteConfig.alwaysOn is on Flex"),
+    "an unchecked siteConfig property": (
+        "app/api.bicep", "      http20Enabled: true\n",
+        "      http20Enabled: true\n      webSocketsEnabled: false\n",
+        "siteConfig.webSocketsEnabled not checked"),
+    "site TLS 1.0": ("app/api.bicep", "minTlsVersion: '1.2'", "minTlsVersion: '1.0'",
+                     "site: minTlsVersion is '1.0'"),
+    "site HTTP allowed": ("app/api.bicep", "httpsOnly: true", "httpsOnly: false",
+                          "site: httpsOnly"),
+    "FTP publishing on": ("app/api.bicep", "name: 'ftp'\n        allow: false",
+                          "name: 'ftp'\n        allow: true", "basic publishing credentials"),
+    "FUNCTIONS_WORKER_RUNTIME": ("app/api.bicep", "  OUTBOX_QUEUE: outboxQueueName\n",
+                                 "  OUTBOX_QUEUE: outboxQueueName\n"
+                                 "  FUNCTIONS_WORKER_RUNTIME: 'python'\n",
+                                 "app setting FUNCTIONS_WORKER_RUNTIME"),
+    "FUNCTIONS_EXTENSION_VERSION": ("app/api.bicep", "  OUTBOX_QUEUE: outboxQueueName\n",
+                                    "  OUTBOX_QUEUE: outboxQueueName\n"
+                                    "  FUNCTIONS_EXTENSION_VERSION: '~4'\n",
+                                    "app setting FUNCTIONS_EXTENSION_VERSION"),
+    "WEBSITE_RUN_FROM_PACKAGE": ("app/api.bicep", "  OUTBOX_QUEUE: outboxQueueName\n",
+                                 "  OUTBOX_QUEUE: outboxQueueName\n"
+                                 "  WEBSITE_RUN_FROM_PACKAGE: '1'\n",
+                                 "app setting WEBSITE_RUN_FROM_PACKAGE"),
+    "content share in the conditional settings": (
+        "app/api.bicep", "}, empty(keyVaultName) ? {} : {\n",
+        "}, empty(keyVaultName) ? {\n  WEBSITE_CONTENTSHARE: name\n} : {\n",
+        "app setting WEBSITE_CONTENTSHARE"),
+    "shared keys on": ("main.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true",
+                       "storage: allowSharedKeyAccess"),
+    "public blobs": ("main.bicep", "allowBlobPublicAccess: false", "allowBlobPublicAccess: true",
+                     "storage: allowBlobPublicAccess"),
+    "storage TLS 1.0": ("main.bicep", "minimumTlsVersion: 'TLS1_2'", "minimumTlsVersion: 'TLS1_0'",
+                        "storage: minimumTlsVersion"),
+    "storage over HTTP": ("main.bicep", "supportsHttpsTrafficOnly: true",
+                          "supportsHttpsTrafficOnly: false", "storage: supportsHttpsTrafficOnly"),
+    "storage public in VNet mode": ("main.bicep", "? 'Disabled' : 'Enabled'",
+                                    "? 'Enabled' : 'Enabled'", "not Disabled in VNet mode"),
+    "storage allows all in VNet mode": ("main.bicep", "  defaultAction: 'Deny'\n  bypass: 'None'",
+                                        "  defaultAction: 'Allow'\n  bypass: 'None'",
+                                        "don't deny by default"),
+    "App Insights local auth": ("main.bicep", "disableLocalAuth: true", "disableLocalAuth: false",
+                                "local auth is not off"),
+    "Key Vault public in VNet mode": ("main.bicep", "    publicNetworkAccess: publicNetworkAccess\n"
+                                      "    networkAcls: vnetEnabled",
+                                      "    publicNetworkAccess: 'Enabled'\n"
+                                      "    networkAcls: vnetEnabled",
+                                      "key vault: publicNetworkAccess"),
+    "Key Vault access policies": ("main.bicep", "enableRbacAuthorization: true",
+                                  "enableRbacAuthorization: false", "RBAC authorization"),
+    "Key Vault endpoint not given the vault": ("main.bicep", "    keyVaultName: keyVaultName\n  }\n"
+                                               "  dependsOn", "  }\n  dependsOn",
+                                               "not given the vault"),
+    "principalType hard-coded": ("app/rbac.bicep", "principalType: userIdentityPrincipalType",
+                                 "principalType: 'User'", "principalType 'User'"),
+    "principal type not from azd": ("main.parameters.json", "${AZURE_PRINCIPAL_TYPE=User}",
+                                    "User", "AZURE_PRINCIPAL_TYPE"),
+    "any region": ("main.bicep", "  'westus3'\n])\n@metadata", "  'westus3'\n  'westindia'\n])\n"
+                   "@metadata", "location: allowed regions"),
+    "AVM telemetry on": ("app/vnet.bicep", "    enableTelemetry: false\n", "",
+                         "module virtualNetwork doesn't set enableTelemetry"),
+    "no refusal": ("main.bicep", ": fail(refusal)", ": resourceGroupNameOrDefault",
+                   "doesn't fail() on a refusal"),
+    "SingleTenant without id not refused": (
+        "main.bicep", "botUsesAppRegistration && empty(botAppId)",
+        "botUsesAppRegistration && empty(botAppTenantId)", "SingleTenant without BOT_APP_ID"),
+    "GCC channel on the commercial Teams": ("app/bot.bicep", "? 'GCCModerateDeployment'",
+                                            "? 'CommercialDeployment'",
+                                            "deploymentEnvironment doesn't follow GCC"),
+    "DoD not refused": ("main.bicep", " || (proactiveCloud == 'DoD')", "",
+                        "GCC High and DoD are not both refused"),
+}
+
+
+def test_each_defect_put_back_is_flagged(tmp_path: Path) -> None:
+    pristine = tmp_path / "pristine"
+    shutil.copytree(INFRA, pristine)
+    for label, (file, old, new, expected) in DEFECTS.items():
+        copy = tmp_path / label.replace(" ", "-")
+        shutil.copytree(pristine, copy)
+        text = (copy / file).read_text()
+        assert text.count(old) >= 1, (label, old)
+        (copy / file).write_text(text.replace(old, new, 1))
+        problems = infra_problems(parse_infra(copy))
+        assert any(expected in p for p in problems), (label, problems)

@@ -75,6 +75,7 @@ var appSettings = union({
 module api 'br/public:avm/res/web/site:0.24.0' = {
   name: '${serviceName}-flex-consumption'
   params: {
+    enableTelemetry: false
     kind: 'functionapp,linux'
     name: name
     location: location
@@ -122,10 +123,15 @@ module api 'br/public:avm/res/web/site:0.24.0' = {
         version: pythonVersion
       }
     }
+    // Only what Flex Consumption accepts. Its deprecation list ("Flex Consumption plan
+    // deprecations" in learn.microsoft.com/azure/azure-functions/functions-app-settings,
+    // read 2026-12-06) names `ftpsState` ("FTPS not supported"; newer ARM stamps refuse
+    // the whole site with error 51021) and `alwaysOn` ("Not valid"), so neither is set
+    // (FTP is off anyway: no FTP on Flex, and the ftp publishing policy above is off).
+    // minTlsVersion and http20Enabled are not on it. The object replaces the module's
+    // default ({alwaysOn: true}), so it must stay explicit. tests/test_infra.py checks it.
     siteConfig: {
-      alwaysOn: false
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
     }
     virtualNetworkSubnetResourceId: !empty(virtualNetworkSubnetId) ? virtualNetworkSubnetId : null

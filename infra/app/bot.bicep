@@ -19,6 +19,8 @@ param appId string
 param appTenantId string
 @description('The managed identity that is the bot when appType is UserAssignedMSI.')
 param identityResourceId string
+@description('PROACTIVE_CLOUD: Public or GCC here (main.bicep refuses GCCHigh and DoD).')
+param proactiveCloud string = 'Public'
 
 // New multi-tenant bots can't be created since 31 July 2025: both kinds are single tenant.
 resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
@@ -48,6 +50,10 @@ resource teams 'Microsoft.BotService/botServices/channels@2022-09-15' = {
     channelName: 'MsTeamsChannel'
     properties: {
       isEnabled: true
+      // Which Teams the channel serves: the portal's "Microsoft Teams Commercial" or
+      // "Microsoft Teams Government" (GCC). ARM's values: CommercialDeployment (the
+      // default) and GCCModerateDeployment (MsTeamsChannelProperties.deploymentEnvironment).
+      deploymentEnvironment: (proactiveCloud == 'GCC') ? 'GCCModerateDeployment' : 'CommercialDeployment'
     }
   }
 }

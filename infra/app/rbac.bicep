@@ -8,6 +8,8 @@ param keyVaultName string = ''
 param managedIdentityPrincipalId string
 @description('Object id of the deploying user; empty: no user roles.')
 param userIdentityPrincipalId string = ''
+@description('Its type, as azd reports it (AZURE_PRINCIPAL_TYPE): User, or ServicePrincipal in CI.')
+param userIdentityPrincipalType string = 'User'
 
 // Built-in role definition ids (the same in every cloud).
 // Blob: the Flex deployment package container and the Functions host's timer locks.
@@ -94,7 +96,7 @@ resource userBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (wit
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
     principalId: userIdentityPrincipalId
-    principalType: 'User'
+    principalType: userIdentityPrincipalType
   }
 }
 
@@ -104,7 +106,7 @@ resource userQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (wi
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
     principalId: userIdentityPrincipalId
-    principalType: 'User'
+    principalType: userIdentityPrincipalType
   }
 }
 
@@ -114,7 +116,7 @@ resource userTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (wi
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: userIdentityPrincipalId
-    principalType: 'User'
+    principalType: userIdentityPrincipalType
   }
 }
 
@@ -124,6 +126,6 @@ resource userSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
     principalId: userIdentityPrincipalId
-    principalType: 'User'
+    principalType: userIdentityPrincipalType
   }
 }

@@ -11,6 +11,7 @@ param appSubnetName string = 'app'
 module virtualNetwork 'br/public:avm/res/network/virtual-network:0.10.1' = {
   name: 'vnet-deployment'
   params: {
+    enableTelemetry: false
     name: vNetName
     location: location
     tags: tags
