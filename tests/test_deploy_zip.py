@@ -20,7 +20,7 @@ from pathlib import Path
 import pathspec
 
 ROOT = Path(__file__).resolve().parents[1]
-# Well above what the app needs (about 0.7 MB), well below one cache left in (MBs).
+# Well above what the app needs (about 0.25 MB), well below one cache left in (MBs).
 MAX_ZIP_BYTES = 1_500_000
 
 # What a checkout holds after `scripts/setup`, a test run, ruff, mypy, the local host,
