@@ -210,6 +210,36 @@ def test_a_timer_that_never_ran_or_stopped_fails_the_timer_check(
     assert "last ran 10 min 0 s ago (2026-12-01T08:00:00.000Z)" in _line(lines, "timer")
 
 
+def test_wait_retries_until_the_timer_has_run(app: ApiApp, run_doctor: Doctor,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh deployment: the timer's first run comes while doctor waits for it."""
+    from azure.data.tables import TableClient
+
+    from proactive.scheduling.timer import HEARTBEAT
+
+    TableClient.from_connection_string(app.settings.storage_connection,
+                                       app.settings.table_name("schedules")
+                                       ).delete_entity(*HEARTBEAT)
+    looks: list[bool] = []
+    real = doctor.check_timer
+
+    def check_timer(target: doctor.Target) -> doctor.Result:
+        try:
+            result = real(target)
+        except doctor.Failed:
+            looks.append(False)
+            if len(looks) == 2:
+                _tick(app.settings)  # the timer runs between two looks
+            raise
+        looks.append(True)
+        return result
+    monkeypatch.setattr(doctor, "check_timer", check_timer)
+    monkeypatch.setattr(doctor, "POLL", 0.05)
+    code, lines = run_doctor("--wait", "60", "--skip", "package")
+    assert (code, _failed(lines)) == (0, []), lines
+    assert looks == [False, False, True]
+
+
 def test_the_tick_writes_its_heartbeat(app: ApiApp) -> None:
     from azure.data.tables import TableClient
 

@@ -82,6 +82,7 @@ class Target:
     endpoint: str  # the app's base URL, no trailing slash
     values: dict[str, str]  # azd's environment (for the app package)
     now: Callable[[], datetime]
+    vnet: bool = False  # VNET_ENABLED: storage takes no traffic from outside the network
 
 
 def add_parser(sub: Any) -> None:
@@ -102,8 +103,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: from the azd environment's BOT_MESSAGING_ENDPOINT, "
                              f"else http://127.0.0.1:{LOCAL_PORT})")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="retry the endpoint, config and timer checks for up to this "
-                             "long (a fresh deployment needs a minute or two); default 0")
+                        help="retry every check but the package's for up to this long (a "
+                             "fresh deployment needs a minute or two: new role assignments, "
+                             "a cold start, the timer's first run); default 0")
     parser.add_argument("--skip", action="append", default=[], choices=CHECKS,
                         metavar="CHECK", help=f"leave a check out (repeatable): "
                                               f"{', '.join(CHECKS)}")
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] | None = None,
           f"{target.endpoint}", file=out, flush=True)
     deadline = time.monotonic() + args.wait
     checks: dict[str, tuple[Callable[[Target], Result], bool]] = {
-        "storage": (check_storage, False), "endpoint": (check_endpoint, True),
+        "storage": (check_storage, True), "endpoint": (check_endpoint, True),
         "config": (check_config, True), "package": (check_package, False),
         "timer": (check_timer, True)}
     failed = 0
@@ -136,8 +138,8 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] | None = None,
         if name in args.skip:
             continue
         result = _attempt(name, check, target)
-        while waits and not result.ok and time.monotonic() + POLL < deadline:
-            time.sleep(POLL)
+        while waits and not result.ok and time.monotonic() < deadline:
+            time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
             result = _attempt(name, check, target)
         failed += not result.ok
         print(result.line(marks), file=out, flush=True)
@@ -191,7 +193,8 @@ def resolve(args: argparse.Namespace, now: Callable[[], datetime]) -> Target:
         raise CliError(f"the settings here can't be read: {exc}") from None
     if account and (problems := storage_problems(settings)):
         raise CliError(problems[0])
-    return Target(settings, _endpoint(args.endpoint, env), azd, now)
+    return Target(settings, _endpoint(args.endpoint, env), azd, now,
+                  vnet=env.get("VNET_ENABLED", "").strip().lower() == "true")
 
 
 def _endpoint(flag: str | None, env: Mapping[str, str]) -> str:
@@ -217,7 +220,14 @@ def _endpoint(flag: str | None, env: Mapping[str, str]) -> str:
 def _run_storage(target: Target, work: Callable[[StorageTokens | None], Any]) -> Any:
     from proactive.cli.storage import _run
 
-    return _run(target.settings, work)
+    try:
+        return _run(target.settings, work)
+    except CliError as exc:
+        if not target.vnet:
+            raise
+        raise Failed(exc.what, "with VNET_ENABLED=true the storage account takes traffic from "
+                               "its network only: run doctor inside it, or --skip storage "
+                               "--skip timer") from None
 
 
 def check_storage(target: Target) -> Result:
