@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +123,29 @@ def test_doctor_passes_every_check_against_the_local_stack(app: ApiApp, tmp_path
             return ((await q.get_queue_properties()).approximate_message_count,
                     (await p.get_queue_properties()).approximate_message_count)
     assert asyncio.run(messages()) == (0, 0)  # the hidden marker was deleted
+
+
+def test_the_azd_postdeploy_hook_runs_doctor(app: ApiApp, tmp_path: Path) -> None:
+    """azure.yaml's posix hook, run by sh as azd runs it: in the project folder,
+    the clone's .venv interpreter, azd's values exported (AZURE_ENV_NAME)."""
+    text = (REPO_ROOT / "azure.yaml").read_text()
+    hook = text[text.index("  postdeploy:"):]
+    posix = re.search(r"posix:\n\s+shell: sh\n\s+run: '([^']*)'", hook)
+    assert posix is not None, hook
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    venv_python = tmp_path / ".venv" / "bin" / "python"  # this venv's, by another path
+    venv_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    venv_python.chmod(0o755)
+    port = app.base.removesuffix("/api/").rsplit(":", 1)[1]
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Host": {
+        "LocalHttpPort": int(port)}}))
+    _tick(app.settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    env.update(_local_env(app.settings), PYTHONPATH=str(REPO_ROOT), AZURE_ENV_NAME="dev")
+    proc = subprocess.run(["sh", "-c", posix.group(1)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "all checks passed"
 
 
 # --- each check made to fail -----------------------------------------------------------------
