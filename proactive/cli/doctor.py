@@ -127,7 +127,7 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] | None = None,
 
     marks = _marks(out)
     print(f"doctor: {where(storage_endpoints(target.settings)['queue'])}, app at "
-          f"{target.endpoint}", file=out, flush=True)
+          f"{target.endpoint or '(unknown)'}", file=out, flush=True)
     deadline = time.monotonic() + args.wait
     checks: dict[str, tuple[Callable[[Target], Result], bool]] = {
         "storage": (check_storage, True), "endpoint": (check_endpoint, True),
@@ -193,12 +193,15 @@ def resolve(args: argparse.Namespace, now: Callable[[], datetime]) -> Target:
         raise CliError(f"the settings here can't be read: {exc}") from None
     if account and (problems := storage_problems(settings)):
         raise CliError(problems[0])
-    return Target(settings, _endpoint(args.endpoint, env), azd, now,
+    return Target(settings, _endpoint(args.endpoint, env, local=not account), azd, now,
                   vnet=env.get("VNET_ENABLED", "").strip().lower() == "true")
 
 
-def _endpoint(flag: str | None, env: Mapping[str, str]) -> str:
+def _endpoint(flag: str | None, env: Mapping[str, str], *, local: bool) -> str:
+    """The app's base URL; "" when storage is in Azure and nothing says where the app is."""
     url = flag or env.get("BOT_MESSAGING_ENDPOINT", "")
+    if not url and not local:
+        return ""
     if not url:
         port = LOCAL_PORT
         try:
@@ -237,24 +240,37 @@ def check_storage(target: Target) -> Result:
 
 
 async def _storage(settings: Settings, tokens: StorageTokens | None) -> str:
+    """Only operations the app's own code makes (credentials.OPERATIONS), which the
+    deployment's data roles grant you: a read of each table, a peek at each queue."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     from proactive.runtime import storage_names
     from proactive.storage import credentials
     from proactive.storage.queues import dumps, encode
 
     names = storage_names(settings)
-    async with credentials.table_service(settings, tokens) as service:
-        tables = {t.name async for t in service.list_tables()}
-    async with credentials.queue_service(settings, tokens) as service:
-        queues = {q.name async for q in service.list_queues(
-            name_starts_with=settings.outbox_queue)}
-    missing = [f"table {t}" for t in names.tables if t not in tables] + \
-        [f"queue {q}" for q in names.queues if q not in queues]
+    missing, waiting = [], 0
+    for name in names.tables:
+        async with credentials.table_client(settings, name, tokens) as table:
+            try:
+                async for _ in table.query_entities("PartitionKey eq 'doctor'",
+                                                    results_per_page=1):
+                    break
+            except ResourceNotFoundError:
+                missing.append(f"table {name}")
+    for name in names.queues:
+        async with credentials.queue_client(settings, name, tokens) as queue:
+            try:
+                peeked = len(await queue.peek_messages(max_messages=32))
+            except ResourceNotFoundError:
+                missing.append(f"queue {name}")
+                continue
+            waiting = peeked if name == settings.outbox_queue else waiting
     if missing:
         raise Failed(f"missing {', '.join(missing)}",
                      "`azd provision` creates them (locally `python -m proactive host` does "
                      "at start)")
     async with credentials.queue_client(settings, settings.outbox_queue, tokens) as queue:
-        waiting = len(await queue.peek_messages(max_messages=32))
         sent = await queue.send_message(encode(dumps(marker())), visibility_timeout=MARKER_HIDDEN,
                                         time_to_live=MARKER_TTL)
         await queue.delete_message(sent.id, sent.pop_receipt)
@@ -270,6 +286,11 @@ def marker() -> dict[str, Any]:
 
 def _http(method: str, url: str, **kwargs: Any) -> Any:
     import httpx
+
+    if url.startswith("/"):  # no base address
+        raise Failed("the app's address is unknown",
+                     "pass --endpoint https://<app>.azurewebsites.net; azd's "
+                     "BOT_MESSAGING_ENDPOINT gives it")
 
     try:
         return httpx.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)
