@@ -119,12 +119,12 @@ def main(argv: list[str]) -> int:
 
 def run(args: argparse.Namespace, *, now: Callable[[], datetime] | None = None,
         out: Any = None) -> int:
+    from proactive.cli.storage import storage_endpoints
+
     out = out or sys.stdout
     if args.wait < 0:
         raise CliError("--wait must be 0 or more seconds")
     target = resolve(args, now or (lambda: datetime.now(UTC)))
-    from proactive.cli.storage import storage_endpoints
-
     marks = _marks(out)
     print(f"doctor: {where(storage_endpoints(target.settings)['queue'])}, app at "
           f"{target.endpoint or '(unknown)'}", file=out, flush=True)
