@@ -119,8 +119,8 @@ def test_no_part_imports_the_router_above_it(part: str) -> None:
 GUARDED_DEV_IMPORTS = {
     "proactive/cli/__init__.py": {"proactive_devtools"},  # host, emulator, dev, package
     # doctor's package check: ✗ "run doctor from a clone" without them
-    "proactive/cli/doctor.py": {"proactive_devtools.app_package",
-                                "proactive_devtools.manifest_check"},
+    "proactive/cli/doctor_checks.py": {"proactive_devtools.app_package",
+                                      "proactive_devtools.manifest_check"},
 }
 
 
