@@ -353,6 +353,69 @@ async def test_a_worker_that_takes_the_marker_drops_it_without_a_trace(runtime) 
     assert [row async for row in runtime.campaigns.table.list_entities()] == []
 
 
+# --- where it looks: flags, then azd's environment, then the local settings --------------
+
+
+def _resolve(*argv: str) -> doctor.Target:
+    return doctor.resolve(doctor._parser().parse_args(list(argv)), lambda: datetime.now(UTC))
+
+
+@pytest.fixture
+def project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clone with a developer's local settings, and none of azd's values yet."""
+    for name in list(os.environ):
+        if name.startswith(FOREIGN):
+            monkeypatch.delenv(name)
+    (tmp_path / "local.settings.json").write_text(json.dumps({
+        "Values": {"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                   "OUTBOX_QUEUE": "devqueue", "PROACTIVE_TABLE_PREFIX": "dev"},
+        "Host": {"LocalHttpPort": 7199}}))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_in_an_azd_hook_it_checks_the_deployment_not_the_local_settings(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"AZURE_ENV_NAME": "dev", "AZURE_STORAGE_ACCOUNT_NAME": "stabc123",
+                        "OUTBOX_QUEUE": "outbox", "BOT_MESSAGING_ENDPOINT":
+                        "https://func-api-x.azurewebsites.net/api/messages"}.items():
+        monkeypatch.setenv(name, value)  # what azd exports to a hook
+    target = _resolve()
+    assert target.settings.storage_by_identity  # your sign-in, not a connection string
+    assert target.settings.storage_url("queue") == "https://stabc123.queue.core.windows.net"
+    assert target.settings.outbox_queue == "outbox"
+    assert target.settings.table_prefix == ""  # the deployment's, not the local one
+    assert target.endpoint == "https://func-api-x.azurewebsites.net"
+    target = _resolve("--account", "other456", "--endpoint", "https://app.example.net/")
+    assert target.settings.storage_url("table") == "https://other456.table.core.windows.net"
+    assert target.endpoint == "https://app.example.net"
+
+
+def test_by_hand_it_reads_azd_env_get_values(project: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`azd env get-values` prints the environment as dotenv lines (KEY="value");
+    a stand-in azd on PATH prints what it would."""
+    bin_dir = project / "bin"
+    bin_dir.mkdir()
+    azd = bin_dir / "azd"
+    azd.write_text('#!/bin/sh\n[ "$1 $2" = "env get-values" ] || exit 1\n'
+                   'echo \'AZURE_STORAGE_ACCOUNT_NAME="stfromazd1"\'\n'
+                   'echo \'BOT_MESSAGING_ENDPOINT="https://func-y.azurewebsites.net/api/messages"\'\n')
+    azd.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    target = _resolve()
+    assert target.settings.storage_url("queue") == "https://stfromazd1.queue.core.windows.net"
+    assert target.endpoint == "https://func-y.azurewebsites.net"
+    assert target.values["AZURE_STORAGE_ACCOUNT_NAME"] == "stfromazd1"  # for the package
+
+
+def test_without_azd_it_checks_the_local_stack(project: Path) -> None:
+    target = _resolve()
+    assert target.settings.storage_connection == "UseDevelopmentStorage=true"
+    assert (target.settings.outbox_queue, target.settings.table_prefix) == ("devqueue", "dev")
+    assert target.endpoint == "http://127.0.0.1:7199"
+
+
 # --- usage mistakes ---------------------------------------------------------------------------
 
 
