@@ -302,6 +302,17 @@ class Settings:
         return settings, problems
 
 
+def named_settings(problems: tuple[str, ...] | list[str]) -> list[str]:
+    """The setting names `problems` mention, in order, once each. Every item is
+    one of SETTINGS, so this never carries a value (a problem's text can quote
+    one): what the health route may tell anyone (README "Configuration errors")."""
+    found: dict[str, None] = {}
+    for text in problems:
+        for match in _SETTING_NAME.finditer(text):
+            found.setdefault(match.group(0))
+    return list(found)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """The app's settings from `env` (default os.environ), validated: the one
     place settings are checked. Raises ConfigError listing every problem."""
@@ -312,6 +323,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+# A setting's name as a whole word: `AzureWebJobsStorage` does not match inside
+# `AzureWebJobsStorage__accountName`. Longest first, so the longer name wins.
+_NAMES = "|".join(re.escape(name) for name in sorted(SETTINGS, key=len, reverse=True))
+_SETTING_NAME = re.compile(rf"(?<![\w.])(?:{_NAMES})(?!\w)")
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 # Loopback storage endpoints: the local emulator, never storage in Azure.
 _LOOPBACK = re.compile(r"(?i)(?:^|[=/@])(?:127\.\d+\.\d+\.\d+|localhost|\[::1\])(?:[:/;]|$)")

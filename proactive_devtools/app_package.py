@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proactive.cli.azd import parse_env
+
 from .manifest_check import (
     GUID,
     MANIFEST,
@@ -73,27 +75,8 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """A dotenv file as azd writes it (`KEY="value"`, backslash escapes), plus
-    the plain `KEY=value`, `'value'`, comments and `export` a person may write."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        name, sep, value = line.partition("=")
-        if not sep:
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r", "t": "\t"}
-                           .get(m.group(1), m.group(1)), value[1:-1])
-        elif len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        values[name.strip()] = value
-    return values
+    """A dotenv file as azd writes it (proactive/cli/azd.py reads the format)."""
+    return parse_env(path.read_text(encoding="utf-8-sig"))
 
 
 def default_env_file(root: Path = ROOT) -> Path | None:

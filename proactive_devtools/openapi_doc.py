@@ -76,6 +76,9 @@ def build() -> dict[str, Any]:
             "properties": {"type": {"type": "string"}, "title": {"type": "string"},
                            "status": {"type": "integer"}, "detail": {"type": "string"},
                            "reason": {"type": "string"},
+                           "settings": {"type": "array", "items": {"type": "string"},
+                                        "description": "config-error: the settings to fix, "
+                                                       "by name"},
                            "errors": {"type": "array", "items": {
                                "type": "object", "required": ["index", "reason", "detail"],
                                "properties": {"index": {"type": "integer"},
@@ -184,6 +187,17 @@ def build() -> dict[str, Any]:
                          "description": "An Entra ID group id: one paced Graph call per "
                                         "member, so for small groups (the CLI for large ones)",
                          "schema": {"type": "string"}}])},
+        "/api/health": {"get": {
+            "summary": "Whether the app's configuration can be used (`python -m proactive "
+                       "doctor` reads it). Anonymous: it names settings, never a value",
+            "operationId": "getHealth", "security": [],
+            "responses": {
+                "200": {"description": "The settings can be used",
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["status"],
+                            "properties": {"status": {"const": "ok"}}}}}},
+                "503": _problem("`config-error`: the app's configuration is invalid; "
+                                "`settings` names what to fix")}}},
         "/api/openapi.json": {"get": _op(
             "This document", "getOpenApi",
             {"200": {"description": "OpenAPI 3.1",

@@ -404,3 +404,38 @@ async def test_the_cli_says_in_one_line_when_it_cannot_get_a_storage_token(
     assert proc.returncode == 2, text
     assert text.startswith("error: could not sign in to https://127.0.0.1:") and \
         text.count("\n") == 1 and "Traceback" not in text, text
+
+
+async def test_doctor_checks_storage_with_a_token_and_only_declared_operations(
+        oauth_azurite: Azurite, aad: FakeAAD, tmp_path: Path) -> None:
+    """doctor's storage check over bearer tokens (the deployment's way; `--account`
+    takes the user's sign-in the same way): it passes, and Azurite saw only
+    token-authorized operations the app's code declares, which the roles grant."""
+    stack = Stack(oauth_azurite, aad, "http://127.0.0.1:9/", tmp_path)
+    tokens = StorageTokens(MintedCredential(aad, client_id="the-test"))
+    log = debug_log(oauth_azurite)
+    count = len(recorded(log))
+    await provision(identity_settings(oauth_azurite, stack.tag), tokens)
+    # Azurite writes its log behind: provision's 7 tables and 2 queues first.
+    await eventually(lambda: len(recorded(log)) >= count + 9, what="provision logged")
+    before = set(recorded(log))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proactive", "doctor", "--skip", "endpoint", "--skip", "config",
+        "--skip", "package", "--skip", "timer", cwd=tmp_path, env=stack.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode() + err.decode()
+    assert out.decode().splitlines()[1].startswith("✓ storage: 7 tables and 2 queues exist")
+
+    def doctors() -> dict[str, Any] | None:  # 7 table reads, 2 peeks, a put and its delete
+        new = {k: v for k, v in recorded(log).items() if k not in before}
+        return new if len(new) >= 11 else None
+    requests = await eventually(doctors, what="doctor logged")
+    assert requests and all(r.by_token for r in requests.values())
+    seen: dict[str, set[str]] = {}
+    for service, operation in rest_operations(requests):
+        seen.setdefault(service, set()).add(operation)
+    assert seen == {"table": {"Query Entities"},
+                    "queue": {"Peek Messages", "Put Message", "Delete Message"}}, seen
+    assert {(r["resource"], r["client_id"]) for r in aad.msi_requests} == {
+        (STORAGE_RESOURCE, CLIENT_ID)}

@@ -1,8 +1,8 @@
 """The HTTP API's routes: a Functions Blueprint of thin handlers.
 
-Every route is behind a Functions key (`auth_level=FUNCTION`: the `x-functions-key`
-header or the `code` query parameter, checked by the host before the function
-runs) and, when PROACTIVE_API_AUDIENCE is set, an Entra ID bearer token too
+Every route but `health` is behind a Functions key (`auth_level=FUNCTION`: the
+`x-functions-key` header or the `code` query parameter, checked by the host
+before the function runs) and, when PROACTIVE_API_AUDIENCE is set, an Entra ID bearer token too
 (`proactive.api.bearer`). Heavy modules are imported inside the handlers: this
 module is imported at cold start. Every error is RFC 9457 problem details.
 """
@@ -129,6 +129,27 @@ async def api_reach(req: func.HttpRequest) -> func.HttpResponse:
 
     group = req.params.get("group") or ""
     return await _serve(req, lambda rt: reports.reach(rt, group))
+
+
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def api_health(req: func.HttpRequest) -> func.HttpResponse:
+    """Whether the app's settings can be used: 200, or 503 naming the settings to
+    fix, never a value (anonymous: SECURITY.md "Inbound: the HTTP API")."""
+    from proactive.api.problems import Reply, problem
+    from proactive.config import named_settings
+    from proactive.errors import ConfigError
+    from proactive.runtime import get_runtime
+
+    try:
+        await get_runtime()  # no storage call: the settings and the clients, made once
+        reply = Reply.json(200, {"status": "ok"})
+    except ConfigError as exc:
+        names = named_settings(exc.problems)
+        reply = problem(503, "config-error", "the app's configuration is invalid: "
+                        f"{', '.join(names) or 'see its log'}", settings=names)
+    headers = {**reply.headers, "Cache-Control": "no-store"}
+    return func.HttpResponse(reply.body, status_code=reply.status, headers=headers,
+                             mimetype=reply.content_type)
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=KEY)

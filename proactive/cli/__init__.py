@@ -15,6 +15,7 @@ and run the local tools.
     emulator run the Connector emulator
     dev      start Azurite, the app and the Agents Playground together
     package  build and check the Teams app package (appPackage/ -> a zip to upload)
+    doctor   after `azd up`: is every part of the deployment working? (cli/doctor.py)
 
 The queue commands only write the queue message; the function app does the
 rest. Settings come from the environment, then from local.settings.json: a
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proactive.cli import admin, install
+from proactive.cli import admin, doctor, install
 from proactive.cli.fail import CliError, guarded
 from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_settings: API
     StorageRefused,
@@ -213,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("emulator", help="run the Connector emulator", add_help=False)
     sub.add_parser("dev", help="start Azurite, the app and the Playground", add_help=False)
     sub.add_parser("package", help="build and check the Teams app package", add_help=False)
+    doctor.add_parser(sub)
     return parser
 
 
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("host", "emulator", "dev", "package"):
         return _run_tool(argv[0], argv[1:])
+    if argv and argv[0] == "doctor":  # its own settings: flags, then azd's, then local
+        return doctor.main(argv[1:])
     args = _parser().parse_args(argv)
     return guarded(lambda: _main(args))
 

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=50)
 BUDGET = 45.0  # seconds a tick starts new work for; the rest waits for the next tick
 CONCURRENCY = 16
+# The row each finished tick upserts in the schedules table (one write a minute,
+# in a partition no schedule query reads): `python -m proactive doctor` reads
+# `at` to tell whether the timer runs.
+HEARTBEAT = ("timer", "heartbeat")
 
 
 @dataclass
@@ -99,6 +103,9 @@ async def tick(rt: Runtime, now: datetime | None = None, *, budget: float = BUDG
 
     await asyncio.gather(*(run(f"s{n}") for n in range(SHARDS)))
     report.seconds = time.monotonic() - started
+    await tables.merge(table, {"PartitionKey": HEARTBEAT[0], "RowKey": HEARTBEAT[1],
+                               "at": tables.iso(now), "due": report.due,
+                               "deferred": report.deferred})
     return report
 
 
@@ -184,4 +191,4 @@ _RECORD = ("fired", "skipped", "last_lateness", "last_key", "last_fired_at", "la
            "timezone", "zone_source")
 
 
-__all__ = ["BUDGET", "CONCURRENCY", "LEASE", "TickReport", "tick"]
+__all__ = ["BUDGET", "CONCURRENCY", "HEARTBEAT", "LEASE", "TickReport", "tick"]
