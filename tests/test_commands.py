@@ -20,6 +20,7 @@ from proactive.storage.preferences import ALL
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, USER_AAD, activity, install
+from tests.sealed import app_made
 
 LOOPBACK = "http://127.0.0.1:9/connector/"
 
@@ -150,7 +151,7 @@ async def test_an_opted_out_user_is_skipped_without_a_connector_call(
     # Stopping everything stops every topic, but not the bot's own messages.
     await rt.opt_outs.stop(USER_AAD, ALL, via="admin", tenant_id=TENANT)
     await process(rt, send("k4", topic="builds"), message_id="m4")
-    await process(rt, send("k5", service=True), message_id="m5")
+    await process(rt, await app_made(rt, send("k5", service=True)), message_id="m5")
     assert len(emulator.deliveries) == 3
     assert (await rt.deliveries.by_key("k4"))[0][0]["state"] == "skipped"
 
