@@ -6,7 +6,9 @@ storage (Azurite), the Connector emulator and the fake Graph over loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +176,23 @@ def test_producers_are_refused_each_app_only_field_by_name(message: dict[str, An
         refuse_app_only({"version": 1, "op": "send", "text": "x", **message})
     assert (info.value.reason, info.value.detail) == (
         "app-only-field", f"'{field}' is set by the app only: leave it out")
+
+
+async def test_the_cli_rotates_the_key_and_what_was_signed_still_verifies(
+        runtime: Runtime, tmp_path: Path) -> None:
+    from tests.test_cli_errors import cli
+
+    message = {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+               "attempt": 2}
+    before = await runtime.outbox.seal.sign(message)
+    env = {"AzureWebJobsStorage": runtime.settings.storage_connection,
+           "OUTBOX_QUEUE": runtime.settings.outbox_queue,
+           "PROACTIVE_TABLE_PREFIX": runtime.settings.table_prefix}
+    done = await asyncio.to_thread(cli, tmp_path, "rotate-signing-key", env=env)
+    assert done.returncode == 0, done.stderr
+    kid = json.loads(done.stdout)["signingKey"]
+    fresh = Seal(runtime.tenant_pacer.table)  # another instance, after the rotation
+    after = await fresh.sign(message)
+    assert after["signature"].startswith(f"{kid}.")
+    await fresh.check(before)
+    assert kid not in before["signature"]
