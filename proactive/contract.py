@@ -326,8 +326,9 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     traceparent = _text(data, "traceparent", limit=MAX_TRACEPARENT)
     _text(data, SIGNATURE, limit=200)
     message = _message(data, op, attempt, default_key, max_activity_bytes)
-    if traceparent or app_only_fields(data):
-        message = replace(message, traceparent=traceparent, needs_seal=bool(app_only_fields(data)))
+    needs_seal = bool(app_only_fields(data))
+    if traceparent or needs_seal:
+        message = replace(message, traceparent=traceparent, needs_seal=needs_seal)
     return message
 
 

@@ -78,6 +78,8 @@ async def test_a_signed_link_to_another_listing_is_not_followed(
     graph.add_group("g-1", [aad(0)])
     for link in (f"{graph.url}/v1.0/users?$select=id",
                  f"{graph.url}/v1.0/groups/g-2/transitiveMembers/microsoft.graph.user",
+                 f"{graph.url}/v1.0/groups/g-1/transitiveMembers/../../users?$select=id",
+                 f"{graph.url}/v1.0/groups/g-1/transitiveMembers/%2E%2E/%2e%2e/users",
                  "http://127.0.0.2:1/v1.0/groups/g-1/transitiveMembers/microsoft.graph.user"):
         message = {**directory_probe(graph.url), "key": f"k{len(link)}"}
         message["to"]["continuation"] = link

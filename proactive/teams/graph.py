@@ -61,10 +61,13 @@ def to_error(status: int, body: bytes, retry_after: str | None) -> DeliveryFaile
 
 def _same_listing(link: str, prefix: str) -> bool:
     """`link` is on the host of `prefix` (scheme and port too) and its path
-    starts with `prefix`'s path (Graph keeps the request's path in nextLink)."""
+    starts with `prefix`'s path (Graph keeps the request's path in nextLink),
+    with no dot segment that could climb out of it."""
     a, b = urlsplit(link), urlsplit(prefix)
+    path = a.path.lower()
     return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower()) \
-        and a.path.lower().startswith(b.path.lower())
+        and path.startswith(b.path.lower()) and "%2e" not in path \
+        and not {".", ".."} & set(path.split("/"))
 
 
 class GraphClient:
