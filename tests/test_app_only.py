@@ -144,7 +144,8 @@ async def test_the_apps_own_message_is_signed_and_carried_out(
     assert "signature" not in plain
 
 
-async def test_the_key_is_made_once_shared_rotated_and_revoked(runtime: Runtime) -> None:
+async def test_the_key_is_made_once_shared_rotated_and_revoked(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     table = runtime.tenant_pacer.table
     now = [0.0]
     a, b = Seal(table, clock=lambda: now[0]), Seal(table, clock=lambda: now[0])
@@ -155,9 +156,22 @@ async def test_the_key_is_made_once_shared_rotated_and_revoked(runtime: Runtime)
     kid = await a.rotate()
     rotated = await a.sign(message)
     assert rotated["signature"].startswith(f"{kid}.") and rotated != signed
-    now[0] += seal_module.REFRESH_SECONDS + 1  # b learns the new key id when it meets it
-    await b.check(rotated)
+    await b.check(rotated)  # b learns the new key id when it meets it, at once
     await b.check(signed)  # the old key still verifies what is already queued
+    # A forged key id costs one read, not one per message.
+    reads = []
+    real_read = tables.read
+
+    async def counted(*args: Any) -> Any:
+        reads.append(args[1:])
+        return await real_read(*args)
+
+    monkeypatch.setattr(tables, "read", counted)
+    for _ in range(3):
+        with pytest.raises(InvalidMessage, match="does not verify"):
+            await b.check({**signed, "signature": "f0f0f0f0.forged"})
+    monkeypatch.undo()
+    assert len(reads) == 1
     # Deleting the row revokes every key: a new one is made on first use.
     await table.delete_entity(seal_module.PK, seal_module.RK)
     c = Seal(table)

@@ -16,8 +16,9 @@ meet it), created by the first instance that needs it (ETag-conditional:
 racing instances end with the same key). The queue's send role (Storage
 Queue Data Message Sender) reads no table, so a producer can't learn it.
 Each process keeps the keys for CACHE_SECONDS, and reads the row again at
-once when a message names a key id it does not know (at most once per
-REFRESH_SECONDS, so forged ids can't make it read storage per message).
+once when a message names a key id it does not know (another instance may
+have rotated); an id still unknown after that read is not read for again
+for REFRESH_SECONDS, so repeating a forged id costs no storage operation.
 
 Rotation (`rotate`, `python -m proactive rotate-signing-key`) adds a new key
 and makes it the one that signs; the older keys keep verifying for
@@ -71,6 +72,7 @@ class Seal:
         self._current = ""
         self._keys: dict[str, bytes] = {}
         self._read_at = float("-inf")
+        self._unknown: set[str] = set()  # key ids the last read did not have
         self._lock = asyncio.Lock()
 
     # --- the key row ------------------------------------------------------
@@ -93,6 +95,7 @@ class Seal:
             self._keys = {kid: base64.b64decode(v["key"]) for kid, v in keys.items()}
             self._current = str(entity["current"])
             self._read_at = self._clock()
+            self._unknown = set()
             return
         raise tables.Conflict
 
@@ -100,8 +103,11 @@ class Seal:
         async with self._lock:
             age = self._clock() - self._read_at
             if not self._keys or age > CACHE_SECONDS or (
-                    kid and kid not in self._keys and age > REFRESH_SECONDS):
+                    kid and kid not in self._keys
+                    and (kid not in self._unknown or age > REFRESH_SECONDS)):
                 await self._load()
+            if kid and kid not in self._keys:
+                self._unknown.add(kid)
 
     # --- signing and checking --------------------------------------------
 
