@@ -212,3 +212,33 @@ async def test_the_cli_rotates_the_key_and_what_was_signed_still_verifies(
     assert after["signature"].startswith(f"{kid}.")
     await fresh.check(before)
     assert kid not in before["signature"]
+
+
+async def test_the_issues_case_replayed_through_the_host_never_reaches_graph(
+        runtime: Runtime, tmp_path: Path) -> None:
+    """From outside: the producer's message put straight on the queue, a
+    function host (`python -m proactive host`) with its Graph at the fake."""
+    from proactive_devtools.processes import stop_process
+    from tests.polling import eventually
+    from tests.test_chaos import App, app_env, empty_settings_file
+
+    async with FakeGraph(tenant=TENANT) as fake:
+        users = [aad(i) for i in range(3)]
+        for user in users:
+            fake.add_user(user)
+        fake.add_group("g-1", users[:1])
+        env = app_env(runtime.settings, 30)
+        env.update(MicrosoftAppTenantId=TENANT, PROACTIVE_GRAPH_APP_CATALOG_ID="cat-1",
+                   PROACTIVE_CLOUD_OVERRIDE=json.dumps({"graph_url": fake.url}))
+        app = App(env, empty_settings_file(tmp_path), tmp_path, lease=30)
+        await runtime.outbox.queue.send_message(json.dumps(directory_probe(fake.url)))
+        await asyncio.to_thread(app.start)
+        try:
+            [entry] = await eventually(lambda: parked(runtime), timeout=60,
+                                       what="the forged message parked")
+        finally:
+            if app.proc is not None:
+                stop_process(app.proc)
+        assert entry["reason"] == "app-only-field", app.log_tail()
+        assert fake.calls == []
+        assert await runtime.deliveries.by_key("probe") == []
