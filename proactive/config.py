@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proactive.errors import ConfigError
+from proactive.setting_ids import id_problems
 
 DEV_STORAGE = "UseDevelopmentStorage=true"
 # Azurite's well-known development account (public, documented by Microsoft).
@@ -238,6 +239,10 @@ class Settings:
         if self.api_audience and not (self.api_role and (self.api_tenant or self.app_tenant_id)):
             found.append("PROACTIVE_API_AUDIENCE needs PROACTIVE_API_ROLE and a tenant "
                          "(PROACTIVE_API_TENANT or MicrosoftAppTenantId)")
+        found += id_problems({"MicrosoftAppId": self.app_id,
+                              "MicrosoftAppTenantId": self.app_tenant_id,
+                              "PROACTIVE_API_TENANT": self.api_tenant,
+                              STORAGE_CLIENT_ID: self.storage_client_id}, self.allowed_tenants)
         found += storage_problems(self)
         found += _cloud_problems(self)
         found += _graph_problems(self)

@@ -32,7 +32,13 @@ MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
-        "topic", "notification", "service", "traceparent"}
+        "topic", "notification", "service", "traceparent", "signature"}
+# Fields only the app sets, on what it enqueues for itself (retries, parts, the
+# next page of an audience, its own messages): a queue message carrying one is
+# acted on only with the app's `signature` (proactive/storage/seal.py); the
+# HTTP API and the CLI refuse them (`refuse_app_only`).
+APP_ONLY = ("attempt", "part", "service")
+SIGNATURE = "signature"
 # W3C trace context of the producer (README "Telemetry"). A malformed one is
 # kept but ignored (W3C: start a new trace), never a reason to park a message.
 MAX_TRACEPARENT = 128
@@ -154,6 +160,7 @@ class OutboxMessage:
     attempt: int = 1  # this is the attempt-th try (retries count up)
     part: bool = False  # one part of a many-user send, already split
     traceparent: str = ""  # the producer's trace; copies (retries, parts) carry it on
+    needs_seal: bool = False  # it came with app-only fields: the worker checks the signature
 
     def to_json(self) -> dict[str, Any]:
         """The message as contract v1 JSON (what `parse_message` reads back).
@@ -190,6 +197,24 @@ class OutboxMessage:
         assert self.target is not None
         return replace(self, target=replace(self.target, continuation=continuation),
                        part=True, attempt=1)
+
+
+def app_only_fields(data: Mapping[str, Any]) -> list[str]:
+    """The app-only fields `data` carries, as named in the contract."""
+    found = [name for name in APP_ONLY if name in data]
+    to = data.get("to")
+    if isinstance(to, Mapping) and "continuation" in to:
+        found.append("to.continuation")
+    return found
+
+
+def refuse_app_only(data: Any) -> None:
+    """A producer's message (HTTP API, CLI): InvalidMessage naming the first
+    field only the app may set."""
+    if isinstance(data, Mapping):
+        for name in [*app_only_fields(data), *([SIGNATURE] if SIGNATURE in data else [])]:
+            raise InvalidMessage("app-only-field", f"'{name}' is set by the app only: "
+                                                   f"leave it out")
 
 
 def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
@@ -299,8 +324,12 @@ def parse_message(body: str | bytes, *, default_key: str = "",
     if unknown:
         raise InvalidMessage("schema", f"unknown field(s): {', '.join(sorted(unknown))}")
     traceparent = _text(data, "traceparent", limit=MAX_TRACEPARENT)
+    _text(data, SIGNATURE, limit=200)
     message = _message(data, op, attempt, default_key, max_activity_bytes)
-    return replace(message, traceparent=traceparent) if traceparent else message
+    needs_seal = bool(app_only_fields(data))
+    if traceparent or needs_seal:
+        message = replace(message, traceparent=traceparent, needs_seal=needs_seal)
+    return message
 
 
 def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,

@@ -137,6 +137,7 @@ class Runtime:
         from proactive.storage.progress import Campaigns
         from proactive.storage.queues import Outbox, ensure_queue
         from proactive.storage.references import ReferenceStore
+        from proactive.storage.seal import Seal
         from proactive.storage.table_rest import new_session
         from proactive.teams.clouds import resolve_cloud
         from proactive.teams.connector import ConnectorClient
@@ -199,7 +200,7 @@ class Runtime:
                 hot(DELIVERIES_TABLE),
                 lease=timedelta(seconds=settings.claim_lease_seconds)),
             campaigns=Campaigns(_sdk_table(table_service, settings.table_name(SENDS_TABLE))),
-            outbox=Outbox(queue, poison),
+            outbox=Outbox(queue, poison, Seal(hot(PACING_TABLE))),
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev,
                                       session=connector_http),
             authenticator=authenticator,

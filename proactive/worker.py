@@ -12,6 +12,7 @@ idle) until the attempt budget runs out.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -36,6 +37,11 @@ async def process(rt: Runtime, body: str, *, message_id: str,
     try:
         message = parse_message(body, default_key=f"msg:{message_id}",
                                 max_activity_bytes=rt.settings.max_activity_bytes)
+        if message.needs_seal:  # app-only fields: acted on only if the app signed them
+            # Before anything else, and outside _settle: a storage error here
+            # fails the invocation (the host retries the text as it came); a
+            # retry through the outbox would sign a forgery.
+            await rt.outbox.seal.check(json.loads(body))
     except InvalidMessage as exc:
         with telemetry.span("outbox invalid", kind="consumer", reason=exc.reason):
             return await refuse(rt, body, exc, message_id=message_id)

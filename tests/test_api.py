@@ -162,6 +162,23 @@ async def test_invalid_message_gets_the_poison_queues_reason_and_detail(
     assert await queued(rt) == before
 
 
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"part": True}, "part"), ({"attempt": 3}, "attempt"), ({"service": True}, "service"),
+    ({"to": {"group": "00000000-0000-0000-0000-0000000000g1",
+             "continuation": "https://graph.microsoft.com/v1.0/users?$select=id"}},
+     "to.continuation"),
+    ({"signature": "k.forged"}, "signature"),
+])
+async def test_fields_only_the_app_sets_are_refused_by_name(
+        client: httpx.AsyncClient, rt: Runtime, extra: dict[str, Any], field: str) -> None:
+    """Issue 16 §1: `part`, `attempt`, `service`, `to.continuation` are the app's own."""
+    key = f"app-only-{field}"
+    r = await client.post("notifications", json={**send(key), **extra})
+    body = assert_problem(r, 400, "app-only-field")
+    assert body["detail"] == f"'{field}' is set by the app only: leave it out"
+    assert key not in {m.get("key") for m in await queued(rt)}
+
+
 async def test_oversize_body_and_wrong_media_type_never_reach_the_queue(
         client: httpx.AsyncClient, rt: Runtime) -> None:
     before = await queued(rt)

@@ -15,6 +15,7 @@ from proactive.storage import deliveries as d
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, install, uninstall
+from tests.sealed import app_made
 
 
 def aad(i: int) -> str:
@@ -169,8 +170,8 @@ async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
     # Another instance has booked the tenant's next 10 s.
     other = TenantPacer(runtime.tenant_pacer.table, rate=1, batch_seconds=10)
     await other.acquire(TENANT)
-    part = json.dumps({**json.loads(broadcast({"users": users, "tenant": TENANT})),
-                       "part": True})
+    part = await app_made(runtime, {**json.loads(broadcast({"users": users, "tenant": TENANT})),
+                                    "part": True})
     assert (await process(runtime, part, message_id="p")).reason == "part"
     assert emulator.counters.get("requests", 0) == 0
     # One message back, invisible for the wait, holding every user of the part.
@@ -187,8 +188,8 @@ async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
     # knows it now, and puts the part off without claiming anyone (a claim
     # and its release would be two writes for nothing).
     more = await install_users(runtime, emulator.url, 12)
-    part = json.dumps({**json.loads(broadcast({"users": more[6:], "tenant": TENANT})),
-                       "part": True})
+    part = await app_made(runtime, {**json.loads(broadcast({"users": more[6:],
+                                                            "tenant": TENANT})), "part": True})
     assert (await process(runtime, part, message_id="p2")).reason == "part"
     rows = [r async for r in runtime.deliveries.table.query_entities(
         "PartitionKey eq 'all-hands'")]

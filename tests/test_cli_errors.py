@@ -185,3 +185,22 @@ def test_poison_pages_past_32_counts_requeues_a_fix_and_purges_with_confirmation
     assert cli(tmp_path, "poison", "purge", "--yes", env=env).returncode == 0
     assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 0
     one_line_error(cli(tmp_path, "poison", "show", "no-such-id", env=env), "poison list")
+
+
+def test_a_fixed_message_for_requeue_may_not_carry_what_only_the_app_sets(
+        tmp_path: Path, azurite: Any) -> None:
+    """Issue 16 §1: an edited message can't carry the app's signature, so
+    `part`, `attempt`, `service` or `to.continuation` would only be parked
+    again: refused, nothing put on the outbox."""
+    queue = f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue}
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"version": 1, "op": "send", "key": "k", "part": True,
+                                 "to": {"users": [GUID]}, "text": "hi"}))
+    one_line_error(cli(tmp_path, "poison", "requeue", "some-id", "--file", str(fixed),
+                       "--yes", env=env),
+                   "app-only-field", "'part' is set by the app only")
+    from azure.storage.queue import QueueServiceClient
+
+    service = QueueServiceClient.from_connection_string(azurite.connection_string)
+    assert queue not in {q.name for q in service.list_queues()}  # nothing was put back

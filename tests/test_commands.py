@@ -20,6 +20,7 @@ from proactive.storage.preferences import ALL
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, USER_AAD, activity, install
+from tests.sealed import app_made
 
 LOOPBACK = "http://127.0.0.1:9/connector/"
 
@@ -150,9 +151,32 @@ async def test_an_opted_out_user_is_skipped_without_a_connector_call(
     # Stopping everything stops every topic, but not the bot's own messages.
     await rt.opt_outs.stop(USER_AAD, ALL, via="admin", tenant_id=TENANT)
     await process(rt, send("k4", topic="builds"), message_id="m4")
-    await process(rt, send("k5", service=True), message_id="m5")
+    await process(rt, await app_made(rt, send("k5", service=True)), message_id="m5")
     assert len(emulator.deliveries) == 3
     assert (await rt.deliveries.by_key("k4"))[0][0]["state"] == "skipped"
+
+
+@pytest.mark.parametrize("with_tenant", [True, False])
+async def test_a_send_by_the_personal_chats_conversation_id_obeys_its_owners_stop(
+        installed: Runtime, emulator: ConnectorEmulator, with_tenant: bool) -> None:
+    """Issue 16 §2: a send into someone's 1:1 chat is a send to them, whatever
+    address it used; after `stop` it is skipped like a send by user id."""
+    rt = installed
+    await handle_activity(rt, {}, body(activity("message", service_url=emulator.url, text="stop")))
+    to = {"conversation": "a:1personal-conversation",
+          **({"tenant": TENANT} if with_tenant else {})}
+    outcome = await process(rt, json.dumps({"version": 1, "op": "send", "key": "by-conv",
+                                            "to": to, "text": "hi"}), message_id="m1")
+    assert (outcome.state, outcome.reason) == ("done", "opted-out")
+    assert emulator.deliveries == []
+    [(row, _)] = await rt.deliveries.by_key("by-conv")
+    assert (row["state"], row["reason"]) == ("skipped", "opted-out")
+    # After `start` the same send goes out: the owner's choice, not the address.
+    await handle_activity(rt, {}, body(activity("message", service_url=emulator.url, text="start")))
+    outcome = await process(rt, json.dumps({"version": 1, "op": "send", "key": "by-conv-2",
+                                            "to": to, "text": "hi"}), message_id="m2")
+    assert (outcome.state, outcome.reason) == ("done", "sent")
+    assert len(emulator.deliveries) == 1
 
 
 async def test_opt_outs_survive_a_reinstall(installed: Runtime) -> None:

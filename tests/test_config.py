@@ -23,7 +23,9 @@ from proactive.config import (
 )
 
 LOCAL = {"PROACTIVE_LOCAL_DEV": "true"}
-PRODUCTION = {"MicrosoftAppId": "app", "MicrosoftAppType": "UserAssignedMSI",
+APP_ID = "0f3c9a5e-1111-4222-8333-444455556666"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+PRODUCTION = {"MicrosoftAppId": APP_ID, "MicrosoftAppType": "UserAssignedMSI",
               "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k"}
 OVERRIDE = '{"openid_metadata_url": "http://127.0.0.1:1/meta"}'
 
@@ -161,7 +163,7 @@ def test_identity_based_storage_is_read_with_its_endpoints() -> None:
     assert load_settings({**PRODUCTION_IDENTITY, "WEBSITE_INSTANCE_ID": "x"}).azure
 
 
-PRODUCTION_IDENTITY = {"MicrosoftAppId": "app", "MicrosoftAppType": "UserAssignedMSI", **IDENTITY}
+PRODUCTION_IDENTITY = {"MicrosoftAppId": APP_ID, "MicrosoftAppType": "UserAssignedMSI", **IDENTITY}
 
 
 @pytest.mark.parametrize(("cloud", "suffix"), [
@@ -202,7 +204,44 @@ def test_identity_storage_settings_that_cannot_work_are_refused(env: dict[str, s
     {**IDENTITY, "AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:10001/acct"},
 ])
 def test_the_local_emulator_is_refused_in_azure(storage: dict[str, str]) -> None:
-    env = {"MicrosoftAppId": "app", "MicrosoftAppType": "UserAssignedMSI", **storage}
+    env = {"MicrosoftAppId": APP_ID, "MicrosoftAppType": "UserAssignedMSI", **storage}
     load_settings(env)  # locally, fine
     with pytest.raises(ConfigError, match=r"refused in Azure \(WEBSITE_INSTANCE_ID is set"):
         load_settings({**env, "WEBSITE_INSTANCE_ID": "x"})
+
+
+# --- id-shaped settings (issue 16 §4) ---------------------------------------
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"MicrosoftAppId": "my-bot"},
+     "MicrosoftAppId must be the bot's app (client) id (a GUID like "),
+    ({"MicrosoftAppTenantId": "contoso.onmicrosoft.com"},
+     "MicrosoftAppTenantId must be a tenant id (a GUID like "),
+    ({"PROACTIVE_API_TENANT": "common"}, "PROACTIVE_API_TENANT must be a tenant id"),
+    ({"AzureWebJobsStorage": "", "AzureWebJobsStorage__clientId": "my-identity",
+      "AzureWebJobsStorage__accountName": "acct"},
+     "AzureWebJobsStorage__clientId must be the managed identity's client id"),
+    ({"PROACTIVE_ALLOWED_TENANTS": f"{TENANT};{APP_ID}"},
+     f"PROACTIVE_ALLOWED_TENANTS entry '{TENANT};{APP_ID}' is not a tenant id (GUID): "
+     "separate tenant ids with commas"),
+    ({"PROACTIVE_ALLOWED_TENANTS": f"{APP_ID}, {{{TENANT}}}"},
+     f"PROACTIVE_ALLOWED_TENANTS entry '{{{TENANT}}}' is not a tenant id (GUID): "
+     "write the GUID without braces"),
+    ({"PROACTIVE_ALLOWED_TENANTS": f"{TENANT},contoso.com"},
+     "PROACTIVE_ALLOWED_TENANTS entry 'contoso.com' is not a tenant id (GUID): a domain "
+     "name can't be checked"),
+])
+def test_an_id_setting_that_is_no_guid_stops_the_app_naming_it(env: dict[str, str],
+                                                                says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({**PRODUCTION, **env})
+    assert [p for p in info.value.problems if says in p], info.value.problems
+    assert len(info.value.problems) == 1, info.value.problems
+
+
+def test_guids_separated_by_commas_and_spaces_are_accepted() -> None:
+    other = "00000000-0000-4000-8000-00000000BEEF"
+    settings = load_settings({**PRODUCTION, "MicrosoftAppTenantId": TENANT,
+                              "PROACTIVE_ALLOWED_TENANTS": f" {TENANT} , {other},"})
+    assert settings.allowed_tenants == (TENANT, other)
+

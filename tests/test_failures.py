@@ -27,6 +27,7 @@ from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_aad import FakeAAD
 from tests.activities_data import TENANT, USER_AAD, install
+from tests.sealed import app_made
 
 APP_ID = "0f3c9a5e-1111-4222-8333-444455556666"
 SECRET = "the-right-secret-0123456789"
@@ -106,7 +107,7 @@ async def test_a_refused_token_is_recorded_counted_retried_and_shown_in_status(
         assert await waiting(rt.outbox.queue) == 1  # the retry, invisible for its delay
 
         # The last attempt gives up with the reason, like any transient failure.
-        last = send("k", attempt=rt.settings.max_attempts)
+        last = await app_made(rt, send("k", attempt=rt.settings.max_attempts))
         outcome = await process(rt, last, message_id="m8")
         assert (outcome.state, outcome.reason) == ("poisoned", "retries-exhausted")
         record = await row(rt, "k")
@@ -169,7 +170,8 @@ async def test_an_edit_waits_as_long_as_its_throttled_send_then_applies(
     edit = update("k") if op == "update" else json.dumps(
         {"version": 1, "op": "delete", "key": "k"})
     # Even on its last attempt: waiting for the send uses up none of the edit's.
-    last = json.dumps({**json.loads(edit), "attempt": installed.settings.max_attempts})
+    last = await app_made(installed, {**json.loads(edit),
+                                      "attempt": installed.settings.max_attempts})
     outcome = await process(installed, last, message_id="e1")
     assert (outcome.state, outcome.reason, outcome.counts) == ("retry", "send-pending", False)
     # Just after the send's retry, which its delivery row records.
@@ -181,7 +183,7 @@ async def test_an_edit_waits_as_long_as_its_throttled_send_then_applies(
     assert emulator.counters["requests"] == 1  # only the throttled send
 
     # The send's retry goes out; then the edit's copy applies.
-    copy = json.dumps({**json.loads(send("k")), "attempt": 2})
+    copy = await app_made(installed, {**json.loads(send("k")), "attempt": 2})
     assert (await process(installed, copy, message_id="s2")).state == "done"
     assert (await process(installed, last, message_id="e2")).state == "done"
     [delivery] = emulator.deliveries
@@ -196,7 +198,7 @@ async def test_an_edit_of_a_send_that_failed_is_recorded_failed_with_its_reason(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     await throttled_send(installed, emulator, "k")
     emulator.inject(503, operation="send")
-    last = send("k", attempt=installed.settings.max_attempts)
+    last = await app_made(installed, send("k", attempt=installed.settings.max_attempts))
     assert (await process(installed, last, message_id="s8")).reason == "retries-exhausted"
     outcome = await process(installed, update("k"), message_id="e1")
     assert (outcome.state, outcome.reason) == ("failed", "retries-exhausted")

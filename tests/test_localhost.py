@@ -381,8 +381,10 @@ def test_a_configuration_error_stops_the_host_at_start_with_one_line(tmp_path: P
     secret = "client-secret-never-printed"
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"Values": {
-        "OUTBOX_QUEUE": "outbox", "MicrosoftAppId": "app", "MicrosoftAppPassword": secret,
-        "MicrosoftAppTenantId": "contoso.onmicrosoft.com", "PROACTIVE_LOCAL_DEV": "true",
+        "OUTBOX_QUEUE": "outbox", "MicrosoftAppId": "0f3c9a5e-1111-4222-8333-444455556666",
+        "MicrosoftAppPassword": secret,
+        "MicrosoftAppTenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "PROACTIVE_LOCAL_DEV": "true",
         "PROACTIVE_MAX_ATTEMPTS": "eight"}}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "proactive", "host", "--app-dir", str(REPO_ROOT),

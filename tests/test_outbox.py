@@ -18,6 +18,7 @@ from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, USER_AAD, activity, uninstall
 from tests.polling import eventually
+from tests.sealed import app_made
 
 CONV = "a:1personal-conversation"
 
@@ -201,7 +202,8 @@ async def test_throttling_requeues_with_retry_after_and_keeps_the_key(
     assert [m async for m in messages] == []
     # Carry it out as the queue would, once visible: same key, attempt 2.
     copy = {**json.loads(body), "key": "msg:first-id", "attempt": 2}
-    assert (await process(installed, json.dumps(copy), message_id="second-id")).state == "done"
+    assert (await process(installed, await app_made(installed, copy),
+                          message_id="second-id")).state == "done"
     record = await row(installed, "msg:first-id")
     assert (record["state"], record["attempts"]) == (d.SENT, 2)
     assert emulator.counters["delivered"] == 1
@@ -231,7 +233,7 @@ async def test_retries_run_out_into_the_poison_queue_with_a_reason(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     emulator.inject(503, operation="send", count=1)
     last = {**json.loads(send()), "attempt": installed.settings.max_attempts}
-    outcome = await process(installed, json.dumps(last), message_id="m")
+    outcome = await process(installed, await app_made(installed, last), message_id="m")
     assert (outcome.state, outcome.reason) == ("poisoned", "retries-exhausted")
     record = await row(installed, "k1")
     assert (record["state"], record["reason"]) == (d.FAILED, "retries-exhausted")

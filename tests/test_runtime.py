@@ -107,7 +107,7 @@ async def test_in_azure_the_test_only_cloud_override_is_refused(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, close_app_runtime: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("MicrosoftAppId", "app")
+    monkeypatch.setenv("MicrosoftAppId", "0f3c9a5e-1111-4222-8333-444455556666")
     monkeypatch.setenv("WEBSITE_SITE_NAME", "proactive-prod")  # without WEBSITE_INSTANCE_ID
     monkeypatch.setenv("PROACTIVE_CLOUD_OVERRIDE",
                        '{"openid_metadata_url": "http://127.0.0.1:9/meta"}')
@@ -117,11 +117,31 @@ async def test_in_azure_the_test_only_cloud_override_is_refused(
     assert "PROACTIVE_CLOUD_OVERRIDE is for tests only" in caplog.text
 
 
+async def test_an_id_setting_that_is_no_guid_answers_503_naming_it(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, close_app_runtime: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16 §4: `MicrosoftAppId=my-bot` used to start and get 401 for every
+    token; a malformed allow-list refused every activity without a word."""
+    monkeypatch.setenv("MicrosoftAppId", "my-bot")
+    monkeypatch.setenv("MicrosoftAppPassword", SECRET)
+    monkeypatch.setenv("MicrosoftAppTenantId", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+    monkeypatch.setenv("PROACTIVE_ALLOWED_TENANTS", "72f988bf-86f1-41af-91ab-2d7cd011db47;x")
+    with caplog.at_level(logging.ERROR, logger="proactive.triggers"):
+        reply = await triggers.messages(request(install()))
+    assert reply.status_code == 503
+    assert "MicrosoftAppId must be the bot's app (client) id" in caplog.text
+    assert "PROACTIVE_ALLOWED_TENANTS entry '72f988bf-86f1-41af-91ab-2d7cd011db47;x'" \
+        in caplog.text
+    assert SECRET not in caplog.text
+    assert await reference_rows(app_env) == []
+
+
 async def test_a_configuration_error_stops_every_trigger_and_says_why(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, close_app_runtime: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("MicrosoftAppId", "app")
+    monkeypatch.setenv("MicrosoftAppId", "0f3c9a5e-1111-4222-8333-444455556666")
     monkeypatch.setenv("MicrosoftAppPassword", SECRET)
     monkeypatch.setenv("PROACTIVE_MAX_ATTEMPTS", "eight")
     reason = "PROACTIVE_MAX_ATTEMPTS must be a whole number, got 'eight'"
@@ -147,7 +167,7 @@ async def test_a_configuration_error_stops_every_trigger_and_says_why(
 async def test_valid_settings_in_azure_serve_the_endpoint(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, close_app_runtime: None,
 ) -> None:
-    monkeypatch.setenv("MicrosoftAppId", "app")
+    monkeypatch.setenv("MicrosoftAppId", "0f3c9a5e-1111-4222-8333-444455556666")
     monkeypatch.setenv("MicrosoftAppType", "UserAssignedMSI")
     monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc")
     # Storage as in Azure: by identity (the emulator's well-known key is refused

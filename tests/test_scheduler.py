@@ -30,6 +30,7 @@ from proactive.storage.tables import safe_key
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import activity, install
+from tests.sealed import app_made
 
 NY_USER = "00000000-0000-4000-8000-00000000000a"
 BERLIN_USER = "00000000-0000-4000-8000-00000000000b"
@@ -111,8 +112,8 @@ async def items(rt: Runtime, key: str = "") -> list[dict[str, Any]]:
 async def deliver(rt: Runtime, sent: list[tuple[dict[str, Any], float]]) -> None:
     """Carry out what the scheduler enqueued, as the outbox worker would once
     the visibility delay is over."""
-    for n, (message, _) in enumerate(sent):
-        await process(rt, json.dumps(message), message_id=f"q{n}")
+    for n, (message, _) in enumerate(sent):  # recorded before Outbox.put signs it
+        await process(rt, await app_made(rt, message), message_id=f"q{n}")
 
 
 async def record(rt: Runtime, key: str, user: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from proactive.api.problems import Problem, Reply
-from proactive.contract import parse_message
+from proactive.contract import parse_message, refuse_app_only
 from proactive.errors import InvalidMessage
 from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
@@ -81,6 +81,7 @@ def _one(item: Any, max_activity_bytes: int) -> dict[str, Any]:
     # Re-encoded as ASCII JSON: parse_message sees what the queue will carry,
     # and a lone surrogate reaches its own check instead of failing to encode.
     key = f"api-{uuid.uuid4().hex}"
+    refuse_app_only(item)  # a producer never sets what only the app may
     message = parse_message(json.dumps(item), default_key=key,
                             max_activity_bytes=max_activity_bytes)
     assert isinstance(item, dict)  # parse_message accepts JSON objects only

@@ -6,6 +6,8 @@ optout|optin`), apart from proactive/cli.py to keep each module readable.
     optout  stop a user's notifications (all, or one --topic), as an admin
     optin   clear a user's opt-out (all, or one --topic): the only way besides
             the user typing `start`
+    rotate-signing-key  sign what the app enqueues for itself with a new key
+            (proactive/storage/seal.py; older keys keep verifying for 8 days)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from proactive.storage.credentials import StorageTokens
     from proactive.storage.preferences import PreferenceStore
 
-COMMANDS = ("report", "reach", "optout", "optin")
+COMMANDS = ("report", "reach", "optout", "optin", "rotate-signing-key")
 Run = Callable[[Settings, Callable[["StorageTokens | None"], Awaitable[Any]]], Any]
 
 
@@ -52,6 +54,8 @@ def add_parsers(sub: Any, storage: argparse.ArgumentParser) -> None:
         cmd.add_argument("--topic", help="one topic (default: all)")
         cmd.add_argument("--tenant", default="",
                          help="the user's tenant id (default: from their stored conversation)")
+    sub.add_parser("rotate-signing-key", parents=[storage],
+                   help="sign the app's own queue messages with a new key (SECURITY.md)")
 
 
 @dataclass
@@ -145,6 +149,11 @@ def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
                              else reach_report(rt, args.format), args.out)
                 return None
             await _ensure(rt)
+            if args.command == "rotate-signing-key":
+                from proactive.runtime import PACING_TABLE
+                from proactive.storage.seal import Seal
+
+                return {"signingKey": await Seal(rt.sdk_table(PACING_TABLE)).rotate()}
             if args.command == "optout":
                 tenant = args.tenant or await rt.tenant_of(args.user)
                 new = await rt.opt_outs().stop(args.user, topic or ALL, via="admin",

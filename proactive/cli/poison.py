@@ -16,6 +16,7 @@ nothing else reads the poison queue. Requeue and purge ask first, or need
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -127,7 +128,7 @@ def command(args: argparse.Namespace, settings: Settings, run: Runner) -> int:
     if args.action == "requeue":
         fixed = Path(args.file).read_text() if args.file else None
         if fixed is not None:
-            _valid(fixed, settings)
+            _valid(fixed, settings, edited=True)
         _confirm(args, f"put message {args.id} back on {settings.outbox_queue}?")
     if args.action == "purge":
         what = f"message {args.id}" if args.id else "EVERY parked message"
@@ -156,10 +157,15 @@ def _missing(args: argparse.Namespace) -> None:
     raise CliError(f"no parked message has id {args.id!r}" if args.id else "nothing is parked")
 
 
-def _valid(text: str, settings: Settings) -> None:
-    from proactive.contract import InvalidMessage, parse_message
+def _valid(text: str, settings: Settings, *, edited: bool) -> None:
+    from proactive.contract import InvalidMessage, parse_message, refuse_app_only
 
     try:
+        if edited:  # a fixed message is the operator's: only the app's own may carry these
+            data = None
+            with contextlib.suppress(ValueError, RecursionError):  # parse_message says why
+                data = json.loads(text)
+            refuse_app_only(data)
         parse_message(text, default_key="check", max_activity_bytes=settings.max_activity_bytes)
     except InvalidMessage as exc:
         raise CliError(f"the message is still invalid ({exc.reason}): {exc.detail}",
@@ -189,7 +195,8 @@ async def _act(args: argparse.Namespace, settings: Settings, tokens: StorageToke
         return {"purged": args.id}
     text = Path(args.file).read_text() if args.file else _original(item)
     try:
-        _valid(text, settings)  # an unfixed message would only be parked again
+        # an unfixed message would only be parked again
+        _valid(text, settings, edited=bool(args.file))
     except CliError:
         await _unhide(queue, [item])
         raise

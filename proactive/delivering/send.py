@@ -250,9 +250,12 @@ async def _deliver(rt: Runtime, target: Target, content: Content) -> dict[str, A
     ref = await _reference(rt, target)
     activity = content.activity()
     ready = None
-    if target.kind == "user" and not content.service:
+    # A send into someone's 1:1 chat is a send to that person, whatever
+    # address it used: by user, or by the chat's conversation id.
+    owner = target.id if target.kind == "user" else ref.owner
+    if owner and not content.service:
         async def ready() -> None:
-            stopped = await rt.opt_outs.check(ref.tenant_id, target.id, content.topic)
+            stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
     try:

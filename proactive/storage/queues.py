@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
+    from proactive.storage.seal import Seal
+
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 MAX_QUEUE_MESSAGE = 64 * 1024  # Azure Storage's limit, after encoding
 MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 1
@@ -79,13 +81,18 @@ def dumps(message: Mapping[str, Any]) -> str:
 
 
 class Outbox:
-    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+    def __init__(self, queue: QueueClient, poison: QueueClient, seal: Seal) -> None:
         self.queue = queue
         self.poison_queue = poison
+        self.seal = seal
 
     async def put(self, message: Mapping[str, Any], *, delay: float = 0) -> str:
+        """Enqueue a message of the app's: every internal enqueue (retries,
+        parts, an audience's next page, the welcome and answers, scheduled
+        occurrences, the HTTP API) comes through here, and a message carrying
+        an app-only field is signed here (proactive/storage/seal.py)."""
         delay_s = min(MAX_VISIBILITY_DELAY, max(0, round(delay)))
-        sent = await self.queue.send_message(encode(dumps(message)),
+        sent = await self.queue.send_message(encode(dumps(await self.seal.sign(message))),
                                              visibility_timeout=delay_s or None)
         return str(sent.id)
 

@@ -56,6 +56,14 @@ class Reference:
     timezone: str = ""
     locale: str = ""
     user_id: str = ""
+    # A personal (1:1) chat's owner: whose opt-outs a send into it obeys,
+    # whatever address it used (README "Opt-out, opt-in, help").
+    aad_id: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The AAD id of the person this conversation is a 1:1 chat with, or ""."""
+        return self.aad_id if self.conversation_type == "personal" else ""
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> Reference:
@@ -69,6 +77,7 @@ class Reference:
             timezone=entity.get("timezone", ""),
             locale=entity.get("locale", ""),
             user_id=entity.get("userId", ""),
+            aad_id=entity.get("aadObjectId", ""),
         )
 
 

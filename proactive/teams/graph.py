@@ -22,6 +22,7 @@ from proactive.errors import (
     Reason,
     ServiceUnavailable,
     Throttled,
+    UntrustedServiceUrl,
 )
 from proactive.teams.connector import error_code
 from proactive.teams.service_urls import check_graph_url
@@ -56,6 +57,17 @@ def to_error(status: int, body: bytes, retry_after: str | None) -> DeliveryFaile
     reason = {400: Reason.BAD_REQUEST, 401: Reason.UNAUTHORIZED, 403: Reason.FORBIDDEN,
               404: Reason.NOT_FOUND}.get(status, Reason.HTTP_ERROR)
     return Permanent(reason, detail, status=status, code=code)
+
+
+def _same_listing(link: str, prefix: str) -> bool:
+    """`link` is on the host of `prefix` (scheme and port too) and its path
+    starts with `prefix`'s path (Graph keeps the request's path in nextLink),
+    with no dot segment that could climb out of it."""
+    a, b = urlsplit(link), urlsplit(prefix)
+    path = a.path.lower()
+    return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower()) \
+        and path.startswith(b.path.lower()) and "%2e" not in path \
+        and not {".", ".."} & set(path.split("/"))
 
 
 class GraphClient:
@@ -99,9 +111,14 @@ class GraphClient:
         return response.status_code, data if isinstance(data, dict) else {}
 
     async def group_members(self, group_id: str, next_link: str = "") -> tuple[list[str], str]:
-        """One page of a group's transitive user members: (ids, next page's link)."""
-        url = next_link or (f"{self.base}/groups/{quote(group_id, safe='')}/transitiveMembers/"
-                            f"microsoft.graph.user?$select=id&$top={_PAGE}")
+        """One page of a group's transitive user members: (ids, next page's link).
+        A `next_link` is followed only if it is a page of this group's members
+        on this Graph (the app's signature already vouches it came from Graph)."""
+        first = f"{self.base}/groups/{quote(group_id, safe='')}/transitiveMembers/"
+        if next_link and not _same_listing(next_link, first):
+            raise UntrustedServiceUrl("the next page's link is not a page of this group's "
+                                      "members on the configured Graph host")
+        url = next_link or f"{first}microsoft.graph.user?$select=id&$top={_PAGE}"
         _, data = await self._call("GET", url)
         ids = [str(u["id"]) for u in data.get("value") or [] if isinstance(u, dict) and
                u.get("id")]
