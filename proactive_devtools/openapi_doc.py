@@ -38,8 +38,9 @@ def _rewrite(node: Any) -> Any:
     return node
 
 
-def _json(schema: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": _ref(schema)}}}
+def _json(description: str, schema: str) -> dict[str, Any]:
+    # OpenAPI 3.1 (4.8.17.1 Response Object): `description` is REQUIRED.
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -141,12 +142,14 @@ def build() -> dict[str, Any]:
                            "items": _ref("OutboxMessage")}]}}}})},
         "/api/sends/{key}": {"get": _op(
             "A send's state and counts", "getSend",
-            {"200": _json("SendStatus"), "400": _problem("The key can't be one"),
+            {"200": _json("The send's state and counts", "SendStatus"),
+             "400": _problem("The key can't be one"),
              "404": _problem("No send with this key is recorded")},
             parameters=[KEY_PARAM])},
         "/api/sends/{key}/recipients": {"get": _op(
             "A page of a send's recipients and their results", "listRecipients",
-            {"200": _json("RecipientsPage"),
+            {"200": _json("One page of recipients; the next is named by `continuation`",
+                          "RecipientsPage"),
              "400": _problem("A bad key, page size or continuation token")},
             parameters=[KEY_PARAM,
                         {"name": "limit", "in": "query", "required": False,
@@ -178,7 +181,7 @@ def build() -> dict[str, Any]:
             "Whom the bot can reach per tenant, and who can't (blocked, uninstalled, "
             "disabled, opted out; with `group`, who in that Entra ID group never installed "
             "the bot)", "getReach",
-            {"200": _json("Reach"),
+            {"200": _json("Counts per tenant and who can't be reached", "Reach"),
              "400": _problem("`group` without proactive install, or a group Graph can't read")},
             parameters=[{"name": "group", "in": "query", "required": False,
                          "description": "An Entra ID group id: one paced Graph call per "
