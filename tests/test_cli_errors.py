@@ -165,6 +165,11 @@ def test_poison_pages_past_32_counts_requeues_a_fix_and_purges_with_confirmation
     one = listed[0]["id"]
     shown = json.loads(cli(tmp_path, "poison", "show", one, env=env).stdout)
     assert shown["original"] == bad
+    # The lookup hid nothing for later: all still counted, another id still found.
+    assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 40
+    other = listed[1]["id"]  # in the same batch of 32 as `one`
+    assert cli(tmp_path, "poison", "purge", other, "--yes", env=env).returncode == 0
+    assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 39
 
     # Unfixed, it would only be parked again: refused, still parked.
     one_line_error(cli(tmp_path, "poison", "requeue", one, "--yes", env=env),
