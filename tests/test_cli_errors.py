@@ -73,7 +73,7 @@ def test_an_unreachable_storage_account_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("argv", "hints"), [
     (["send", "--to", GUID, "--card", "missing.json"], ["missing.json", "check the path"]),
     (["send", "--to", GUID, "--users", "@nope.txt", "--text", "x"], ["nope.txt"]),
-    (["send", "--to", GUID], ["--text or --card is required"]),
+    (["send", "--to", GUID], ["--text, --card or --notification is required"]),
     (["send", "--to", GUID, "--text", "x", "--at", "tomorrow"], []),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],
@@ -83,7 +83,68 @@ def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],
 
 def test_a_card_that_is_not_json_gets_one_line(tmp_path: Path) -> None:
     (tmp_path / "card.json").write_text("{not json")
-    one_line_error(cli(tmp_path, "send", "--to", GUID, "--card", "card.json", "--text", "x"))
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--card", "card.json", "--text", "x"),
+                   "--card card.json is not JSON")
+    (tmp_path / "facts.json").write_text("")
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--notification", "facts.json"),
+                   "--notification facts.json is not JSON")
+
+
+@pytest.mark.parametrize(("argv", "hints"), [
+    # argparse's own mistakes: one line naming the command and the flag, no usage block.
+    (["send", "--to", GUID, "--text", "x", "--bogus"],
+     ["send: unrecognized arguments: --bogus", "python -m proactive send --help"]),
+    (["send", "--to", GUID, "--text", "x", "--count", "many"], ["send:", "--count"]),
+    (["status"], ["status:", "--key"]),
+    (["poison", "frob"], ["poison:", "frob"]),
+    ([], ["command"]),
+    # The contract's field names told as the flags that set them.
+    (["send", "--to", GUID, "--all-users", "--text", "x"],
+     ["exactly one recipient", "--to, --all-users"]),
+    (["send", "--text", "x"], ["exactly one recipient"]),
+    (["send", "--to", GUID, "--text", "x", "--topic", "Not A Topic"], ["--topic must be"]),
+    (["send", "--to", GUID, "--text", "x", "--summary", "s" * 1001], ["--summary is longer"]),
+])
+def test_usage_mistakes_are_one_line_naming_the_flag(tmp_path: Path, argv: list[str],
+                                                     hints: list[str]) -> None:
+    line = one_line_error(cli(tmp_path, *argv), *hints)
+    assert "usage:" not in line and "'to'" not in line and "'topic'" not in line
+
+
+def test_a_notification_file_with_a_mistake_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "facts.json").write_text(json.dumps({"title": "Build failed"}))
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--notification", "facts.json"),
+                   "--notification facts.json:", "what")
+
+
+def test_status_and_progress_of_an_unknown_key_say_so(tmp_path: Path, azurite: Any) -> None:
+    env = {"AzureWebJobsStorage": azurite.connection_string,
+           "PROACTIVE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:8]}"}
+    one_line_error(cli(tmp_path, "status", "--key", "never-sent", env=env),
+                   "nothing is recorded under --key never-sent")
+    one_line_error(cli(tmp_path, "progress", "--key", "never-sent", env=env),
+                   "--key never-sent")
+
+
+def test_a_used_key_is_refused_with_what_became_of_it_and_how_to_send_again(
+        tmp_path: Path, azurite: Any) -> None:
+    from azure.data.tables import TableServiceClient
+
+    prefix, queue = f"t{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue,
+           "PROACTIVE_TABLE_PREFIX": prefix}
+    table = TableServiceClient.from_connection_string(
+        azurite.connection_string).create_table_if_not_exists(f"{prefix}deliveries")
+    # What the worker records when the Playground was restarted: its chat is gone.
+    table.create_entity({"PartitionKey": "k-used", "RowKey": GUID, "key": "k-used",
+                         "recipient": GUID, "state": "failed",
+                         "reason": "conversation-not-found", "attempts": 1})
+    argv = ["send", "--key", "k-used", "--to", GUID, "--text", "again"]
+    one_line_error(cli(tmp_path, *argv, env=env), "--key k-used was already sent",
+                   "failed 1", "conversation-not-found", "Playground", "new --key")
+    assert outbox(azurite, queue) == []
+    fresh = cli(tmp_path, "send", "--key", "k-fresh", "--to", GUID, "--text", "x", env=env)
+    assert fresh.returncode == 0, fresh.stderr
 
 
 @pytest.mark.parametrize(("argv", "says"), [

@@ -216,5 +216,9 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
     final = [s for s in states if s in FINAL]
     counts = {"queued": len(rows), "sent": states.count("sent"),
               "failed": len(final) - states.count("sent")}
+    for row in rows:  # by reason, as a many-user send's counters have them
+        if row.get("state") in FINAL and row.get("state") != "sent":
+            name = f"failed_{str(row.get('reason') or row.get('state')).replace('-', '_')}"
+            counts[name] = counts.get(name, 0) + 1
     return {"key": key, "state": "done" if len(final) == len(rows) else "running",
             "counts": counts}
