@@ -18,6 +18,7 @@ from typing import Any
 from proactive.api.notifications import MAX_BATCH
 from proactive.api.paging import MAX_PAGE
 from proactive.contract import MAX_KEY
+from proactive.reporting.reports import SEND_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "proactive" / "schemas" / "outbox-message.v1.json"
@@ -93,7 +94,9 @@ def build() -> dict[str, Any]:
             "properties": {
                 "key": {"type": "string"},
                 "state": {"enum": ["running", "done", "cancelled", "scheduled"]},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                           "description": "By state, and by reason for failed and skipped "
+                                          "(`failed_unknown_user`, `skipped_opted_out`)"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
                 "links": {"type": "object", "properties": {
@@ -119,11 +122,10 @@ def build() -> dict[str, Any]:
                                  "description": "Pass as `continuation` for the next page"},
                 "items": {"type": "array", "items": {
                     "type": "object", "required": ["recipient", "state"],
-                    "properties": {"recipient": {"type": "string"},
-                                   "state": {"type": "string"}, "reason": {"type": "string"},
-                                   "attempts": {"type": "integer"},
-                                   "createdAt": {"type": "string"},
-                                   "updatedAt": {"type": "string"}}}}}},
+                    "description": "The send report's columns (README \"Reports\"), those "
+                                   "with a value",
+                    "properties": {name: {"type": "integer" if name == "attempts"
+                                          else "string"} for name in SEND_COLUMNS}}}}},
     })
     paths = {
         "/api/notifications": {"post": _op(

@@ -241,3 +241,11 @@ def result_counts(reason: str) -> Counter[str]:
     kind = "skipped" if reason in SKIP_REASONS else "failed"
     # Table property names allow letters, digits and underscores.
     return Counter({kind: 1, f"{kind}_{reason.replace('-', '_')}": 1})
+
+
+def reason_count(state: Any, reason: Any) -> Counter[str]:
+    """A failed or skipped delivery row's reason, counted as result_counts
+    names it (`skipped_opted_out`): a one-recipient send's counts say why too."""
+    if state not in ("failed", "skipped") or not reason:
+        return Counter()
+    return Counter({f"{state}_{str(reason).replace('-', '_')}": 1})
