@@ -231,16 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_instructions(args.playground_port, user), flush=True)
         print("\nLogs in .dev/: azurite.log, app.log, playground.log. "
               "Ctrl-C stops everything. Deliveries as they happen:", flush=True)
-        feed = _feed()
-        while True:
-            for text in feed.poll() if feed is not None else ():
-                print(text, flush=True)
-            for name, child, log in children:
-                if child.poll() is not None:
-                    print(f"\n{name} exited ({child.returncode}); see {_rel(log)}",
-                          file=sys.stderr, flush=True)
-                    return 1
-            time.sleep(0.5)
+        return _supervise(children, _feed())
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -261,6 +252,23 @@ def main(argv: list[str] | None = None) -> int:
             _say("stopped.")
 
 
+def _supervise(children: list[tuple[str, subprocess.Popen[bytes], Path]],
+               feed: DeliveryFeed | None, *, interval: float = 0.5) -> int:
+    """Print the deliveries as they happen until a child exits; then say which
+    and where its log is, and return 1 (the caller stops the rest). The
+    children are looked at before the feed reads storage: with Azurite gone,
+    that read can only fail (and the feed keeps quiet about it)."""
+    while True:
+        for name, child, log in children:
+            if child.poll() is not None:
+                print(f"\n{name} exited ({child.returncode}); see {_rel(log)}",
+                      file=sys.stderr, flush=True)
+                return 1
+        for text in feed.poll() if feed is not None else ():
+            print(text, flush=True)
+        time.sleep(interval)
+
+
 def _feed() -> DeliveryFeed | None:
     """The live delivery lines, from the local deliveries table."""
     from azure.data.tables import TableClient
@@ -270,8 +278,10 @@ def _feed() -> DeliveryFeed | None:
     try:
         values = json.loads((REPO_ROOT / "local.settings.json").read_text()).get("Values") or {}
         settings = Settings.from_env({**values, **os.environ})
+        # No retries: a look that fails is skipped (the next one is 0.5 s
+        # later), and Azurite gone is said at once instead of after retrying.
         table = TableClient.from_connection_string(
-            settings.storage_connection, settings.table_name(DELIVERIES_TABLE))
+            settings.storage_connection, settings.table_name(DELIVERIES_TABLE), retry_total=0)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"(no live delivery lines: {exc})", file=sys.stderr, flush=True)
         return None
