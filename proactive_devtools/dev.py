@@ -164,6 +164,9 @@ def _instructions(port: int, user: dict[str, str], key: str = "") -> str:
         f"  {py} update --key {key} --text 'Edited in place'\n"
         f"  {py} delete --key {key}\n"
         f"  {py} status --key {key}\n"
+        f"  {py} send --all-users --text 'To everyone who installed the app' --watch\n"
+        f"Tenant: {user['tenant']} (the Playground's; the CLI's default for --all-users "
+        f"here,\nrecorded in .dev/playground.json).\n"
         f"The Playground does not implement delete (it answers 501): status then shows\n"
         f'"deleteState": "failed", "deleteReason": "not-supported".'
     )
@@ -228,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"(log .dev/playground.log)", flush=True)
             user = _playground_user(args.playground_port)
             if user:
+                from proactive.cli.localdev import record
+
+                # The CLI's default tenant for a local --all-users send.
+                record(user, logs / "playground.json")
                 print(_instructions(args.playground_port, user), flush=True)
         print("\nLogs in .dev/: azurite.log, app.log, playground.log. "
               "Ctrl-C stops everything. Deliveries as they happen:", flush=True)

@@ -251,3 +251,28 @@ def test_poison_pages_past_32_counts_requeues_a_fix_and_purges_with_confirmation
     assert cli(tmp_path, "poison", "purge", "--yes", env=env).returncode == 0
     assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 0
     one_line_error(cli(tmp_path, "poison", "show", "no-such-id", env=env), "poison list")
+
+
+def test_a_local_all_users_send_defaults_to_the_playgrounds_tenant_and_says_so(
+        tmp_path: Path, azurite: Any) -> None:
+    from azure.data.tables import TableServiceClient
+
+    prefix, queue = f"t{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue,
+           "PROACTIVE_TABLE_PREFIX": prefix}
+    # What ./scripts/dev records once the Playground is up (proactive/cli/localdev.py).
+    (tmp_path / ".dev").mkdir()
+    (tmp_path / ".dev" / "playground.json").write_text(json.dumps(
+        {"tenantId": "t-play", "aadObjectId": GUID, "name": "Alex"}))
+    # The Playground's user installed the app: a personal chat in that tenant.
+    TableServiceClient.from_connection_string(azurite.connection_string) \
+        .create_table_if_not_exists(f"{prefix}references").create_entity(
+            {"PartitionKey": f"user:{GUID}", "RowKey": "t-play", "kind": "user",
+             "aadObjectId": GUID, "tenantId": "t-play", "conversationId": "a:1"})
+    proc = cli(tmp_path, "send", "--all-users", "--text", "hi", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "tenant: t-play (the Agents Playground's" in proc.stderr
+    assert [m["to"] for m in outbox(azurite, queue)] == [{"allUsers": True, "tenant": "t-play"}]
+    # An explicit --tenant wins; the file is never read for other storage.
+    proc = cli(tmp_path, "send", "--all-users", "--tenant", "t-play", "--text", "hi", env=env)
+    assert proc.returncode == 0 and "tenant:" not in proc.stderr

@@ -44,10 +44,11 @@ def test_each_delivered_failed_or_skipped_message_shows_once(azurite: Any) -> No
 
 
 def test_the_demo_commands_use_a_fresh_key_each_run() -> None:
-    user = {"name": "Alex", "chat": "c", "aad": "a"}
+    user = {"name": "Alex", "chat": "c", "aad": "a", "tenant": "t-1"}
     first, second = _instructions(1, user), _instructions(1, user)
     key = first.split("send --key ")[1].split()[0]
     assert key.startswith("hello-") and f"status --key {key}" in first and key not in second
+    assert "Tenant: t-1" in first and "send --all-users" in first  # the local broadcast's
 
 
 def test_azurite_exiting_under_the_launcher_is_one_line_not_a_traceback(

@@ -182,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
             who.add_argument("--team", help="the channel's team id (alone: its members)")
             who.add_argument("--reply-to", help="root message id of the thread to reply in")
             who.add_argument("--tenant", help="tenant id (optional; --all-users: default the "
-                                              "app's own tenant)")
+                                              "app's own tenant, locally the Agents "
+                                              "Playground's)")
             cmd.add_argument("--force", action="store_true",
                              help="send even what looks like a mistake (--at in the past, a "
                                   "--to that is not a GUID, --all-users to a tenant with no "
@@ -307,6 +308,14 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
         raise CliError("the message is over the 64 KB a storage queue message can hold",
                        "send a shorter text or card, or a --users @FILE to fewer users")
+    if args.command == "send" and "allUsers" in message["to"] and not message["to"].get(
+            "tenant") and not settings.app_tenant_id:
+        from proactive.cli.localdev import PLAYGROUND, playground_tenant
+
+        if tenant := playground_tenant(settings):  # local: the Playground's (./scripts/dev)
+            message["to"]["tenant"] = tenant
+            print(f"tenant: {tenant} (the Agents Playground's, from {PLAYGROUND})",
+                  file=sys.stderr)
     if args.command == "send":
         from proactive.cli.checks import confirm_send
         from proactive.cli.storage import send_state

@@ -67,7 +67,10 @@ def doubts(args: argparse.Namespace, message: dict[str, Any],
         found.append(f"{bad[0]!r} is not an Azure AD object id (a GUID): --to and --users "
                      "take the user's object id, not a name or e-mail address")
     if args.all_users and known_users() == 0:
-        found.append("no user of this tenant has a stored personal chat (nobody installed "
+        tenant = message["to"].get("tenant")
+        which = (f"tenant {tenant}" if tenant else
+                 "the app's own tenant (MicrosoftAppTenantId; or give --tenant)")
+        found.append(f"no user of {which} has a stored personal chat (nobody installed "
                      "the app yet): an --all-users send would reach nobody")
     return found
 

@@ -202,6 +202,18 @@ class Campaigns:
             return None
         return summary[0], summary[1], totals, split
 
+    async def finish_empty(self, key: str, reason: str, detail: str) -> bool:
+        """A send whose audience held nobody: `done` at once, with why (the
+        counters never reach a queued count, so it would stay running)."""
+        read = await self._read(key)
+        if read is None:
+            return False
+        summary, etag, totals, _ = read
+        if summary.get("finishedAt") or totals.get("queued", 0):
+            return False
+        return await self._finish({**summary, "reason": reason, "detail": detail}, etag,
+                                  totals) is not None
+
     async def _finish(self, summary: dict[str, Any], etag: str,
                       totals: Counter[str]) -> dict[str, Any] | None:
         from datetime import datetime
