@@ -72,7 +72,8 @@ def test_an_unreachable_storage_account_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "hints"), [
     (["send", "--to", GUID, "--card", "missing.json"], ["missing.json", "check the path"]),
-    (["send", "--to", GUID, "--users", "@nope.txt", "--text", "x"], ["nope.txt"]),
+    (["send", "--users", "@nope.txt", "--text", "x"], ["--users nope.txt", "check the path"]),
+    (["send", "--users-file", "nope.csv", "--text", "x"], ["--users-file nope.csv"]),
     (["send", "--to", GUID], ["--text, --card or --notification is required"]),
     (["send", "--to", GUID, "--text", "x", "--at", "tomorrow"], []),
 ])
@@ -84,10 +85,10 @@ def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],
 def test_a_card_that_is_not_json_gets_one_line(tmp_path: Path) -> None:
     (tmp_path / "card.json").write_text("{not json")
     one_line_error(cli(tmp_path, "send", "--to", GUID, "--card", "card.json", "--text", "x"),
-                   "--card card.json is not JSON")
+                   "--card card.json: not JSON")
     (tmp_path / "facts.json").write_text("")
     one_line_error(cli(tmp_path, "send", "--to", GUID, "--notification", "facts.json"),
-                   "--notification facts.json is not JSON")
+                   "--notification facts.json: not JSON")
 
 
 @pytest.mark.parametrize(("argv", "hints"), [

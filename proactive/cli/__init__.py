@@ -40,6 +40,7 @@ from proactive.cli.fail import (
     TARGET_FLAGS,
     CliError,
     OneLineParser,
+    from_file,
     guarded,
     in_flags,
     json_file,
@@ -78,10 +79,11 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
     if args.to:
         target["user"] = args.to
     if args.users:
-        text = Path(args.users[1:]).read_text() if args.users.startswith("@") else args.users
+        text = (from_file("--users", args.users[1:], Path.read_text)
+                if args.users.startswith("@") else args.users)
         target["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
     if args.users_file:
-        target["users"] = read_users_file(Path(args.users_file))
+        target["users"] = from_file("--users-file", args.users_file, read_users_file)
     if args.all_users:
         target["allUsers"] = True
     if args.team and not args.channel:  # a team alone: its members

@@ -80,14 +80,25 @@ def in_flags(detail: str, args: argparse.Namespace) -> str:
     return detail
 
 
-def json_file(flag: str, path: str) -> Any:
-    """The JSON in the file a flag names; CliError naming both if it can't be."""
+def from_file(flag: str, path: str, read: Callable[[Path], Any]) -> Any:
+    """`read(path)` for the file a flag names; CliError naming both if it
+    can't be read or `read` refuses it (ValueError)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return read(Path(path))
     except OSError as exc:
         raise CliError(f"{flag} {path}: {exc.strerror or exc}", "check the path") from None
     except ValueError as exc:
-        raise CliError(f"{flag} {path} is not JSON: {exc}") from None
+        raise CliError(f"{flag} {path}: {exc}") from None
+
+
+def json_file(flag: str, path: str) -> Any:
+    """The JSON in the file a flag names; CliError naming both if it can't be."""
+    def read(file: Path) -> Any:
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+    return from_file(flag, path, read)
 
 
 def is_local(url: str) -> bool:

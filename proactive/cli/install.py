@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from proactive.cli.fail import CliError
+from proactive.cli.fail import CliError, from_file
 from proactive.config import Settings
 
 AUDIENCE_FLAGS = ("--group", "--users-file", "--team", "--users", "--all-users")
@@ -57,9 +57,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     elif args.all_users:
         to["allUsers"] = True
     elif args.users_file:
-        to["users"] = read_users_file(Path(args.users_file))
+        to["users"] = from_file("--users-file", args.users_file, read_users_file)
     else:
-        text = Path(args.users[1:]).read_text() if args.users.startswith("@") else args.users
+        text = (from_file("--users", args.users[1:], Path.read_text)
+                if args.users.startswith("@") else args.users)
         to["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
     if args.tenant:
         to["tenant"] = args.tenant
