@@ -204,6 +204,17 @@ def test_a_send_settles_when_state_is_final_or_every_queued_has_a_result() -> No
     assert not settled({"state": "running", "counts": {}})
 
 
+def test_a_send_that_reached_nobody_ends_its_watch_saying_why(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from proactive.cli.live import watch
+
+    empty = {"key": "k", "state": "done", "counts": {}, "reason": "no-recipients",
+             "detail": "no user of tenant 't' has a stored personal chat with the bot"}
+    assert watch(lambda: empty, "k", sleep=lambda _: None) == 0
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last == {"key": "k", "state": "done", "detail": empty["detail"]}
+
+
 def _poison(azurite: Any, queue: str, bodies: list[str]) -> None:
     from azure.storage.queue import QueueClient
 

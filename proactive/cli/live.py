@@ -70,7 +70,8 @@ def watch(fetch: Fetch, key: str, *, interval: float = 1.0,
             print(json.dumps(progress, default=str), flush=True)
             last = progress
         if progress is not None and settled(progress):
-            print(json.dumps({"key": key, "state": state_of(progress)}), flush=True)
+            why = {"detail": progress["detail"]} if progress.get("detail") else {}
+            print(json.dumps({"key": key, "state": state_of(progress), **why}), flush=True)
             return 0
         sleep(interval)
 
@@ -105,5 +106,8 @@ def _bar(fetch: Fetch, key: str, interval: float, sleep: Callable[[float], None]
                 if settled(progress):
                     break
             sleep(interval)
-    console.print(f"{key}: [bold]{state_of(progress)}[/bold]")
+    from rich.markup import escape
+
+    why = f" ({progress['detail']})" if progress.get("detail") else ""  # e.g. no-recipients
+    console.print(f"{escape(key)}: [bold]{state_of(progress)}[/bold]{escape(why)}")
     return 0
