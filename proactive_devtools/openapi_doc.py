@@ -99,6 +99,10 @@ def build() -> dict[str, Any]:
                                           "(`failed_unknown_user`, `skipped_opted_out`)"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
+                "reason": {"type": "string"},
+                "detail": {"type": "string",
+                           "description": "Why a send ended without recipients "
+                                          "(reason `no-recipients`)"},
                 "links": {"type": "object", "properties": {
                     "recipients": {"type": "string"}, "report": {"type": "string"}}}}},
         "Reach": {

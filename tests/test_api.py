@@ -188,6 +188,15 @@ async def test_status_of_unknown_key_is_404_and_of_a_delivered_key_its_counts(
     assert body["links"]["recipients"].endswith("/sends/st-1/recipients")
 
 
+async def test_status_of_an_all_users_send_to_nobody_is_done_saying_why(
+        client: httpx.AsyncClient, rt: Runtime) -> None:
+    await process(rt, json.dumps(send("empty-api", to={"allUsers": True, "tenant": "t-none"})),
+                  message_id="e1")
+    body = (await client.get("sends/empty-api")).json()
+    assert body["state"] == "done" and body["reason"] == "no-recipients"
+    assert "'t-none'" in body["detail"]
+
+
 async def test_cancel_queues_a_cancel_message(client: httpx.AsyncClient, rt: Runtime) -> None:
     r = await client.post("sends/camp%2F1/cancel")
     assert r.status_code == 202, r.text

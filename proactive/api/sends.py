@@ -48,6 +48,8 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
         view.update(state=state, counts=counts, createdAt=progress.get("createdAt"))
         if progress.get("cancelledAt"):
             view["cancelledAt"] = progress["cancelledAt"]
+        if progress.get("detail"):  # done with nobody to send to: why
+            view.update(reason=progress.get("reason"), detail=progress["detail"])
     else:
         states: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
