@@ -164,6 +164,9 @@ def _instructions(port: int, user: dict[str, str], key: str = "") -> str:
         f"  {py} update --key {key} --text 'Edited in place'\n"
         f"  {py} delete --key {key}\n"
         f"  {py} status --key {key}\n"
+        f"  {py} send --all-users --text 'To everyone who installed the app' --watch\n"
+        f"Tenant: {user['tenant']} (the Playground's; the CLI's default for --all-users "
+        f"here,\nrecorded in .dev/playground.json).\n"
         f"The Playground does not implement delete (it answers 501): status then shows\n"
         f'"deleteState": "failed", "deleteReason": "not-supported".'
     )
@@ -228,19 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"(log .dev/playground.log)", flush=True)
             user = _playground_user(args.playground_port)
             if user:
+                from proactive.cli.localdev import record
+
+                # The CLI's default tenant for a local --all-users send.
+                record(user, logs / "playground.json")
                 print(_instructions(args.playground_port, user), flush=True)
         print("\nLogs in .dev/: azurite.log, app.log, playground.log. "
               "Ctrl-C stops everything. Deliveries as they happen:", flush=True)
-        feed = _feed()
-        while True:
-            for text in feed.poll() if feed is not None else ():
-                print(text, flush=True)
-            for name, child, log in children:
-                if child.poll() is not None:
-                    print(f"\n{name} exited ({child.returncode}); see {_rel(log)}",
-                          file=sys.stderr, flush=True)
-                    return 1
-            time.sleep(0.5)
+        return _supervise(children, _feed())
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -261,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
             _say("stopped.")
 
 
+def _supervise(children: list[tuple[str, subprocess.Popen[bytes], Path]],
+               feed: DeliveryFeed | None, *, interval: float = 0.5) -> int:
+    """Print the deliveries as they happen until a child exits; then say which
+    and where its log is, and return 1 (the caller stops the rest). The
+    children are looked at before the feed reads storage: with Azurite gone,
+    that read can only fail (and the feed keeps quiet about it)."""
+    while True:
+        for name, child, log in children:
+            if child.poll() is not None:
+                print(f"\n{name} exited ({child.returncode}); see {_rel(log)}",
+                      file=sys.stderr, flush=True)
+                return 1
+        for text in feed.poll() if feed is not None else ():
+            print(text, flush=True)
+        time.sleep(interval)
+
+
 def _feed() -> DeliveryFeed | None:
     """The live delivery lines, from the local deliveries table."""
     from azure.data.tables import TableClient
@@ -270,8 +285,10 @@ def _feed() -> DeliveryFeed | None:
     try:
         values = json.loads((REPO_ROOT / "local.settings.json").read_text()).get("Values") or {}
         settings = Settings.from_env({**values, **os.environ})
+        # No retries: a look that fails is skipped (the next one is 0.5 s
+        # later), and Azurite gone is said at once instead of after retrying.
         table = TableClient.from_connection_string(
-            settings.storage_connection, settings.table_name(DELIVERIES_TABLE))
+            settings.storage_connection, settings.table_name(DELIVERIES_TABLE), retry_total=0)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"(no live delivery lines: {exc})", file=sys.stderr, flush=True)
         return None

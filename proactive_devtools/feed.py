@@ -34,7 +34,7 @@ class DeliveryFeed:
 
     def poll(self) -> list[str]:
         """The lines for final states recorded since the last poll."""
-        from azure.core.exceptions import ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         started = datetime.now(UTC)
         out: list[str] = []
@@ -43,6 +43,8 @@ class DeliveryFeed:
                 "Timestamp ge @since", parameters={"since": self.since}))
         except ResourceNotFoundError:  # no send yet: the table comes with the first
             return out
+        except AzureError:  # storage not answering (Azurite stopped): the launcher
+            return out      # sees its child exit and says so; the next look catches up
         for row in rows:
             state = str(row.get("state", ""))
             mark = (row["PartitionKey"], row["RowKey"], state)

@@ -18,6 +18,7 @@ from typing import Any
 from proactive.api.notifications import MAX_BATCH
 from proactive.api.paging import MAX_PAGE
 from proactive.contract import MAX_KEY
+from proactive.reporting.reports import SEND_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "proactive" / "schemas" / "outbox-message.v1.json"
@@ -38,8 +39,9 @@ def _rewrite(node: Any) -> Any:
     return node
 
 
-def _json(schema: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": _ref(schema)}}}
+def _json(description: str, schema: str) -> dict[str, Any]:
+    # OpenAPI 3.1 (4.8.17.1 Response Object): `description` is REQUIRED.
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -95,9 +97,15 @@ def build() -> dict[str, Any]:
             "properties": {
                 "key": {"type": "string"},
                 "state": {"enum": ["running", "done", "cancelled", "scheduled"]},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                           "description": "By state, and by reason for failed and skipped "
+                                          "(`failed_unknown_user`, `skipped_opted_out`)"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
+                "reason": {"type": "string"},
+                "detail": {"type": "string",
+                           "description": "Why a send ended without recipients "
+                                          "(reason `no-recipients`)"},
                 "links": {"type": "object", "properties": {
                     "recipients": {"type": "string"}, "report": {"type": "string"}}}}},
         "Reach": {
@@ -121,11 +129,10 @@ def build() -> dict[str, Any]:
                                  "description": "Pass as `continuation` for the next page"},
                 "items": {"type": "array", "items": {
                     "type": "object", "required": ["recipient", "state"],
-                    "properties": {"recipient": {"type": "string"},
-                                   "state": {"type": "string"}, "reason": {"type": "string"},
-                                   "attempts": {"type": "integer"},
-                                   "createdAt": {"type": "string"},
-                                   "updatedAt": {"type": "string"}}}}}},
+                    "description": "The send report's columns (README \"Reports\"), those "
+                                   "with a value",
+                    "properties": {name: {"type": "integer" if name == "attempts"
+                                          else "string"} for name in SEND_COLUMNS}}}}},
     })
     paths = {
         "/api/notifications": {"post": _op(
@@ -144,12 +151,14 @@ def build() -> dict[str, Any]:
                            "items": _ref("OutboxMessage")}]}}}})},
         "/api/sends/{key}": {"get": _op(
             "A send's state and counts", "getSend",
-            {"200": _json("SendStatus"), "400": _problem("The key can't be one"),
+            {"200": _json("The send's state and counts", "SendStatus"),
+             "400": _problem("The key can't be one"),
              "404": _problem("No send with this key is recorded")},
             parameters=[KEY_PARAM])},
         "/api/sends/{key}/recipients": {"get": _op(
             "A page of a send's recipients and their results", "listRecipients",
-            {"200": _json("RecipientsPage"),
+            {"200": _json("One page of recipients; the next is named by `continuation`",
+                          "RecipientsPage"),
              "400": _problem("A bad key, page size or continuation token")},
             parameters=[KEY_PARAM,
                         {"name": "limit", "in": "query", "required": False,
@@ -181,7 +190,7 @@ def build() -> dict[str, Any]:
             "Whom the bot can reach per tenant, and who can't (blocked, uninstalled, "
             "disabled, opted out; with `group`, who in that Entra ID group never installed "
             "the bot)", "getReach",
-            {"200": _json("Reach"),
+            {"200": _json("Counts per tenant and who can't be reached", "Reach"),
              "400": _problem("`group` without proactive install, or a group Graph can't read")},
             parameters=[{"name": "group", "in": "query", "required": False,
                          "description": "An Entra ID group id: one paced Graph call per "

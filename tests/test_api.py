@@ -201,8 +201,17 @@ async def test_status_of_unknown_key_is_404_and_of_a_delivered_key_its_counts(
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["key"] == "st-1" and body["state"] == "done"
-    assert sum(body["counts"].values()) == 1
+    assert body["counts"] == {"failed": 1, "failed_unknown_user": 1}
     assert body["links"]["recipients"].endswith("/sends/st-1/recipients")
+
+
+async def test_status_of_an_all_users_send_to_nobody_is_done_saying_why(
+        client: httpx.AsyncClient, rt: Runtime) -> None:
+    await process(rt, json.dumps(send("empty-api", to={"allUsers": True, "tenant": "t-none"})),
+                  message_id="e1")
+    body = (await client.get("sends/empty-api")).json()
+    assert body["state"] == "done" and body["reason"] == "no-recipients"
+    assert "'t-none'" in body["detail"]
 
 
 async def test_cancel_queues_a_cancel_message(client: httpx.AsyncClient, rt: Runtime) -> None:
@@ -256,6 +265,42 @@ async def test_report_pages_as_json_and_csv(client: httpx.AsyncClient, rt: Runti
     assert all(",failed,unknown-user," in line for line in lines[1:])
     assert_problem(await client.get("sends/rp-1/report", params={"format": "xml"}),
                    400, "bad-format")
+
+
+async def test_one_report_everywhere_and_status_counts_skips_by_reason(
+        client: httpx.AsyncClient, rt: Runtime) -> None:
+    from proactive.reporting.reports import SEND_COLUMNS, send_report
+    from proactive.runtime import DELIVERIES_TABLE
+
+    key, at = "one-1", "2026-12-01T10:00:00Z"
+    table = rt.sdk_table(DELIVERIES_TABLE)
+    for recipient, fields in {
+        "user:a": {"state": "sent", "attempts": 1, "sentAt": at, "activityId": "1:x",
+                   "conversationId": "a:1", "tenantId": "t-1"},
+        "user:b": {"state": "skipped", "reason": "opted-out", "optedOut": "deployments",
+                   "attempts": 0},
+        "user:c": {"state": "failed", "reason": "unknown-user", "attempts": 0,
+                   "detail": "no stored conversation for this user"},
+    }.items():
+        await table.upsert_entity({"PartitionKey": key, "RowKey": recipient, "key": key,
+                                   "recipient": recipient, "createdAt": at, "updatedAt": at,
+                                   **fields})
+
+    status = (await client.get(f"sends/{key}")).json()
+    assert status["counts"] == {"sent": 1, "skipped": 1, "failed": 1,
+                                "skipped_opted_out": 1, "failed_unknown_user": 1}
+
+    # The API's pages are the report the CLI streams: the same columns, the same values.
+    streamed_csv = b"".join([chunk async for chunk in send_report(rt, key, "csv")]).decode()
+    csv_page = await client.get(f"sends/{key}/report", params={"format": "csv"})
+    assert csv_page.text == streamed_csv
+    assert csv_page.text.splitlines()[0] == ",".join(SEND_COLUMNS)
+    lines = b"".join([chunk async for chunk in send_report(rt, key, "json")]).splitlines()
+    streamed = [{k: v for k, v in json.loads(line).items() if v not in (None, "")}
+                for line in lines]
+    assert (await client.get(f"sends/{key}/report")).json()["items"] == streamed
+    assert (await client.get(f"sends/{key}/recipients")).json()["items"] == streamed
+    assert streamed[1]["optedOut"] == "deployments" and "detail" in streamed[2]
 
 
 async def test_reach_counts_references_per_tenant(client: httpx.AsyncClient,

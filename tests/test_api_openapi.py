@@ -32,6 +32,17 @@ def test_committed_document_is_what_the_build_step_makes() -> None:
         "run: python -m proactive_devtools.openapi_doc"
 
 
+def test_committed_document_is_valid_openapi_3_1() -> None:
+    # The published document, checked against the OpenAPI 3.1 specification's
+    # own schema (a response without `description` is one it refuses).
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    doc = json.loads(openapi_doc.DOCUMENT.read_text(encoding="utf-8"))
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message.splitlines()[0]}"
+              for e in OpenAPIV31SpecValidator(doc).iter_errors()]
+    assert errors == []
+
+
 def test_notifications_request_schema_is_the_outbox_contract() -> None:
     doc = json.loads(openapi_doc.DOCUMENT.read_text(encoding="utf-8"))
     contract = json.loads(openapi_doc.CONTRACT.read_text(encoding="utf-8"))

@@ -84,6 +84,17 @@ async def test_all_users_of_a_tenant_skipping_who_left(
                                   "skipped_uninstalled": 1}
 
 
+async def test_all_users_of_a_tenant_nobody_installed_in_is_done_at_once_saying_why(
+        runtime: Runtime) -> None:
+    outcome = await process(runtime, broadcast({"allUsers": True, "tenant": "t-nobody"},
+                                               key="empty-1"), message_id="e")
+    assert outcome.reason == "no-recipients"
+    assert await runtime.outbox.queue.peek_messages(max_messages=1) == []  # no parts
+    progress = await runtime.campaigns.progress("empty-1")
+    assert progress is not None and progress["state"] == "done"  # not `running` forever
+    assert progress["reason"] == "no-recipients" and "'t-nobody'" in progress["detail"]
+
+
 async def test_failures_of_some_users_do_not_stop_the_others(
         runtime: Runtime, emulator: ConnectorEmulator) -> None:
     users = await install_users(runtime, emulator.url, 10)

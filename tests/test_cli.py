@@ -3,6 +3,7 @@ anything reaches the queue."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,15 +44,38 @@ def test_channel_reply_and_edits() -> None:
     assert message("delete", "--key", "k") == {"version": 1, "op": "delete", "key": "k"}
 
 
+def test_topic_and_notification_file_reach_the_message(tmp_path: Path) -> None:
+    facts = {"title": "Build 42 failed", "what": "The main branch is red",
+             "severity": "error"}
+    (tmp_path / "facts.json").write_text(json.dumps(facts))
+    args = _parser().parse_args(["send", "--to", "u", "--topic", "builds",
+                                 "--notification", str(tmp_path / "facts.json")])
+    message = build_message(args)
+    assert message["topic"] == "builds" and message["notification"] == facts
+    assert "text" not in message and "card" not in message
+
+
+@pytest.mark.parametrize("argv", [["send", "--to", "u", "--text", "x"],
+                                  ["install", "--group", "g"], ["progress", "--key", "k"]])
+def test_watch_is_the_one_word_and_wait_still_works_unlisted(argv: list[str]) -> None:
+    parser = _parser()
+    assert parser.parse_args([*argv, "--watch"]).watch
+    assert parser.parse_args([*argv, "--wait"]).watch  # the old word, for scripts
+    assert not parser.parse_args(argv).watch
+    sub = next(a for a in parser._actions if isinstance(a.choices, dict))
+    shown = sub.choices[argv[0]].format_help()
+    assert "--watch" in shown and "--wait" not in shown
+
+
 def test_an_invalid_message_is_refused_before_the_queue(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no local.settings.json; storage is never reached
     assert main(["send", "--to", "u"]) == 2  # no content
-    assert "--text or --card is required" in capsys.readouterr().err
+    assert "--text, --card or --notification is required" in capsys.readouterr().err
     # What the worker would park in the poison queue is refused here, with its detail.
     assert main(["send", "--to", "u", "--text", "x", "--summary", "s" * 1001, "--force"]) == 2
-    assert "'summary' is longer than 1000 characters" in capsys.readouterr().err
+    assert "--summary is longer than 1000 characters" in capsys.readouterr().err
     assert main(["send", "--to", "u", "--conversation", "c", "--text", "x"]) == 2
 
 

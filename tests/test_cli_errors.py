@@ -72,8 +72,9 @@ def test_an_unreachable_storage_account_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "hints"), [
     (["send", "--to", GUID, "--card", "missing.json"], ["missing.json", "check the path"]),
-    (["send", "--to", GUID, "--users", "@nope.txt", "--text", "x"], ["nope.txt"]),
-    (["send", "--to", GUID], ["--text or --card is required"]),
+    (["send", "--users", "@nope.txt", "--text", "x"], ["--users nope.txt", "check the path"]),
+    (["send", "--users-file", "nope.csv", "--text", "x"], ["--users-file nope.csv"]),
+    (["send", "--to", GUID], ["--text, --card or --notification is required"]),
     (["send", "--to", GUID, "--text", "x", "--at", "tomorrow"], []),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],
@@ -83,7 +84,68 @@ def test_user_mistakes_get_one_line_and_exit_2(tmp_path: Path, argv: list[str],
 
 def test_a_card_that_is_not_json_gets_one_line(tmp_path: Path) -> None:
     (tmp_path / "card.json").write_text("{not json")
-    one_line_error(cli(tmp_path, "send", "--to", GUID, "--card", "card.json", "--text", "x"))
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--card", "card.json", "--text", "x"),
+                   "--card card.json: not JSON")
+    (tmp_path / "facts.json").write_text("")
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--notification", "facts.json"),
+                   "--notification facts.json: not JSON")
+
+
+@pytest.mark.parametrize(("argv", "hints"), [
+    # argparse's own mistakes: one line naming the command and the flag, no usage block.
+    (["send", "--to", GUID, "--text", "x", "--bogus"],
+     ["send: unrecognized arguments: --bogus", "python -m proactive send --help"]),
+    (["send", "--to", GUID, "--text", "x", "--count", "many"], ["send:", "--count"]),
+    (["status"], ["status:", "--key"]),
+    (["poison", "frob"], ["poison:", "frob"]),
+    ([], ["command"]),
+    # The contract's field names told as the flags that set them.
+    (["send", "--to", GUID, "--all-users", "--text", "x"],
+     ["exactly one recipient", "--to, --all-users"]),
+    (["send", "--text", "x"], ["exactly one recipient"]),
+    (["send", "--to", GUID, "--text", "x", "--topic", "Not A Topic"], ["--topic must be"]),
+    (["send", "--to", GUID, "--text", "x", "--summary", "s" * 1001], ["--summary is longer"]),
+])
+def test_usage_mistakes_are_one_line_naming_the_flag(tmp_path: Path, argv: list[str],
+                                                     hints: list[str]) -> None:
+    line = one_line_error(cli(tmp_path, *argv), *hints)
+    assert "usage:" not in line and "'to'" not in line and "'topic'" not in line
+
+
+def test_a_notification_file_with_a_mistake_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "facts.json").write_text(json.dumps({"title": "Build failed"}))
+    one_line_error(cli(tmp_path, "send", "--to", GUID, "--notification", "facts.json"),
+                   "--notification facts.json:", "what")
+
+
+def test_status_and_progress_of_an_unknown_key_say_so(tmp_path: Path, azurite: Any) -> None:
+    env = {"AzureWebJobsStorage": azurite.connection_string,
+           "PROACTIVE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:8]}"}
+    one_line_error(cli(tmp_path, "status", "--key", "never-sent", env=env),
+                   "nothing is recorded under --key never-sent")
+    one_line_error(cli(tmp_path, "progress", "--key", "never-sent", env=env),
+                   "--key never-sent")
+
+
+def test_a_used_key_is_refused_with_what_became_of_it_and_how_to_send_again(
+        tmp_path: Path, azurite: Any) -> None:
+    from azure.data.tables import TableServiceClient
+
+    prefix, queue = f"t{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue,
+           "PROACTIVE_TABLE_PREFIX": prefix}
+    table = TableServiceClient.from_connection_string(
+        azurite.connection_string).create_table_if_not_exists(f"{prefix}deliveries")
+    # What the worker records when the Playground was restarted: its chat is gone.
+    table.create_entity({"PartitionKey": "k-used", "RowKey": GUID, "key": "k-used",
+                         "recipient": GUID, "state": "failed",
+                         "reason": "conversation-not-found", "attempts": 1})
+    argv = ["send", "--key", "k-used", "--to", GUID, "--text", "again"]
+    one_line_error(cli(tmp_path, *argv, env=env), "--key k-used was already sent",
+                   "failed 1", "conversation-not-found", "Playground", "new --key")
+    assert outbox(azurite, queue) == []
+    fresh = cli(tmp_path, "send", "--key", "k-fresh", "--to", GUID, "--text", "x", env=env)
+    assert fresh.returncode == 0, fresh.stderr
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -142,6 +204,17 @@ def test_a_send_settles_when_state_is_final_or_every_queued_has_a_result() -> No
     assert not settled({"state": "running", "counts": {}})
 
 
+def test_a_send_that_reached_nobody_ends_its_watch_saying_why(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from proactive.cli.live import watch
+
+    empty = {"key": "k", "state": "done", "counts": {}, "reason": "no-recipients",
+             "detail": "no user of tenant 't' has a stored personal chat with the bot"}
+    assert watch(lambda: empty, "k", sleep=lambda _: None) == 0
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last == {"key": "k", "state": "done", "detail": empty["detail"]}
+
+
 def _poison(azurite: Any, queue: str, bodies: list[str]) -> None:
     from azure.storage.queue import QueueClient
 
@@ -165,6 +238,11 @@ def test_poison_pages_past_32_counts_requeues_a_fix_and_purges_with_confirmation
     one = listed[0]["id"]
     shown = json.loads(cli(tmp_path, "poison", "show", one, env=env).stdout)
     assert shown["original"] == bad
+    # The lookup hid nothing for later: all still counted, another id still found.
+    assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 40
+    other = listed[1]["id"]  # in the same batch of 32 as `one`
+    assert cli(tmp_path, "poison", "purge", other, "--yes", env=env).returncode == 0
+    assert json.loads(cli(tmp_path, "poison", "count", env=env).stdout)["count"] == 39
 
     # Unfixed, it would only be parked again: refused, still parked.
     one_line_error(cli(tmp_path, "poison", "requeue", one, "--yes", env=env),
@@ -204,3 +282,28 @@ def test_a_fixed_message_for_requeue_may_not_carry_what_only_the_app_sets(
 
     service = QueueServiceClient.from_connection_string(azurite.connection_string)
     assert queue not in {q.name for q in service.list_queues()}  # nothing was put back
+
+
+def test_a_local_all_users_send_defaults_to_the_playgrounds_tenant_and_says_so(
+        tmp_path: Path, azurite: Any) -> None:
+    from azure.data.tables import TableServiceClient
+
+    prefix, queue = f"t{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:10]}"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": queue,
+           "PROACTIVE_TABLE_PREFIX": prefix}
+    # What ./scripts/dev records once the Playground is up (proactive/cli/localdev.py).
+    (tmp_path / ".dev").mkdir()
+    (tmp_path / ".dev" / "playground.json").write_text(json.dumps(
+        {"tenantId": "t-play", "aadObjectId": GUID, "name": "Alex"}))
+    # The Playground's user installed the app: a personal chat in that tenant.
+    TableServiceClient.from_connection_string(azurite.connection_string) \
+        .create_table_if_not_exists(f"{prefix}references").create_entity(
+            {"PartitionKey": f"user:{GUID}", "RowKey": "t-play", "kind": "user",
+             "aadObjectId": GUID, "tenantId": "t-play", "conversationId": "a:1"})
+    proc = cli(tmp_path, "send", "--all-users", "--text", "hi", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "tenant: t-play (the Agents Playground's" in proc.stderr
+    assert [m["to"] for m in outbox(azurite, queue)] == [{"allUsers": True, "tenant": "t-play"}]
+    # An explicit --tenant wins; the file is never read for other storage.
+    proc = cli(tmp_path, "send", "--all-users", "--tenant", "t-play", "--text", "hi", env=env)
+    assert proc.returncode == 0 and "tenant:" not in proc.stderr

@@ -301,7 +301,7 @@ def test_a_configuration_error_fails_endpoint_and_config_naming_settings_not_val
     tag = uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
     env.update({"AzureWebJobsStorage": azurite.connection_string, "OUTBOX_QUEUE": f"c{tag}",
-                "PROACTIVE_TABLE_PREFIX": f"c{tag}", "MicrosoftAppId": "app",
+                "PROACTIVE_TABLE_PREFIX": f"c{tag}", "MicrosoftAppId": str(uuid.uuid4()),
                 "MicrosoftAppPassword": secret, "PROACTIVE_LOCAL_DEV": "true",
                 "PROACTIVE_MAX_ATTEMPTS": "eight", "AzureWebJobs.outbox.Disabled": "true",
                 "AzureWebJobs.schedules.Disabled": "true", "PYTHONPATH": str(REPO_ROOT)})

@@ -186,8 +186,12 @@ async def test_install_stores_the_reference_and_sends_one_welcome(
     assert installed.bot_id == config["bot"]["id"]
     assert installed.conversation_type == "personal"
     assert installed.state == INSTALLED
-    conversation = await stack.references.conversation(stack.chat, config["tenantId"])
-    assert conversation is not None and conversation.state == INSTALLED
+    # The fixture waited for the `user:` row; the `conv:` row is written after
+    # it (a moment later under load): wait for that one too.
+    async def conversation_installed() -> bool:
+        found = await stack.references.conversation(stack.chat, config["tenantId"])
+        return found is not None and found.state == INSTALLED
+    await eventually(conversation_installed, what="the conversation's row stored as installed")
 
     # Both install events reached the app and were answered 200.
     def answered() -> dict[str, int]:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 # A one-recipient send has one delivery row; more than this without progress
 # counters is unusual, and status must stay one cheap read.
 MAX_ROWS_COUNTED = 1000
-RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt")
 
 
 def check_key(key: str) -> str:
@@ -35,7 +34,7 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
     from proactive.runtime import DELIVERIES_TABLE
     from proactive.scheduling import list_items
     from proactive.storage.deliveries import FINAL
-    from proactive.storage.progress import FINISHED
+    from proactive.storage.progress import FINISHED, reason_count
 
     check_key(key)
     view: dict[str, Any] = {"key": key}
@@ -49,17 +48,21 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
         view.update(state=state, counts=counts, createdAt=progress.get("createdAt"))
         if progress.get("cancelledAt"):
             view["cancelledAt"] = progress["cancelledAt"]
+        if progress.get("detail"):  # done with nobody to send to: why
+            view.update(reason=progress.get("reason"), detail=progress["detail"])
     else:
         states: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
         table = rt.sdk_table(DELIVERIES_TABLE)
-        async for row in table.query_entities("PartitionKey eq @pk", select=["state"],
+        async for row in table.query_entities("PartitionKey eq @pk", select=["state", "reason"],
                                               parameters={"pk": tables.safe_key(key)}):
             states[str(row.get("state"))] += 1
+            reasons.update(reason_count(row.get("state"), row.get("reason")))
             if sum(states.values()) >= MAX_ROWS_COUNTED:
                 break
         if states:
             state = "done" if set(states) <= FINAL else "running"
-            view.update(state=state, counts=dict(states))
+            view.update(state=state, counts={**states, **reasons})
     scheduled = [item for item in await list_items(rt.schedules_table, key)
                  if item.get("state") in ("scheduled", "dispatching")]
     if scheduled:
@@ -77,11 +80,13 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
 
 async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
                              continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the key's delivery rows, in recipient order, and the token of the next."""
+    """One page of the key's recipients, in recipient order, with the send
+    report's columns (those with a value), and the token of the next page."""
     # The plain SDK client: its pager continues from a token (the on-demand
     # wrapper's generator doesn't); a missing table is an empty page.
     from azure.core.exceptions import ResourceNotFoundError
 
+    from proactive.reporting.reports import SEND_COLUMNS
     from proactive.runtime import DELIVERIES_TABLE
 
     check_key(key)
@@ -89,13 +94,13 @@ async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
     table = rt.table_service.get_table_client(rt.settings.table_name(DELIVERIES_TABLE))
     pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)},
                                  results_per_page=size,
-                                 select=list(RECIPIENT_FIELDS)).by_page(
+                                 select=list(set(SEND_COLUMNS.values()))).by_page(
         continuation_token=token)  # type: ignore[arg-type]  # the SDK's token is a dict
     items: list[dict[str, Any]] = []
     try:
         async for page in pages:
-            items = [{k: row[k] for k in RECIPIENT_FIELDS if row.get(k) not in (None, "")}
-                     async for row in page]
+            items = [{name: row[field] for name, field in SEND_COLUMNS.items()
+                      if row.get(field) not in (None, "")} async for row in page]
             break
     except ResourceNotFoundError:
         pass

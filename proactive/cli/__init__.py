@@ -37,7 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from proactive.cli import admin, doctor, install
-from proactive.cli.fail import CliError, guarded
+from proactive.cli.fail import (
+    TARGET_FLAGS,
+    CliError,
+    OneLineParser,
+    from_file,
+    guarded,
+    in_flags,
+    json_file,
+    parse,
+)
+from proactive.cli.live import add_watch
 from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_settings: API
     StorageRefused,
     _enqueue,
@@ -70,10 +80,11 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
     if args.to:
         target["user"] = args.to
     if args.users:
-        text = Path(args.users[1:]).read_text() if args.users.startswith("@") else args.users
+        text = (from_file("--users", args.users[1:], Path.read_text)
+                if args.users.startswith("@") else args.users)
         target["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
     if args.users_file:
-        target["users"] = read_users_file(Path(args.users_file))
+        target["users"] = from_file("--users-file", args.users_file, read_users_file)
     if args.all_users:
         target["allUsers"] = True
     if args.team and not args.channel:  # a team alone: its members
@@ -90,6 +101,12 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
             target["replyTo"] = args.reply_to
     if args.tenant:
         target["tenant"] = args.tenant
+    kinds = [k for k in TARGET_FLAGS if k in target]
+    if len(kinds) != 1:
+        named = ", ".join(TARGET_FLAGS[k] for k in kinds)
+        raise CliError("give exactly one recipient: --to, --users, --users-file, --all-users, "
+                       "--group, --team, --conversation or --channel"
+                       + (f" (got {named})" if named else ""))
     return target
 
 
@@ -98,13 +115,17 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
     message["key"] = args.key or (f"cli-{uuid.uuid4().hex[:12]}" if args.command == "send" else "")
     if args.command == "send":
         message["to"] = _target(args)
-    if args.command == "send" and not (args.text or args.card):
-        raise CliError("--text or --card is required (what to send)")
+    if args.command == "send" and not (args.text or args.card or args.notification):
+        raise CliError("--text, --card or --notification is required (what to send)")
     if args.command in ("send", "update"):
         if args.text:
             message["text"] = args.text
         if args.card:
-            message["card"] = json.loads(Path(args.card).read_text())
+            message["card"] = json_file("--card", args.card)
+        if args.notification:
+            message["notification"] = json_file("--notification", args.notification)
+        if args.topic:
+            message["topic"] = args.topic
         if args.summary:
             message["summary"] = args.summary
         schedule = _schedule(args)
@@ -134,9 +155,9 @@ def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m proactive", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    storage = argparse.ArgumentParser(add_help=False)
+    parser = OneLineParser(prog="python -m proactive", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    storage = OneLineParser(add_help=False)
     storage.add_argument("--account", metavar="NAME",
                          help="the storage account to use, signed in as you (az login); "
                               "default: the settings' storage")
@@ -164,19 +185,23 @@ def _parser() -> argparse.ArgumentParser:
             who.add_argument("--team", help="the channel's team id (alone: its members)")
             who.add_argument("--reply-to", help="root message id of the thread to reply in")
             who.add_argument("--tenant", help="tenant id (optional; --all-users: default the "
-                                              "app's own tenant)")
+                                              "app's own tenant, locally the Agents "
+                                              "Playground's)")
             cmd.add_argument("--force", action="store_true",
                              help="send even what looks like a mistake (--at in the past, a "
                                   "--to that is not a GUID, --all-users to a tenant with no "
                                   "known users); without it the CLI asks, or refuses when not "
                                   "at a terminal")
-            cmd.add_argument("--wait", action="store_true",
-                             help="then show the send's progress live until it is done")
-            cmd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                             help="with --wait: seconds between looks (default 1)")
+            add_watch(cmd, "then show the send's progress live until it is done")
         if name in ("send", "update"):
             cmd.add_argument("--text", help="the message, as markdown")
             cmd.add_argument("--card", help="path of an Adaptive Card JSON file")
+            cmd.add_argument("--notification", metavar="FILE",
+                             help="path of a JSON file with a notification's facts (title, "
+                                  "what, item, by, facts, actions, severity: README "
+                                  "'Notification cards'); the app makes the card")
+            cmd.add_argument("--topic", help="what the message is about (a-z 0-9 . _ -): a "
+                                             "user who opted out of it gets nothing")
             cmd.add_argument("--summary", help="the line Teams shows in the notification")
             when = cmd.add_argument_group(
                 "schedule (README 'Scheduling'; on update: a new time for a scheduled key)")
@@ -199,10 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--key", required=True, help="the key given with send --key")
     progress = sub.add_parser("progress", help="counters of a many-user send", parents=[storage])
     progress.add_argument("--key", required=True, help="the key given with send --key")
-    progress.add_argument("--watch", action="store_true",
-                          help="a live bar with rate, ETA and counts by reason, until done")
-    progress.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                          help="with --watch: seconds between looks (default 1)")
+    add_watch(progress, "a live bar with rate, ETA and counts by reason, until done")
     poison = sub.add_parser("poison", help="list, count, show, requeue or purge messages "
                                            "parked in the poison queue", parents=[storage])
     from proactive.cli.poison import add_arguments
@@ -224,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run_tool(argv[0], argv[1:])
     if argv and argv[0] == "doctor":  # its own settings: flags, then azd's, then local
         return doctor.main(argv[1:])
-    args = _parser().parse_args(argv)
+    args = parse(_parser(), argv)
     return guarded(lambda: _main(args))
 
 
@@ -245,8 +267,11 @@ def _show(value: Any) -> None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     rows = _run(settings, lambda t: _status(settings, t, args.key))
+    if not rows:
+        raise CliError(f"nothing is recorded under --key {args.key}",
+                       "check the key; a send just queued shows once the app has taken it")
     _show(rows)
-    return 0 if rows else 1
+    return 0
 
 
 def cmd_progress(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,8 +281,11 @@ def cmd_progress(args: argparse.Namespace, settings: Settings) -> int:
         return watch(lambda: _run(settings, lambda t: _progress(settings, t, args.key)),
                      args.key, interval=args.interval)
     found = _run(settings, lambda t: _progress(settings, t, args.key))
+    if found is None:
+        raise CliError(f"no many-user send is recorded under --key {args.key}",
+                       "check the key; a one-user send shows with `status`")
     _show(found)
-    return 0 if found else 1
+    return 0
 
 
 def cmd_poison(args: argparse.Namespace, settings: Settings) -> int:
@@ -274,28 +302,37 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     """send / update / delete / cancel: build, check, then put on the outbox."""
-    message = build_message(args)
     try:  # refuse here what the worker would park in the poison queue
-        message = build_message(args)  # OSError, ValueError: a users file or card
+        message = build_message(args)  # OSError, ValueError: a users file
         parse_message(json.dumps(message), max_activity_bytes=settings.max_activity_bytes)
         if "schedule" in message:
             _check_schedule(settings, message)
     except (InvalidMessage, ValueError, OSError) as exc:  # ValueError: ScheduleError
-        raise CliError(str(getattr(exc, "detail", exc))) from None
+        raise CliError(in_flags(str(getattr(exc, "detail", exc)), args)) from None
     from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
     if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
         raise CliError("the message is over the 64 KB a storage queue message can hold",
                        "send a shorter text or card, or a --users @FILE to fewer users")
+    if args.command == "send" and "allUsers" in message["to"] and not message["to"].get(
+            "tenant") and not settings.app_tenant_id:
+        from proactive.cli.localdev import PLAYGROUND, playground_tenant
+
+        if tenant := playground_tenant(settings):  # local: the Playground's (./scripts/dev)
+            message["to"]["tenant"] = tenant
+            print(f"tenant: {tenant} (the Agents Playground's, from {PLAYGROUND})",
+                  file=sys.stderr)
     if args.command == "send":
         from proactive.cli.checks import confirm_send
+        from proactive.cli.storage import send_state
 
         confirm_send(args, message, lambda: _run(settings, lambda t: _known_users(
-            settings, t, message["to"].get("tenant") or settings.app_tenant_id)))
+            settings, t, message["to"].get("tenant") or settings.app_tenant_id)),
+            lambda: _run(settings, lambda t: send_state(settings, t, message["key"])))
     _run(settings, lambda t: _enqueue(settings, t, message))
     print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
                       "key": message["key"]}))
-    if getattr(args, "wait", False):
+    if getattr(args, "watch", False):
         from proactive.cli.live import watch
         from proactive.cli.storage import send_state
 

@@ -3,7 +3,8 @@
 A send that is valid by the contract can still be a slip: a time in the past
 (it goes out at once), a `--to` that is not an Azure AD object id (the worker
 finds no user and records it as failed), an `--all-users` send to a tenant
-nobody of which has installed the app (it reaches nobody). At a terminal the
+nobody of which has installed the app (it reaches nobody), a `--key` that
+already has results (nothing is sent to those recipients again). At a terminal the
 CLI asks; elsewhere (scripts, CI) it refuses unless `--force` says "I mean it".
 """
 
@@ -31,10 +32,31 @@ def _instant(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def used_key(key: str, state: dict[str, Any]) -> str:
+    """A send under a key that already has results delivers nothing again
+    (exactly once per key and recipient): say so, with what became of it."""
+    from proactive.cli.live import reasons
+
+    counts = state.get("counts", {})
+    why = reasons(counts)
+    told = ", ".join(f"{name} {counts[name]}" for name in ("sent", "failed", "skipped")
+                     if counts.get(name))
+    gone = ("; conversation-not-found: the chat the app stored is gone (after a Playground "
+            "restart, open the Playground again so the app stores the new chat)"
+            if "conversation-not-found" in why else "")
+    return (f"--key {key} was already sent ({told or 'running'}{': ' + why if why else ''}"
+            f"{gone}): a send under a used key goes only to recipients it has no result "
+            "for, so these get nothing again; give a new --key (or none) to send again")
+
+
 def doubts(args: argparse.Namespace, message: dict[str, Any],
-           known_users: Callable[[], int], *, now: datetime | None = None) -> list[str]:
-    """What looks like a mistake in this send, one sentence each."""
+           known_users: Callable[[], int], *, now: datetime | None = None,
+           earlier: Callable[[], dict[str, Any] | None] = lambda: None) -> list[str]:
+    """What looks like a mistake in this send, one sentence each; `earlier`:
+    what is recorded under the key already (send_state)."""
     found: list[str] = []
+    if getattr(args, "key", None) and (state := earlier()) is not None:
+        found.append(used_key(args.key, state))
     now = now or datetime.now(UTC)
     at = _instant(args.at) if getattr(args, "at", None) else None
     if at is not None and at < now:
@@ -45,7 +67,10 @@ def doubts(args: argparse.Namespace, message: dict[str, Any],
         found.append(f"{bad[0]!r} is not an Azure AD object id (a GUID): --to and --users "
                      "take the user's object id, not a name or e-mail address")
     if args.all_users and known_users() == 0:
-        found.append("no user of this tenant has a stored personal chat (nobody installed "
+        tenant = message["to"].get("tenant")
+        which = (f"tenant {tenant}" if tenant else
+                 "the app's own tenant (MicrosoftAppTenantId; or give --tenant)")
+        found.append(f"no user of {which} has a stored personal chat (nobody installed "
                      "the app yet): an --all-users send would reach nobody")
     return found
 
@@ -63,12 +88,13 @@ def interactive() -> bool:
 
 
 def confirm_send(args: argparse.Namespace, message: dict[str, Any],
-                 known_users: Callable[[], int]) -> None:
+                 known_users: Callable[[], int],
+                 earlier: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
     """Raise CliError for a doubtful send unless --force, or the person at the
     terminal says yes."""
     if args.force:
         return
-    found = doubts(args, message, known_users)
+    found = doubts(args, message, known_users, earlier=earlier)
     if not found:
         return
     if interactive():

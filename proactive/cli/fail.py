@@ -8,11 +8,15 @@ can't be read, storage that doesn't answer), into that line.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 EXIT_ERROR = 2  # argparse's code for a usage error; every other error uses it too
@@ -29,6 +33,72 @@ class CliError(Exception):
 
     def line(self) -> str:
         return f"error: {self.what}" + (f" ({self.hint})" if self.hint else "")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the command and flag
+    (no usage block), exit 2. Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog.removeprefix('python -m proactive').strip() or 'proactive'}"
+              f": {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`parser.parse_args`, but a flag the command doesn't know is told by the
+    command's own parser (argparse leaves it to the top level, whose usage
+    doesn't list the command's flags)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+# The contract's JSON fields and the flags that set them: an error names the flag.
+TARGET_FLAGS = {"user": "--to", "users": "--users", "allUsers": "--all-users",
+                "teamMembers": "--team", "group": "--group",
+                "conversation": "--conversation", "channel": "--channel"}
+FLAGS = {**TARGET_FLAGS, "team": "--team", "replyTo": "--reply-to", "tenant": "--tenant",
+         "text": "--text", "card": "--card", "summary": "--summary", "key": "--key",
+         "topic": "--topic", "notification": "--notification", "schedule": "the schedule",
+         **{name: f"--{name}" for name in ("at", "local", "rrule", "cron", "start", "timezone",
+                                           "until", "count")}}
+
+
+def in_flags(detail: str, args: argparse.Namespace) -> str:
+    """A contract error told in the CLI's words: `'topic' must ...` becomes
+    `--topic must ...`; an error inside a --card / --notification file names
+    the file."""
+    for name, flag in (("card", "--card"), ("notification", "--notification")):
+        path = getattr(args, name, None)
+        if path and f"'{name}" in detail:
+            return f"{flag} {path}: {detail}"
+    for name, flag in FLAGS.items():
+        detail = detail.replace(f"'{name}'", flag)
+    return detail
+
+
+def from_file(flag: str, path: str, read: Callable[[Path], Any]) -> Any:
+    """`read(path)` for the file a flag names; CliError naming both if it
+    can't be read or `read` refuses it (ValueError)."""
+    try:
+        return read(Path(path))
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror or exc}", "check the path") from None
+    except ValueError as exc:
+        raise CliError(f"{flag} {path}: {exc}") from None
+
+
+def json_file(flag: str, path: str) -> Any:
+    """The JSON in the file a flag names; CliError naming both if it can't be."""
+    def read(file: Path) -> Any:
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+    return from_file(flag, path, read)
 
 
 def is_local(url: str) -> bool:

@@ -3,7 +3,7 @@
 
 Puts one `install` message on the outbox; the function app splits the
 audience, installs through Microsoft Graph and counts each user's result
-under the key, so `progress --key K --watch` (or `--wait` here) shows it.
+under the key, so `progress --key K --watch` (or `--watch` here) shows it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from proactive.cli.fail import CliError
+from proactive.cli.fail import CliError, from_file
 from proactive.config import Settings
 
 AUDIENCE_FLAGS = ("--group", "--users-file", "--team", "--users", "--all-users")
@@ -36,10 +36,9 @@ def add_parser(sub: Any, storage: argparse.ArgumentParser) -> None:
     who.add_argument("--all-users", action="store_true",
                      help="every user of the tenant with a stored reference")
     who.add_argument("--tenant", help="tenant id (default: the app's own tenant)")
-    cmd.add_argument("--wait", action="store_true",
-                     help="then show the install's progress live until it is done")
-    cmd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                     help="with --wait: seconds between looks (default 1)")
+    from proactive.cli.live import add_watch
+
+    add_watch(cmd, "then show the install's progress live until it is done")
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,9 +57,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     elif args.all_users:
         to["allUsers"] = True
     elif args.users_file:
-        to["users"] = read_users_file(Path(args.users_file))
+        to["users"] = from_file("--users-file", args.users_file, read_users_file)
     else:
-        text = Path(args.users[1:]).read_text() if args.users.startswith("@") else args.users
+        text = (from_file("--users", args.users[1:], Path.read_text)
+                if args.users.startswith("@") else args.users)
         to["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
     if args.tenant:
         to["tenant"] = args.tenant
@@ -84,7 +84,7 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
                        "use --group or --team, or several installs under the same --key")
     _run(settings, lambda t: _enqueue(settings, t, message))
     print(json.dumps({"queued": settings.outbox_queue, "op": "install", "key": message["key"]}))
-    if args.wait:
+    if args.watch:
         from proactive.cli.live import watch
 
         return watch(lambda: _run(settings, lambda t: send_state(settings, t, message["key"])),

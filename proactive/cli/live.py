@@ -1,4 +1,4 @@
-"""`send --wait` and `progress --watch`: a live bar (rich) with rate, ETA and
+"""`send --watch`, `install --watch` and `progress --watch`: a live bar (rich) with rate, ETA and
 the counts by reason, ending with the final state.
 
 The end: the send's `state` is `done` or `cancelled` when the progress row
@@ -9,6 +9,7 @@ per change instead of a bar, and the final progress as JSON at the end.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -20,6 +21,15 @@ FINAL = ("done", "cancelled")
 # `install` counts installed / already_installed instead of sent).
 FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
 Fetch = Callable[[], "dict[str, Any] | None"]
+
+
+def add_watch(cmd: argparse.ArgumentParser, what: str) -> None:
+    """--watch, one word for one idea on send, install and progress; --wait
+    (what send and install called it first) still works, unlisted."""
+    cmd.add_argument("--watch", action="store_true", help=what)
+    cmd.add_argument("--wait", dest="watch", action="store_true", help=argparse.SUPPRESS)
+    cmd.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                     help="with --watch: seconds between looks (default 1)")
 
 
 def settled(progress: dict[str, Any]) -> bool:
@@ -60,7 +70,8 @@ def watch(fetch: Fetch, key: str, *, interval: float = 1.0,
             print(json.dumps(progress, default=str), flush=True)
             last = progress
         if progress is not None and settled(progress):
-            print(json.dumps({"key": key, "state": state_of(progress)}), flush=True)
+            why = {"detail": progress["detail"]} if progress.get("detail") else {}
+            print(json.dumps({"key": key, "state": state_of(progress), **why}), flush=True)
             return 0
         sleep(interval)
 
@@ -95,5 +106,8 @@ def _bar(fetch: Fetch, key: str, interval: float, sleep: Callable[[float], None]
                 if settled(progress):
                     break
             sleep(interval)
-    console.print(f"{key}: [bold]{state_of(progress)}[/bold]")
+    from rich.markup import escape
+
+    why = f" ({progress['detail']})" if progress.get("detail") else ""  # e.g. no-recipients
+    console.print(f"{escape(key)}: [bold]{state_of(progress)}[/bold]{escape(why)}")
     return 0

@@ -84,19 +84,22 @@ async def _unhide(queue: QueueClient, items: list[Any]) -> None:
 
 
 async def _find(queue: QueueClient, message_id: str) -> Any:
-    """Receive (hide) until the message with this id turns up."""
+    """Receive (hide) until the message with this id turns up; every other
+    message received on the way, the rest of the match's batch included, is
+    back in view before this returns (else `count` drops and another id
+    "doesn't exist" for PAGE_HIDE seconds)."""
     others: list[Any] = []
     try:
         while True:
             batch = [m async for m in queue.receive_messages(
                 messages_per_page=PAGE, max_messages=PAGE, visibility_timeout=PAGE_HIDE)]
-            for item in batch:
-                if item.id == message_id:
-                    return item
+            match = next((item for item in batch if item.id == message_id), None)
+            others.extend(item for item in batch if item is not match)
+            if match is not None:
+                return match
             if not batch:
                 raise CliError(f"no parked message has id {message_id!r}",
                                "see `python -m proactive poison list`")
-            others.extend(batch)
     finally:
         await _unhide(queue, others)
 

@@ -204,7 +204,10 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
                      key: str) -> dict[str, Any] | None:
     """The progress of a many-user send; for a one-recipient send, the same
     shape made from its delivery record (settled once the record is final)."""
+    from collections import Counter
+
     from proactive.storage.deliveries import FINAL
+    from proactive.storage.progress import reason_count
 
     found = await _progress(settings, tokens, key)
     if found is not None:
@@ -215,6 +218,10 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
     states = [str(row.get("state", "")) for row in rows]
     final = [s for s in states if s in FINAL]
     counts = {"queued": len(rows), "sent": states.count("sent"),
-              "failed": len(final) - states.count("sent")}
+              "skipped": states.count("skipped"),
+              "failed": len(final) - states.count("sent") - states.count("skipped")}
+    by_reason = sum((reason_count(row.get("state"), row.get("reason")) for row in rows),
+                    Counter())  # as a many-user send's counters have them
+    counts.update(by_reason)
     return {"key": key, "state": "done" if len(final) == len(rows) else "running",
             "counts": counts}

@@ -67,6 +67,13 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     if uncounted:
         await rt.campaigns.count(message.key, uncounted)
     await rt.campaigns.mark_split(message.key, audience)
+    if queued == 0 and target.kind == "allUsers":
+        tenant = target.tenant or rt.settings.app_tenant_id
+        await rt.campaigns.finish_empty(message.key, "no-recipients",
+                                        f"no user of tenant {tenant!r} has a stored personal "
+                                        "chat with the bot (nobody installed the app)")
+        log.warning("send %s: no user of tenant %r to send to", message.key, tenant)
+        return Outcome(Action.DONE, "no-recipients")
     await rt.campaigns.settle(message.key)  # every part may be done already
     log.info("send %s split for %d users", message.key, queued)
     return Outcome(Action.DONE, "split")

@@ -202,6 +202,18 @@ class Campaigns:
             return None
         return summary[0], summary[1], totals, split
 
+    async def finish_empty(self, key: str, reason: str, detail: str) -> bool:
+        """A send whose audience held nobody: `done` at once, with why (the
+        counters never reach a queued count, so it would stay running)."""
+        read = await self._read(key)
+        if read is None:
+            return False
+        summary, etag, totals, _ = read
+        if summary.get("finishedAt") or totals.get("queued", 0):
+            return False
+        return await self._finish({**summary, "reason": reason, "detail": detail}, etag,
+                                  totals) is not None
+
     async def _finish(self, summary: dict[str, Any], etag: str,
                       totals: Counter[str]) -> dict[str, Any] | None:
         from datetime import datetime
@@ -241,3 +253,11 @@ def result_counts(reason: str) -> Counter[str]:
     kind = "skipped" if reason in SKIP_REASONS else "failed"
     # Table property names allow letters, digits and underscores.
     return Counter({kind: 1, f"{kind}_{reason.replace('-', '_')}": 1})
+
+
+def reason_count(state: Any, reason: Any) -> Counter[str]:
+    """A failed or skipped delivery row's reason, counted as result_counts
+    names it (`skipped_opted_out`): a one-recipient send's counts say why too."""
+    if state not in ("failed", "skipped") or not reason:
+        return Counter()
+    return Counter({f"{state}_{str(reason).replace('-', '_')}": 1})
