@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
 from proactive.scheduling import cron
 from proactive.scheduling.errors import ScheduleError
@@ -143,7 +144,7 @@ class Plan:
             yield nxt
 
 
-def default_start(now: datetime, zone: tzinfo) -> datetime:
+def default_start(now: datetime, zone: ZoneInfo) -> datetime:
     """Where a series without a `start` starts: the first whole minute at or
     after `now`, as a wall time of `zone`. Not the minute `now` is in: that
     minute's occurrence is already past, and it would use up one of the
