@@ -194,7 +194,8 @@ _CONFIG_KEYS = {  # admin JSON name -> attribute
     "acceptUnknownConversations": "accept_unknown_conversations",
     "rateLimits": "rate_limits", "tenantRps": "tenant_rps", "retryAfter": "retry_after",
     "faultRate": "fault_rate", "faultStatuses": "fault_statuses",
-    "hangSeconds": "hang_seconds", "answerSeconds": "answer_seconds", "seed": "seed", "expectedToken": "expected_token",
+    "hangSeconds": "hang_seconds", "answerSeconds": "answer_seconds", "seed": "seed",
+    "expectedToken": "expected_token",
     "maxActivityBytes": "max_activity_bytes", "duplicateKey": "duplicate_key",
 }
 
@@ -1091,7 +1092,8 @@ def emulator_from_args(args: argparse.Namespace) -> ConnectorEmulator:
         rate_limits=args.rate_limits, tenant_rps=args.tenant_rps or None,
         retry_after=args.retry_after, fault_rate=args.fault_rate,
         fault_statuses=[s for s in args.fault_statuses.split(",") if s.strip()],
-        hang_seconds=args.hang_seconds, answer_seconds=args.answer_seconds, seed=args.seed, expected_token=args.expected_token,
+        hang_seconds=args.hang_seconds, answer_seconds=args.answer_seconds, seed=args.seed,
+        expected_token=args.expected_token,
         max_activity_bytes=args.max_activity_bytes, duplicate_key=args.duplicate_key)
 
 

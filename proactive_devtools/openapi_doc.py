@@ -92,7 +92,14 @@ def build() -> dict[str, Any]:
             "properties": {
                 "key": {"type": "string"},
                 "state": {"enum": ["running", "done", "cancelled", "scheduled"]},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "counts": {
+                    "type": "object", "additionalProperties": {"type": "integer"},
+                    "description": "queued, sent, failed, skipped (and failed_<reason>, "
+                                   "skipped_<reason>); unknown: recipients whose attempt's "
+                                   "outcome is unknown, not sent again (onUnknown skip); "
+                                   "ambiguous: recipients one of whose attempts had an "
+                                   "unknown outcome (a worker died mid-call, a lost "
+                                   "answer): sent again, they may have two copies"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
                 "links": {"type": "object", "properties": {

@@ -169,15 +169,16 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                                             message_id="", target=target)
                 if outcome.state == Action.RETRY:
                     return  # counted when it comes back
-            reason: str | None = outcome.reason
-            if reason == Reason.DUPLICATE:
+            if outcome.reason == Reason.DUPLICATE:
                 # Finished earlier: by this part before its worker died, by
                 # another copy, or by an earlier message under the key.
                 # Counting it again is harmless (each recipient counts once);
                 # not counting it would lose a dead worker's results.
-                reason = await _recorded_result(rt, message.key, target)
-            if reason is not None:
-                results[target.recipient] = result_counts(reason)
+                counts = await _recorded_result(rt, message.key, target)
+            else:
+                counts = result_counts(outcome.reason, ambiguous=outcome.ambiguous)
+            if counts is not None:
+                results[target.recipient] = counts
 
     first, *rest = message.target.users
     await one(first)  # alone: if the budget is spent, the rest are not even claimed
@@ -209,17 +210,17 @@ async def _resolved(rt: Runtime, key: str, target: Target) -> Target:
     return replace(missing, reply_to=Reason.NOT_FOUND)
 
 
-async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
-    """What a finished delivery row counts as (a reason `result_counts` takes)."""
+async def _recorded_result(rt: Runtime, key: str, target: Target) -> Counter[str] | None:
+    """What a finished delivery row counts as."""
     found = await tables.read(rt.deliveries.table, tables.safe_key(key),
                               tables.safe_key(target.recipient))
     if found is None:
         return None
     row = found[0]
-    state = row.get("state")
+    state, ambiguous = row.get("state"), bool(row.get("ambiguous"))
     if state in (DeliveryState.SENT, DeliveryState.DELETED):
-        return Reason.SENT
+        return result_counts(Reason.SENT, ambiguous=ambiguous)
     if state in (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.SKIPPED,
-                 DeliveryState.INSTALLED):
-        return str(row.get("reason") or state)
+                 DeliveryState.INSTALLED, DeliveryState.UNKNOWN):
+        return result_counts(str(row.get("reason") or state), ambiguous=ambiguous)
     return None  # not finished: whoever holds it reports it
