@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -28,6 +29,7 @@ from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
+from proactive.storage.deliveries import unavailable
 from proactive.storage.progress import CANCELLED, PER_TRANSACTION, result_counts
 
 if TYPE_CHECKING:
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 
 PART = 25
 CONCURRENCY = 8
+# A worker that dies strands the queue messages it holds for the Functions
+# host's fixed ten-minute lease (README "Exactly once, as far as Teams
+# allows"). So a part starts no user after PART_SECONDS (the rest go back on
+# the queue at once, as a smaller part), and keeps a standby copy of itself
+# that turns visible STANDBY seconds after it started unless the part finishes
+# first: after a crash its users are picked up within STANDBY, not 600 s.
+PART_SECONDS = 10.0
+STANDBY = 60.0
 
 
 async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
@@ -44,7 +54,11 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     target = message.target
     summary, new = await rt.campaigns.start(message.key, expected=message.part)
     if message.part and target.kind == "users" and len(target.users) <= PART:
-        return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
+        standby = await rt.outbox.standby(message.to_json(), delay=STANDBY)
+        try:
+            return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
+        finally:
+            await _withdraw(rt, standby)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
@@ -98,6 +112,18 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
     return Outcome(Action.DONE, "split")
 
 
+async def _withdraw(rt: Runtime, standby: tuple[str, str]) -> None:
+    """The part ended (or failed, and the host retries it): its standby copy
+    is not needed. If storage is down it stays and runs later, finding its
+    users done: harmless."""
+    try:
+        await rt.outbox.withdraw(standby)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("a part's standby copy was not withdrawn: %s", type(exc).__name__)
+
+
 async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:
     index = 0
     async for part in parts:
@@ -132,11 +158,19 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     paced: list[str] = []
     paced_delay: list[float] = []
 
+    first, *rest = message.target.users
+    started = time.monotonic()
+
     async def one(user: str) -> None:
         target = Target("user", user, tenant=tenant)
         async with gate:
             if paced_delay:
                 paced.append(user)
+                return
+            if user != first and time.monotonic() - started > PART_SECONDS:
+                # Held long enough: the rest go back (the first always goes: progress).
+                paced.append(user)
+                paced_delay.append(0.0)
                 return
             if "@" in user and not cancelled:  # a user principal name: its AAD id
                 try:
@@ -180,7 +214,6 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             if counts is not None:
                 results[target.recipient] = counts
 
-    first, *rest = message.target.users
     await one(first)  # alone: if the budget is spent, the rest are not even claimed
     await asyncio.gather(*(one(user) for user in rest))
     if paced:

@@ -70,6 +70,8 @@ ON_UNKNOWN_SKIP = "skip"  # contract.ON_UNKNOWN: at most once
 RECORDING = 0.9
 # Seconds between tries of the outcome write: doubling from the first to the last.
 PAUSES = (0.25, 8.0)
+# A claim held this long (seconds) is waited out, not looked at every second or two.
+BUSY_WAIT = 30.0
 # Unused claims remembered per process, at most (the oldest are forgotten:
 # their rows then wait out their lease, as after a crash).
 MAX_UNUSED = 10_000
@@ -189,7 +191,7 @@ class DeliveryStore:
         unused = state == SENDING and entity.get("claimId") in self._unused.get((key, recipient),
                                                                                ())
         if state == SENDING and not unused and entity.get("leaseUntil", "") > tables.iso(now):
-            raise Busy
+            raise Busy(_busy_for(str(entity["leaseUntil"]), now, self.lease))
         if state == SENDING and not unused:
             # Its holder died between claim and record: its call may have gone through.
             entity.update(unknown_attempt(entity, "lease-expired"))
@@ -328,6 +330,20 @@ class DeliveryStore:
     async def save(self, entity: dict[str, Any], etag: str) -> str:
         entity["updatedAt"] = tables.iso()
         return await tables.replace_if(self.table, entity, etag)
+
+
+def _busy_for(lease_until: str, now: datetime, lease: timedelta) -> float:
+    """How long a copy that found a live claim waits before it looks again: a
+    short while (0: the default jittered wait) while the claim is young (its
+    holder answers in seconds), the rest of the lease once it has been held
+    for BUSY_WAIT (its holder is likely dead, or waiting out a storage outage)."""
+    try:
+        left = (datetime.fromisoformat(lease_until.replace("Z", "+00:00")) - now)
+    except ValueError:
+        return 0.0
+    if lease - left < timedelta(seconds=BUSY_WAIT):
+        return 0.0
+    return max(1.0, left.total_seconds() + 1)
 
 
 def unknown_attempt(entity: dict[str, Any], cause: str) -> dict[str, Any]:
