@@ -129,7 +129,12 @@ def build() -> dict[str, Any]:
                                    "state": {"type": "string"}, "reason": {"type": "string"},
                                    "attempts": {"type": "integer"},
                                    "createdAt": {"type": "string"},
-                                   "updatedAt": {"type": "string"}}}}}},
+                                   "updatedAt": {"type": "string"},
+                                   "ambiguous": {
+                                       "type": "boolean",
+                                       "description": "an attempt's outcome was unknown: "
+                                                      "the user may have two copies (sent) "
+                                                      "or none (unknown)"}}}}}},
     })
     paths = {
         "/api/notifications": {"post": _op(

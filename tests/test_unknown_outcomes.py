@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from proactive.api.sends import status
 from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.reporting.reports import send_report
@@ -124,6 +125,9 @@ async def test_a_lost_answer_marks_the_retry_ambiguous(
     record = await row(impatient, "k")
     assert (record["state"], record["attempts"], record["ambiguous"]) == (d.SENT, 2, True)
     assert emulator.counters["delivered"] == 2
+    # A single send's status counts it too.
+    reply = await status(impatient, "k", base_url="/api/sends/k/")
+    assert json.loads(reply.body)["counts"] == {"sent": 1, "ambiguous": 1}
 
 
 async def test_a_lost_answer_with_on_unknown_skip_is_recorded_unknown_not_retried(

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 # A one-recipient send has one delivery row; more than this without progress
 # counters is unusual, and status must stay one cheap read.
 MAX_ROWS_COUNTED = 1000
-RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt")
+RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt",
+                    "ambiguous")
 
 
 def check_key(key: str) -> str:
@@ -52,14 +53,18 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
     else:
         states: Counter[str] = Counter()
         table = rt.sdk_table(DELIVERIES_TABLE)
-        async for row in table.query_entities("PartitionKey eq @pk", select=["state"],
+        ambiguous = 0  # an attempt's outcome was unknown (README "Exactly once ...")
+        async for row in table.query_entities("PartitionKey eq @pk",
+                                              select=["state", "ambiguous"],
                                               parameters={"pk": tables.safe_key(key)}):
             states[str(row.get("state"))] += 1
+            ambiguous += bool(row.get("ambiguous"))
             if sum(states.values()) >= MAX_ROWS_COUNTED:
                 break
         if states:
             state = "done" if set(states) <= FINAL else "running"
-            view.update(state=state, counts=dict(states))
+            view.update(state=state, counts=dict(states) | (
+                {"ambiguous": ambiguous} if ambiguous else {}))
     scheduled = [item for item in await list_items(rt.schedules_table, key)
                  if item.get("state") in ("scheduled", "dispatching")]
     if scheduled:
