@@ -231,3 +231,26 @@ async def test_calls_in_flight_per_tenant_stay_within_the_bound(
     await asyncio.wait_for(drain(rt), 60)
     assert emulator.counters["delivered"] == 12
     assert max(seen) == 3  # reached, never passed
+
+
+async def test_a_late_answer_landing_during_the_second_call_keeps_both(
+        installed: Runtime, emulator: ConnectorEmulator) -> None:
+    """The first holder's late answer is written while the second holder is
+    still calling Teams: the second one's record keeps the first copy."""
+    first = await installed.deliveries.claim("k", RECIPIENT)
+    assert isinstance(first, Claim)
+    first_id = await installed.connector.send(emulator.url, CONV, {"type": "message", "text": TEXT})
+    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    installed.deliveries.clock = lambda: tables.now_utc() + later
+    second = await installed.deliveries.claim("k", RECIPIENT)
+    assert isinstance(second, Claim)
+    await installed.deliveries.finish(first, d.SENT, activityId=first_id,
+                                      conversationId=CONV, serviceUrl=emulator.url)
+    second_id = await installed.connector.send(emulator.url, CONV,
+                                               {"type": "message", "text": TEXT})
+    await installed.deliveries.finish(second, d.SENT, activityId=second_id,
+                                      conversationId=CONV, serviceUrl=emulator.url)
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"], record["unknownCause"]) == (
+        d.SENT, 2, "lease-expired")
+    assert [c["activityId"] for c in d.copies(record)] == [second_id, first_id]

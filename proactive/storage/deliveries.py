@@ -300,6 +300,8 @@ class DeliveryStore:
             if row.get("claimId") == claim.id and row.get("state") == SENDING:
                 # Still ours: a late answer of an earlier holder added its copy.
                 claim.entity["otherCopies"] = row.get("otherCopies", "")
+                claim.entity.update({k: row[k] for k in UNKNOWN_FIELDS
+                                     if k in row and k not in claim.entity})
                 claim.etag = etag
                 continue
             if claim.entity["state"] == SENT and claim.entity.get("activityId"):
@@ -344,6 +346,9 @@ def _busy_for(lease_until: str, now: datetime, lease: timedelta) -> float:
     if lease - left < timedelta(seconds=BUSY_WAIT):
         return 0.0
     return max(1.0, left.total_seconds() + 1)
+
+
+UNKNOWN_FIELDS = ("ambiguous", "unknownAttempt", "unknownAttemptAt", "unknownCause")
 
 
 def unknown_attempt(entity: dict[str, Any], cause: str) -> dict[str, Any]:
