@@ -39,6 +39,13 @@ tenant (`--users-lists N`: `{"users": [...]}` lists of N under one key).
    product's claim lease (300 s) and the host's queue lease at 30 s, so that
    messages whose invocation is still retrying come back to the worker
    meanwhile, as they do in Azure after a renewal fails.
+7. 2,000 users, two workers, the emulator answering each call 250 ms after
+   carrying it out (Teams' round trip), one worker killed with SIGKILL once a
+   third have their message and a new one started, with the real leases: the
+   host's 600 s on queue messages (the Functions host's fixed visibility
+   timeout), the product's 300 s claims. How long after the kill the last
+   user was reached (target: within the host's 600 s), the longest pause in
+   deliveries after it, duplicates, and the ambiguous count the send reports.
 
 Between cases the emulator forgets everything (reset) and the `pacing` table
 is emptied, so each case starts at the full rate. Every wait is bounded; only
@@ -144,6 +151,8 @@ class Case:
     fault_rate: float = 0.0
     key: str = ""
     text: str = ""
+    answer: float = 0.0  # seconds the emulator holds each answer (Teams' round trip)
+    real_leases: bool = False  # the host's 600 s queue lease, the product's 300 s claim lease
 
     @property
     def users(self) -> int:
@@ -286,7 +295,8 @@ async def run_case(bench: Bench, case: Case) -> Result:
     note(machine_line())
     await bench.seed(case.tenants)
     await asyncio.to_thread(emulator.admin, "config", {
-        "faultRate": case.fault_rate, "faultStatuses": TRANSIENT, "seed": 4711})
+        "faultRate": case.fault_rate, "faultStatuses": TRANSIENT, "seed": 4711,
+        "answerSeconds": case.answer})
     await asyncio.to_thread(emulator.reset)
     await bench.clear_pacing()
     queue = bench.rt.outbox.queue
@@ -297,6 +307,8 @@ async def run_case(bench: Bench, case: Case) -> Result:
 
     lease = KILL_LEASE if case.kill else OUTAGE_QUEUE_LEASE if case.outage is not None else None
     claim_lease = KILL_LEASE if case.kill else None
+    if case.real_leases:
+        lease = claim_lease = None
     result = Result(case, table_prefix=bench.settings.table_prefix)
     workers: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
     gone_cpu = 0.0  # CPU of a killed worker, read just before the kill
@@ -307,7 +319,7 @@ async def run_case(bench: Bench, case: Case) -> Result:
     for _ in range(case.workers):
         workers.append(bench.start_worker(lease, claim_lease))
     expected = case.users / CEILING / len(case.tenants)  # seconds at the ceiling
-    deadline = started + args.timeout_factor * expected + 120
+    deadline = started + args.timeout_factor * expected + 120 + 700 * case.real_leases
     try:
         while True:
             now = time.monotonic()
@@ -324,9 +336,11 @@ async def run_case(bench: Bench, case: Case) -> Result:
                     gone_cpu += proc_cpu_seconds(victim.pid)
                     os.kill(victim.pid, signal.SIGKILL)  # the host itself, no wrapper
                     victim.wait(10)
+                    now_there = (await asyncio.to_thread(
+                        emulator.admin, "state", None, "?deliveries=0"))["now"]
                     result.kill = {"at": time.monotonic() - started,
-                                   "delivered": float(delivered)}
-                    workers.append(bench.start_worker(lease, lease))
+                                   "delivered": float(delivered), "emulator_at": now_there}
+                    workers.append(bench.start_worker(lease, claim_lease))
                 await asyncio.sleep(0.5)
                 continue
             if case.outage is not None and not result.outage:
@@ -690,6 +704,31 @@ def report_kill(result: Result) -> None:
     print_crash_window(result)
 
 
+def report_recovery(result: Result) -> None:
+    """Case 7: what a kill costs with the real leases: how long the users the
+    dead worker held waited, and whether deliveries stopped meanwhile."""
+    report_kill(result)
+    if not result.kill or not result.deliveries:
+        return
+    killed = result.kill["emulator_at"]
+    first: dict[str, float] = {}
+    for d in sorted(result.deliveries, key=lambda d: d["time"]):
+        first.setdefault(d["conversationId"], d["time"])
+    after = sorted(t for t in first.values() if t > killed)
+    if after:
+        figure("last user first reached, after the kill", after[-1] - killed, "s",
+               target=600.0, fmt="{:,.1f}")
+    times = sorted(d["time"] for d in result.deliveries if d["time"] > killed)
+    gaps = [b - a for a, b in zip([killed, *times[:-1]], times, strict=True)]
+    figure("longest pause in deliveries after the kill", max(gaps, default=0.0), "s",
+           fmt="{:,.1f}")
+    figure("ambiguous (counted by the send)", result.progress.get("ambiguous", 0), "",
+           fmt="{:,.0f}")
+    note("target: every user within the host's 600 s lease; pauses up to the parts' "
+         "standby (60 s), and the dead worker's own in-flight users (<= "
+         "PROACTIVE_MAX_CALLS_IN_FLIGHT) after its claims' 300 s lease")
+
+
 # --- the run ------------------------------------------------------------------------------
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -708,6 +747,9 @@ def cases(args: argparse.Namespace) -> list[Case]:
              outage=0.0),  # Azurite's own restart takes about 2 s
         Case(6, f"{chaos:,} users, storage down ~{args.long_outage:.0f} s mid-broadcast",
              {4: chaos}, 1, outage=max(0.0, args.long_outage - 2)),
+        Case(7, f"{chaos:,} users, two workers, Teams answering in 250 ms, one worker killed "
+                f"with the real leases (host 600 s, claims 300 s)", {5: chaos}, 2, kill=True,
+             answer=0.25, real_leases=True),
     ]
     for case in all_cases:
         case.key = f"engine-{tag}-case{case.number}"
@@ -771,6 +813,8 @@ async def run_cases(args: argparse.Namespace, azurite: Any, emulator: Emulator,
                 report_tenants(result, one_tenant)
             elif case.number == 4:
                 report_kill(result)
+            elif case.number == 7:
+                report_recovery(result)
             else:
                 report_outage(result)
     finally:
@@ -783,12 +827,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes: 1,000 users, 10 x 200, 500 with the kill")
-    parser.add_argument("--cases", default="1,2,3,4,5,6", help="which cases, e.g. 1,3")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7", help="which cases, e.g. 1,3")
     parser.add_argument("--long-outage", type=float, default=60.0, metavar="S",
                         help="seconds storage is down in case 6 (default 60)")
     parser.add_argument("--users", type=int, default=0, help="users of cases 1 and 2")
     parser.add_argument("--users-per-tenant", type=int, default=0, help="users per tenant, case 3")
-    parser.add_argument("--chaos-users", type=int, default=0, help="users of case 4")
+    parser.add_argument("--chaos-users", type=int, default=0, help="users of cases 4 and 7")
     parser.add_argument("--tenant-workers", type=int, default=2,
                         help="worker processes of case 3 (default 2: one per core)")
     parser.add_argument("--max-attempts", type=int, default=8,

@@ -50,7 +50,7 @@ SETTINGS = (
     "PROACTIVE_CLOUD", "PROACTIVE_CLOUD_OVERRIDE", "PROACTIVE_ALLOWED_TENANTS",
     "PROACTIVE_LOCAL_DEV", "PROACTIVE_DEFAULT_TIMEZONE", "PROACTIVE_MAX_ACTIVITY_BYTES",
     "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
-    "PROACTIVE_CLAIM_LEASE_SECONDS",
+    "PROACTIVE_CLAIM_LEASE_SECONDS", "PROACTIVE_MAX_CALLS_IN_FLIGHT",
     "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT",
     "PROACTIVE_GRAPH_APP_CATALOG_ID", "PROACTIVE_GRAPH_APP_MANIFEST_ID", "PROACTIVE_GRAPH_RPS",
 )
@@ -174,6 +174,10 @@ class Settings:
     # live invocation's claim is ever taken over. A crashed worker's message
     # comes back after the queue's lease anyway (minutes in Azure).
     claim_lease_seconds: int = 300
+    # A tenant's deliveries between claim and record at once per process: the
+    # most a crash of the process can leave unknown (and, resent, duplicate).
+    # At Teams' ~250 ms answers 16 keep 50/s; benchmarks/in_flight.py measures it.
+    max_calls_in_flight: int = 16
     # The HTTP API's optional Entra ID bearer check (README "HTTP API"): tokens
     # for this audience, from this tenant (default: the bot's), holding this app role.
     api_audience: str = ""
@@ -297,6 +301,7 @@ class Settings:
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
             claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),
+            max_calls_in_flight=_int(env, "PROACTIVE_MAX_CALLS_IN_FLIGHT", 16, problems),
             api_audience=env.get("PROACTIVE_API_AUDIENCE", "").strip(),
             api_role=env.get("PROACTIVE_API_ROLE", "").strip(),
             api_tenant=env.get("PROACTIVE_API_TENANT", "").strip(),
@@ -398,4 +403,6 @@ def _graph_problems(settings: Settings) -> list[str]:
                      "not both")
     if not 1 <= settings.graph_rps <= 30:
         found.append("PROACTIVE_GRAPH_RPS must be 1 to 30 (Graph's Teams limit per tenant)")
+    if settings.max_calls_in_flight < 1:
+        found.append("PROACTIVE_MAX_CALLS_IN_FLIGHT must be at least 1")
     return found

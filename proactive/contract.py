@@ -32,13 +32,18 @@ MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
-        "topic", "notification", "service", "traceparent", "signature"}
+        "topic", "notification", "service", "traceparent", "signature",
+        "onUnknown"}
 # Fields only the app sets, on what it enqueues for itself (retries, parts, the
 # next page of an audience, its own messages): a queue message carrying one is
 # acted on only with the app's `signature` (proactive/storage/seal.py); the
 # HTTP API and the CLI refuse them (`refuse_app_only`).
 APP_ONLY = ("attempt", "part", "service")
 SIGNATURE = "signature"
+# What a send does with a recipient whose earlier attempt's outcome is unknown
+# (a worker died mid-call, an answer was lost): README "Exactly once, as far
+# as Teams allows". resend: at least once (the default); skip: at most once.
+ON_UNKNOWN = ("resend", "skip")
 # W3C trace context of the producer (README "Telemetry"). A malformed one is
 # kept but ignored (W3C: start a new trace), never a reason to park a message.
 MAX_TRACEPARENT = 128
@@ -106,6 +111,7 @@ class Content:
     topic: str = ""
     notification: Mapping[str, Any] | None = None  # facts, rendered to a card
     service: bool = False
+    on_unknown: str = "resend"  # ON_UNKNOWN: kept with the content, so schedules keep it
 
     def to_json(self) -> dict[str, Any]:
         """The contract's content fields (what `parse_message` reads)."""
@@ -122,6 +128,8 @@ class Content:
             out["notification"] = dict(self.notification)
         if self.service:
             out["service"] = True
+        if self.on_unknown != "resend":
+            out["onUnknown"] = self.on_unknown
         return out
 
     def card_to_send(self) -> Mapping[str, Any] | None:
@@ -284,8 +292,12 @@ def _content(data: Mapping[str, Any]) -> Content:
         raise InvalidMessage("schema", "'topic' must be 1 to 64 of a-z 0-9 . _ -")
     if data.get("service", True) is not True:
         raise InvalidMessage("schema", "'service' must be true when present")
+    on_unknown = data.get("onUnknown", "resend")
+    if on_unknown not in ON_UNKNOWN:
+        raise InvalidMessage("schema", f"'onUnknown' must be one of {', '.join(ON_UNKNOWN)}")
     return Content(text=text, card=card, summary=_text(data, "summary", limit=1000),
-                   topic=topic, notification=notification, service="service" in data)
+                   topic=topic, notification=notification, service="service" in data,
+                   on_unknown=on_unknown)
 
 
 def _notification(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -338,7 +350,8 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
     if not key:
         raise InvalidMessage("schema", "'key' is required")
     if op in ("delete", "cancel"):
-        for name in ("to", "text", "card", "summary", "schedule", "topic", "notification"):
+        for name in ("to", "text", "card", "summary", "schedule", "topic", "notification",
+                     "onUnknown"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key, attempt=attempt)
@@ -347,6 +360,9 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
     if op == "update" and "to" in data:
         raise InvalidMessage("schema", "'to' is not allowed with op 'update': "
                                        "the key names the message")
+    if op == "update" and "onUnknown" in data:
+        raise InvalidMessage("schema", "'onUnknown' is not allowed with op 'update': it "
+                                       "belongs to the send")
     target = parse_target(data.get("to")) if op == "send" else None
     schedule = _schedule(data, key) if "schedule" in data else None
     if op == "update" and schedule is not None and not {"text", "card", "notification"} & set(data):
@@ -364,7 +380,8 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
 def _install(data: Mapping[str, Any], key: str, attempt: int) -> OutboxMessage:
     """op install (README "Pre-installing for an audience"): the app installed
     for each user of an audience through Graph; no content, nothing sent."""
-    for name in ("text", "card", "summary", "schedule", "topic", "notification", "service"):
+    for name in ("text", "card", "summary", "schedule", "topic", "notification", "service",
+                 "onUnknown"):
         if name in data:
             raise InvalidMessage("schema", f"'{name}' is not allowed with op 'install': "
                                            f"it installs the app and sends nothing")

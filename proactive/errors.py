@@ -82,6 +82,7 @@ class Reason(StrEnum):
     RETRIES_EXHAUSTED = "retries-exhausted"
     CANCELLED = "cancelled"
     OPTED_OUT = "opted-out"  # the user said stop (all, or the message's topic)
+    OUTCOME_UNKNOWN = "outcome-unknown"  # onUnknown skip: an attempt's answer never came
     # Not failures: why a message waits or ends without a send.
     SENT = "sent"
     DUPLICATE = "duplicate"

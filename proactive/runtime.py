@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -99,6 +99,17 @@ class Runtime:
     # tenant in rows of its own: None without credentials outside local dev.
     graph: GraphClient | None = None
     graph_pacer: TenantPacer | None = None
+    # Per tenant: this process's deliveries between claim and record (send.py).
+    _in_flight: dict[str, asyncio.Semaphore] = field(default_factory=dict, repr=False)
+
+    def in_flight(self, tenant: str) -> asyncio.Semaphore:
+        """The bound on the tenant's deliveries in flight in this process
+        (PROACTIVE_MAX_CALLS_IN_FLIGHT): what a crash can leave unknown."""
+        gate = self._in_flight.get(tenant)
+        if gate is None:
+            gate = self._in_flight[tenant] = asyncio.Semaphore(
+                max(1, self.settings.max_calls_in_flight))
+        return gate
 
     @property
     def activities_table(self) -> TableClient:

@@ -72,8 +72,10 @@ reply_to_id, tenant_id, updates, deleted), `delivered_to(id)`, `counters`,
 `status_counts`, `authorization_headers`, `conversations`, `duplicates()`,
 `duplicate_keys()`, `state()`. Options: accept_unknown_conversations (True),
 rate_limits (False), tenant_rps (50), retry_after (None), fault_rate (0),
-fault_statuses, hang_seconds (30), seed, expected_token, max_activity_bytes
-(102400), duplicate_key, clock (`time.monotonic`; inject one to drive windows).
+fault_statuses, hang_seconds (30), answer_seconds (0: every request is
+carried out at once and its answer held this long, as Teams' round trip is:
+what a crash of the caller mid-call leaves unknown), seed, expected_token,
+max_activity_bytes (102400), duplicate_key, clock (`time.monotonic`; inject one to drive windows).
 
 Admin API (JSON, never requires the bot token, not counted as requests)
 -------------------------------------------------------------------------
@@ -192,13 +194,15 @@ _CONFIG_KEYS = {  # admin JSON name -> attribute
     "acceptUnknownConversations": "accept_unknown_conversations",
     "rateLimits": "rate_limits", "tenantRps": "tenant_rps", "retryAfter": "retry_after",
     "faultRate": "fault_rate", "faultStatuses": "fault_statuses",
-    "hangSeconds": "hang_seconds", "seed": "seed", "expectedToken": "expected_token",
+    "hangSeconds": "hang_seconds", "answerSeconds": "answer_seconds", "seed": "seed",
+    "expectedToken": "expected_token",
     "maxActivityBytes": "max_activity_bytes", "duplicateKey": "duplicate_key",
 }
 
 _COERCE: dict[str, Callable[[Any], Any]] = {
     "accept_unknown_conversations": bool, "rate_limits": bool, "tenant_rps": float,
-    "retry_after": float, "fault_rate": float, "hang_seconds": float, "seed": int,
+    "retry_after": float, "fault_rate": float, "hang_seconds": float,
+    "answer_seconds": float, "seed": int,
     "max_activity_bytes": int,
 }
 
@@ -397,8 +401,8 @@ class ConnectorEmulator:
                  tenant_rps: float | None = DEFAULT_TENANT_RPS, retry_after: float | None = None,
                  fault_rate: float = 0.0,
                  fault_statuses: Iterable[int | str] = DEFAULT_FAULT_STATUSES,
-                 hang_seconds: float = 30.0, seed: int | None = None,
-                 expected_token: str | None = None,
+                 hang_seconds: float = 30.0, answer_seconds: float = 0.0,
+                 seed: int | None = None, expected_token: str | None = None,
                  max_activity_bytes: int = MAX_ACTIVITY_BYTES,
                  duplicate_key: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -409,6 +413,7 @@ class ConnectorEmulator:
         self.fault_rate = fault_rate
         self.fault_statuses = _fault_statuses(fault_statuses)
         self.hang_seconds = hang_seconds
+        self.answer_seconds = answer_seconds
         self.seed = seed
         self.expected_token = expected_token
         self.max_activity_bytes = max_activity_bytes
@@ -742,6 +747,7 @@ class ConnectorEmulator:
             answer = self._members(request, conversation, item_id, parts[2] == "pagedmembers")
         else:
             answer = self._channels(conversation_id)
+        late = max(late, self.answer_seconds)
         if late:
             await self._hang(late)
         return answer[0], answer[1], None
@@ -1065,6 +1071,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-statuses", default=",".join(map(str, DEFAULT_FAULT_STATUSES)),
                         help="comma-separated statuses, 'hang' and 'late', drawn for faults")
     parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--answer-seconds", type=float, default=0.0,
+                        help="hold every answer this long after carrying the request out "
+                             "(Teams' round trip, e.g. 0.25)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--expected-token", default=None,
                         help="answer 401 unless 'Authorization: Bearer <token>'")
@@ -1083,7 +1092,8 @@ def emulator_from_args(args: argparse.Namespace) -> ConnectorEmulator:
         rate_limits=args.rate_limits, tenant_rps=args.tenant_rps or None,
         retry_after=args.retry_after, fault_rate=args.fault_rate,
         fault_statuses=[s for s in args.fault_statuses.split(",") if s.strip()],
-        hang_seconds=args.hang_seconds, seed=args.seed, expected_token=args.expected_token,
+        hang_seconds=args.hang_seconds, answer_seconds=args.answer_seconds, seed=args.seed,
+        expected_token=args.expected_token,
         max_activity_bytes=args.max_activity_bytes, duplicate_key=args.duplicate_key)
 
 

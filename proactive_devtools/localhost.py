@@ -61,7 +61,17 @@ log = logging.getLogger(__name__)
 _INDEXED: weakref.WeakKeyDictionary[FunctionRegister, list[Any]] = weakref.WeakKeyDictionary()
 MIN_POLL = 0.1  # seconds: the host's first back-off step when a queue is idle
 # Messages are received invisible for this long (seconds) and the lease is
-# renewed at half of it while the function runs, as the host does.
+# renewed at half of it while the function runs, as the host does: the queue
+# listener of the WebJobs SDK's storage extension (which the Functions host,
+# Flex Consumption included, runs for queue triggers) dequeues with a fixed
+# `_visibilityTimeout = TimeSpan.FromMinutes(10)` and renews it "when it is
+# halfway to expiring" (QueueListener.CreateUpdateMessageVisibilityTimer,
+# github.com/Azure/azure-webjobs-sdk, src/Microsoft.Azure.WebJobs.Extensions.
+# Storage/Queues/Listeners/QueueListener.cs). No host.json setting changes it
+# (its maintainers: the 10 minutes only matter "if the host dies",
+# Azure/azure-webjobs-sdk#1040). So a dead instance's messages come back after
+# at most ten minutes: the bound README "Exactly once, as far as Teams allows"
+# designs for. `--lease` shortens it for tests only.
 DEFAULT_LEASE = 600
 MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's limit
 KEYS_SETTING = "LOCAL_HOST_FUNCTION_KEYS"  # keys the HTTP routes accept (none: unchecked)
@@ -118,7 +128,15 @@ def load_app(app_dir: str | Path) -> FunctionRegister:
 
 
 @dataclass(frozen=True)
-class QueueOptions:  # host.json extensions.queues, with the host's defaults
+class QueueOptions:
+    """host.json extensions.queues, with the host's defaults. visibilityTimeout
+    is not the lease: it is how long a message whose invocation *failed* stays
+    invisible before its next try (QueueProcessor.CompleteProcessingMessageAsync
+    releases it with QueuesOptions.VisibilityTimeout, "the default message
+    visibility timeout that will be used for messages that fail processing");
+    a message older than maxDequeueCount is poisoned before it runs
+    (BeginProcessingMessageAsync), a dead instance's receives counting too."""
+
     batch_size: int = 16
     new_batch_threshold: int = 8
     max_polling_interval: float = 60.0

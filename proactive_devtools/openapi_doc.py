@@ -29,6 +29,10 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# The report columns that are not strings (the rest are).
+COLUMN_TYPES = {"attempts": "integer", "unknownAttempt": "integer", "ambiguous": "boolean"}
+
+
 def _rewrite(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: (f"#/components/schemas/Outbox.{v.removeprefix('#/$defs/')}"
@@ -97,9 +101,15 @@ def build() -> dict[str, Any]:
             "properties": {
                 "key": {"type": "string"},
                 "state": {"enum": ["running", "done", "cancelled", "scheduled"]},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"},
-                           "description": "By state, and by reason for failed and skipped "
-                                          "(`failed_unknown_user`, `skipped_opted_out`)"},
+                "counts": {
+                    "type": "object", "additionalProperties": {"type": "integer"},
+                    "description": "By state, and by reason for failed and skipped "
+                                   "(`failed_unknown_user`, `skipped_opted_out`); unknown: "
+                                   "recipients whose attempt's "
+                                   "outcome is unknown, not sent again (onUnknown skip); "
+                                   "ambiguous: recipients one of whose attempts had an "
+                                   "unknown outcome (a worker died mid-call, a lost "
+                                   "answer): sent again, they may have two copies"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
                 "reason": {"type": "string"},
@@ -131,8 +141,8 @@ def build() -> dict[str, Any]:
                     "type": "object", "required": ["recipient", "state"],
                     "description": "The send report's columns (README \"Reports\"), those "
                                    "with a value",
-                    "properties": {name: {"type": "integer" if name == "attempts"
-                                          else "string"} for name in SEND_COLUMNS}}}}},
+                    "properties": {name: {"type": COLUMN_TYPES.get(name, "string")}
+                                   for name in SEND_COLUMNS}}}}},
     })
     paths = {
         "/api/notifications": {"post": _op(

@@ -264,3 +264,60 @@ async def test_a_process_writes_its_last_counter_shard_back_without_reading_it(
         await ours.count("k", {f"o{i}": Counter(sent=1), "a": Counter(sent=1)})
     progress = await ours.progress("k")
     assert progress is not None and progress["counts"] == {"sent": 26}
+
+
+class _Killed(BaseException):
+    """The process dies: no `except Exception` of the product catches it."""
+
+
+async def test_a_crash_at_any_point_of_the_split_loses_and_doubles_nothing(
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split of a tenant's users dies before each of its storage writes in
+    turn (a part queued, parts counted, the split recorded), as a killed
+    worker would: what was written stays, nothing after runs. Its message
+    comes back: every user gets the message once, `queued` counts each once,
+    and the send ends `done`."""
+    from proactive.delivering import broadcast as b
+
+    monkeypatch.setattr(b, "PART", 4)  # 5 parts of 18 users
+    monkeypatch.setattr(b, "PER_TRANSACTION", 2)  # parts counted two at a time
+    users = await install_users(runtime, emulator.url, 18)
+    writers = {"put": runtime.outbox, "count": runtime.campaigns,
+               "mark_split": runtime.campaigns}
+    real = {name: getattr(owner, name) for name, owner in writers.items()}
+    steps = 5 + 3 + 1  # 5 parts queued, counted in 3 transactions, the split marked
+    for kill_at in range(steps + 1):  # the last: after every write, before settling
+        done = 0
+
+        def dying(name: str, kill_at: int = kill_at) -> Any:
+            async def write(*args: Any, **kwargs: Any) -> Any:
+                nonlocal done
+                if done == kill_at:
+                    raise _Killed  # nothing after this point runs, as after SIGKILL
+                done += 1
+                return await real[name](*args, **kwargs)
+            return write
+
+        key = f"split-crash-{kill_at}"
+        message = json.dumps({"version": 1, "op": "send", "key": key, "text": key,
+                              "to": {"allUsers": True, "tenant": TENANT}})
+        for name, owner in writers.items():
+            setattr(owner, name, dying(name))
+        try:
+            await process(runtime, message, message_id=key)
+        except _Killed:
+            pass
+        finally:
+            for name, owner in writers.items():
+                setattr(owner, name, real[name])
+        assert done == min(kill_at, steps)
+        # The queue brings the message back to a healthy worker.
+        assert (await process(runtime, message, message_id=key)).reason in (
+            "split", "duplicate")
+        await drain(runtime)
+        reached = sorted(d.conversation_id for d in emulator.deliveries if d.text == key)
+        assert reached == sorted(f"a:conv-{i}" for i in range(len(users))), kill_at
+        progress = await runtime.campaigns.progress(key)
+        assert progress is not None
+        assert progress["counts"] == {"queued": 18, "sent": 18}, kill_at
+        assert progress["state"] == "done", kill_at

@@ -19,8 +19,10 @@ started. Then:
   (a message that breaks the contract), with its reason.
 
 Figures (time, duplicates, retries) are printed; `pytest -s` shows them.
-Leases are short (claims and queue messages: 3 s) so the run stays well under
-a minute (typically 20-35 s); the tenant rate is Teams' own ceiling (50/s, the
+Leases are short (claims and queue messages: 3 s) so every user has the
+message within a minute (typically 20-35 s); the queue drains about a minute
+after the kill, once the killed worker's parts' standby copies have turned
+visible and found their users done. The tenant rate is Teams' own ceiling (50/s, the
 default). PROACTIVE_MAX_ATTEMPTS is raised to 20 so that no recipient runs out
 of attempts by bad luck: with transient faults only, nothing may fail.
 """
@@ -71,8 +73,10 @@ MAX_DUPLICATES = 3
 # Seconds for the whole run, kill and restart included. Typically 20-35 s: the
 # last recipients are those that drew several faults in a row and wait out the
 # product's backoff (1-2, 2-4, 4-8, 8-16 s ...); the deadline leaves room for
-# the rare one that draws four or five.
-DEADLINE = 80.0
+# the rare one that draws four or five. The queue drains about a minute after
+# the kill: the standby copies of the parts the killed worker held turn visible
+# after broadcast.STANDBY (60 s) and find their users done.
+DEADLINE = 140.0
 KEY = "chaos-all-hands"
 TEXT = "All-hands at 15:00"
 # Settings a developer's environment may hold that must not reach the app.
@@ -313,6 +317,9 @@ async def test_every_recipient_once_through_faults_and_a_killed_worker(
         assert len(times) == 2 and times[0] < kill_clock < times[1], (conv, times, kill_clock)
         row = row_of[conv, KEY if text == TEXT else f"chaos-single-{text.split()[-1]}"]
         assert int(row["attempts"]) > 1, row
+        # Visible: the row says an attempt's outcome was unknown (README
+        # "Exactly once, as far as Teams allows"), and which one.
+        assert row.get("ambiguous") is True and row.get("unknownAttempt"), row
     assert len(duplicates) <= MAX_DUPLICATES, duplicates
     assert counters["delivered"] == USERS + SINGLES + len(duplicates)
     assert counters["faults"] > 0  # the chaos did happen
@@ -320,7 +327,12 @@ async def test_every_recipient_once_through_faults_and_a_killed_worker(
     assert len(rows) == USERS + SINGLES
     assert Counter(r["state"] for r in rows) == {d.SENT: USERS + SINGLES}
     assert progress["state"] == "done"  # every recipient settled: final by itself
-    assert progress["counts"] == {"queued": USERS, "sent": USERS}
+    # Ambiguous: the duplicates, and the rows whose unknown attempt turned
+    # out not to have reached the user (a claim held while the worker died,
+    # a 504 gateway timeout): the counters say how many.
+    ambiguous = sum(1 for r in rows if r.get("ambiguous") and r["key"] == KEY)
+    assert progress["counts"] == {"queued": USERS, "sent": USERS,
+                                  **({"ambiguous": ambiguous} if ambiguous else {})}
     # The poison queue: only the permanent failure put there on purpose, with why.
     assert [(p.get("reason"), json.loads(p.get("message", "{}")).get("key"))
             for p in poison] == [("schema", "chaos-bad")], poison

@@ -21,6 +21,15 @@ def test_send_to_one_user_with_text_and_summary() -> None:
                      "text": "hi", "summary": "s"}
 
 
+def test_send_says_what_to_do_with_an_unknown_outcome() -> None:
+    built = message("send", "--key", "k", "--to", "u-1", "--text", "hi", "--on-unknown", "skip")
+    assert built["onUnknown"] == "skip"
+    assert "onUnknown" not in message("send", "--key", "k", "--to", "u-1", "--text", "hi")
+    with pytest.raises(SystemExit) as refused:
+        main(["send", "--to", "u", "--text", "x", "--on-unknown", "twice"])
+    assert refused.value.code == 2
+
+
 def test_send_without_a_key_gets_a_fresh_one() -> None:
     first = message("send", "--to", "u", "--text", "x")["key"]
     assert first.startswith("cli-") and first != message("send", "--to", "u", "--text", "x")["key"]

@@ -69,9 +69,19 @@ VALID = [
      "schedule": {"local": "2026-12-02T09:00", "timezone": "UTC"}},
     {"version": 1, "op": "install", "key": "pre-1", "to": {"group": "g-1"}},
     {"version": 1, "op": "install", "key": "pre-2", "to": {"users": ["a", "b"], "tenant": "t"}},
+    {"version": 1, "op": "send", "key": "k", "to": {"user": "u"}, "text": "x",
+     "onUnknown": "skip"},
+    {"version": 1, "op": "send", "key": "k", "to": {"allUsers": True}, "text": "x",
+     "onUnknown": "skip", "schedule": {"cron": "0 9 * * *"}},
 ]
 
 INVALID = [
+    ({"version": 1, "op": "send", "to": {"user": "u"}, "text": "x", "onUnknown": "maybe"},
+     "schema"),
+    ({"version": 1, "op": "update", "key": "k", "text": "x", "onUnknown": "skip"}, "schema"),
+    ({"version": 1, "op": "delete", "key": "k", "onUnknown": "skip"}, "schema"),
+    ({"version": 1, "op": "install", "key": "k", "to": {"group": "g"}, "onUnknown": "skip"},
+     "schema"),
     ({"version": 1, "op": "install", "to": {"group": "g"}}, "schema"),  # no key
     ({"version": 1, "op": "install", "key": "k", "to": {"user": "u"}}, "schema"),  # one user
     ({"version": 1, "op": "install", "key": "k", "to": {"group": "g"}, "text": "x"}, "schema"),

@@ -460,6 +460,19 @@ async def test_late_answer_delivers_so_a_retry_shows_up_as_a_duplicate(
     assert emulator.duplicate_keys() == [{"conversationId": "a:x", "key": "k-1", "count": 2}]
 
 
+async def test_answer_seconds_carries_the_request_out_then_holds_its_answer(
+        http: httpx.AsyncClient, emulator: ConnectorEmulator) -> None:
+    emulator.configure(answerSeconds=60)  # Teams' round trip, stretched
+    posting = asyncio.create_task(http.post(conv("a:x", "activities"), json=message("x"),
+                                            timeout=SHORT_READ))
+    with pytest.raises(httpx.ReadTimeout):
+        await posting
+    # The user has it although no answer came: what a caller's crash mid-call leaves.
+    assert emulator.counters["delivered"] == 1
+    emulator.configure(answer_seconds=0)
+    assert (await send(http, "a:y")).status_code == 201
+
+
 # ---- token, size ----------------------------------------------------------------------------
 
 async def test_expected_token_is_enforced_and_every_header_recorded(
@@ -592,11 +605,12 @@ def test_cli_flags_map_to_options() -> None:
     args = _parser().parse_args([
         "--port", "0", "--rate-limits", "--tenant-rps", "30", "--fault-rate", "0.1",
         "--fault-statuses", "503,hang", "--seed", "7", "--expected-token", "t",
-        "--strict-conversations", "--retry-after", "2"])
+        "--strict-conversations", "--retry-after", "2", "--answer-seconds", "0.25"])
     config = emulator_from_args(args).config()
     assert config == {**config, "rateLimits": True, "tenantRps": 30.0, "faultRate": 0.1,
                       "faultStatuses": [503, "hang"], "seed": 7, "expectedToken": "t",
-                      "acceptUnknownConversations": False, "retryAfter": 2.0}
+                      "acceptUnknownConversations": False, "retryAfter": 2.0,
+                      "answerSeconds": 0.25}
     with pytest.raises(SystemExit):
         main(["--fault-statuses", "200"])
 

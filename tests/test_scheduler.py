@@ -299,6 +299,21 @@ async def test_count_ends_a_series(rt: Runtime, queue: Recorder) -> None:
     assert await items(rt) == []  # nothing left to come
 
 
+async def test_a_count_counts_deliveries_when_scheduled_mid_minute(
+        rt: Runtime, queue: Recorder) -> None:
+    # `send --cron "* * * * *" --count 3` at 12:00:10: the minute 12:00 is
+    # past, so the series starts at 12:01 and all three go out.
+    every_minute = {"cron": "* * * * *", "count": 3, "timezone": "UTC"}
+    await schedule(rt, send("thrice", every_minute), now=at("2026-11-30T12:00:10"))
+    for moment in ("2026-11-30T12:01:00", "2026-11-30T12:02:00", "2026-11-30T12:03:00",
+                   "2026-11-30T12:04:00"):
+        await tick(rt, at(moment))
+    assert queue.keys == ["thrice:2026-11-30T12:01Z", "thrice:2026-11-30T12:02Z",
+                          "thrice:2026-11-30T12:03Z"]
+    [item] = await items(rt, "thrice")
+    assert item["state"] == "done"
+
+
 async def test_after_downtime_each_item_goes_out_once_late_then_on_schedule(
         rt: Runtime, queue: Recorder, emulator: ConnectorEmulator) -> None:
     await schedule(rt, send("daily", {"cron": "0 9 * * *"}))  # Berlin user, from 30 Nov

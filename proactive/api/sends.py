@@ -54,15 +54,19 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
         states: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         table = rt.sdk_table(DELIVERIES_TABLE)
-        async for row in table.query_entities("PartitionKey eq @pk", select=["state", "reason"],
+        ambiguous = 0  # an attempt's outcome was unknown (README "Exactly once ...")
+        async for row in table.query_entities("PartitionKey eq @pk",
+                                              select=["state", "reason", "ambiguous"],
                                               parameters={"pk": tables.safe_key(key)}):
             states[str(row.get("state"))] += 1
             reasons.update(reason_count(row.get("state"), row.get("reason")))
+            ambiguous += bool(row.get("ambiguous"))
             if sum(states.values()) >= MAX_ROWS_COUNTED:
                 break
         if states:
             state = "done" if set(states) <= FINAL else "running"
-            view.update(state=state, counts={**states, **reasons})
+            view.update(state=state, counts={**states, **reasons} | (
+                {"ambiguous": ambiguous} if ambiguous else {}))
     scheduled = [item for item in await list_items(rt.schedules_table, key)
                  if item.get("state") in ("scheduled", "dispatching")]
     if scheduled:

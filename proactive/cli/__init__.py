@@ -59,7 +59,7 @@ from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_sett
     storage_settings,
 )
 from proactive.config import ConfigError, Settings, storage_problems
-from proactive.contract import VERSION, InvalidMessage, parse_message
+from proactive.contract import ON_UNKNOWN, VERSION, InvalidMessage, parse_message
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> None:
@@ -115,6 +115,8 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
     message["key"] = args.key or (f"cli-{uuid.uuid4().hex[:12]}" if args.command == "send" else "")
     if args.command == "send":
         message["to"] = _target(args)
+        if args.on_unknown != "resend":
+            message["onUnknown"] = args.on_unknown
     if args.command == "send" and not (args.text or args.card or args.notification):
         raise CliError("--text, --card or --notification is required (what to send)")
     if args.command in ("send", "update"):
@@ -192,6 +194,10 @@ def _parser() -> argparse.ArgumentParser:
                                   "--to that is not a GUID, --all-users to a tenant with no "
                                   "known users); without it the CLI asks, or refuses when not "
                                   "at a terminal")
+            cmd.add_argument("--on-unknown", choices=ON_UNKNOWN, default="resend",
+                             help="a recipient whose attempt's outcome is unknown (a worker "
+                                  "died mid-call, a lost answer): resend = at least once "
+                                  "(default), skip = at most once (recorded unknown)")
             add_watch(cmd, "then show the send's progress live until it is done")
         if name in ("send", "update"):
             cmd.add_argument("--text", help="the message, as markdown")

@@ -19,7 +19,7 @@ from typing import Any
 FINAL = ("done", "cancelled")
 # Counters of recipients with a result (proactive/storage/progress.py; an
 # `install` counts installed / already_installed instead of sent).
-FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
+FINISHED = ("sent", "failed", "skipped", "installed", "already_installed", "unknown")
 Fetch = Callable[[], "dict[str, Any] | None"]
 
 
@@ -51,7 +51,11 @@ def _done_words(counts: dict[str, Any]) -> str:
     if counts.get("installed") or counts.get("already_installed"):
         return (f"installed {counts.get('installed', 0)} already "
                 f"{counts.get('already_installed', 0)}")
-    return f"sent {counts.get('sent', 0)}"
+    # A crash or a lost answer left these unknown (README "Exactly once, as far
+    # as Teams allows"): ambiguous ones may have two copies, unknown ones none.
+    unsure = "".join(f" {name} {counts[name]}" for name in ("unknown", "ambiguous")
+                     if counts.get(name))
+    return f"sent {counts.get('sent', 0)}{unsure}"
 
 
 def state_of(progress: dict[str, Any]) -> str:

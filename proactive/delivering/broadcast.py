@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -28,6 +29,7 @@ from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
+from proactive.storage.deliveries import unavailable
 from proactive.storage.progress import CANCELLED, PER_TRANSACTION, result_counts
 
 if TYPE_CHECKING:
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 
 PART = 25
 CONCURRENCY = 8
+# A worker that dies strands the queue messages it holds for the Functions
+# host's fixed ten-minute lease (README "Exactly once, as far as Teams
+# allows"). So a part starts no user after PART_SECONDS (the rest go back on
+# the queue at once, as a smaller part), and keeps a standby copy of itself
+# that turns visible STANDBY seconds after it started unless the part finishes
+# first: after a crash its users are picked up within STANDBY, not 600 s.
+PART_SECONDS = 10.0
+STANDBY = 60.0
 
 
 async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
@@ -44,7 +54,11 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     target = message.target
     summary, new = await rt.campaigns.start(message.key, expected=message.part)
     if message.part and target.kind == "users" and len(target.users) <= PART:
-        return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
+        standby = await rt.outbox.standby(message.to_json(), delay=STANDBY)
+        try:
+            return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
+        finally:
+            await _withdraw(rt, standby)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
@@ -105,6 +119,18 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
     return Outcome(Action.DONE, "split")
 
 
+async def _withdraw(rt: Runtime, standby: tuple[str, str]) -> None:
+    """The part ended (or failed, and the host retries it): its standby copy
+    is not needed. If storage is down it stays and runs later, finding its
+    users done: harmless."""
+    try:
+        await rt.outbox.withdraw(standby)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("a part's standby copy was not withdrawn: %s", type(exc).__name__)
+
+
 async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:
     index = 0
     async for part in parts:
@@ -139,11 +165,19 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     paced: list[str] = []
     paced_delay: list[float] = []
 
+    first, *rest = message.target.users
+    started = time.monotonic()
+
     async def one(user: str) -> None:
         target = Target("user", user, tenant=tenant)
         async with gate:
             if paced_delay:
                 paced.append(user)
+                return
+            if user != first and time.monotonic() - started > PART_SECONDS:
+                # Held long enough: the rest go back (the first always goes: progress).
+                paced.append(user)
+                paced_delay.append(0.0)
                 return
             if "@" in user and not cancelled:  # a user principal name: its AAD id
                 try:
@@ -176,17 +210,17 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                                             message_id="", target=target)
                 if outcome.state == Action.RETRY:
                     return  # counted when it comes back
-            reason: str | None = outcome.reason
-            if reason == Reason.DUPLICATE:
+            if outcome.reason == Reason.DUPLICATE:
                 # Finished earlier: by this part before its worker died, by
                 # another copy, or by an earlier message under the key.
                 # Counting it again is harmless (each recipient counts once);
                 # not counting it would lose a dead worker's results.
-                reason = await _recorded_result(rt, message.key, target)
-            if reason is not None:
-                results[target.recipient] = result_counts(reason)
+                counts = await _recorded_result(rt, message.key, target)
+            else:
+                counts = result_counts(outcome.reason, ambiguous=outcome.ambiguous)
+            if counts is not None:
+                results[target.recipient] = counts
 
-    first, *rest = message.target.users
     await one(first)  # alone: if the budget is spent, the rest are not even claimed
     await asyncio.gather(*(one(user) for user in rest))
     if paced:
@@ -216,17 +250,17 @@ async def _resolved(rt: Runtime, key: str, target: Target) -> Target:
     return replace(missing, reply_to=Reason.NOT_FOUND)
 
 
-async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:
-    """What a finished delivery row counts as (a reason `result_counts` takes)."""
+async def _recorded_result(rt: Runtime, key: str, target: Target) -> Counter[str] | None:
+    """What a finished delivery row counts as."""
     found = await tables.read(rt.deliveries.table, tables.safe_key(key),
                               tables.safe_key(target.recipient))
     if found is None:
         return None
     row = found[0]
-    state = row.get("state")
+    state, ambiguous = row.get("state"), bool(row.get("ambiguous"))
     if state in (DeliveryState.SENT, DeliveryState.DELETED):
-        return Reason.SENT
+        return result_counts(Reason.SENT, ambiguous=ambiguous)
     if state in (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.SKIPPED,
-                 DeliveryState.INSTALLED):
-        return str(row.get("reason") or state)
+                 DeliveryState.INSTALLED, DeliveryState.UNKNOWN):
+        return result_counts(str(row.get("reason") or state), ambiguous=ambiguous)
     return None  # not finished: whoever holds it reports it

@@ -24,6 +24,7 @@ from proactive.errors import (
     RetryLater,
     Transient,
 )
+from proactive.storage.deliveries import copies
 from proactive.storage.tables import iso, now_utc
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 # due looks lost: from then on the edit's own attempts count, so it ends.
 SEND_OVERDUE = timedelta(minutes=10)
 _PENDING = (DeliveryState.SENDING, DeliveryState.RETRYING)
-_UNSENT = (DeliveryState.FAILED, DeliveryState.CANCELLED)
+# UNKNOWN: the attempt's answer never came (onUnknown skip): no copy to reach.
+_UNSENT = (DeliveryState.FAILED, DeliveryState.CANCELLED, DeliveryState.UNKNOWN)
 
 
 async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
@@ -126,15 +128,25 @@ def _due(row: dict[str, Any]) -> datetime | None:
 
 
 async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) -> None:
-    conversation_id, activity_id = row["conversationId"], row["activityId"]
+    """Edit every copy the row knows Teams accepted: its own, and those a
+    late answer added after an attempt with an unknown outcome (`otherCopies`)."""
+    for n, copy in enumerate(copies(row)):
+        service_url = await _edit_copy(rt, message, row.get("tenantId", ""), copy)
+        if n == 0:
+            row["serviceUrl"] = service_url  # the fallback host, when Teams asked for it
+
+
+async def _edit_copy(rt: Runtime, message: OutboxMessage, tenant: str,
+                     copy: dict[str, str]) -> str:
+    conversation_id, activity_id = copy["conversationId"], copy["activityId"]
     if message.op == "delete":
         _, service_url = await call(
-            rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
+            rt, tenant, conversation_id, copy["serviceUrl"],
             lambda url: rt.connector.delete(url, conversation_id, activity_id))
     else:
         assert message.content is not None
         activity = message.content.activity()
         _, service_url = await call(
-            rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
+            rt, tenant, conversation_id, copy["serviceUrl"],
             lambda url: rt.connector.update(url, conversation_id, activity_id, activity))
-    row["serviceUrl"] = service_url  # the fallback host, when Teams asked for it
+    return service_url

@@ -34,7 +34,9 @@ MAX_BACKOFF = 300.0
 class DeliveryState(StrEnum):
     """`state` of a delivery row (storage/deliveries.py):
     sending (claimed, lease running) -> sent | failed | retrying | cancelled |
-    skipped (the recipient opted out: no Connector call); sent -> deleted.
+    skipped (the recipient opted out: no Connector call) | unknown (an
+    attempt's outcome is unknown and the send says `"onUnknown": "skip"`);
+    sent -> deleted.
     An `install` op ends in installed (reason installed / already-installed)."""
 
     SENDING = "sending"
@@ -45,6 +47,7 @@ class DeliveryState(StrEnum):
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
     INSTALLED = "installed"  # op install: the app is there for the user; nothing sent
+    UNKNOWN = "unknown"  # onUnknown skip: an attempt may have reached the user; not resent
 
 
 class EditState(StrEnum):
@@ -67,6 +70,9 @@ class Outcome:
     reason: str = ""
     delay: float = 0.0
     counts: bool = True  # whether the retry uses up an attempt
+    # An attempt's outcome was unknown on the way (README "Exactly once, as far
+    # as Teams allows"): the recipient may have two copies (resend) or none (skip).
+    ambiguous: bool = False
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:

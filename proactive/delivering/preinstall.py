@@ -13,7 +13,7 @@ reference, so the first send to them later needs no install.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proactive.contract import Target
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
@@ -66,7 +66,7 @@ async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
-        extra = {"graphInstalled": True} if noted["graphInstalled"] else {}
+        extra: dict[str, Any] = {"graphInstalled": True} if noted["graphInstalled"] else {}
         return await record_failure(rt, claim, exc, what="install", **extra)
     except Exception as exc:
         if not unavailable(exc):

@@ -31,7 +31,13 @@ from proactive.errors import (
     Unreachable,
 )
 from proactive.storage import tables
-from proactive.storage.deliveries import Claim, unavailable
+from proactive.storage.deliveries import (
+    ON_UNKNOWN_SKIP,
+    UNKNOWN_OUTCOMES,
+    Claim,
+    unavailable,
+    unknown_attempt,
+)
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
 
 if TYPE_CHECKING:
@@ -70,13 +76,26 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     wait = rt.tenant_pacer.defers(target.tenant) if target.tenant else 0.0
     if wait:  # the tenant's budget is booked beyond max_wait: put off before the claim
         return outcome_of(Defer(wait), 1)
+    # At most PROACTIVE_MAX_CALLS_IN_FLIGHT of a tenant's deliveries between
+    # claim and record at once in this process: all that a crash of it can
+    # leave unknown (and, resent, duplicate).
+    async with rt.in_flight(target.tenant):
+        return await _claimed_send(rt, key, target, content)
+
+
+async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
     try:
-        claim = await rt.deliveries.claim(key, target.recipient)
+        claim = await rt.deliveries.claim(key, target.recipient, on_unknown=content.on_unknown)
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
         return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
+    if claim.entity.get("ambiguous") and claim.entity.get("unknownAttempt") == \
+            claim.attempts - 1:
+        log.warning("delivery %s -> %s: attempt %s had an unknown outcome (%s); sending "
+                    "again (onUnknown resend)", key, target.recipient,
+                    claim.entity["unknownAttempt"], claim.entity.get("unknownCause"))
     try:
         fields = await _deliver(rt, target, content)
     except _OptedOut as skip:  # not an attempt: nothing was sent
@@ -86,7 +105,8 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     except StorageUnavailable as exc:
         return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
-        return await record_failure(rt, claim, exc, what="delivery")
+        return await record_failure(rt, claim, exc, what="delivery",
+                                    on_unknown=content.on_unknown)
     except Exception as exc:
         if not unavailable(exc):
             raise
@@ -96,7 +116,7 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     # trying through a storage outage, or raises Unrecorded (a retry: the
     # message comes back and this process writes it then).
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
-    return Outcome(Action.DONE, Reason.SENT)
+    return Outcome(Action.DONE, Reason.SENT, ambiguous=bool(claim.entity.get("ambiguous")))
 
 
 class _OptedOut(Exception):
@@ -109,11 +129,21 @@ class _OptedOut(Exception):
 
 
 async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryLater, *,
-                         what: str, **extra: Any) -> Outcome:
+                         what: str, on_unknown: str = "resend", **extra: Any) -> Outcome:
     """Record a claimed attempt that did not succeed: `failed`, or `retrying`
     with the attempt counted, or given back uncounted when it was put off
-    before the service was asked. `extra` fields go on the row too."""
+    before the service was asked. An answer lost on the way (a timeout) marks
+    the row ambiguous, and with `on_unknown` "skip" records it `unknown`
+    instead of retrying. `extra` fields go on the row too."""
     outcome = outcome_of(exc, claim.attempts)
+    if exc.reason in UNKNOWN_OUTCOMES and outcome.counts and what == "delivery":
+        # Teams may have delivered it: the answer was lost on the way. (An
+        # install is safe to repeat: Graph answers 409 to a second one.)
+        claim.entity.update(unknown_attempt(claim.entity, exc.reason))
+        if on_unknown == ON_UNKNOWN_SKIP:
+            await rt.deliveries.finish(claim, DeliveryState.UNKNOWN,
+                                       reason=Reason.OUTCOME_UNKNOWN, detail=exc.detail, **extra)
+            return Outcome(Action.DONE, Reason.OUTCOME_UNKNOWN, ambiguous=True)
     state, fields = _recorded(exc, outcome, claim)
     fields.update(extra)
     if outcome.counts or outcome.state is Action.FAILED:

@@ -45,6 +45,11 @@ SEND_COLUMNS = {
     "activityId": "activityId", "conversationId": "conversationId", "tenantId": "tenantId",
     "optedOut": "optedOut", "detail": "detail", "updateState": "updateState",
     "deleteState": "deleteState",
+    # An attempt whose outcome is unknown (a crash mid-call, a lost answer): the
+    # first such attempt, and the copies Teams accepted beyond `activityId`.
+    "ambiguous": "ambiguous", "unknownAttempt": "unknownAttempt",
+    "unknownAttemptAt": "unknownAttemptAt", "unknownCause": "unknownCause",
+    "otherCopies": "otherCopies",
 }
 REACH_COLUMNS = ("user", "tenantId", "status", "topic", "at", "via")
 UNREACHABLE = ("blocked", "uninstalled", "disabled")

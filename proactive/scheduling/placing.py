@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from proactive.contract import Content, OutboxMessage, Target, parse_target
 from proactive.scheduling.errors import ScheduleError
-from proactive.scheduling.recurrence import Occurrence, Plan, lateness
+from proactive.scheduling.recurrence import Occurrence, Plan, default_start, lateness
 from proactive.scheduling.spec import Spec
 from proactive.scheduling.store import (
     ScheduleItem,
@@ -29,7 +29,7 @@ from proactive.scheduling.store import (
     due_row,
     if_match,
 )
-from proactive.scheduling.zones import iso_instant, load_zone, wall_of, zone_or_none
+from proactive.scheduling.zones import iso_instant, load_zone, zone_or_none
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ async def first_occurrence(rt: Runtime, spec: Spec, target: Target, now: datetim
     start it keeps. ScheduleError if nothing is left, or it never fires."""
     zone, source = await resolve_zone(rt, spec, target)
     if spec.recurring and spec.start is None:
-        spec = spec.with_start(wall_of(now, load_zone(zone)).replace(second=0))
+        spec = spec.with_start(default_start(now, load_zone(zone)))
     plan = Plan(spec, zone)
     first = plan.first(now)
     if first is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
 from proactive.scheduling import cron
 from proactive.scheduling.errors import ScheduleError
@@ -95,7 +96,7 @@ class Plan:
         """The first occurrence at or after `now` (a one-off: its time, even
         if past: it goes out at once). None if the series has ended; a
         ScheduleError if it never fires from its start (without a start in
-        the spec: the minute `now` in the plan's zone)."""
+        the spec: `default_start`)."""
         spec = self.spec
         if spec.kind == "at":
             assert spec.at is not None
@@ -103,7 +104,7 @@ class Plan:
         if spec.kind == "local":
             assert spec.wall is not None
             return Occurrence(spec.wall, to_instant(spec.wall, self.zone))
-        start = spec.start or wall_of(now, self.zone).replace(second=0, microsecond=0)
+        start = spec.start or default_start(now, self.zone)
         if spec.kind == "rrule" and not can_match_a_day(self._rule):
             raise ScheduleError(f"the RRULE {spec.rule!r} never fires: no day of the "
                                 f"calendar matches its BYxxx parts")
@@ -141,6 +142,16 @@ class Plan:
             if limit is not None and n >= limit:
                 return
             yield nxt
+
+
+def default_start(now: datetime, zone: ZoneInfo) -> datetime:
+    """Where a series without a `start` starts: the first whole minute at or
+    after `now`, as a wall time of `zone`. Not the minute `now` is in: that
+    minute's occurrence is already past, and it would use up one of the
+    series' `count` without a delivery (a count counts deliveries)."""
+    wall = wall_of(now, zone)
+    minute = wall.replace(second=0, microsecond=0)
+    return minute if minute == wall else minute + timedelta(minutes=1)
 
 
 def lateness(due: datetime, now: datetime) -> float:

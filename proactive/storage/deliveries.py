@@ -22,14 +22,22 @@ Storage can be down at any of these steps; none of them may send twice:
   unused: this process takes it over without counting an attempt, instead of
   waiting out its lease.
 
-What is left is a process that dies between Teams' answer and the outcome
-write: the row stays `sending`, and once the lease runs out the send is made
-again (README.md, "Exactly once, as far as Teams allows").
+What is left is an attempt whose outcome is unknown: a process that dies
+between its claim and the outcome write (the row stays `sending` until the
+lease runs out), or a call whose answer was lost (a timeout). The Connector
+has no idempotency key, so such a delivery is marked `ambiguous`, the first
+unknown attempt kept (`unknownAttempt`, `unknownAttemptAt`, `unknownCause`),
+and the send's `onUnknown` decides: `resend` claims it again (at least once),
+`skip` records it `unknown` (at most once). An answer that comes after another
+worker took the claim over is never dropped: its copy is added to the row's
+`otherCopies`, where update and delete by key reach it too (README.md,
+"Exactly once, as far as Teams allows").
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +46,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive.delivering.outcomes import DeliveryState
-from proactive.errors import Busy, StorageUnavailable
+from proactive.errors import Busy, Reason, StorageUnavailable
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -50,13 +58,20 @@ log = logging.getLogger(__name__)
 SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED, SKIPPED = (
     DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
     DeliveryState.DELETED, DeliveryState.CANCELLED, DeliveryState.SKIPPED)
-FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED, DeliveryState.INSTALLED})
+UNKNOWN = DeliveryState.UNKNOWN
+FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED, UNKNOWN, DeliveryState.INSTALLED})
+# The answers after which Teams may or may not have delivered: the request went
+# out and its answer was lost on the way (or the gateway gave up waiting).
+UNKNOWN_OUTCOMES = frozenset({Reason.TIMEOUT, Reason.GATEWAY_TIMEOUT})
+ON_UNKNOWN_SKIP = "skip"  # contract.ON_UNKNOWN: at most once
 
 # The outcome write is retried until this share of the lease has passed since
 # the claim; the rest is a margin for clocks that disagree between machines.
 RECORDING = 0.9
 # Seconds between tries of the outcome write: doubling from the first to the last.
 PAUSES = (0.25, 8.0)
+# A claim held this long (seconds) is waited out, not looked at every second or two.
+BUSY_WAIT = 30.0
 # Unused claims remembered per process, at most (the oldest are forgotten:
 # their rows then wait out their lease, as after a crash).
 MAX_UNUSED = 10_000
@@ -120,10 +135,14 @@ class DeliveryStore:
         self._unrecorded: dict[tuple[str, str], Claim] = {}
         self._unused: dict[tuple[str, str], set[str]] = {}
 
-    async def claim(self, key: str, recipient: str) -> Claim | dict[str, Any]:
+    async def claim(self, key: str, recipient: str, *,
+                    on_unknown: str = "resend") -> Claim | dict[str, Any]:
         """A Claim to go ahead, or the finished row (sent/failed/deleted) to
         report instead. Raises Busy while another worker's claim is live, and
-        StorageUnavailable if the claim can't be written (nothing may be sent)."""
+        StorageUnavailable if the claim can't be written (nothing may be sent).
+        A claim taken over from a holder that died (its lease ran out) marks
+        the row ambiguous; with `on_unknown` "skip" an ambiguous row is
+        recorded `unknown` instead of claimed (returned, final)."""
         where = (key, recipient)
         pending = self._unrecorded.get(where)
         if pending is not None:
@@ -134,7 +153,7 @@ class DeliveryStore:
                 return dict(pending.entity)
         claim_id = uuid.uuid4().hex
         try:
-            claim = await self._take(key, recipient, claim_id)
+            claim = await self._take(key, recipient, claim_id, on_unknown)
         except Exception as exc:
             if not unavailable(exc):
                 raise
@@ -146,7 +165,8 @@ class DeliveryStore:
             self._unused.pop(where, None)
         return claim
 
-    async def _take(self, key: str, recipient: str, claim_id: str) -> Claim | dict[str, Any]:
+    async def _take(self, key: str, recipient: str, claim_id: str,
+                    on_unknown: str) -> Claim | dict[str, Any]:
         now = self.clock()
         pk, rk = tables.safe_key(key), tables.safe_key(recipient)
         fresh = {
@@ -171,7 +191,18 @@ class DeliveryStore:
         unused = state == SENDING and entity.get("claimId") in self._unused.get((key, recipient),
                                                                                ())
         if state == SENDING and not unused and entity.get("leaseUntil", "") > tables.iso(now):
-            raise Busy
+            raise Busy(_busy_for(str(entity["leaseUntil"]), now, self.lease))
+        if state == SENDING and not unused:
+            # Its holder died between claim and record: its call may have gone through.
+            entity.update(unknown_attempt(entity, "lease-expired"))
+        if on_unknown == ON_UNKNOWN_SKIP and entity.get("ambiguous"):
+            entity.update(state=UNKNOWN, reason=Reason.OUTCOME_UNKNOWN, claimId=claim_id,
+                          updatedAt=tables.iso(now), leaseUntil="")
+            try:
+                await tables.replace_if(self.table, entity, etag)
+            except tables.Conflict as exc:
+                raise Busy from exc  # another worker moved first: the message comes back
+            return entity
         entity.update(state=SENDING, claimId=claim_id, updatedAt=tables.iso(now),
                       leaseUntil=tables.iso(now + self.lease),
                       attempts=int(entity.get("attempts", 0)) + (0 if unused else 1))
@@ -253,20 +284,42 @@ class DeliveryStore:
             return
 
     async def _write_outcome(self, claim: Claim) -> str:
-        try:
-            return await tables.replace_if(self.table, claim.entity, claim.etag)
-        except tables.Conflict:
+        async for _ in tables.attempts(8):
+            try:
+                return await tables.replace_if(self.table, claim.entity, claim.etag)
+            except tables.Conflict:
+                found = await tables.read(self.table, tables.safe_key(claim.where[0]),
+                                          tables.safe_key(claim.where[1]))
+            if found is None:
+                break
+            row, etag = found
             # An earlier try may have landed with its answer lost (the storage
             # client retries on a dropped connection): then the row is ours.
-            found = await tables.read(self.table, tables.safe_key(claim.where[0]),
-                                      tables.safe_key(claim.where[1]))
-            if found is not None and all(found[0].get(k) == claim.entity.get(k)
-                                         for k in ("claimId", "state", "updatedAt")):
-                return found[1]
-            log.error("delivery %s -> %s: claim lost before its outcome %s was written",
-                      *claim.where, claim.entity["state"])
-            self._unrecorded.pop(claim.where, None)
-            raise
+            if all(row.get(k) == claim.entity.get(k) for k in ("claimId", "state", "updatedAt")):
+                return etag
+            if row.get("claimId") == claim.id and row.get("state") == SENDING:
+                # Still ours: a late answer of an earlier holder added its copy.
+                claim.entity["otherCopies"] = row.get("otherCopies", "")
+                claim.entity.update({k: row[k] for k in UNKNOWN_FIELDS
+                                     if k in row and k not in claim.entity})
+                claim.etag = etag
+                continue
+            if claim.entity["state"] == SENT and claim.entity.get("activityId"):
+                # Teams answered us after our claim was taken over (we could
+                # not write in time): the user has this copy. Keep it on the row.
+                try:
+                    claim.etag = await tables.replace_if(self.table,
+                                                         late_copy(row, claim.entity), etag)
+                except tables.Conflict:
+                    continue  # the row moved meanwhile: read it again
+                log.warning("delivery %s -> %s: a late answer (activity %s) kept on the row "
+                            "as another copy", *claim.where, claim.entity["activityId"])
+                return claim.etag
+            break
+        log.error("delivery %s -> %s: claim lost before its outcome %s was written",
+                  *claim.where, claim.entity["state"])
+        self._unrecorded.pop(claim.where, None)
+        raise tables.Conflict(f"the claim on {claim.where} was lost")
 
     async def by_key(self, key: str) -> list[tuple[dict[str, Any], str]]:
         rows = []
@@ -279,3 +332,63 @@ class DeliveryStore:
     async def save(self, entity: dict[str, Any], etag: str) -> str:
         entity["updatedAt"] = tables.iso()
         return await tables.replace_if(self.table, entity, etag)
+
+
+def _busy_for(lease_until: str, now: datetime, lease: timedelta) -> float:
+    """How long a copy that found a live claim waits before it looks again: a
+    short while (0: the default jittered wait) while the claim is young (its
+    holder answers in seconds), the rest of the lease once it has been held
+    for BUSY_WAIT (its holder is likely dead, or waiting out a storage outage)."""
+    try:
+        left = (datetime.fromisoformat(lease_until.replace("Z", "+00:00")) - now)
+    except ValueError:
+        return 0.0
+    if lease - left < timedelta(seconds=BUSY_WAIT):
+        return 0.0
+    return max(1.0, left.total_seconds() + 1)
+
+
+UNKNOWN_FIELDS = ("ambiguous", "unknownAttempt", "unknownAttemptAt", "unknownCause")
+
+
+def unknown_attempt(entity: dict[str, Any], cause: str) -> dict[str, Any]:
+    """The fields that mark a delivery ambiguous for its current attempt,
+    whose outcome is unknown (`cause`: lease-expired, timeout ...). The first
+    such attempt is the one kept: a later one changes nothing."""
+    if entity.get("ambiguous"):
+        return {}
+    return {"ambiguous": True, "unknownAttempt": int(entity.get("attempts", 1)),
+            "unknownAttemptAt": entity.get("updatedAt", ""), "unknownCause": cause}
+
+
+def copies(row: dict[str, Any]) -> list[dict[str, str]]:
+    """Every copy of the message a row knows Teams accepted: its own
+    (activityId) and the others (`otherCopies`), each with where it is."""
+    out = []
+    if row.get("activityId"):
+        out.append({"activityId": str(row["activityId"]),
+                    "conversationId": str(row.get("conversationId", "")),
+                    "serviceUrl": str(row.get("serviceUrl", ""))})
+    try:
+        others = json.loads(str(row.get("otherCopies") or "[]"))
+    except ValueError:
+        others = []
+    return out + [c for c in others if isinstance(c, dict) and c.get("activityId")]
+
+
+def late_copy(row: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """`row` (taken over by another claim) with a copy Teams accepted from the
+    holder it was taken from. A row that has no sent copy of its own yet
+    (waiting for a retry, or recorded unknown) now has this one: the user got
+    it. Otherwise it is one of `otherCopies`."""
+    row = {**row, **unknown_attempt(row, "late-answer")}
+    copy = {k: str(sent.get(k, "")) for k in ("activityId", "conversationId", "serviceUrl")}
+    if row.get("state") in (RETRYING, UNKNOWN):
+        row.update(copy, state=SENT, sentAt=sent.get("sentAt", ""),
+                   tenantId=sent.get("tenantId", ""), leaseUntil="", retryAt="")
+        row.pop("reason", None)
+        return row
+    if copy["activityId"] not in {c["activityId"] for c in copies(row)}:
+        row["otherCopies"] = json.dumps(
+            [c for c in copies(row) if c["activityId"] != row.get("activityId")] + [copy])
+    return row

@@ -53,7 +53,10 @@ SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "op
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
 # Counters of recipients with a result (an `install` op counts its own two).
-FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
+FINISHED = ("sent", "failed", "skipped", "installed", "already_installed", "unknown")
+# Recipients one of whose attempts had an unknown outcome (sent again: maybe
+# two copies; or, onUnknown skip, recorded unknown): counted beside the above.
+AMBIGUOUS = "ambiguous"
 
 
 class Campaigns:
@@ -229,7 +232,8 @@ class Campaigns:
                  "durationSeconds": duration,
                  **{f"total_{name}": totals.get(name, 0)
                     for name in ("queued", "sent", "failed", "skipped")},
-                 **{f"total_{name}": totals[name] for name in FINISHED if totals.get(name)}}
+                 **{f"total_{name}": totals[name] for name in (*FINISHED, AMBIGUOUS)
+                    if totals.get(name)}}
         try:
             await tables.replace_if(self.table, final, etag)
         except tables.Conflict:
@@ -246,13 +250,17 @@ def _marker(recipient: str) -> str:
     return MARKER + tables.safe_key(recipient)
 
 
-def result_counts(reason: str) -> Counter[str]:
-    """What one recipient's outcome adds to the counters."""
+def result_counts(reason: str, *, ambiguous: bool = False) -> Counter[str]:
+    """What one recipient's outcome adds to the counters (`ambiguous`: one of
+    its attempts had an unknown outcome)."""
+    extra = Counter({AMBIGUOUS: 1}) if ambiguous else Counter()
+    if reason == "outcome-unknown":
+        return Counter({"unknown": 1}) + extra
     if reason in ("sent", "installed", "already-installed"):
-        return Counter({reason.replace("-", "_"): 1})
+        return Counter({reason.replace("-", "_"): 1}) + extra
     kind = "skipped" if reason in SKIP_REASONS else "failed"
     # Table property names allow letters, digits and underscores.
-    return Counter({kind: 1, f"{kind}_{reason.replace('-', '_')}": 1})
+    return Counter({kind: 1, f"{kind}_{reason.replace('-', '_')}": 1}) + extra
 
 
 def reason_count(state: Any, reason: Any) -> Counter[str]:

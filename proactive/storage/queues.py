@@ -96,6 +96,23 @@ class Outbox:
                                              visibility_timeout=delay_s or None)
         return str(sent.id)
 
+    async def standby(self, message: Mapping[str, Any], *, delay: float) -> tuple[str, str]:
+        """A copy of `message` that turns visible after `delay` unless taken
+        back (`withdraw`): it stands in for a worker that dies holding the
+        message, whose own copy the Functions host keeps invisible for ten
+        minutes (README "Exactly once, as far as Teams allows"). Returns what
+        `withdraw` needs: the copy's id and pop receipt. Signed like `put`."""
+        sent = await self.queue.send_message(encode(dumps(await self.seal.sign(message))),
+                                             visibility_timeout=max(1, round(delay)))
+        return str(sent.id), str(sent.pop_receipt)
+
+    async def withdraw(self, standby: tuple[str, str]) -> None:
+        """Delete a standby copy; gone already (it ran) is fine."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.queue.delete_message(*standby)
+
     async def poison(self, original: str, *, reason: str, detail: str,
                      message_id: str = "") -> None:
         """Park a message that must not be retried, with why. The original
