@@ -116,3 +116,22 @@ async def test_throttled_by_graph_retry_after_is_honoured_and_nothing_is_lost(
     assert graph.counters["throttled"] > 0
     assert emulator.counters["delivered"] == 60 and not emulator.duplicates()
     assert graph.max_per_second() <= 10
+
+
+async def test_a_user_named_by_principal_name_and_object_id_counts_once(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    graph.add_user(aad(1), "ann@contoso.com")
+    graph.add_user(aad(2), "bob@contoso.com")
+    rt = await reach(runtime, emulator, graph)
+    # Ann three times (two cases of her principal name, her object id), Bob
+    # by id, then by principal name in a second message of the same send.
+    await process(rt, send({"users": ["Ann@contoso.com", "ann@CONTOSO.com", aad(1), aad(2)]},
+                           "once"), message_id="m1")
+    await settle(rt, "once", 2, seconds=20)
+    await process(rt, send({"users": ["bob@contoso.com"]}, "once"), message_id="m2")
+    await settle(rt, "once", 2, seconds=20)
+    progress = await rt.campaigns.progress("once")
+    assert progress is not None
+    assert progress["counts"] == {"queued": 2, "sent": 2}
+    assert progress["state"] == "done" and progress["total_sent"] == 2
+    assert emulator.counters["delivered"] == 2 and not emulator.duplicates()

@@ -1,10 +1,12 @@
 """`send --wait` and `progress --watch`: a live bar (rich) with rate, ETA and
 the counts by reason, ending with the final state.
 
-The end: the send's `state` is `done` or `cancelled` when the progress row
-says so; until every send records that, when every queued recipient has a
-result (sent + failed + skipped = queued). Not at a terminal, one JSON line
-per change instead of a bar, and the final progress as JSON at the end.
+The end: the send's `state` is `done`, `failed` (an audience could not be
+read) or `cancelled`, as the progress row says; the row turns final by itself
+once every page is split and every person counted (reading it settles it), so
+the counters alone never end the watch early (a later page may still come).
+Not at a terminal, one JSON line per change instead of a bar, and the final
+progress as JSON at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-FINAL = ("done", "cancelled")
+FINAL = ("done", "cancelled", "failed")
 # Counters of recipients with a result (proactive/storage/progress.py; an
 # `install` counts installed / already_installed instead of sent).
 FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
@@ -23,12 +25,7 @@ Fetch = Callable[[], "dict[str, Any] | None"]
 
 
 def settled(progress: dict[str, Any]) -> bool:
-    if progress.get("state") in FINAL:
-        return True
-    counts = progress.get("counts", {})
-    queued = int(counts.get("queued", 0))
-    finished = sum(int(counts.get(k, 0)) for k in FINISHED)
-    return queued > 0 and finished >= queued
+    return progress.get("state") in FINAL
 
 
 def reasons(counts: dict[str, Any]) -> str:
@@ -45,7 +42,7 @@ def _done_words(counts: dict[str, Any]) -> str:
 
 
 def state_of(progress: dict[str, Any]) -> str:
-    return str(progress.get("state")) if progress.get("state") in FINAL else "done"
+    return str(progress.get("state"))
 
 
 def watch(fetch: Fetch, key: str, *, interval: float = 1.0,

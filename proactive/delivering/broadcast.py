@@ -6,7 +6,9 @@ outbox queue. Listing a tenant's users pages through the references table, so
 no audience is held in memory whole. Each part delivers to its users a few at
 a time (paced per tenant like every send), each user through the same claimed,
 exactly-once path as a single send; a user whose send must be retried goes
-back on the queue as a part of one. Every result adds to the key's counters.
+back on the queue as a part of one. Every result adds to the key's counters,
+each person once (storage/progress.py): a user is named `user:<object id>` or
+`upn:<principal name>`, lower case, in the queued count and in the result.
 """
 
 from __future__ import annotations
@@ -48,20 +50,24 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
-    audience = hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
-    if not new and await rt.campaigns.was_split(message.key, audience):
-        return Outcome(Action.DONE, Reason.DUPLICATE)
+    audience = _digest(target)
+    if not new:
+        if await rt.campaigns.was_split(message.key, audience):
+            return Outcome(Action.DONE, Reason.DUPLICATE)
+        if summary.get("finishedAt") and not target.continuation:
+            # Another message of a send that had finished: it runs again.
+            await rt.campaigns.reopen(message.key)
     if target.kind in ("teamMembers", "group"):
         return await _split_page(rt, message, audience)
     queued, uncounted = 0, {}
-    async for index, users in _numbered(_audience(rt, target)):
+    async for users in _audience(rt, target):
         await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
         queued += len(users)
-        # Once per part, even if a crash makes the split run again; counted a
-        # transaction's worth at a time, all before `mark_split` (the send
-        # can't turn done before that).
-        uncounted[f"part:{audience}:{index}"] = Counter(queued=len(users))
-        if len(uncounted) == PER_TRANSACTION:
+        # Each person once, even if a crash makes the split run again or
+        # another message of the key names them too; all before `mark_split`
+        # (the send can't turn done before that).
+        uncounted.update(queued_entries(users))
+        if len(uncounted) >= PER_TRANSACTION:
             await rt.campaigns.count(message.key, uncounted)
             uncounted = {}
     if uncounted:
@@ -72,37 +78,78 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     return Outcome(Action.DONE, "split")
 
 
+def name_of(user: str) -> str:
+    """A listed user's name in the counters: by principal name or object id."""
+    return f"upn:{user.lower()}" if "@" in user else f"user:{user.lower()}"
+
+
+def queued_entries(users: list[str]) -> dict[str, Counter[str]]:
+    return {f"queued:{name_of(user)}": Counter(queued=1) for user in users}
+
+
+def _digest(target: Target) -> str:
+    return hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
+
+
 async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Outcome:
     """One page of a paged audience: its users in parts, the next page as a
     message of its own (so no audience is ever held whole), and who can't be
-    reached counted with the reason."""
+    reached counted with the reason (each with a delivery row, so the report
+    names them). The key can't turn done while a page is still to be split:
+    `pages` counts the pages announced and not split yet."""
     assert message.target is not None
+    target = message.target
+    root = _digest(replace(target, continuation=""))
+    counts: dict[str, Counter[str]] = {}
     try:
-        found = await audiences.page(rt, message.target)
-    except Permanent as exc:  # no such team or group: the whole audience, said once
-        await rt.campaigns.count(message.key, {f"audience:{audience}": result_counts(
-            exc.reason)})
+        found = await audiences.page(rt, target)
+    except Permanent as exc:  # no such team or group, or the listing refused
+        await _unlisted(rt, message.key, f"audience:{target.kind}:{target.id}", exc.reason,
+                        exc.detail)
+        await rt.campaigns.refuse(message.key, exc.reason, exc.detail)
         log.warning("send %s: audience refused: %s", message.key, exc.reason)
-        return Outcome(Action.FAILED, exc.reason)
-    counts: dict[str, Counter[str]] = {name: result_counts(reason)
-                                       for name, reason in found.unreachable.items()}
-    for index, start in enumerate(range(0, len(found.users), PART)):
-        users = found.users[start:start + PART]
-        await rt.outbox.put(message.for_users(users, found.tenant).retry(attempt=1).to_json())
-        counts[f"part:{audience}:{index}"] = Counter(queued=len(users))
+        found, refused = None, exc.reason
+        name = f"audience:{target.kind}:{target.id}"
+        counts[f"queued:{name}"] = Counter(queued=1)
+        counts[name] = result_counts(exc.reason)
+    if found is not None:
+        for name, reason in found.unreachable.items():
+            await _unlisted(rt, message.key, name, reason,
+                            "the roster gives this member no Azure AD object id")
+            counts[f"queued:{name}"] = Counter(queued=1)
+            counts[name] = result_counts(reason)
+        for start in range(0, len(found.users), PART):
+            users = found.users[start:start + PART]
+            await rt.outbox.put(message.for_users(users, found.tenant).retry(
+                attempt=1).to_json())
+            counts.update(queued_entries(users))
+        if found.continuation:  # announced before it is put: the key waits for it
+            counts[f"next:{root}:{_digest_of(found.continuation)}"] = Counter(pages=1)
+    if target.continuation:  # last, after this page's users: this page is split
+        counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
     await rt.campaigns.count(message.key, counts)
-    if found.continuation:
+    if found is not None and found.continuation:
         await rt.outbox.put(message.next_page(found.continuation).to_json())
     await rt.campaigns.mark_split(message.key, audience)
+    await rt.campaigns.settle(message.key)  # every part may be done already
+    if found is None:
+        return Outcome(Action.FAILED, refused)
     log.info("send %s: a page of %d users split", message.key, len(found.users))
     return Outcome(Action.DONE, "split")
 
 
-async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:
-    index = 0
-    async for part in parts:
-        yield index, part
-        index += 1
+def _digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+async def _unlisted(rt: Runtime, key: str, recipient: str, reason: str, detail: str) -> None:
+    """The delivery row of someone (or an audience) no send was made for."""
+    from proactive.storage.deliveries import Claim
+
+    claim = await rt.deliveries.claim(key, recipient)
+    if isinstance(claim, Claim):
+        await rt.deliveries.finish(claim, DeliveryState.FAILED, reason=reason,
+                                   detail=detail, attempts=0)
 
 
 async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
@@ -126,7 +173,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     assert message.target is not None
     content, tenant = message.content, message.target.tenant
     gate = asyncio.Semaphore(CONCURRENCY)
-    results: dict[str, Counter[str]] = {}  # recipient -> what it adds to the counters
+    results: dict[str, Counter[str]] = {}  # name -> what it adds to the counters
+    people: dict[str, str] = {}  # name -> the recipient it was delivered as
     # Users put off because the tenant's budget is spent, and for how long. Once
     # one is, the rest of the part is not even tried: they go back together.
     paced: list[str] = []
@@ -134,6 +182,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
 
     async def one(user: str) -> None:
         target = Target("user", user, tenant=tenant)
+        name = name_of(user)
         async with gate:
             if paced_delay:
                 paced.append(user)
@@ -151,7 +200,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                                       target=target)
                     return
                 if target.kind != "user":  # no such user, or Graph refused: recorded
-                    results[f"conv:{target.id}"] = result_counts(target.reply_to)
+                    results[name] = result_counts(target.reply_to)
+                    people[name] = target.recipient
                     return
             if cancelled:
                 outcome = await finish_unsent(rt, message.key, target,
@@ -177,7 +227,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                 # not counting it would lose a dead worker's results.
                 reason = await _recorded_result(rt, message.key, target)
             if reason is not None:
-                results[target.recipient] = result_counts(reason)
+                results[name] = result_counts(reason)
+                people[name] = target.recipient
 
     first, *rest = message.target.users
     await one(first)  # alone: if the budget is spent, the rest are not even claimed
@@ -185,7 +236,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
-    await rt.campaigns.count(message.key, results)
+    await rt.campaigns.count(message.key, results, people)
     await rt.campaigns.settle(message.key)  # the last part counted makes it final
     return Outcome(Action.DONE, "part")
 
