@@ -138,3 +138,53 @@ async def test_overlapping_messages_under_one_key_count_each_person_once(
     assert progress["counts"] == {"queued": 60, "sent": 60}
     assert progress["state"] == "done" and progress["total_sent"] == 60
     assert emulator.counters["delivered"] == 60 and not emulator.duplicates()
+
+
+@pytest.mark.parametrize("shape", ["objectId", "both"])
+async def test_the_roster_as_microsoft_documents_it_objectid_or_both(
+        runtime: Runtime, emulator: ConnectorEmulator, shape: str) -> None:
+    from proactive.worker import process
+
+    # Teams' roster example and the Java SDK's TeamsChannelAccount name the
+    # object id `objectId`; some rosters carry `aadObjectId` too.
+    emulator.configure(roster_ids=shape)
+    emulator.register_team(TEAM, tenant_id=TENANT, members=roster(60))
+    await runtime.references.record(parse_activity(team_install(service_url=emulator.url)))
+    await process(runtime, broadcast({"teamMembers": TEAM}, key="doc"), message_id="d")
+    await drain(runtime, limit=1000)
+    progress = await runtime.campaigns.progress("doc")
+    assert progress is not None and progress["state"] == "done"
+    assert progress["counts"] == {"queued": 60, "sent": 60}
+    assert emulator.counters["delivered"] == 60
+
+
+def test_when_both_ids_differ_aad_object_id_wins() -> None:
+    assert audiences.object_id({"id": "29:x", "objectId": "o", "aadObjectId": "a"}) == "a"
+    assert audiences.object_id({"id": "29:x", "objectId": "o"}) == "o"
+    assert audiences.object_id({"id": "29:x"}) == ""
+
+
+async def test_a_roster_throttled_between_pages_still_reaches_everyone_once(
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from proactive.worker import process
+
+    monkeypatch.setattr(audiences, "TEAM_PAGE", 50)
+    emulator.configure(roster_page_429=1)  # every page after the first: one 429 first
+    emulator.register_team(TEAM, tenant_id=TENANT, members=roster(160))
+    await runtime.references.record(parse_activity(team_install(service_url=emulator.url)))
+    await process(runtime, broadcast({"teamMembers": TEAM}, key="slow"), message_id="s")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    progress = None
+    while loop.time() < deadline:
+        await drain(runtime, limit=1000)
+        progress = await runtime.campaigns.progress("slow")
+        if progress and progress["state"] != "running":
+            break
+        await asyncio.sleep(0.2)  # the retried page is invisible until Retry-After
+    assert progress is not None and progress["state"] == "done"
+    assert progress["total_queued"] == progress["total_sent"] == 160
+    assert emulator.counters["roster_throttled"] == 3
+    assert emulator.counters["delivered"] == 160 and not emulator.duplicates()

@@ -22,6 +22,7 @@ from tests.activities_data import TENANT, team_install
 from tests.test_broadcast import aad, drain
 
 CATALOG = "cat-0000-1111"
+GROUP = "6a1f0000-0000-4000-8000-00000000e001"  # a group's object id
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ async def test_a_thousand_group_members_never_met_are_installed_and_each_sent_on
     users = [aad(i) for i in range(1000)]
     for user in users:
         graph.add_user(user)
-    graph.add_group("g-1", users)
+    graph.add_group(GROUP, users)
     for user in users[:50]:
         graph.install_for(user, CATALOG)  # installed already: 409, then read
     for user in users[50:70]:
@@ -76,7 +77,7 @@ async def test_a_thousand_group_members_never_met_are_installed_and_each_sent_on
     # Fast here (the big test stays short); the rate itself is proven below.
     rt = await reach(runtime, emulator, graph, rate=400)
     graph.rate = 300
-    await process(rt, send({"group": "g-1"}, "all"), message_id="m")
+    await process(rt, send({"group": GROUP}, "all"), message_id="m")
     counts = await settle(rt, "all", 1000)
     assert counts == {"queued": 1000, "sent": 1000}
     assert emulator.counters["delivered"] == 1000
@@ -106,11 +107,11 @@ async def test_throttled_by_graph_retry_after_is_honoured_and_nothing_is_lost(
     users = [aad(i) for i in range(60)]
     for user in users:
         graph.add_user(user)
-    graph.add_group("g-1", users)
+    graph.add_group(GROUP, users)
     # The pacer believes 30/s; the fake allows 10/s: 429s with Retry-After.
     rt = await reach(runtime, emulator, graph, rate=30)
     graph.rate = 10
-    await process(rt, send({"group": "g-1"}, "t"), message_id="m")
+    await process(rt, send({"group": GROUP}, "t"), message_id="m")
     counts = await settle(rt, "t", 60, seconds=50)
     assert counts == {"queued": 60, "sent": 60}
     assert graph.counters["throttled"] > 0
@@ -135,3 +136,32 @@ async def test_a_user_named_by_principal_name_and_object_id_counts_once(
     assert progress["counts"] == {"queued": 2, "sent": 2}
     assert progress["state"] == "done" and progress["total_sent"] == 2
     assert emulator.counters["delivered"] == 2 and not emulator.duplicates()
+
+
+async def test_a_group_with_devices_disabled_users_and_guests(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    users = [aad(i) for i in range(6)]
+    for user in users[:4]:
+        graph.add_user(user)
+    graph.add_user(users[4], user_type="Guest")
+    graph.add_user(users[5], enabled=False)
+    graph.add_device("00000000-0000-4000-8000-0000000000d1")
+    graph.add_group(GROUP, [*users, "00000000-0000-4000-8000-0000000000d1"])
+    graph.add_user(aad(9), "off@contoso.com", enabled=False)
+    rt = await reach(runtime, emulator, graph)
+    await process(rt, send({"group": GROUP}, "mixed"), message_id="m")
+    await process(rt, send({"users": ["off@contoso.com"]}, "mixed"), message_id="m2")
+    await settle(rt, "mixed", 7, seconds=30)
+    progress = await rt.campaigns.progress("mixed")
+    assert progress is not None and progress["state"] == "done"
+    # Five sent (one a guest, said so), two disabled accounts not sent to, the
+    # device not a recipient at all.
+    assert progress["counts"] == {"queued": 7, "sent": 5, "sent_guest": 1, "skipped": 2,
+                                  "skipped_disabled_account": 2}
+    assert emulator.counters["delivered"] == 5
+    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("mixed")}
+    assert rows[f"user:{users[4]}"]["state"] == "sent"
+    assert rows[f"user:{users[4]}"]["reason"] == "guest"
+    assert rows[f"user:{users[5]}"]["reason"] == "disabled-account"
+    assert rows["conv:upn:off@contoso.com"]["reason"] == "disabled-account"
+    assert "reason" not in rows[f"user:{users[0]}"] or not rows[f"user:{users[0]}"]["reason"]

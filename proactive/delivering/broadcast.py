@@ -30,7 +30,12 @@ from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
-from proactive.storage.progress import CANCELLED, PER_TRANSACTION, result_counts
+from proactive.storage.progress import (
+    CANCELLED,
+    PER_TRANSACTION,
+    SKIP_REASONS,
+    result_counts,
+)
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -114,15 +119,15 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
         counts[name] = result_counts(exc.reason)
     if found is not None:
         for name, reason in found.unreachable.items():
-            await _unlisted(rt, message.key, name, reason,
-                            "the roster gives this member no Azure AD object id")
+            await _unlisted(rt, message.key, name, reason, _WHY.get(reason, reason))
             counts[f"queued:{name}"] = Counter(queued=1)
             counts[name] = result_counts(reason)
-        for start in range(0, len(found.users), PART):
-            users = found.users[start:start + PART]
-            await rt.outbox.put(message.for_users(users, found.tenant).retry(
-                attempt=1).to_json())
-            counts.update(queued_entries(users))
+        for listed, guests in ((found.users, False), (found.guests, True)):
+            for start in range(0, len(listed), PART):
+                users = listed[start:start + PART]
+                await rt.outbox.put(message.for_users(users, found.tenant, guests=guests)
+                                    .retry(attempt=1).to_json())
+                counts.update(queued_entries(users))
         if found.continuation:  # announced before it is put: the key waits for it
             counts[f"next:{root}:{_digest_of(found.continuation)}"] = Counter(pages=1)
     if target.continuation:  # last, after this page's users: this page is split
@@ -138,6 +143,11 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
     return Outcome(Action.DONE, "split")
 
 
+_WHY: dict[str, str] = {Reason.NO_AAD_ID: "the roster gives this member no Azure AD object id",
+        Reason.DISABLED_ACCOUNT: "Graph says the account is disabled (accountEnabled "
+                                 "false): not sent to"}
+
+
 def _digest_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -148,8 +158,8 @@ async def _unlisted(rt: Runtime, key: str, recipient: str, reason: str, detail: 
 
     claim = await rt.deliveries.claim(key, recipient)
     if isinstance(claim, Claim):
-        await rt.deliveries.finish(claim, DeliveryState.FAILED, reason=reason,
-                                   detail=detail, attempts=0)
+        state = DeliveryState.SKIPPED if reason in SKIP_REASONS else DeliveryState.FAILED
+        await rt.deliveries.finish(claim, state, reason=reason, detail=detail, attempts=0)
 
 
 async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
@@ -171,7 +181,7 @@ async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
 
 async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool) -> Outcome:
     assert message.target is not None
-    content, tenant = message.content, message.target.tenant
+    content, tenant, guests = message.content, message.target.tenant, message.target.guests
     gate = asyncio.Semaphore(CONCURRENCY)
     results: dict[str, Counter[str]] = {}  # name -> what it adds to the counters
     people: dict[str, str] = {}  # name -> the recipient it was delivered as
@@ -187,9 +197,10 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             if paced_delay:
                 paced.append(user)
                 return
+            guest = guests
             if "@" in user and not cancelled:  # a user principal name: its AAD id
                 try:
-                    target = await _resolved(rt, message.key, target)
+                    target, guest = await _resolved(rt, message.key, target)
                 except RetryLater as exc:  # the tenant's Graph budget is spent
                     paced.append(user)
                     paced_delay.append(exc.delay)
@@ -209,7 +220,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             elif content is None:  # op install: the app for the user, nothing sent
                 outcome = await install_one(rt, message.key, target)
             else:
-                outcome = await send_one(rt, message.key, target, content)
+                outcome = await send_one(rt, message.key, target, content,
+                                         sent_reason=Reason.GUEST if guest else "")
             if outcome.state == Action.RETRY and outcome.reason == Reason.PACED:
                 paced.append(user)
                 paced_delay.append(outcome.delay)
@@ -228,6 +240,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                 reason = await _recorded_result(rt, message.key, target)
             if reason is not None:
                 results[name] = result_counts(reason)
+                if reason == Reason.SENT and guest:  # sent, and said to be a guest
+                    results[name] += Counter(sent_guest=1)
                 people[name] = target.recipient
 
     first, *rest = message.target.users
@@ -241,23 +255,29 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     return Outcome(Action.DONE, "part")
 
 
-async def _resolved(rt: Runtime, key: str, target: Target) -> Target:
-    """The user named by principal name, by AAD id; or, when there is no such
-    user, their delivery recorded failed `not-found` (returned as `upn:` target)."""
-    from proactive.delivering.install import user_id
+async def _resolved(rt: Runtime, key: str, target: Target) -> tuple[Target, bool]:
+    """The user named by principal name, by AAD id, and whether a guest; or,
+    when there is no such user or the account is disabled, their delivery
+    recorded (returned as a `upn:` target whose reply_to says why)."""
+    from proactive.delivering.install import directory_user
 
     missing = Target("conversation", f"upn:{target.id.lower()}", tenant=target.tenant)
     try:
-        found = await user_id(rt, target.tenant or rt.settings.app_tenant_id, target.id)
+        found = await directory_user(rt, target.tenant or rt.settings.app_tenant_id,
+                                     target.id)
     except Permanent as exc:  # e.g. 403: Graph permission not granted
         await finish_unsent(rt, key, missing, DeliveryState.FAILED, exc.reason,
                             detail=exc.detail)
-        return replace(missing, reply_to=exc.reason)
+        return replace(missing, reply_to=exc.reason), False
+    if found is not None and not found.enabled:
+        await finish_unsent(rt, key, missing, DeliveryState.SKIPPED, Reason.DISABLED_ACCOUNT,
+                            detail=_WHY[Reason.DISABLED_ACCOUNT], aadObjectId=found.id)
+        return replace(missing, reply_to=Reason.DISABLED_ACCOUNT), False
     if found is not None:
-        return Target("user", found, tenant=target.tenant)
+        return Target("user", found.id, tenant=target.tenant), found.guest
     await finish_unsent(rt, key, missing, DeliveryState.FAILED, Reason.NOT_FOUND,
                         detail="Graph knows no user by this principal name")
-    return replace(missing, reply_to=Reason.NOT_FOUND)
+    return replace(missing, reply_to=Reason.NOT_FOUND), False
 
 
 async def _recorded_result(rt: Runtime, key: str, target: Target) -> str | None:

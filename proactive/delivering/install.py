@@ -22,7 +22,7 @@ from proactive.errors import Permanent, Reason, ServiceUnavailable, Throttled
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
     from proactive.storage.references import Reference
-    from proactive.teams.graph import GraphClient
+    from proactive.teams.graph import DirectoryUser, GraphClient
 
 T = TypeVar("T")
 # Catalog ids looked up by manifest id, per process (they never change).
@@ -44,9 +44,9 @@ async def graph_call(rt: Runtime, tenant: str, request: Callable[[GraphClient], 
         raise
 
 
-async def user_id(rt: Runtime, tenant: str, upn: str) -> str | None:
-    """The AAD object id of a user principal name; None if there is no such user."""
-    return await graph_call(rt, tenant, lambda graph: graph.user_id(upn))
+async def directory_user(rt: Runtime, tenant: str, upn: str) -> DirectoryUser | None:
+    """The user by principal name (object id, enabled, guest); None if there is none."""
+    return await graph_call(rt, tenant, lambda graph: graph.user(upn))
 
 
 async def catalog_id(rt: Runtime, tenant: str) -> str:

@@ -63,10 +63,12 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliverySt
     return Outcome(Action.DONE, reason)
 
 
-async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
+async def send_one(rt: Runtime, key: str, target: Target, content: Content, *,
+                   sent_reason: str = "") -> Outcome:
     """Deliver to one recipient, once: claim, call Teams, record. A user who
     opted out of the message's topic, or of everything, is recorded `skipped`
-    (reason `opted-out`) without a Connector call."""
+    (reason `opted-out`) without a Connector call. `sent_reason`: what the
+    row says of a recipient it was sent to (`guest`)."""
     wait = rt.tenant_pacer.defers(target.tenant) if target.tenant else 0.0
     if wait:  # the tenant's budget is booked beyond max_wait: put off before the claim
         return outcome_of(Defer(wait), 1)
@@ -95,6 +97,8 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     # Teams accepted it: from here on `sent` must be written. finish keeps
     # trying through a storage outage, or raises Unrecorded (a retry: the
     # message comes back and this process writes it then).
+    if sent_reason:
+        fields["reason"] = sent_reason
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
     return Outcome(Action.DONE, Reason.SENT)
 

@@ -223,7 +223,8 @@ class DeliveryStore:
         claim.entity.update(fields, state=state, updatedAt=now, leaseUntil="")
         if state == SENT:
             claim.entity["sentAt"] = now
-            claim.entity.pop("reason", None)
+            if "reason" not in fields:  # a sent row says why only when asked (`guest`)
+                claim.entity.pop("reason", None)
         self._unrecorded[claim.where] = claim
         await self._record(claim)
 

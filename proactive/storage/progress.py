@@ -65,7 +65,8 @@ CANCELLED = "cancelled"
 DONE = "done"
 FAILED = "failed"  # an audience could not be read (`refuse`): its reason in `reason`
 # Reasons a recipient was passed over without a Connector call.
-SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out"})
+SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out",
+                          "disabled-account"})
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
