@@ -165,3 +165,37 @@ async def test_a_group_with_devices_disabled_users_and_guests(
     assert rows[f"user:{users[5]}"]["reason"] == "disabled-account"
     assert rows["conv:upn:off@contoso.com"]["reason"] == "disabled-account"
     assert "reason" not in rows[f"user:{users[0]}"] or not rows[f"user:{users[0]}"]["reason"]
+
+
+async def test_a_chat_that_appears_after_the_install_is_waited_for_without_installing_again(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    users = [aad(i) for i in range(6)]
+    for user in users:
+        graph.add_user(user)
+    graph.add_group(GROUP, users)
+    graph.chat_delay = 2.0  # Teams lists a new installation's chat a little later
+    rt = await reach(runtime, emulator, graph)
+    await process(rt, send({"group": GROUP}, "fresh"), message_id="m")
+    counts = await settle(rt, "fresh", 6, seconds=40)
+    assert counts == {"queued": 6, "sent": 6}
+    assert graph.counters["chat_not_yet"] >= 6  # each was told "no chat yet" at first
+    # Each user installed once: the retry resumed from the chat read.
+    assert graph.counters["POST"] == graph.counters["installs"] == 6
+    assert graph.counters["conflict"] == 0
+    assert emulator.counters["delivered"] == 6 and not emulator.duplicates()
+
+
+async def test_a_chat_that_never_appears_fails_saying_so(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    graph.add_user(aad(1))
+    graph.chat_delay = 3600
+    rt = await reach(runtime, emulator, graph, max_attempts=2)
+    await process(rt, send({"users": [aad(1), aad(2)]}, "never"), message_id="m")
+    graph.add_user(aad(2))
+    counts = await settle(rt, "never", 2, seconds=30)
+    assert counts.get("failed_no_conversation") == 2, counts
+    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("never")}
+    row = rows[f"user:{aad(1)}"]
+    assert row["state"] == "failed" and row["reason"] == "no-conversation"
+    assert "no chat for the installation" in row["detail"]
+    assert graph.counters["POST"] == 2  # never installed twice

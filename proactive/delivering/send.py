@@ -164,7 +164,8 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
 
             _check_tenant(rt, target.tenant or rt.settings.app_tenant_id)
             ref = await install_reference(rt, target.id, target.tenant or
-                                          rt.settings.app_tenant_id)
+                                          rt.settings.app_tenant_id,
+                                          known=ref)
         elif ref is None or not ref.conversation_id:
             ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
     elif target.kind == "conversation":

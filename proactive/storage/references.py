@@ -56,6 +56,8 @@ class Reference:
     timezone: str = ""
     locale: str = ""
     user_id: str = ""
+    installation_id: str = ""  # Graph's installation of the app for the user, once read
+    install_posted: bool = False  # Graph installed the app for the user (POST 201/409)
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> Reference:
@@ -69,6 +71,8 @@ class Reference:
             timezone=entity.get("timezone", ""),
             locale=entity.get("locale", ""),
             user_id=entity.get("userId", ""),
+            installation_id=entity.get("graphInstallationId", ""),
+            install_posted=bool(entity.get("graphInstallPosted")),
         )
 
 
@@ -317,6 +321,20 @@ class ReferenceStore:
             await tables.merge(self.table, {"PartitionKey": user_pk(aad_id), "RowKey": rk,
                                             "tenantId": tenant_id, "aadObjectId": aad_id,
                                             "userId": member_id})
+
+    async def remember_installation(self, aad_id: str, tenant_id: str,
+                                    installation_id: str = "") -> None:
+        """How far Graph's install of the app for a user got, while their chat
+        is not read yet: installed (POST answered), then the installation's
+        id. A later attempt resumes from there instead of installing again.
+        No `kind`, like a remembered roster id."""
+        rk = tables.safe_key(tenant_id)
+        fields = {"graphInstallationId": installation_id} if installation_id else {}
+        await tables.merge(self.table, {"PartitionKey": user_pk(aad_id), "RowKey": rk,
+                                        "tenantId": tenant_id, "aadObjectId": aad_id,
+                                        "graphInstallPosted": True,
+                                        "graphInstallationAt": tables.iso(), **fields})
+        self._forget(user_pk(aad_id), rk)
 
     async def store_created_conversation(self, aad_id: str, tenant_id: str, service_url: str,
                                          bot_id: str, conversation_id: str) -> Reference:
