@@ -122,3 +122,19 @@ async def test_the_api_reach_route_lists_the_group_and_refuses_an_unknown_one(
     with pytest.raises(Problem) as refused:
         await reports.reach(group, "no-such")
     assert refused.value.status == 400
+
+
+async def test_one_member_graph_refuses_is_a_row_and_the_report_goes_on(
+        group: Runtime, graph: FakeGraph) -> None:  # noqa: F811
+    graph.forbidden_users = {NEVER[0]}  # no licence: Graph answers 403 for this user only
+    rows = [row async for row in never_installed(group, G10)]
+    by_user = {r["user"]: r["status"] for r in rows}
+    assert by_user[NEVER[0]] == "forbidden"
+    assert sorted(u for u, s in by_user.items() if s == "not-installed") == NEVER[1:]
+
+
+async def test_graph_refusing_the_app_itself_is_one_clear_error(
+        group: Runtime, graph: FakeGraph) -> None:  # noqa: F811
+    graph.forbid_app = True  # the permission is not granted (or not consented)
+    with pytest.raises(ReportError, match="graph-permission"):
+        [row async for row in never_installed(group, G10)]
