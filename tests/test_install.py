@@ -199,3 +199,47 @@ async def test_a_chat_that_never_appears_fails_saying_so(
     assert row["state"] == "failed" and row["reason"] == "no-conversation"
     assert "no chat for the installation" in row["detail"]
     assert graph.counters["POST"] == 2  # never installed twice
+
+
+async def test_graph_refusing_the_app_stops_the_audience_and_a_resend_retries_it(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    users = [aad(i) for i in range(60)]
+    for user in users:
+        graph.add_user(user)
+    graph.add_group(GROUP, users)
+    graph.forbid_app = True  # the app's installedApps permission is not granted
+    rt = await reach(runtime, emulator, graph)
+    message = send({"group": GROUP}, "consent")
+    await process(rt, message, message_id="m")
+    await settle(rt, "consent", 60, seconds=30)
+    progress = await rt.campaigns.progress("consent")
+    assert progress is not None
+    assert progress["state"] == "failed" and progress["reason"] == "graph-permission"
+    assert "Missing role permissions" in progress["detail"]
+    assert progress["counts"] == {"queued": 60, "failed": 60, "failed_graph_permission": 60}
+    # One refusal stops the audience: not a POST per member.
+    asked = [p for _, _, p in graph.calls if "installedApps" in p]
+    assert len(asked) <= 3
+    # Once an admin grants it, the same send again reaches everyone, once.
+    graph.forbid_app = False
+    await process(rt, message, message_id="m-again")
+    counts = await settle(rt, "consent", 60, seconds=30)
+    progress = await rt.campaigns.progress("consent")
+    assert progress is not None and progress["state"] == "done", progress
+    assert counts == {"queued": 60, "sent": 60, "failed": 0, "failed_graph_permission": 0}
+    assert progress["total_sent"] == 60 and progress["total_failed"] == 0
+    assert emulator.counters["delivered"] == 60 and not emulator.duplicates()
+
+
+async def test_one_users_403_fails_that_user_only(
+        runtime: Runtime, emulator: ConnectorEmulator, graph: FakeGraph) -> None:
+    users = [aad(i) for i in range(5)]
+    for user in users:
+        graph.add_user(user)
+    graph.forbidden_users = {users[2]}  # no licence
+    rt = await reach(runtime, emulator, graph)
+    await process(rt, send({"users": users}, "one"), message_id="m")
+    counts = await settle(rt, "one", 5, seconds=30)
+    assert counts == {"queued": 5, "sent": 4, "failed": 1, "failed_forbidden": 1}
+    progress = await rt.campaigns.progress("one")
+    assert progress is not None and progress["state"] == "done"

@@ -51,17 +51,24 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     target = message.target
     summary, new = await rt.campaigns.start(message.key, expected=message.part)
     if message.part and target.kind == "users" and len(target.users) <= PART:
-        return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
+        refused = str(summary.get("detail") or "refused") \
+            if summary.get("reason") == Reason.GRAPH_PERMISSION else ""
+        return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED,
+                                   graph_refused=refused)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
     audience = _digest(target)
     if not new:
-        if await rt.campaigns.was_split(message.key, audience):
+        # Sent again after Graph refused the app (the permission is granted
+        # now): split again, and the users it failed are tried again.
+        again = summary.get("reason") == Reason.GRAPH_PERMISSION and not message.part
+        if not again and await rt.campaigns.was_split(message.key, audience):
             return Outcome(Action.DONE, Reason.DUPLICATE)
-        if summary.get("finishedAt") and not target.continuation:
+        if (summary.get("finishedAt") or again) and not target.continuation:
             # Another message of a send that had finished: it runs again.
-            await rt.campaigns.reopen(message.key)
+            await rt.campaigns.reopen(message.key,
+                                      again=Reason.GRAPH_PERMISSION if again else "")
     if target.kind in ("teamMembers", "group"):
         return await _split_page(rt, message, audience)
     queued, uncounted = 0, {}
@@ -179,7 +186,22 @@ async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
         yield batch
 
 
-async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool) -> Outcome:
+async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool,
+                        graph_refused: str = "") -> Outcome:
+    from proactive.delivering import install
+
+    # Graph refused the app for this send (here or in an earlier part): no
+    # install is asked again; the users who need one fail with that reason.
+    refusal = {"detail": graph_refused}
+    token = install.REFUSED.set(refusal)
+    try:
+        return await _deliver_users(rt, message, cancelled, refusal, graph_refused)
+    finally:
+        install.REFUSED.reset(token)
+
+
+async def _deliver_users(rt: Runtime, message: OutboxMessage, cancelled: bool,
+                         refusal: dict[str, str], graph_refused: str) -> Outcome:
     assert message.target is not None
     content, tenant, guests = message.content, message.target.tenant, message.target.guests
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -250,6 +272,10 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
+    if refusal["detail"] and not graph_refused:  # the first part to meet it: said once
+        log.warning("send %s: Graph refused the app; no more installs for it",
+                    message.key)
+        await rt.campaigns.refuse(message.key, Reason.GRAPH_PERMISSION, refusal["detail"])
     await rt.campaigns.count(message.key, results, people)
     await rt.campaigns.settle(message.key)  # the last part counted makes it final
     return Outcome(Action.DONE, "part")

@@ -15,6 +15,7 @@ installation's chat id, store it as the user's reference, and the send goes on.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, TypeVar
 
 from proactive.errors import Permanent, Reason, ServiceUnavailable, Throttled
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 # Catalog ids looked up by manifest id, per process (they never change).
 _CATALOG: dict[str, str] = {}
+# Set by a send whose audience Graph refused the app for (the permission is
+# missing or not consented, `graph-permission`): the detail, and no install is
+# asked of Graph again for that send (broadcast.py sets it per part).
+REFUSED: ContextVar[dict[str, str] | None] = ContextVar("graph_refused", default=None)
 
 
 async def graph_call(rt: Runtime, tenant: str, request: Callable[[GraphClient], Awaitable[T]]
@@ -81,6 +86,21 @@ async def install_for(rt: Runtime, aad_id: str, tenant: str, *,
     remember that it was this attempt. Once the installation is read its id
     is stored on the user's row: a later attempt (put off by pacing, or back
     for the chat) resumes from the chat read, never POSTs again."""
+    refused = REFUSED.get()
+    if refused and refused.get("detail"):
+        raise Permanent(Reason.GRAPH_PERMISSION, "not asked of Graph: it refused the app "
+                                                 "earlier in this send: " + refused["detail"])
+    try:
+        return await _install_for(rt, aad_id, tenant, on_installed, known)
+    except Permanent as exc:
+        if exc.reason == Reason.GRAPH_PERMISSION and refused is not None:
+            refused["detail"] = exc.detail  # the rest of the send asks no more
+        raise
+
+
+async def _install_for(rt: Runtime, aad_id: str, tenant: str,
+                       on_installed: Callable[[], None] | None,
+                       known: Reference | None) -> tuple[Reference, bool]:
     installed = False
     installation = known.installation_id if known else ""
     if not installation:

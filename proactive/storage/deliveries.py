@@ -51,6 +51,9 @@ SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED, SKIPPED = (
     DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
     DeliveryState.DELETED, DeliveryState.CANCELLED, DeliveryState.SKIPPED)
 FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED, DeliveryState.INSTALLED})
+# Failures a later message of the key tries again: Graph refused the app
+# itself (a permission not granted yet), not anything about the recipient.
+AGAIN = frozenset({"graph-permission"})
 
 # The outcome write is retried until this share of the lease has passed since
 # the claim; the rest is a margin for clocks that disagree between machines.
@@ -166,7 +169,7 @@ class DeliveryStore:
         state = entity.get("state")
         if state == SENDING and entity.get("claimId") == claim_id:
             return self._claimed(entity, etag, now)  # our insert landed; its answer was lost
-        if state in FINAL:
+        if state in FINAL and not (state == FAILED and entity.get("reason") in AGAIN):
             return entity
         unused = state == SENDING and entity.get("claimId") in self._unused.get((key, recipient),
                                                                                ())

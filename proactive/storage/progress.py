@@ -70,6 +70,9 @@ SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "op
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
+# Failures a re-send of the key tries again (their recipient is counted again,
+# the difference): Graph refused the app itself, until an admin grants it.
+RECOUNTED = ("graph_permission",)
 # Counters of recipients with a result (an `install` op counts its own two).
 FINISHED = ("sent", "failed", "skipped", "installed", "already_installed")
 
@@ -120,18 +123,25 @@ class Campaigns:
                                         "RowKey": "summary", "reason": reason,
                                         "detail": detail[:1000]})
 
-    async def reopen(self, key: str) -> None:
+    async def reopen(self, key: str, *, again: str = "") -> None:
         """A new audience under a key that had finished (another message of
-        the same send, arriving after the first was done): running again."""
+        the same send, arriving after the first was done): running again.
+        `again`: a failure reason (RECOUNTED) whose recipients are tried again:
+        until they have a new result (or the reason is met again, `refuse`)
+        they don't count as finished."""
         pk = tables.safe_key(key)
         found = await tables.read(self.table, pk, "summary")
-        if found is None or found[0].get("state") != DONE:
+        if found is None or found[0].get("state") == CANCELLED:
             return
+        # Finished, or refused by Graph (sent again once it is granted).
         entity = {k: v for k, v in found[0].items()
-                  if k not in ("finishedAt", "durationSeconds") and not k.startswith("total_")}
+                  if k not in ("finishedAt", "durationSeconds", "reason", "detail")
+                  and not k.startswith("total_")}
         # Changed meanwhile (cancelled, or reopened by another copy): left as it is.
         with contextlib.suppress(tables.Conflict):
-            await tables.replace_if(self.table, {**entity, "state": RUNNING}, found[1])
+            await tables.replace_if(self.table, {**entity, "state": RUNNING,
+                                                 **({"again": again} if again else {})},
+                                    found[1])
 
     async def cancel(self, key: str) -> bool:
         """Mark the send cancelled; False if there is no such send."""
@@ -181,9 +191,11 @@ class Campaigns:
         pk, pending, recheck = tables.safe_key(key), dict(results), False
         aliases = {who: person for who, person in people.items()
                    if who in pending and person != who}
+        replacing: dict[str, str] = {}  # entry -> its marker's ETag (counted again)
         async for attempt in tables.attempts(20):
             if recheck:  # a marker existed (or the answer did not say which row failed)
-                pending, aliases = await self._uncounted(pk, pending, aliases)
+                pending, aliases, replacing = await self._uncounted(pk, pending, aliases,
+                                                                    results)
             if not pending:
                 return
             written = self._shard_written.pop(pk, None) if attempt == 0 else None
@@ -195,10 +207,15 @@ class Campaigns:
             ops: list[Any] = []
             for who, counts in pending.items():
                 for marked in (who, aliases.get(who)):
-                    if marked:
-                        ops.append(("create", {"PartitionKey": pk, "RowKey": _marker(marked),
-                                               "counts": json.dumps(counts), "by": who,
-                                               "countedAt": tables.iso()}))
+                    if not marked:
+                        continue
+                    marker = {"PartitionKey": pk, "RowKey": _marker(marked),
+                              "counts": json.dumps(results.get(who, counts)), "by": who,
+                              "countedAt": tables.iso()}
+                    ops.append(("update", marker, {
+                        "mode": UpdateMode.REPLACE, "etag": replacing[who],
+                        "match_condition": MatchConditions.IfNotModified})
+                        if who in replacing else ("create", marker))
             ops.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": etag,
                                         "match_condition": MatchConditions.IfNotModified})
                        if etag else ("create", row))
@@ -218,16 +235,29 @@ class Campaigns:
         raise tables.Conflict(f"counters of {key} kept changing")
 
     async def _uncounted(self, pk: str, pending: dict[str, Counter[str]],
-                         aliases: dict[str, str]
-                         ) -> tuple[dict[str, Counter[str]], dict[str, str]]:
+                         aliases: dict[str, str], results: Mapping[str, Counter[str]]
+                         ) -> tuple[dict[str, Counter[str]], dict[str, str], dict[str, str]]:
         """What is still to count once a marker was found taken: an entry
         counted already is dropped; one whose person another name counted
-        first gives its `queued` back instead (once, under a marker of its own)."""
+        first gives its `queued` back instead (once, under a marker of its own);
+        one counted as failed for a reason a re-send retries (RECOUNTED) and now
+        with another result is counted again: the difference, its marker
+        replaced (the third map: entry -> the marker's ETag)."""
         left: dict[str, Counter[str]] = {}
         kept: dict[str, str] = {}
+        replacing: dict[str, str] = {}
         for who, counts in pending.items():
             found = await tables.read(self.table, pk, _marker(who))
             person = aliases.get(who)
+            if found is not None and who in results:
+                before = Counter(json.loads(str(found[0].get("counts") or "{}")))
+                after = results[who]
+                if any(before.get(f"failed_{r}") for r in RECOUNTED) and before != after:
+                    delta = Counter({k: after.get(k, 0) - before.get(k, 0)
+                                     for k in set(before) | set(after)})
+                    left[who] = Counter({k: n for k, n in delta.items() if n})
+                    replacing[who] = found[1]
+                    continue
             if found is not None:
                 by = found[0].get("by")
                 if by and by != who and not who.startswith("dup:") and person is None:
@@ -241,7 +271,7 @@ class Campaigns:
             left[who] = counts
             if person:
                 kept[who] = person
-        return left, kept
+        return left, kept, replacing
 
     async def _any_shard(self, pk: str) -> tuple[dict[str, Any], str]:
         rk = f"shard-{random.randrange(SHARDS)}"
@@ -254,7 +284,7 @@ class Campaigns:
         if read is None:
             return None
         summary, etag, totals, split = read
-        if split and not summary.get("finishedAt") and _settled(totals):
+        if split and not summary.get("finishedAt") and _settled(totals, summary):
             summary = await self._finish(summary, etag, totals) or summary
         totals.pop("pages", None)
         return {k: v for k, v in summary.items() if k not in ("PartitionKey", "RowKey")} | {
@@ -267,7 +297,7 @@ class Campaigns:
         if read is None:
             return False
         summary, etag, totals, split = read
-        if not split or summary.get("finishedAt") or not _settled(totals):
+        if not split or summary.get("finishedAt") or not _settled(totals, summary):
             return False
         return await self._finish(summary, etag, totals) is not None
 
@@ -315,12 +345,17 @@ class Campaigns:
         return final
 
 
-def _settled(totals: Counter[str]) -> bool:
+def _settled(totals: Counter[str], summary: Mapping[str, Any]) -> bool:
     """Every page split and every queued person counted (none: an empty
-    audience is done too)."""
+    audience is done too). Recipients being tried again (`again`) are not
+    finished until they have a new result or the send is refused again."""
     if totals.get("pages", 0) > 0:
         return False
-    return sum(totals.get(name, 0) for name in FINISHED) >= totals.get("queued", 0)
+    finished = sum(totals.get(name, 0) for name in FINISHED)
+    again = str(summary.get("again") or "")
+    if again and not summary.get("reason"):
+        finished -= totals.get(f"failed_{again.replace('-', '_')}", 0)
+    return finished >= totals.get("queued", 0)
 
 
 def _marker(recipient: str) -> str:
