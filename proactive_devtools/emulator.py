@@ -517,6 +517,8 @@ class ConnectorEmulator:
                 value = _COERCE[attr](value)  # admin JSON may send "0.1" or 1 for true
             if attr == "fault_rate" and not 0.0 <= value <= 1.0:
                 raise EmulatorError("fault rate must be between 0 and 1")
+            if attr == "roster_ids" and value not in ROSTER_IDS:
+                raise EmulatorError(f"roster ids must be one of {sorted(ROSTER_IDS)}")
             if attr == "seed":
                 self._rng = random.Random(value)
             setattr(self, attr, value)
