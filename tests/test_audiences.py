@@ -188,3 +188,25 @@ async def test_a_roster_throttled_between_pages_still_reaches_everyone_once(
     assert progress["total_queued"] == progress["total_sent"] == 160
     assert emulator.counters["roster_throttled"] == 3
     assert emulator.counters["delivered"] == 160 and not emulator.duplicates()
+
+
+async def test_a_page_that_cannot_be_read_after_its_retries_ends_the_send_failed(
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from proactive.cli.live import settled
+    from proactive.worker import process
+
+    monkeypatch.setattr(audiences, "TEAM_PAGE", 50)
+    runtime.settings = dataclasses.replace(runtime.settings, max_attempts=1)
+    emulator.register_team(TEAM, tenant_id=TENANT, members=roster(120))
+    await runtime.references.record(parse_activity(team_install(service_url=emulator.url)))
+    await process(runtime, broadcast({"teamMembers": TEAM}, key="lost"), message_id="l")
+    emulator.inject(503, count=10, operation="members")  # every later page read fails
+    await drain(runtime, limit=1000)
+    progress = await runtime.campaigns.progress("lost")
+    assert progress is not None and settled(progress)
+    assert progress["state"] == "failed" and progress["reason"] == "retries-exhausted"
+    assert progress["counts"]["sent"] == 50  # the first page's members got it
+    rows = {row["recipient"]: row for row in await report(runtime, "lost")}
+    assert rows[f"audience:teamMembers:{TEAM}"]["reason"] == "retries-exhausted"

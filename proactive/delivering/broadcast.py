@@ -116,38 +116,49 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
     try:
         found = await audiences.page(rt, target)
     except Permanent as exc:  # no such team or group, or the listing refused
-        await _unlisted(rt, message.key, f"audience:{target.kind}:{target.id}", exc.reason,
-                        exc.detail)
-        await rt.campaigns.refuse(message.key, exc.reason, exc.detail)
-        log.warning("send %s: audience refused: %s", message.key, exc.reason)
-        found, refused = None, exc.reason
-        name = f"audience:{target.kind}:{target.id}"
+        await unreadable(rt, message, exc.reason, exc.detail)
+        return Outcome(Action.FAILED, exc.reason)
+    for name, reason in found.unreachable.items():
+        await _unlisted(rt, message.key, name, reason, _WHY.get(reason, reason))
         counts[f"queued:{name}"] = Counter(queued=1)
-        counts[name] = result_counts(exc.reason)
-    if found is not None:
-        for name, reason in found.unreachable.items():
-            await _unlisted(rt, message.key, name, reason, _WHY.get(reason, reason))
-            counts[f"queued:{name}"] = Counter(queued=1)
-            counts[name] = result_counts(reason)
-        for listed, guests in ((found.users, False), (found.guests, True)):
-            for start in range(0, len(listed), PART):
-                users = listed[start:start + PART]
-                await rt.outbox.put(message.for_users(users, found.tenant, guests=guests)
-                                    .retry(attempt=1).to_json())
-                counts.update(queued_entries(users))
-        if found.continuation:  # announced before it is put: the key waits for it
-            counts[f"next:{root}:{_digest_of(found.continuation)}"] = Counter(pages=1)
+        counts[name] = result_counts(reason)
+    for listed, guests in ((found.users, False), (found.guests, True)):
+        for start in range(0, len(listed), PART):
+            users = listed[start:start + PART]
+            await rt.outbox.put(message.for_users(users, found.tenant, guests=guests)
+                                .retry(attempt=1).to_json())
+            counts.update(queued_entries(users))
+    if found.continuation:  # announced before it is put: the key waits for it
+        counts[f"next:{root}:{_digest_of(found.continuation)}"] = Counter(pages=1)
     if target.continuation:  # last, after this page's users: this page is split
         counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
     await rt.campaigns.count(message.key, counts)
-    if found is not None and found.continuation:
+    if found.continuation:
         await rt.outbox.put(message.next_page(found.continuation).to_json())
     await rt.campaigns.mark_split(message.key, audience)
     await rt.campaigns.settle(message.key)  # every part may be done already
-    if found is None:
-        return Outcome(Action.FAILED, refused)
     log.info("send %s: a page of %d users split", message.key, len(found.users))
     return Outcome(Action.DONE, "split")
+
+
+async def unreadable(rt: Runtime, message: OutboxMessage, reason: str, detail: str) -> None:
+    """A page of a team or group that can't be read (refused for good, or its
+    retries spent): the send ends `failed` with the reason once every other
+    part is done, a report row `audience:<kind>:<id>` says why, and the page
+    is no longer awaited."""
+    target = message.target
+    assert target is not None
+    name = f"audience:{target.kind}:{target.id}"
+    await _unlisted(rt, message.key, name, reason, detail)
+    await rt.campaigns.refuse(message.key, reason, detail)
+    log.warning("send %s: audience refused: %s", message.key, reason)
+    counts = {f"queued:{name}": Counter(queued=1), name: result_counts(reason)}
+    if target.continuation:
+        root = _digest(replace(target, continuation=""))
+        counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
+    await rt.campaigns.count(message.key, counts)
+    await rt.campaigns.mark_split(message.key, _digest(target))
+    await rt.campaigns.settle(message.key)
 
 
 _WHY: dict[str, str] = {Reason.NO_AAD_ID: "the roster gives this member no Azure AD object id",

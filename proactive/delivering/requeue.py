@@ -46,6 +46,11 @@ async def retry_later(rt: Runtime, message: OutboxMessage, outcome: Outcome, *,
     if target is not None and not target.is_broadcast:
         await finish_unsent(rt, message.key, target, DeliveryState.FAILED, reason,
                             detail=detail)
+    elif target is not None and target.kind in ("teamMembers", "group"):
+        # A page that could not be read: the send must still end, saying so.
+        from proactive.delivering.broadcast import unreadable
+
+        await unreadable(rt, message, reason, f"the audience could not be listed: {detail}")
     await rt.outbox.poison(dumps(message.to_json()), reason=reason,
                            detail=detail, message_id=message_id)
     return Outcome(Action.POISONED, reason)
