@@ -46,10 +46,42 @@ def state_of(progress: dict[str, Any]) -> str:
 
 
 def watch(fetch: Fetch, key: str, *, interval: float = 1.0,
-          sleep: Callable[[float], None] = time.sleep) -> int:
-    """Poll `fetch` until the send settles; 0 when it did, 1 if there is no such send."""
-    if sys.stdout.isatty():
-        return _bar(fetch, key, interval, sleep)
+          sleep: Callable[[float], None] = time.sleep, missing_after: float = 0.0) -> int:
+    """Poll `fetch` until the send settles; 0 when it did, 1 if there is no such
+    send after `missing_after` seconds of looking (0: wait for it to appear, as
+    `send --wait` does for its own message)."""
+    looks = int(missing_after / interval) + 1 if missing_after > 0 else 0
+    if looks:
+        fetch = _or_missing(fetch, looks)
+    try:
+        if sys.stdout.isatty():
+            return _bar(fetch, key, interval, sleep)
+        return _lines(fetch, key, interval, sleep)
+    except _Missing:
+        print(f"error: no send with key {key!r} (looked for {missing_after:g} s)",
+              file=sys.stderr)
+        return 1
+
+
+class _Missing(Exception):
+    pass
+
+
+def _or_missing(fetch: Fetch, looks: int) -> Fetch:
+    seen = {"missing": 0}
+
+    def fetched() -> dict[str, Any] | None:
+        progress = fetch()
+        if progress is None:
+            seen["missing"] += 1
+            if seen["missing"] >= looks:
+                raise _Missing
+        return progress
+
+    return fetched
+
+
+def _lines(fetch: Fetch, key: str, interval: float, sleep: Callable[[float], None]) -> int:
     last: dict[str, Any] | None = None
     while True:
         progress = fetch()
