@@ -161,9 +161,12 @@ async def unreadable(rt: Runtime, message: OutboxMessage, reason: str, detail: s
     await rt.campaigns.settle(message.key)
 
 
-_WHY: dict[str, str] = {Reason.NO_AAD_ID: "the roster gives this member no Azure AD object id",
-        Reason.DISABLED_ACCOUNT: "Graph says the account is disabled (accountEnabled "
-                                 "false): not sent to"}
+# What the report row of someone passed over says.
+_WHY: dict[str, str] = {
+    Reason.NO_AAD_ID: "the roster gives this member no Azure AD object id",
+    Reason.DISABLED_ACCOUNT: "Graph says the account is disabled (accountEnabled false): "
+                             "not sent to",
+}
 
 
 def _digest_of(text: str) -> str:
