@@ -51,7 +51,8 @@ _TARGETS = {
     "user": {"user", "tenant"},
     "conversation": {"conversation", "tenant"},
     "channel": {"channel", "team", "tenant", "replyTo"},
-    "users": {"users", "tenant"},
+    # `guests` is set by the splitter on a part of a group's guests (reported so).
+    "users": {"users", "tenant", "guests"},
     "allUsers": {"allUsers", "tenant"},
     # Audiences listed page by page; `continuation` is set by the splitter on
     # the message that lists the next page (README "Audiences").
@@ -70,6 +71,7 @@ class Target:
     reply_to: str = ""
     users: tuple[str, ...] = ()
     continuation: str = ""  # teamMembers / group: where the next page starts
+    guests: bool = False  # users: a part of an audience's guests (Graph userType Guest)
 
     @property
     def is_broadcast(self) -> bool:
@@ -80,6 +82,8 @@ class Target:
         to: dict[str, Any]
         if self.kind == "users":
             to = {"users": list(self.users)}
+            if self.guests:
+                to["guests"] = True
         elif self.kind == "allUsers":
             to = {"allUsers": True}
         else:
@@ -192,13 +196,16 @@ class OutboxMessage:
         """The copy that goes back on the queue for another try."""
         return replace(self, attempt=attempt)
 
-    def for_users(self, users: list[str] | tuple[str, ...], tenant: str = "") -> OutboxMessage:
+    def for_users(self, users: list[str] | tuple[str, ...], tenant: str = "", *,
+                  guests: bool | None = None) -> OutboxMessage:
         """A part of a many-user send for these users (same key, content and
-        attempt; an audience's tenant when it is known only once listed)."""
+        attempt; an audience's tenant when it is known only once listed;
+        `guests`: they are guests of the tenant, None: as this part says)."""
         assert self.target is not None
-        return replace(self, target=replace(self.target, kind="users", users=tuple(users),
-                                            id="", continuation="",
-                                            tenant=tenant or self.target.tenant), part=True)
+        return replace(self, target=replace(
+            self.target, kind="users", users=tuple(users), id="", continuation="",
+            tenant=tenant or self.target.tenant,
+            guests=self.target.guests if guests is None else guests), part=True)
 
     def next_page(self, continuation: str) -> OutboxMessage:
         """The message that lists the next page of a paged audience."""
@@ -260,8 +267,11 @@ def parse_target(data: Any) -> Target:
             raise InvalidMessage("schema", f"'users' must be a list of 1 to {MAX_USERS} ids")
         if not all(isinstance(u, str) and u.strip() and len(u) <= MAX_ID for u in users):
             raise InvalidMessage("schema", "'users' must hold non-empty id strings")
+        if data.get("guests", True) is not True:
+            raise InvalidMessage("schema", "'guests' must be true when present")
         # Order kept, duplicates dropped: one delivery per person.
-        return Target(kind=kind, tenant=tenant, users=tuple(dict.fromkeys(users)))
+        return Target(kind=kind, tenant=tenant, users=tuple(dict.fromkeys(users)),
+                      guests=bool(data.get("guests")))
     if kind in ("teamMembers", "group"):
         return Target(kind=kind, id=_text(data, kind, limit=MAX_ID, required=True),
                       tenant=tenant, continuation=_text(data, "continuation", limit=4096))

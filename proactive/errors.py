@@ -78,7 +78,12 @@ class Reason(StrEnum):
     NOT_INSTALLED = "not-installed"  # no conversation, and installing is off or refused
     NO_CONVERSATION = "no-conversation"  # installed, but Graph gave no chat
     NO_AAD_ID = "no-aad-id"  # a roster member without an Azure AD object id
-    GUEST = "guest"  # Graph does not install apps for guests
+    GUEST = "guest"  # sent, to a guest of the tenant (Graph userType "Guest")
+    DISABLED_ACCOUNT = "disabled-account"  # Graph accountEnabled false: not sent to
+    INVALID_ID = "invalid-id"  # neither an object id (GUID) nor a principal name
+    # Graph refused the app itself (a permission not granted or not consented):
+    # the whole audience waits for an admin, not one user.
+    GRAPH_PERMISSION = "graph-permission"
     RETRIES_EXHAUSTED = "retries-exhausted"
     CANCELLED = "cancelled"
     OPTED_OUT = "opted-out"  # the user said stop (all, or the message's topic)

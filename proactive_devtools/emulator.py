@@ -31,7 +31,17 @@ percent-decoded (`19:x@thread.tacv2;messageid=1` may be sent encoded or not).
   `DELETE` the same path: 200. Unknown activity: 404 `ActivityNotFoundInConversation`.
 - `GET /v3/conversations/{id}/members`, `.../members/{memberId}`,
   `.../pagedmembers?pageSize=&continuationToken=` (page size clamped to 50..500,
-  default 200; `continuationToken` absent on the last page).
+  default 200; `continuationToken` absent on the last page). A member's Entra
+  object id is shown as `objectId` (`rosterIds`, the default), as in the roster
+  example of Teams' "Get context for your bot" page
+  (learn.microsoft.com/microsoftteams/platform/bots/how-to/get-teams-context,
+  `GET /v3/conversations/{teamId}/pagedmembers`) and the official Java SDK's
+  wire model (botbuilder-java, bot-schema `teams/TeamsChannelAccount.java`:
+  `@JsonProperty(value = "objectId") aadObjectId`); `aadObjectId` (the Bot
+  Framework ChannelAccount's name, botbuilder-dotnet `ChannelAccount.cs`) or
+  `both` on request. `rosterPage429` > 0: each page after the first is
+  refused once with 429 and that Retry-After, as Teams throttles a roster read
+  ("Optimize your bot: rate limiting and best practices", 429 with Retry-After).
 - `GET /v3/teams/{teamId}/conversations`: `{"conversations":[{"id","name"}]}`.
 
 Errors use Teams' body `{"error":{"code":"...","message":"..."}}`: 400 `BadArgument`
@@ -197,13 +207,15 @@ _CONFIG_KEYS = {  # admin JSON name -> attribute
     "hangSeconds": "hang_seconds", "answerSeconds": "answer_seconds", "seed": "seed",
     "expectedToken": "expected_token",
     "maxActivityBytes": "max_activity_bytes", "duplicateKey": "duplicate_key",
+    "rosterIds": "roster_ids", "rosterPage429": "roster_page_429",
 }
+ROSTER_IDS = frozenset({"objectId", "aadObjectId", "both"})
 
 _COERCE: dict[str, Callable[[Any], Any]] = {
     "accept_unknown_conversations": bool, "rate_limits": bool, "tenant_rps": float,
     "retry_after": float, "fault_rate": float, "hang_seconds": float,
     "answer_seconds": float, "seed": int,
-    "max_activity_bytes": int,
+    "max_activity_bytes": int, "roster_page_429": float,
 }
 
 
@@ -404,7 +416,8 @@ class ConnectorEmulator:
                  hang_seconds: float = 30.0, answer_seconds: float = 0.0,
                  seed: int | None = None, expected_token: str | None = None,
                  max_activity_bytes: int = MAX_ACTIVITY_BYTES,
-                 duplicate_key: str | None = None,
+                 duplicate_key: str | None = None, roster_ids: str = "objectId",
+                 roster_page_429: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.accept_unknown_conversations = accept_unknown_conversations
         self.rate_limits = rate_limits
@@ -420,6 +433,11 @@ class ConnectorEmulator:
         # Dotted path into an activity (e.g. "channelData.outboxKey") whose value
         # counts deliveries per (conversation, value): a duplicate detector.
         self.duplicate_key = duplicate_key
+        if roster_ids not in ROSTER_IDS:
+            raise EmulatorError(f"roster ids must be one of {sorted(ROSTER_IDS)}")
+        self.roster_ids = roster_ids
+        self.roster_page_429 = roster_page_429
+        self._pages_refused: set[str] = set()  # continuation tokens refused once
         self._clock = clock
         self._offset = 0.0
         self._rng = random.Random(seed)
@@ -504,6 +522,8 @@ class ConnectorEmulator:
                 value = _COERCE[attr](value)  # admin JSON may send "0.1" or 1 for true
             if attr == "fault_rate" and not 0.0 <= value <= 1.0:
                 raise EmulatorError("fault rate must be between 0 and 1")
+            if attr == "roster_ids" and value not in ROSTER_IDS:
+                raise EmulatorError(f"roster ids must be one of {sorted(ROSTER_IDS)}")
             if attr == "seed":
                 self._rng = random.Random(value)
             setattr(self, attr, value)
@@ -609,7 +629,7 @@ class ConnectorEmulator:
     @property
     def counters(self) -> dict[str, int]:
         names = ("requests", "delivered", "updated", "deleted", "throttled", "faults",
-                 "injected", "created")
+                 "injected", "created", "roster_throttled")
         return {name: self._counters[name] for name in names}
 
     @property
@@ -944,10 +964,10 @@ class ConnectorEmulator:
         if member_id:
             for member in members:
                 if member_id in (member.get("id"), member.get("aadObjectId")):
-                    return 200, member
+                    return 200, self._shown(member)
             raise _Answer(404, _error("MemberNotFoundInConversation"))
         if not paged:
-            return 200, members
+            return 200, [self._shown(m) for m in members]
         try:
             size = min(500, max(50, int(request.query.get("pageSize") or 200)))
             token = request.query.get("continuationToken")
@@ -955,11 +975,28 @@ class ConnectorEmulator:
         except ValueError:
             raise _Answer(400, _error("BadArgument", "Bad pageSize or continuationToken.")
                           ) from None
-        page: dict[str, Any] = {"members": members[start:start + size]}
+        if token and self.roster_page_429 > 0 and token not in self._pages_refused:
+            self._pages_refused.add(token)  # throttled between pages, once per page
+            self._counters["roster_throttled"] += 1
+            raise _Answer(429, _error("Throttled"),
+                          {"Retry-After": f"{self.roster_page_429:g}"})
+        page: dict[str, Any] = {"members": [self._shown(m)
+                                            for m in members[start:start + size]]}
         if start + size < len(members):
             page["continuationToken"] = base64.urlsafe_b64encode(
                 str(start + size).encode()).decode()
         return 200, page
+
+    def _shown(self, member: dict[str, Any]) -> dict[str, Any]:
+        """A roster member as the roster shows it (`rosterIds`)."""
+        aad = member.get("aadObjectId")
+        if not aad or self.roster_ids == "aadObjectId":
+            return member
+        shown = {k: v for k, v in member.items() if k != "aadObjectId"}
+        shown["objectId"] = aad
+        if self.roster_ids == "both":
+            shown["aadObjectId"] = aad
+        return shown
 
     def _channels(self, team_id: str) -> tuple[int, Any]:
         team = self._teams.get(team_id)

@@ -8,10 +8,37 @@ It speaks Graph's request and answer shapes for:
   201 without a body; 409 `Conflict` when installed already; 404 when the app is not in the
   catalog or the user does not exist; injected transient 400s with Graph's
   `CreateOrUpdateUserAppEntitlementForTeamsAsync` message.
-- `GET /v1.0/users/{id}/teamwork/installedApps/{installation id}/chat` -> `{"id": "19:..."}`
-- `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=id` paged by
-  `@odata.nextLink` (`$top`, default 100).
-- `GET /v1.0/users/{id or upn}?$select=id`
+- `GET /v1.0/users/{id}/teamwork/installedApps/{installation id}/chat` -> `{"id": "19:..."}`;
+  the request of Teams' "Send personal welcome message" page (after a proactive
+  install through Graph: `GET /users/{user-id}/teamwork/installedApps/{id}/chat`,
+  `id` of the answer is the chat id). 404 `NotFound` for `chat_delay` seconds
+  after the install: Teams creates the personal chat as part of the install,
+  asynchronously (the bot learns of it by an install activity, same page), so a
+  read right after the POST can miss it. The delay is not a documented figure:
+  it models what was measured against a real tenant (issue 17: the chat
+  listed ~5 s after the install).
+- `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=...&$count=true`
+  with `ConsistencyLevel: eventual`, paged by `@odata.nextLink` (`$top`, default 100),
+  users only (devices and groups in the group are left out by the cast). Without
+  the advanced-query parameters the cast is refused 400 `Request_UnsupportedQuery`
+  (Graph "Advanced query capabilities on directory objects": "Use of OData cast
+  with transitive members list" needs them; the error body is that page's
+  "Error handling for advanced queries" example). `page_throttle` > 0: each page
+  after the first is refused once with 429 and that Retry-After (Graph
+  "Throttling guidance": 429 `TooManyRequests` with `Retry-After` seconds).
+- `GET /v1.0/users/{id or upn}?$select=...` and `/users('$x@y')` for a principal
+  name starting with `$` (Graph "Get user"); `accountEnabled` and `userType`
+  ("Member" or "Guest") as Graph's user resource names them, when selected.
+- installedApps refused 403 `Forbidden` for every user when `forbid_app`: the app
+  lacks a TeamsAppInstallation* application permission or its consent (Graph
+  "Install app for user" and "List apps installed for user", Permissions); the
+  message is Graph's for a missing permission, "Missing role permissions on the
+  request. API requires one of '...'. Roles on the request '...'" (its delegated
+  form, "Missing scope permissions", quoted in MicrosoftDocs/office-docs-powershell
+  issue 8399). For the users in `forbidden_users` only: 403 `Forbidden` "Failed to
+  get license information for the user. Ensure user has a valid Office365 license
+  assigned to them." (Graph's answer for a user without a licence, quoted in
+  OfficeDev/microsoft-teams-apps-requestateam issue 355).
 
 Rate: at most `rate` requests per sliding second per tenant (the tenant of the
 user or group, else `tenant`), then 429 `TooManyRequests` with `Retry-After`
@@ -44,6 +71,15 @@ def _error(status: int, code: str, message: str,
                              status=status, headers=headers)
 
 
+def _selected(user: dict[str, Any], select: str) -> dict[str, Any]:
+    """The user resource's properties asked for by `$select` (`id` always);
+    Graph "user resource type": id, accountEnabled, userType, userPrincipalName."""
+    wanted = {name.strip() for name in select.split(",") if name.strip()} | {"id"}
+    return {name: user[name] for name in ("id", "accountEnabled", "userType",
+                                          "userPrincipalName")
+            if name in wanted and name in user}
+
+
 class FakeGraph:
     def __init__(self, *, tenant: str = "", rate: float = 0.0,
                  emulator: ConnectorEmulator | None = None) -> None:
@@ -60,6 +96,13 @@ class FakeGraph:
         self.throttle_next: dict[str, int] = {}
         self.refused: list[tuple[float, str, str]] = []  # (time, method, path) of each 429
         self.counters: Counter[str] = Counter()
+        self.devices: set[str] = set()  # directory objects in groups that are not users
+        self.chat_delay = 0.0  # seconds an installation's chat answers 404 after the install
+        self._installed_at: dict[str, float] = {}  # installation id -> when
+        self.forbid_app = False  # every installedApps call: 403 missing role permissions
+        self.forbidden_users: set[str] = set()  # these users' installedApps calls: 403
+        self.page_throttle = 0  # Retry-After of one 429 before each group page after the first
+        self._pages_refused: set[str] = set()
         self.calls: list[tuple[float, str, str]] = []  # (time, method, path)
         self._windows: dict[str, deque[float]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
@@ -68,9 +111,14 @@ class FakeGraph:
     # ---- setup ---------------------------------------------------------------------
 
     def add_user(self, user_id: str, upn: str = "", *, tenant: str = "",
-                 user_type: str = "Member") -> None:
+                 user_type: str = "Member", enabled: bool = True) -> None:
         self.users[user_id] = {"id": user_id, "userPrincipalName": upn or f"{user_id}@example.com",
-                               "userType": user_type, "tenant": tenant or self.tenant}
+                               "userType": user_type, "accountEnabled": enabled,
+                               "tenant": tenant or self.tenant}
+
+    def add_device(self, device_id: str) -> None:
+        """A device (a directory object a group can hold; not a user)."""
+        self.devices.add(device_id)
 
     def add_group(self, group_id: str, members: list[str]) -> None:
         self.groups[group_id] = list(members)
@@ -83,6 +131,7 @@ class FakeGraph:
         installation = self.installed.get((user, catalog_id))
         if installation is None:
             installation = self.installed[(user, catalog_id)] = uuid.uuid4().hex
+            self._installed_at[installation] = time.monotonic()
             chat = f"19:{user}_{catalog_id[:8]}@unq.gbl.spaces"
             self.chats[installation] = chat
             if self.emulator is not None:
@@ -129,11 +178,14 @@ class FakeGraph:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def _find(self, key: str) -> dict[str, Any] | None:
+        return self.users.get(key) or next(
+            (u for u in self.users.values() if u["userPrincipalName"].lower() == key.lower()),
+            None)
+
     def _tenant_of(self, parts: list[str]) -> str:
         if len(parts) > 1 and parts[0] == "users":
-            found = self.users.get(parts[1]) or next(
-                (u for u in self.users.values()
-                 if u["userPrincipalName"].lower() == parts[1].lower()), None)
+            found = self._find(parts[1])
             if found:
                 return str(found["tenant"])
         return self.tenant
@@ -153,13 +205,31 @@ class FakeGraph:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        path = unquote(request.path)
+        raw = request.raw_path.split("?", 1)[0]
+        path = unquote(raw)
         if path == "/_admin/state":
             return web.json_response(self.state())
-        if not path.startswith("/v1.0/"):
+        if not raw.startswith("/v1.0/"):
             return _error(404, "BadRequest", "Resource not found for the segment.")
-        parts = path[len("/v1.0/"):].split("/")
+        # Segments split before decoding: an encoded "/" stays inside its segment.
+        parts = [unquote(part) for part in raw[len("/v1.0/"):].split("/")]
+        if parts[0] == "users" and len(parts) > 1 and parts[1].startswith("$"):
+            # Graph "Get user": a principal name starting with $ must be written
+            # /users('$x@y'); as a plain segment Graph reads it as a system segment.
+            return _error(400, "BadRequest", f"Resource not found for the segment "
+                                             f"'{parts[1]}'.")
+        if parts[0].startswith("users('") and parts[0].endswith("')"):
+            # Graph "Get user": /users('$x@y') for a principal name starting with $
+            # (a quote inside written twice, as in any OData string literal).
+            parts = ["users", parts[0][len("users('"):-2].replace("''", "'"), *parts[1:]]
         refused = self._throttled(self._tenant_of(parts))
+        token = request.query.get("$skiptoken", "")
+        if refused is None and parts[0] == "groups" and token and self.page_throttle \
+                and token not in self._pages_refused:
+            self._pages_refused.add(token)
+            self.counters["throttled"] += 1
+            refused = _error(429, "TooManyRequests", "Too many requests.",
+                             {"Retry-After": str(self.page_throttle)})
         if refused is None and parts[0] == "users" and len(parts) > 1 \
                 and parts[1] in self.throttle_next:
             self.counters["throttled"] += 1
@@ -182,30 +252,57 @@ class FakeGraph:
                 {"id": cid, "externalId": ext, "distributionMethod": "organization"}
                 for cid, ext in self.catalog.items() if [ext] == wanted]})
         if parts[0] == "groups" and n == 4 and method == "GET":
-            members = self.groups.get(parts[1])
-            if members is None:
-                return _error(404, "Request_ResourceNotFound", f"Resource '{parts[1]}' does "
-                                                               "not exist.")
-            top = int(query.get("$top", "100"))
-            skip = int(query.get("$skiptoken", "0"))
-            page: dict[str, Any] = {"value": [{"@odata.type": "#microsoft.graph.user",
-                                               "id": m} for m in members[skip:skip + top]]}
-            if skip + top < len(members):
-                page["@odata.nextLink"] = (f"{self.url}/v1.0/groups/{parts[1]}/transitiveMembers"
-                                           f"/microsoft.graph.user?$select=id&$top={top}"
-                                           f"&$skiptoken={skip + top}")
-            return web.json_response(page)
+            return self._group_page(request, parts[1])
         if parts[0] != "users" or n < 2:
             return _error(400, "BadRequest", "Unsupported request.")
-        user = self.users.get(parts[1]) or next(
-            (u for u in self.users.values()
-             if u["userPrincipalName"].lower() == parts[1].lower()), None)
+        user = self._find(parts[1])
         if user is None:
             return _error(404, "Request_ResourceNotFound",
                           f"Resource '{parts[1]}' does not exist.")
         if n == 2 and method == "GET":
-            return web.json_response({"id": user["id"]})
+            return web.json_response(_selected(user, query.get("$select", "")))
+        if self.forbid_app:  # Graph "Install app for user": TeamsAppInstallation* needed
+            return _error(403, "Forbidden", "Missing role permissions on the request. API "
+                                            "requires one of 'TeamsAppInstallation.ReadWrite"
+                                            "ForUser.All'. Roles on the request "
+                                            "'User.Read.All'.")
+        if user["id"] in self.forbidden_users:
+            return _error(403, "Forbidden", "Failed to get license information for the "
+                                            "user. Ensure user has a valid Office365 license "
+                                            "assigned to them.")
         return self._installed_apps(method, parts, user["id"], query, body)
+
+    def _group_page(self, request: web.Request, group: str) -> web.Response:
+        query = request.query
+        members = self.groups.get(group)
+        if members is None:
+            return _error(404, "Request_ResourceNotFound", f"Resource '{group}' does "
+                                                           "not exist.")
+        # Graph "Advanced query capabilities on directory objects": an OData cast
+        # on a transitive members list needs ConsistencyLevel: eventual and
+        # $count=true; without them (that page's error example):
+        if request.headers.get("ConsistencyLevel", "").lower() != "eventual" \
+                or query.get("$count", "").lower() != "true":
+            self.counters["unsupported_query"] += 1
+            return _error(400, "Request_UnsupportedQuery",
+                          "OData cast on 'transitiveMembers' is not supported because the "
+                          "required parameters might be missing. Try adding $count=true "
+                          "query parameter and ConsistencyLevel:eventual header. Refer to "
+                          "https://aka.ms/graph-docs/advanced-queries for more information")
+        top = int(query.get("$top", "100"))
+        skip = int(query.get("$skiptoken", "0"))
+        select = query.get("$select", "")
+        # The cast keeps users only: devices (and nested groups, flattened) are left out.
+        users = [m for m in members if m not in self.devices]
+        page: dict[str, Any] = {"@odata.count": len(users), "value": [
+            {"@odata.type": "#microsoft.graph.user",
+             **_selected(self.users.get(m) or {"id": m}, select)}
+            for m in users[skip:skip + top]]}
+        if skip + top < len(users):
+            page["@odata.nextLink"] = (f"{self.url}/v1.0/groups/{group}/transitiveMembers"
+                                       f"/microsoft.graph.user?$select={select}&$top={top}"
+                                       f"&$count=true&$skiptoken={skip + top}")
+        return web.json_response(page)
 
     def _installed_apps(self, method: str, parts: list[str], user: str, query: Any,
                         body: dict[str, Any]) -> web.Response:
@@ -236,5 +333,8 @@ class FakeGraph:
             chat = self.chats.get(parts[4])
             if chat is None:
                 return _error(404, "NotFound", "Installation not found.")
+            if time.monotonic() - self._installed_at.get(parts[4], 0.0) < self.chat_delay:
+                self.counters["chat_not_yet"] += 1
+                return _error(404, "NotFound", "Chat not found.")
             return web.json_response({"id": chat, "chatType": "oneOnOne"})
         return _error(400, "BadRequest", "Unsupported request.")

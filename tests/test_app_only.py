@@ -40,10 +40,14 @@ async def nothing_done(rt: Runtime, key: str) -> None:
     assert await rt.outbox.queue.peek_messages() == []
 
 
+# Groups are named by their object id (GUIDs), as Graph names them.
+G1, G2 = "5e3a1c7e-0000-4000-8000-000000000001", "5e3a1c7e-0000-4000-8000-000000000002"
+
+
 def directory_probe(graph_url: str) -> dict[str, Any]:
     """The issue's case: a producer's "next page" that lists the directory."""
     return {"version": 1, "op": "send", "key": "probe", "text": "hi",
-            "to": {"group": "g-1", "continuation": f"{graph_url}/v1.0/users?$select=id"}}
+            "to": {"group": G1, "continuation": f"{graph_url}/v1.0/users?$select=id"}}
 
 
 async def test_a_producers_graph_continuation_is_parked_before_any_call(
@@ -52,7 +56,7 @@ async def test_a_producers_graph_continuation_is_parked_before_any_call(
     users = [aad(i) for i in range(3)]
     for user in users:
         graph.add_user(user)
-    graph.add_group("g-1", users[:1])
+    graph.add_group(G1, users[:1])
     outcome = await process(rt, json.dumps(directory_probe(graph.url)), message_id="q1")
     assert (outcome.state, outcome.reason) == ("poisoned", "app-only-field")
     # Tampered after the app signed it (another link, same signature): parked too.
@@ -75,12 +79,12 @@ async def test_a_signed_link_to_another_listing_is_not_followed(
     """Past the signature, the Graph client follows only a page of this
     group's members on the configured Graph host (defence in depth)."""
     rt = await reach(runtime, emulator, graph)
-    graph.add_group("g-1", [aad(0)])
+    graph.add_group(G1, [aad(0)])
     for link in (f"{graph.url}/v1.0/users?$select=id",
-                 f"{graph.url}/v1.0/groups/g-2/transitiveMembers/microsoft.graph.user",
-                 f"{graph.url}/v1.0/groups/g-1/transitiveMembers/../../users?$select=id",
-                 f"{graph.url}/v1.0/groups/g-1/transitiveMembers/%2E%2E/%2e%2e/users",
-                 "http://127.0.0.2:1/v1.0/groups/g-1/transitiveMembers/microsoft.graph.user"):
+                 f"{graph.url}/v1.0/groups/{G2}/transitiveMembers/microsoft.graph.user",
+                 f"{graph.url}/v1.0/groups/{G1}/transitiveMembers/../../users?$select=id",
+                 f"{graph.url}/v1.0/groups/{G1}/transitiveMembers/%2E%2E/%2e%2e/users",
+                 f"http://127.0.0.2:1/v1.0/groups/{G1}/transitiveMembers/microsoft.graph.user"):
         message = {**directory_probe(graph.url), "key": f"k{len(link)}"}
         message["to"]["continuation"] = link
         outcome = await process(rt, await app_made(rt, message), message_id="q")
@@ -98,10 +102,10 @@ async def test_the_apps_own_next_page_is_followed(
     users = [aad(i) for i in range(5)]
     for user in users:
         graph.add_user(user)
-    graph.add_group("g-1", users)
+    graph.add_group(G1, users)
     from tests.test_install import send, settle
 
-    await process(rt, send({"group": "g-1"}, "paged"), message_id="m")
+    await process(rt, send({"group": G1}, "paged"), message_id="m")
     queued = [json.loads(m.content) for m in await rt.outbox.queue.peek_messages(32)]
     assert all(q.get("signature") for q in queued)  # parts and the next page: signed
     counts = await settle(rt, "paged", 5)
@@ -226,7 +230,7 @@ async def test_the_issues_case_replayed_through_the_host_never_reaches_graph(
         users = [aad(i) for i in range(3)]
         for user in users:
             fake.add_user(user)
-        fake.add_group("g-1", users[:1])
+        fake.add_group(G1, users[:1])
         env = app_env(runtime.settings, 30)
         env.update(MicrosoftAppTenantId=TENANT, PROACTIVE_GRAPH_APP_CATALOG_ID="cat-1",
                    PROACTIVE_CLOUD_OVERRIDE=json.dumps({"graph_url": fake.url}))

@@ -197,10 +197,25 @@ def test_every_command_and_option_has_help() -> None:
             assert not re.search(r"\b[a-z]+[A-Z][a-zA-Z]*\b", action.help or ""), action.help
 
 
-def test_a_send_settles_when_state_is_final_or_every_queued_has_a_result() -> None:
+def test_watching_a_key_that_never_appears_returns(capsys: pytest.CaptureFixture[str]) -> None:
+    from proactive.cli.live import watch
+
+    slept: list[float] = []
+    assert watch(lambda: None, "typo", interval=1.0, sleep=slept.append,
+                 missing_after=5) == 1
+    assert len(slept) == 5  # looked six times, one a second, without sleeping for real
+    assert "no send with key 'typo'" in capsys.readouterr().err
+    final = {"state": "failed", "counts": {"queued": 1, "failed": 1}}
+    assert watch(lambda: final, "k", sleep=slept.append, missing_after=5) == 0
+
+
+def test_a_send_settles_only_when_its_stored_state_is_final() -> None:
     assert not settled({"state": "running", "counts": {"queued": 3, "sent": 2}})
-    assert settled({"state": "running", "counts": {"queued": 3, "sent": 2, "skipped": 1}})
+    # Every queued person has a result, but a later page may still come: the
+    # stored state (which a progress read settles) decides, not the counters.
+    assert not settled({"state": "running", "counts": {"queued": 3, "sent": 2, "skipped": 1}})
     assert settled({"state": "cancelled", "counts": {"queued": 3}})
+    assert settled({"state": "failed", "counts": {"queued": 1, "failed": 1}})
     assert not settled({"state": "running", "counts": {}})
 
 

@@ -254,6 +254,27 @@ async def test_paged_members_walk_the_roster_with_continuation_tokens(
     assert bad.status_code == 400
 
 
+async def test_the_roster_shows_object_ids_as_documented_and_throttles_between_pages(
+        http: httpx.AsyncClient, emulator: ConnectorEmulator) -> None:
+    roster = [{"id": f"29:user-{i}", "aadObjectId": f"aad-{i}"} for i in range(60)]
+    emulator.register_team(CHANNEL, tenant_id=TENANT, members=roster)
+    # Teams' roster example and the Java SDK's TeamsChannelAccount: `objectId`.
+    first = (await http.get(conv(CHANNEL, "pagedmembers"), params={"pageSize": "50"})).json()
+    assert first["members"][0] == {"id": "29:user-0", "objectId": "aad-0"}
+    emulator.configure(rosterIds="both", rosterPage429=2)
+    token = first["continuationToken"]
+    refused = await http.get(conv(CHANNEL, "pagedmembers"),
+                             params={"pageSize": "50", "continuationToken": token})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "2"
+    again = (await http.get(conv(CHANNEL, "pagedmembers"),
+                            params={"pageSize": "50", "continuationToken": token})).json()
+    assert again["members"][0] == {"id": "29:user-50", "objectId": "aad-50",
+                                   "aadObjectId": "aad-50"}
+    emulator.configure(rosterIds="aadObjectId")
+    one = (await http.get(conv(CHANNEL, "members", "29:user-1"))).json()
+    assert one == roster[1]
+
+
 async def test_team_conversations_list_general_and_channels(
         http: httpx.AsyncClient, emulator: ConnectorEmulator) -> None:
     emulator.register_team(CHANNEL, tenant_id=TENANT,

@@ -19,7 +19,7 @@ from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_graph import FakeGraph
 from tests.test_broadcast import aad, drain
-from tests.test_install import CATALOG, graph, reach  # noqa: F401 - fixtures
+from tests.test_install import CATALOG, GROUP, graph, reach  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).parents[1]
 
@@ -46,12 +46,12 @@ async def test_a_group_never_met_is_installed_once_each_and_nothing_is_sent(
     users = [aad(i) for i in range(50)]
     for user in users:
         graph.add_user(user)
-    graph.add_group("g-1", users)
+    graph.add_group(GROUP, users)
     for user in users[:5]:
         graph.install_for(user, CATALOG)  # installed already: Graph answers 409
     rt = await reach(runtime, emulator, graph, rate=400)
     graph.rate = 300
-    await process(rt, install({"group": "g-1"}, "pre"), message_id="m")
+    await process(rt, install({"group": GROUP}, "pre"), message_id="m")
     progress = await settle(rt, "pre")
     assert progress["state"] == "done"
     assert progress["counts"] == {"queued": 50, "installed": 45, "already_installed": 5}
@@ -68,7 +68,7 @@ async def test_a_group_never_met_is_installed_once_each_and_nothing_is_sent(
 
     # The same key again: every user is done already, Graph is not asked.
     calls = dict(graph.counters)
-    await process(rt, install({"group": "g-1"}, "pre"), message_id="m2")
+    await process(rt, install({"group": GROUP}, "pre"), message_id="m2")
     await process(rt, json.dumps({"version": 1, "op": "install", "key": "pre", "part": True,
                                   "to": {"users": users[:25]}}), message_id="m3")
     await drain(rt, limit=10_000)

@@ -29,6 +29,7 @@ MEMBERS = [aad(i) for i in range(10)]
 OURS = MEMBERS[:2]  # installed, and we hold their reference: no Graph call for them
 GRAPHS = MEMBERS[2:4]  # installed, known only to Graph
 NEVER = MEMBERS[4:]
+G10 = "6a1f0000-0000-4000-8000-00000000e010"  # the group's object id
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ async def group(runtime: Runtime, emulator: ConnectorEmulator,
     rt = await reach(runtime, emulator, graph)
     for user in MEMBERS:
         graph.add_user(user)
-    graph.add_group("g-10", MEMBERS)
+    graph.add_group(G10, MEMBERS)
     for user in GRAPHS:
         graph.install_for(user, CATALOG)
     for n, user in enumerate(OURS):
@@ -53,7 +54,7 @@ async def rows_of(chunks: AsyncIterator[bytes]) -> list[dict[str, str]]:
 
 async def test_a_group_of_ten_with_four_installed_lists_exactly_the_six_others(
         group: Runtime, graph: FakeGraph) -> None:  # noqa: F811
-    rows = await rows_of(reach_report(group, "csv", group="g-10"))
+    rows = await rows_of(reach_report(group, "csv", group=G10))
     assert sorted(r["user"] for r in rows) == NEVER
     assert {(r["status"], r["tenantId"]) for r in rows} == {("not-installed", TENANT)}
     asked = [p for _, m, p in graph.calls if "installedApps" in p]
@@ -64,7 +65,7 @@ async def test_a_group_of_ten_with_four_installed_lists_exactly_the_six_others(
 async def test_graphs_429_is_waited_out_and_the_list_is_still_whole(
         group: Runtime, graph: FakeGraph) -> None:  # noqa: F811
     graph.rate = 3  # Graph refuses past 3/s: the report waits Retry-After and goes on
-    rows = [row async for row in never_installed(group, "g-10")]
+    rows = [row async for row in never_installed(group, G10)]
     assert sorted(r["user"] for r in rows) == NEVER
     assert graph.counters["throttled"] >= 1  # it was refused, and waited rather than failed
 
@@ -76,7 +77,7 @@ async def test_an_unknown_group_or_graph_install_off_is_a_clear_report_error(
     group.settings = group.settings.__class__(**{**group.settings.__dict__,
                                                  "graph_app_catalog_id": ""})
     with pytest.raises(ReportError, match="PROACTIVE_GRAPH_APP_CATALOG_ID"):
-        [row async for row in never_installed(group, "g-10")]
+        [row async for row in never_installed(group, G10)]
 
 
 def cli(settings: Settings, graph_url: str, *args: str,
@@ -93,13 +94,13 @@ def cli(settings: Settings, graph_url: str, *args: str,
 
 async def test_the_cli_reach_group_lists_the_six_and_refuses_without_graph_install(
         group: Runtime, graph: FakeGraph, settings: Settings) -> None:  # noqa: F811
-    done = await asyncio.to_thread(cli, settings, graph.url, "reach", "--group", "g-10",
+    done = await asyncio.to_thread(cli, settings, graph.url, "reach", "--group", G10,
                                    "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert sorted(r["user"] for r in rows if r["status"] == "not-installed") == NEVER
 
-    off = await asyncio.to_thread(cli, settings, graph.url, "reach", "--group", "g-10",
+    off = await asyncio.to_thread(cli, settings, graph.url, "reach", "--group", G10,
                                   catalog="")
     assert off.returncode == 2 and "Traceback" not in off.stderr
     assert off.stderr.startswith("error: --group needs proactive install")
@@ -115,9 +116,25 @@ async def test_the_api_reach_route_lists_the_group_and_refuses_an_unknown_one(
     from proactive.api import reports
     from proactive.api.problems import Problem
 
-    reply = await reports.reach(group, "g-10")
+    reply = await reports.reach(group, G10)
     listed = json.loads(reply.body)["unreachable"]
     assert sorted(r["user"] for r in listed if r["status"] == "not-installed") == NEVER
     with pytest.raises(Problem) as refused:
         await reports.reach(group, "no-such")
     assert refused.value.status == 400
+
+
+async def test_one_member_graph_refuses_is_a_row_and_the_report_goes_on(
+        group: Runtime, graph: FakeGraph) -> None:  # noqa: F811
+    graph.forbidden_users = {NEVER[0]}  # no licence: Graph answers 403 for this user only
+    rows = [row async for row in never_installed(group, G10)]
+    by_user = {r["user"]: r["status"] for r in rows}
+    assert by_user[NEVER[0]] == "forbidden"
+    assert sorted(u for u, s in by_user.items() if s == "not-installed") == NEVER[1:]
+
+
+async def test_graph_refusing_the_app_itself_is_one_clear_error(
+        group: Runtime, graph: FakeGraph) -> None:  # noqa: F811
+    graph.forbid_app = True  # the permission is not granted (or not consented)
+    with pytest.raises(ReportError, match="graph-permission"):
+        [row async for row in never_installed(group, G10)]

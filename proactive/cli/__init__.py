@@ -280,12 +280,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# Seconds `progress --watch` looks for a key that does not exist before exit 1.
+WATCH_MISSING = 30.0
+
+
 def cmd_progress(args: argparse.Namespace, settings: Settings) -> int:
     if args.watch:
         from proactive.cli.live import watch
 
+        # A key that never appears is a typo (or a message not sent): give up.
         return watch(lambda: _run(settings, lambda t: _progress(settings, t, args.key)),
-                     args.key, interval=args.interval)
+                     args.key, interval=args.interval, missing_after=WATCH_MISSING)
     found = _run(settings, lambda t: _progress(settings, t, args.key))
     if found is None:
         raise CliError(f"no many-user send is recorded under --key {args.key}",

@@ -1,10 +1,12 @@
 """`send --watch`, `install --watch` and `progress --watch`: a live bar (rich) with rate, ETA and
 the counts by reason, ending with the final state.
 
-The end: the send's `state` is `done` or `cancelled` when the progress row
-says so; until every send records that, when every queued recipient has a
-result (sent + failed + skipped = queued). Not at a terminal, one JSON line
-per change instead of a bar, and the final progress as JSON at the end.
+The end: the send's `state` is `done`, `failed` (an audience could not be
+read) or `cancelled`, as the progress row says; the row turns final by itself
+once every page is split and every person counted (reading it settles it), so
+the counters alone never end the watch early (a later page may still come).
+Not at a terminal, one JSON line per change instead of a bar, and the final
+progress as JSON at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-FINAL = ("done", "cancelled")
+FINAL = ("done", "cancelled", "failed")
 # Counters of recipients with a result (proactive/storage/progress.py; an
 # `install` counts installed / already_installed instead of sent).
 FINISHED = ("sent", "failed", "skipped", "installed", "already_installed", "unknown")
@@ -33,12 +35,7 @@ def add_watch(cmd: argparse.ArgumentParser, what: str) -> None:
 
 
 def settled(progress: dict[str, Any]) -> bool:
-    if progress.get("state") in FINAL:
-        return True
-    counts = progress.get("counts", {})
-    queued = int(counts.get("queued", 0))
-    finished = sum(int(counts.get(k, 0)) for k in FINISHED)
-    return queued > 0 and finished >= queued
+    return progress.get("state") in FINAL
 
 
 def reasons(counts: dict[str, Any]) -> str:
@@ -59,14 +56,46 @@ def _done_words(counts: dict[str, Any]) -> str:
 
 
 def state_of(progress: dict[str, Any]) -> str:
-    return str(progress.get("state")) if progress.get("state") in FINAL else "done"
+    return str(progress.get("state"))
 
 
 def watch(fetch: Fetch, key: str, *, interval: float = 1.0,
-          sleep: Callable[[float], None] = time.sleep) -> int:
-    """Poll `fetch` until the send settles; 0 when it did, 1 if there is no such send."""
-    if sys.stdout.isatty():
-        return _bar(fetch, key, interval, sleep)
+          sleep: Callable[[float], None] = time.sleep, missing_after: float = 0.0) -> int:
+    """Poll `fetch` until the send settles; 0 when it did, 1 if there is no such
+    send after `missing_after` seconds of looking (0: wait for it to appear, as
+    `send --wait` does for its own message)."""
+    looks = int(missing_after / interval) + 1 if missing_after > 0 else 0
+    if looks:
+        fetch = _or_missing(fetch, looks)
+    try:
+        if sys.stdout.isatty():
+            return _bar(fetch, key, interval, sleep)
+        return _lines(fetch, key, interval, sleep)
+    except _Missing:
+        print(f"error: no send with key {key!r} (looked for {missing_after:g} s)",
+              file=sys.stderr)
+        return 1
+
+
+class _Missing(Exception):
+    pass
+
+
+def _or_missing(fetch: Fetch, looks: int) -> Fetch:
+    seen = {"missing": 0}
+
+    def fetched() -> dict[str, Any] | None:
+        progress = fetch()
+        if progress is None:
+            seen["missing"] += 1
+            if seen["missing"] >= looks:
+                raise _Missing
+        return progress
+
+    return fetched
+
+
+def _lines(fetch: Fetch, key: str, interval: float, sleep: Callable[[float], None]) -> int:
     last: dict[str, Any] | None = None
     while True:
         progress = fetch()

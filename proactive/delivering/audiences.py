@@ -5,6 +5,14 @@ lists one page (the Connector's paged members, or Graph's transitive members)
 and carries the next page's token in the message that lists it. A page gives
 the users' AAD object ids, the tenant they belong to, and the members that
 can't be reached at all, each with a reason (never dropped in silence).
+
+A roster member's object id is `aadObjectId` (the Bot Framework's
+ChannelAccount) or `objectId` (Teams' "Get roster" example and the
+TeamsChannelAccount wire model of the official Java SDK): both are read, and
+when a member carries both and they differ, `aadObjectId` wins (it is the
+field activities carry, under which the bot stores its references). A group
+member whose account is disabled (Graph `accountEnabled` false) is not sent
+to (`disabled-account`); a guest is, in parts of their own marked as guests.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ class Page:
     users: list[str]
     tenant: str
     continuation: str = ""
+    guests: list[str] = field(default_factory=list)  # sent to, reported as guests
     # recipient name (as delivery rows spell it) -> why it can't be reached
     unreachable: dict[str, str] = field(default_factory=dict)
 
@@ -45,7 +54,24 @@ async def _group_page(rt: Runtime, target: Target) -> Page:
     tenant = target.tenant or rt.settings.app_tenant_id
     users, link = await graph_call(
         rt, tenant, lambda graph: graph.group_members(target.id, target.continuation))
-    return Page(users=users, tenant=tenant, continuation=link)
+    found = Page(users=[], tenant=tenant, continuation=link)
+    for user in users:
+        if not user.enabled:
+            found.unreachable[f"user:{user.id.lower()}"] = Reason.DISABLED_ACCOUNT
+        elif user.guest:
+            found.guests.append(user.id)
+        else:
+            found.users.append(user.id)
+    return found
+
+
+def object_id(member: dict[str, object]) -> str:
+    """A roster member's Entra object id, from either field ("" if none)."""
+    for name in ("aadObjectId", "objectId"):
+        value = member.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 async def _team_page(rt: Runtime, target: Target) -> Page:
@@ -65,8 +91,8 @@ async def _team_page(rt: Runtime, target: Target) -> Page:
     found = Page(users=[], tenant=tenant, continuation=token)
     roster: dict[str, str] = {}
     for member in members:
-        aad_id, member_id = member.get("aadObjectId"), member.get("id")
-        if isinstance(aad_id, str) and aad_id:
+        aad_id, member_id = object_id(member), member.get("id")
+        if aad_id:
             found.users.append(aad_id)
             if isinstance(member_id, str) and member_id:
                 roster[aad_id] = member_id

@@ -6,7 +6,9 @@ outbox queue. Listing a tenant's users pages through the references table, so
 no audience is held in memory whole. Each part delivers to its users a few at
 a time (paced per tenant like every send), each user through the same claimed,
 exactly-once path as a single send; a user whose send must be retried goes
-back on the queue as a part of one. Every result adds to the key's counters.
+back on the queue as a part of one. Every result adds to the key's counters,
+each person once (storage/progress.py): a user is named `user:<object id>` or
+`upn:<principal name>`, lower case, in the queued count and in the result.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
 from proactive.storage.deliveries import unavailable
-from proactive.storage.progress import CANCELLED, PER_TRANSACTION, result_counts
+from proactive.storage.progress import (
+    CANCELLED,
+    PER_TRANSACTION,
+    SKIP_REASONS,
+    result_counts,
+)
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -54,28 +61,39 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     target = message.target
     summary, new = await rt.campaigns.start(message.key, expected=message.part)
     if message.part and target.kind == "users" and len(target.users) <= PART:
+        refused = str(summary.get("detail") or "refused") \
+            if summary.get("reason") == Reason.GRAPH_PERMISSION else ""
         standby = await rt.outbox.standby(message.to_json(), delay=STANDBY)
         try:
-            return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
+            return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED,
+                                       graph_refused=refused)
         finally:
             await _withdraw(rt, standby)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
-    audience = hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
-    if not new and await rt.campaigns.was_split(message.key, audience):
-        return Outcome(Action.DONE, Reason.DUPLICATE)
+    audience = _digest(target)
+    if not new:
+        # Sent again after Graph refused the app (the permission is granted
+        # now): split again, and the users it failed are tried again.
+        again = summary.get("reason") == Reason.GRAPH_PERMISSION and not message.part
+        if not again and await rt.campaigns.was_split(message.key, audience):
+            return Outcome(Action.DONE, Reason.DUPLICATE)
+        if (summary.get("finishedAt") or again) and not target.continuation:
+            # Another message of a send that had finished: it runs again.
+            await rt.campaigns.reopen(message.key,
+                                      again=Reason.GRAPH_PERMISSION if again else "")
     if target.kind in ("teamMembers", "group"):
         return await _split_page(rt, message, audience)
     queued, uncounted = 0, {}
-    async for index, users in _numbered(_audience(rt, target)):
+    async for users in _audience(rt, target):
         await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
         queued += len(users)
-        # Once per part, even if a crash makes the split run again; counted a
-        # transaction's worth at a time, all before `mark_split` (the send
-        # can't turn done before that).
-        uncounted[f"part:{audience}:{index}"] = Counter(queued=len(users))
-        if len(uncounted) == PER_TRANSACTION:
+        # Each person once, even if a crash makes the split run again or
+        # another message of the key names them too; all before `mark_split`
+        # (the send can't turn done before that).
+        uncounted.update(queued_entries(users))
+        if len(uncounted) >= PER_TRANSACTION:
             await rt.campaigns.count(message.key, uncounted)
             uncounted = {}
     if uncounted:
@@ -93,28 +111,53 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     return Outcome(Action.DONE, "split")
 
 
+def name_of(user: str) -> str:
+    """A listed user's name in the counters: by principal name or object id."""
+    return f"upn:{user.lower()}" if "@" in user else f"user:{user.lower()}"
+
+
+def queued_entries(users: list[str]) -> dict[str, Counter[str]]:
+    return {f"queued:{name_of(user)}": Counter(queued=1) for user in users}
+
+
+def _digest(target: Target) -> str:
+    return hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
+
+
 async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Outcome:
     """One page of a paged audience: its users in parts, the next page as a
     message of its own (so no audience is ever held whole), and who can't be
-    reached counted with the reason."""
+    reached counted with the reason (each with a delivery row, so the report
+    names them). The key can't turn done while a page is still to be split:
+    `pages` counts the pages announced and not split yet."""
     assert message.target is not None
+    target = message.target
+    root = _digest(replace(target, continuation=""))
+    counts: dict[str, Counter[str]] = {}
     try:
-        found = await audiences.page(rt, message.target)
-    except Permanent as exc:  # no such team or group: the whole audience, said once
-        await rt.campaigns.count(message.key, {f"audience:{audience}": result_counts(
-            exc.reason)})
-        log.warning("send %s: audience refused: %s", message.key, exc.reason)
+        found = await audiences.page(rt, target)
+    except Permanent as exc:  # no such team or group, or the listing refused
+        await unreadable(rt, message, exc.reason, exc.detail)
         return Outcome(Action.FAILED, exc.reason)
-    counts: dict[str, Counter[str]] = {name: result_counts(reason)
-                                       for name, reason in found.unreachable.items()}
-    for index, start in enumerate(range(0, len(found.users), PART)):
-        users = found.users[start:start + PART]
-        await rt.outbox.put(message.for_users(users, found.tenant).retry(attempt=1).to_json())
-        counts[f"part:{audience}:{index}"] = Counter(queued=len(users))
+    for name, reason in found.unreachable.items():
+        await _unlisted(rt, message.key, name, reason, _WHY.get(reason, reason))
+        counts[f"queued:{name}"] = Counter(queued=1)
+        counts[name] = result_counts(reason)
+    for listed, guests in ((found.users, False), (found.guests, True)):
+        for start in range(0, len(listed), PART):
+            users = listed[start:start + PART]
+            await rt.outbox.put(message.for_users(users, found.tenant, guests=guests)
+                                .retry(attempt=1).to_json())
+            counts.update(queued_entries(users))
+    if found.continuation:  # announced before it is put: the key waits for it
+        counts[f"next:{root}:{_digest_of(found.continuation)}"] = Counter(pages=1)
+    if target.continuation:  # last, after this page's users: this page is split
+        counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
     await rt.campaigns.count(message.key, counts)
     if found.continuation:
         await rt.outbox.put(message.next_page(found.continuation).to_json())
     await rt.campaigns.mark_split(message.key, audience)
+    await rt.campaigns.settle(message.key)  # every part may be done already
     log.info("send %s: a page of %d users split", message.key, len(found.users))
     return Outcome(Action.DONE, "split")
 
@@ -138,6 +181,48 @@ async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int,
         index += 1
 
 
+async def unreadable(rt: Runtime, message: OutboxMessage, reason: str, detail: str) -> None:
+    """A page of a team or group that can't be read (refused for good, or its
+    retries spent): the send ends `failed` with the reason once every other
+    part is done, a report row `audience:<kind>:<id>` says why, and the page
+    is no longer awaited."""
+    target = message.target
+    assert target is not None
+    name = f"audience:{target.kind}:{target.id}"
+    await _unlisted(rt, message.key, name, reason, detail)
+    await rt.campaigns.refuse(message.key, reason, detail)
+    log.warning("send %s: audience refused: %s", message.key, reason)
+    counts = {f"queued:{name}": Counter(queued=1), name: result_counts(reason)}
+    if target.continuation:
+        root = _digest(replace(target, continuation=""))
+        counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
+    await rt.campaigns.count(message.key, counts)
+    await rt.campaigns.mark_split(message.key, _digest(target))
+    await rt.campaigns.settle(message.key)
+
+
+# What the report row of someone passed over says.
+_WHY: dict[str, str] = {
+    Reason.NO_AAD_ID: "the roster gives this member no Azure AD object id",
+    Reason.DISABLED_ACCOUNT: "Graph says the account is disabled (accountEnabled false): "
+                             "not sent to",
+}
+
+
+def _digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+async def _unlisted(rt: Runtime, key: str, recipient: str, reason: str, detail: str) -> None:
+    """The delivery row of someone (or an audience) no send was made for."""
+    from proactive.storage.deliveries import Claim
+
+    claim = await rt.deliveries.claim(key, recipient)
+    if isinstance(claim, Claim):
+        state = DeliveryState.SKIPPED if reason in SKIP_REASONS else DeliveryState.FAILED
+        await rt.deliveries.finish(claim, state, reason=reason, detail=detail, attempts=0)
+
+
 async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
     """The users in parts of at most PART, without listing them all at once."""
     if target.kind == "users":
@@ -155,11 +240,27 @@ async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
         yield batch
 
 
-async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool) -> Outcome:
+async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool,
+                        graph_refused: str = "") -> Outcome:
+    from proactive.delivering import install
+
+    # Graph refused the app for this send (here or in an earlier part): no
+    # install is asked again; the users who need one fail with that reason.
+    refusal = {"detail": graph_refused}
+    token = install.REFUSED.set(refusal)
+    try:
+        return await _deliver_users(rt, message, cancelled, refusal, graph_refused)
+    finally:
+        install.REFUSED.reset(token)
+
+
+async def _deliver_users(rt: Runtime, message: OutboxMessage, cancelled: bool,
+                         refusal: dict[str, str], graph_refused: str) -> Outcome:
     assert message.target is not None
-    content, tenant = message.content, message.target.tenant
+    content, tenant, guests = message.content, message.target.tenant, message.target.guests
     gate = asyncio.Semaphore(CONCURRENCY)
-    results: dict[str, Counter[str]] = {}  # recipient -> what it adds to the counters
+    results: dict[str, Counter[str]] = {}  # name -> what it adds to the counters
+    people: dict[str, str] = {}  # name -> the recipient it was delivered as
     # Users put off because the tenant's budget is spent, and for how long. Once
     # one is, the rest of the part is not even tried: they go back together.
     paced: list[str] = []
@@ -170,10 +271,12 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
 
     async def one(user: str) -> None:
         target = Target("user", user, tenant=tenant)
+        name = name_of(user)
         async with gate:
             if paced_delay:
                 paced.append(user)
                 return
+            guest = guests
             if user != first and time.monotonic() - started > PART_SECONDS:
                 # Held long enough: the rest go back (the first always goes: progress).
                 paced.append(user)
@@ -181,7 +284,7 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                 return
             if "@" in user and not cancelled:  # a user principal name: its AAD id
                 try:
-                    target = await _resolved(rt, message.key, target)
+                    target, guest = await _resolved(rt, message.key, target)
                 except RetryLater as exc:  # the tenant's Graph budget is spent
                     paced.append(user)
                     paced_delay.append(exc.delay)
@@ -192,7 +295,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                                       target=target)
                     return
                 if target.kind != "user":  # no such user, or Graph refused: recorded
-                    results[f"conv:{target.id}"] = result_counts(target.reply_to)
+                    results[name] = result_counts(target.reply_to)
+                    people[name] = target.recipient
                     return
             if cancelled:
                 outcome = await finish_unsent(rt, message.key, target,
@@ -200,7 +304,8 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             elif content is None:  # op install: the app for the user, nothing sent
                 outcome = await install_one(rt, message.key, target)
             else:
-                outcome = await send_one(rt, message.key, target, content)
+                outcome = await send_one(rt, message.key, target, content,
+                                         sent_reason=Reason.GUEST if guest else "")
             if outcome.state == Action.RETRY and outcome.reason == Reason.PACED:
                 paced.append(user)
                 paced_delay.append(outcome.delay)
@@ -219,35 +324,48 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
             else:
                 counts = result_counts(outcome.reason, ambiguous=outcome.ambiguous)
             if counts is not None:
-                results[target.recipient] = counts
+                if counts.get(Reason.SENT) and guest:  # sent, and said to be a guest
+                    counts += Counter(sent_guest=1)
+                results[name] = counts
+                people[name] = target.recipient
 
     await one(first)  # alone: if the budget is spent, the rest are not even claimed
     await asyncio.gather(*(one(user) for user in rest))
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
-    await rt.campaigns.count(message.key, results)
+    if refusal["detail"] and not graph_refused:  # the first part to meet it: said once
+        log.warning("send %s: Graph refused the app; no more installs for it",
+                    message.key)
+        await rt.campaigns.refuse(message.key, Reason.GRAPH_PERMISSION, refusal["detail"])
+    await rt.campaigns.count(message.key, results, people)
     await rt.campaigns.settle(message.key)  # the last part counted makes it final
     return Outcome(Action.DONE, "part")
 
 
-async def _resolved(rt: Runtime, key: str, target: Target) -> Target:
-    """The user named by principal name, by AAD id; or, when there is no such
-    user, their delivery recorded failed `not-found` (returned as `upn:` target)."""
-    from proactive.delivering.install import user_id
+async def _resolved(rt: Runtime, key: str, target: Target) -> tuple[Target, bool]:
+    """The user named by principal name, by AAD id, and whether a guest; or,
+    when there is no such user or the account is disabled, their delivery
+    recorded (returned as a `upn:` target whose reply_to says why)."""
+    from proactive.delivering.install import directory_user
 
     missing = Target("conversation", f"upn:{target.id.lower()}", tenant=target.tenant)
     try:
-        found = await user_id(rt, target.tenant or rt.settings.app_tenant_id, target.id)
+        found = await directory_user(rt, target.tenant or rt.settings.app_tenant_id,
+                                     target.id)
     except Permanent as exc:  # e.g. 403: Graph permission not granted
         await finish_unsent(rt, key, missing, DeliveryState.FAILED, exc.reason,
                             detail=exc.detail)
-        return replace(missing, reply_to=exc.reason)
+        return replace(missing, reply_to=exc.reason), False
+    if found is not None and not found.enabled:
+        await finish_unsent(rt, key, missing, DeliveryState.SKIPPED, Reason.DISABLED_ACCOUNT,
+                            detail=_WHY[Reason.DISABLED_ACCOUNT], aadObjectId=found.id)
+        return replace(missing, reply_to=Reason.DISABLED_ACCOUNT), False
     if found is not None:
-        return Target("user", found, tenant=target.tenant)
+        return Target("user", found.id, tenant=target.tenant), found.guest
     await finish_unsent(rt, key, missing, DeliveryState.FAILED, Reason.NOT_FOUND,
                         detail="Graph knows no user by this principal name")
-    return replace(missing, reply_to=Reason.NOT_FOUND)
+    return replace(missing, reply_to=Reason.NOT_FOUND), False
 
 
 async def _recorded_result(rt: Runtime, key: str, target: Target) -> Counter[str] | None:

@@ -88,7 +88,8 @@ async def _install(rt: Runtime, aad_id: str, tenant: str,
         reason = INSTALLED if noted["graphInstalled"] else ALREADY_INSTALLED
     else:
         ref, installed = await install_for(
-            rt, aad_id, tenant, on_installed=lambda: noted.update(graphInstalled=True))
+            rt, aad_id, tenant, on_installed=lambda: noted.update(graphInstalled=True),
+            known=ref)
         reason = INSTALLED if installed or noted["graphInstalled"] else ALREADY_INSTALLED
     return reason, {"conversationId": ref.conversation_id, "serviceUrl": ref.service_url,
                     "tenantId": ref.tenant_id}

@@ -35,10 +35,22 @@ async def retry_later(rt: Runtime, message: OutboxMessage, outcome: Outcome, *,
         await rt.outbox.put(message.retry(attempt=attempt).to_json(), delay=outcome.delay)
         return outcome
     detail = f"gave up after {rt.settings.max_attempts} attempts; last: {outcome.reason}"
+    # An installation whose chat never appeared fails as that (what to look
+    # into), not as a generic retries-exhausted.
+    reason = Reason.NO_CONVERSATION if outcome.reason == Reason.NO_CONVERSATION \
+        else Reason.RETRIES_EXHAUSTED
+    if reason == Reason.NO_CONVERSATION:
+        detail = (f"the app is installed for the user, but Graph listed no chat for the "
+                  f"installation after {rt.settings.max_attempts} attempts with back-off")
     target = target or message.target
     if target is not None and not target.is_broadcast:
-        await finish_unsent(rt, message.key, target, DeliveryState.FAILED,
-                            Reason.RETRIES_EXHAUSTED, detail=detail)
-    await rt.outbox.poison(dumps(message.to_json()), reason=Reason.RETRIES_EXHAUSTED,
+        await finish_unsent(rt, message.key, target, DeliveryState.FAILED, reason,
+                            detail=detail)
+    elif target is not None and target.kind in ("teamMembers", "group"):
+        # A page that could not be read: the send must still end, saying so.
+        from proactive.delivering.broadcast import unreadable
+
+        await unreadable(rt, message, reason, f"the audience could not be listed: {detail}")
+    await rt.outbox.poison(dumps(message.to_json()), reason=reason,
                            detail=detail, message_id=message_id)
-    return Outcome(Action.POISONED, Reason.RETRIES_EXHAUSTED)
+    return Outcome(Action.POISONED, reason)

@@ -69,10 +69,12 @@ async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliverySt
     return Outcome(Action.DONE, reason)
 
 
-async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
+async def send_one(rt: Runtime, key: str, target: Target, content: Content, *,
+                   sent_reason: str = "") -> Outcome:
     """Deliver to one recipient, once: claim, call Teams, record. A user who
     opted out of the message's topic, or of everything, is recorded `skipped`
-    (reason `opted-out`) without a Connector call."""
+    (reason `opted-out`) without a Connector call. `sent_reason`: what the
+    row says of a recipient it was sent to (`guest`)."""
     wait = rt.tenant_pacer.defers(target.tenant) if target.tenant else 0.0
     if wait:  # the tenant's budget is booked beyond max_wait: put off before the claim
         return outcome_of(Defer(wait), 1)
@@ -80,10 +82,11 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     # claim and record at once in this process: all that a crash of it can
     # leave unknown (and, resent, duplicate).
     async with rt.in_flight(target.tenant):
-        return await _claimed_send(rt, key, target, content)
+        return await _claimed_send(rt, key, target, content, sent_reason)
 
 
-async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content) -> Outcome:
+async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
+                        sent_reason: str) -> Outcome:
     try:
         claim = await rt.deliveries.claim(key, target.recipient, on_unknown=content.on_unknown)
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
@@ -115,6 +118,8 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content)
     # Teams accepted it: from here on `sent` must be written. finish keeps
     # trying through a storage outage, or raises Unrecorded (a retry: the
     # message comes back and this process writes it then).
+    if sent_reason:
+        fields["reason"] = sent_reason
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
     return Outcome(Action.DONE, Reason.SENT, ambiguous=bool(claim.entity.get("ambiguous")))
 
@@ -190,7 +195,8 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
 
             _check_tenant(rt, target.tenant or rt.settings.app_tenant_id)
             ref = await install_reference(rt, target.id, target.tenant or
-                                          rt.settings.app_tenant_id)
+                                          rt.settings.app_tenant_id,
+                                          known=ref)
         elif ref is None or not ref.conversation_id:
             ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
     elif target.kind == "conversation":

@@ -116,20 +116,31 @@ async def _opted_out(rt: Runtime) -> AsyncIterator[dict[str, Any]]:
                "topic": opt_out.topic, "at": opt_out.at, "via": opt_out.via}
 
 
+# Members asked of Graph at once by `never_installed` (each call still paced
+# through the tenant's Graph budget, so this bounds requests in flight only).
+READS = 8
+
+
 async def never_installed(rt: Runtime, group: str) -> AsyncIterator[dict[str, Any]]:
     """Members of an Entra ID group who never installed the bot, through
     Microsoft Graph (rows like the reach report's, status `not-installed`).
 
     Cheap first: a member whose user row says installed is skipped without a
     Graph call, and one whose row says blocked, uninstalled or disabled is in
-    the report already under that status. Everyone else is asked of Graph
-    (installedApps filtered by the app's catalog id), each call paced through
-    the tenant's Graph budget (install.graph_call); a 429 waits Retry-After.
-    Raises ReportError (when iterated) if Graph install is off or the group
-    can't be read."""
+    the report already under that status; a disabled account is a row
+    `disabled-account`. Everyone else is asked of Graph (installedApps
+    filtered by the app's catalog id), READS at a time, each call paced
+    through the tenant's Graph budget (install.graph_call); a 429 waits
+    Retry-After. A member Graph refuses is a row with the reason (`forbidden`,
+    `not-found`, ...) and the report goes on. Raises ReportError (when
+    iterated) if Graph install is off, the group can't be read, or Graph
+    refuses the app itself (`graph-permission`: a missing permission or consent)."""
+    import asyncio
+
     from proactive.delivering import install
-    from proactive.errors import DeliveryFailed
+    from proactive.errors import DeliveryFailed, Reason
     from proactive.storage.references import INSTALLED
+    from proactive.teams.graph import DirectoryUser
 
     app_rt: AppRuntime = rt  # type: ignore[assignment]  # the full Runtime: it has Graph
     settings = getattr(rt, "settings", None)
@@ -138,32 +149,58 @@ async def never_installed(rt: Runtime, group: str) -> AsyncIterator[dict[str, An
                           "through Microsoft Graph: set PROACTIVE_GRAPH_APP_CATALOG_ID or "
                           "PROACTIVE_GRAPH_APP_MANIFEST_ID")
     tenant = settings.app_tenant_id
+    gate = asyncio.Semaphore(READS)
 
-    async def page_of(link: str) -> tuple[list[str], str]:
+    async def page_of(link: str) -> tuple[list[DirectoryUser], str]:
         return await _patient(lambda: install.graph_call(
             app_rt, tenant, lambda graph: graph.group_members(group, link)))
 
-    async def has_app(user: str, app: str) -> bool:
-        return bool(await _patient(lambda: install.graph_call(
-            app_rt, tenant, lambda graph: graph.installation(user, app))))
+    def row(member: DirectoryUser, status: str, tenant_id: str = "") -> dict[str, Any]:
+        return {"user": member.id, "tenantId": tenant_id or tenant, "status": status, "at": ""}
+
+    async def check(member: DirectoryUser, app: str) -> dict[str, Any] | None:
+        if not member.enabled:
+            return row(member, Reason.DISABLED_ACCOUNT)
+        ref = await app_rt.references.user(member.id)
+        if ref is not None and (ref.state == INSTALLED or ref.state in UNREACHABLE):
+            return None  # installed, or in the report already under its own status
+        tenant_id = ref.tenant_id if ref else tenant
+        async with gate:
+            try:
+                found = await _patient(lambda: install.graph_call(
+                    app_rt, tenant, lambda graph: graph.installation(member.id, app)))
+            except DeliveryFailed as exc:
+                if exc.reason == Reason.GRAPH_PERMISSION:
+                    raise
+                return row(member, exc.reason, tenant_id)  # this member only
+        return None if found else row(member, "not-installed", tenant_id)
 
     try:
         app = await _patient(lambda: install.catalog_id(app_rt, tenant))
+    except DeliveryFailed as exc:
+        raise ReportError(f"Microsoft Graph could not find the app: "
+                          f"{exc.detail or exc.reason}") from exc
+    try:
         members, link = await page_of("")
-        while True:
-            for member in members:
-                ref = await app_rt.references.user(member)
-                if ref is not None and (ref.state == INSTALLED or ref.state in UNREACHABLE):
-                    continue  # installed, or in the report already under its own status
-                if not await has_app(member, app):
-                    yield {"user": member, "tenantId": ref.tenant_id if ref else tenant,
-                           "status": "not-installed", "at": ""}
-            if not link:
-                break
-            members, link = await page_of(link)
     except DeliveryFailed as exc:
         raise ReportError(f"Microsoft Graph could not list group {group!r}: "
                           f"{exc.detail or exc.reason}") from exc
+    while True:
+        try:
+            found = await asyncio.gather(*(check(member, app) for member in members))
+        except DeliveryFailed as exc:  # Graph refused the app itself: no member can be read
+            raise ReportError(f"Microsoft Graph refused the app ({exc.reason}): "
+                              f"{exc.detail}") from exc
+        for checked in found:
+            if checked is not None:
+                yield checked
+        if not link:
+            break
+        try:
+            members, link = await page_of(link)
+        except DeliveryFailed as exc:
+            raise ReportError(f"Microsoft Graph could not list group {group!r}: "
+                              f"{exc.detail or exc.reason}") from exc
 
 
 async def _patient(call: Callable[[], Awaitable[T]], tries: int = 8) -> T:

@@ -64,6 +64,9 @@ FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED, UNKNOWN, DeliveryS
 # out and its answer was lost on the way (or the gateway gave up waiting).
 UNKNOWN_OUTCOMES = frozenset({Reason.TIMEOUT, Reason.GATEWAY_TIMEOUT})
 ON_UNKNOWN_SKIP = "skip"  # contract.ON_UNKNOWN: at most once
+# Failures a later message of the key tries again: Graph refused the app
+# itself (a permission not granted yet), not anything about the recipient.
+AGAIN = frozenset({"graph-permission"})
 
 # The outcome write is retried until this share of the lease has passed since
 # the claim; the rest is a margin for clocks that disagree between machines.
@@ -186,7 +189,7 @@ class DeliveryStore:
         state = entity.get("state")
         if state == SENDING and entity.get("claimId") == claim_id:
             return self._claimed(entity, etag, now)  # our insert landed; its answer was lost
-        if state in FINAL:
+        if state in FINAL and not (state == FAILED and entity.get("reason") in AGAIN):
             return entity
         unused = state == SENDING and entity.get("claimId") in self._unused.get((key, recipient),
                                                                                ())
@@ -254,7 +257,8 @@ class DeliveryStore:
         claim.entity.update(fields, state=state, updatedAt=now, leaseUntil="")
         if state == SENT:
             claim.entity["sentAt"] = now
-            claim.entity.pop("reason", None)
+            if "reason" not in fields:  # a sent row says why only when asked (`guest`)
+                claim.entity.pop("reason", None)
         self._unrecorded[claim.where] = claim
         await self._record(claim)
 

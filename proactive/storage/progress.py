@@ -16,10 +16,25 @@ their delivery rows final) can count what the dead worker never did, and
 nothing is counted twice. Markers sort after the counter rows, so reading
 progress never scans them.
 
+People are counted once, queued and finished alike: `queued` adds one per
+person named (an entry `queued:<name>`, its marker refusing a second listing
+by another message or in another case), and a result names who it is for.
+A user listed by principal name and by object id is one person under two
+names: the result counted first claims the person (`people`: a marker for the
+person as well as the name), and the other name's result takes its `queued`
+back instead of counting a second result.
+
+A paged audience (a team's roster, a group) is split a page at a time: a page
+with a next page counts `pages` +1 in the same transaction as its users, and
+the next page's split counts it -1, so `pages` is 0 only once every page is
+split. An audience that can't be read at all ends the send `failed` with its
+reason (`refuse`).
+
 A send reaches a final state by itself: once its audience is split (a
-`split-*` row) and every queued recipient is counted (sent + failed + skipped
-== queued), the summary turns `done` (a cancelled send stays `cancelled`)
-with `finishedAt`, `durationSeconds` and the totals. `settle` checks that after
+`split-*` row, no page pending) and every queued recipient is counted (sent +
+failed + skipped == queued), the summary turns `done` (`failed` when an
+audience was refused; a cancelled send stays `cancelled`) with `finishedAt`,
+`durationSeconds` and the totals. `settle` checks that after
 each part is counted, and every progress read does it too, so a worker dying
 between its count and its check leaves the flip to the next reader. The flip
 is an ETag-conditional replace of the summary: exactly one writer makes it.
@@ -27,6 +42,7 @@ is an ETag-conditional replace of the summary: exactly one writer makes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections import Counter
@@ -47,11 +63,16 @@ REMEMBERED_KEYS = 1024
 RUNNING = "running"
 CANCELLED = "cancelled"
 DONE = "done"
+FAILED = "failed"  # an audience could not be read (`refuse`): its reason in `reason`
 # Reasons a recipient was passed over without a Connector call.
-SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out"})
+SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out",
+                          "disabled-account"})
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
+# Failures a re-send of the key tries again (their recipient is counted again,
+# the difference): Graph refused the app itself, until an admin grants it.
+RECOUNTED = ("graph_permission",)
 # Counters of recipients with a result (an `install` op counts its own two).
 FINISHED = ("sent", "failed", "skipped", "installed", "already_installed", "unknown")
 # Recipients one of whose attempts had an unknown outcome (sent again: maybe
@@ -98,6 +119,33 @@ class Campaigns:
         await tables.merge(self.table, {"PartitionKey": tables.safe_key(key),
                                         "RowKey": f"split-{audience}", "at": tables.iso()})
 
+    async def refuse(self, key: str, reason: str, detail: str) -> None:
+        """An audience of the send could not be read: it ends `failed` with why
+        (once every other part has finished)."""
+        await tables.merge(self.table, {"PartitionKey": tables.safe_key(key),
+                                        "RowKey": "summary", "reason": reason,
+                                        "detail": detail[:1000]})
+
+    async def reopen(self, key: str, *, again: str = "") -> None:
+        """A new audience under a key that had finished (another message of
+        the same send, arriving after the first was done): running again.
+        `again`: a failure reason (RECOUNTED) whose recipients are tried again:
+        until they have a new result (or the reason is met again, `refuse`)
+        they don't count as finished."""
+        pk = tables.safe_key(key)
+        found = await tables.read(self.table, pk, "summary")
+        if found is None or found[0].get("state") == CANCELLED:
+            return
+        # Finished, or refused by Graph (sent again once it is granted).
+        entity = {k: v for k, v in found[0].items()
+                  if k not in ("finishedAt", "durationSeconds", "reason", "detail")
+                  and not k.startswith("total_")}
+        # Changed meanwhile (cancelled, or reopened by another copy): left as it is.
+        with contextlib.suppress(tables.Conflict):
+            await tables.replace_if(self.table, {**entity, "state": RUNNING,
+                                                 **({"again": again} if again else {})},
+                                    found[1])
+
     async def cancel(self, key: str) -> bool:
         """Mark the send cancelled; False if there is no such send."""
         pk = tables.safe_key(key)
@@ -111,24 +159,46 @@ class Campaigns:
         found = await tables.read(self.table, tables.safe_key(key), "summary")
         return bool(found) and found[0].get("state") == CANCELLED  # type: ignore[index]
 
-    async def count(self, key: str, results: Mapping[str, Counter[str]]) -> None:
-        """Add to the counters, each entry (a recipient's result, a part's
-        queued users) once however often it is reported: one transaction
-        writes a shard and a marker per entry, for up to PER_TRANSACTION
-        entries at a time."""
-        entries = list(results.items())
-        for start in range(0, len(entries), PER_TRANSACTION):
-            await self._count(key, dict(entries[start:start + PER_TRANSACTION]))
+    async def count(self, key: str, results: Mapping[str, Counter[str]],
+                    people: Mapping[str, str] | None = None) -> None:
+        """Add to the counters, each entry (a recipient's result, a queued
+        person) once however often it is reported: one transaction writes a
+        shard and a marker per entry, in transactions of at most
+        PER_TRANSACTION markers, in order. `people`: the person an entry's
+        result is for when it differs from the entry's name (a principal name
+        resolved to its object id): counted once per person."""
+        people = dict(people or {})
+        batch: dict[str, Counter[str]] = {}
+        size = 0
+        claimed: set[str] = set()  # people this call counts (a marker appears once per batch)
+        for who, counts in results.items():
+            person = people.get(who, who)
+            if person in claimed:  # one person under two names in this call
+                people.pop(who, None)
+                who, counts = (who if person != who else f"dup:{who}"), Counter(queued=-1)
+            claimed.add(person)
+            width = 2 if people.get(who, who) != who else 1
+            if size + width > PER_TRANSACTION:
+                await self._count(key, batch, people)
+                batch, size = {}, 0
+            batch[who] = counts
+            size += width
+        if batch:
+            await self._count(key, batch, people)
 
-    async def _count(self, key: str, results: Mapping[str, Counter[str]]) -> None:
+    async def _count(self, key: str, results: Mapping[str, Counter[str]],
+                     people: Mapping[str, str]) -> None:
         from azure.core import MatchConditions
         from azure.data.tables import TableTransactionError, UpdateMode
 
         pk, pending, recheck = tables.safe_key(key), dict(results), False
+        aliases = {who: person for who, person in people.items()
+                   if who in pending and person != who}
+        replacing: dict[str, str] = {}  # entry -> its marker's ETag (counted again)
         async for attempt in tables.attempts(20):
             if recheck:  # a marker existed (or the answer did not say which row failed)
-                pending = {who: why for who, why in pending.items()
-                           if await tables.read(self.table, pk, _marker(who)) is None}
+                pending, aliases, replacing = await self._uncounted(pk, pending, aliases,
+                                                                    results)
             if not pending:
                 return
             written = self._shard_written.pop(pk, None) if attempt == 0 else None
@@ -137,10 +207,18 @@ class Campaigns:
             for counts in pending.values():
                 for name, n in counts.items():
                     row[name] = int(row.get(name, 0)) + n
-            ops: list[Any] = [("create", {"PartitionKey": pk, "RowKey": _marker(who),
-                                          "counts": json.dumps(counts),
-                                          "countedAt": tables.iso()})
-                              for who, counts in pending.items()]
+            ops: list[Any] = []
+            for who, counts in pending.items():
+                for marked in (who, aliases.get(who)):
+                    if not marked:
+                        continue
+                    marker = {"PartitionKey": pk, "RowKey": _marker(marked),
+                              "counts": json.dumps(results.get(who, counts)), "by": who,
+                              "countedAt": tables.iso()}
+                    ops.append(("update", marker, {
+                        "mode": UpdateMode.REPLACE, "etag": replacing[who],
+                        "match_condition": MatchConditions.IfNotModified})
+                        if who in replacing else ("create", marker))
             ops.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": etag,
                                         "match_condition": MatchConditions.IfNotModified})
                        if etag else ("create", row))
@@ -159,6 +237,45 @@ class Campaigns:
             return
         raise tables.Conflict(f"counters of {key} kept changing")
 
+    async def _uncounted(self, pk: str, pending: dict[str, Counter[str]],
+                         aliases: dict[str, str], results: Mapping[str, Counter[str]]
+                         ) -> tuple[dict[str, Counter[str]], dict[str, str], dict[str, str]]:
+        """What is still to count once a marker was found taken: an entry
+        counted already is dropped; one whose person another name counted
+        first gives its `queued` back instead (once, under a marker of its own);
+        one counted as failed for a reason a re-send retries (RECOUNTED) and now
+        with another result is counted again: the difference, its marker
+        replaced (the third map: entry -> the marker's ETag)."""
+        left: dict[str, Counter[str]] = {}
+        kept: dict[str, str] = {}
+        replacing: dict[str, str] = {}
+        for who, counts in pending.items():
+            found = await tables.read(self.table, pk, _marker(who))
+            person = aliases.get(who)
+            if found is not None and who in results:
+                before = Counter(json.loads(str(found[0].get("counts") or "{}")))
+                after = results[who]
+                if any(before.get(f"failed_{r}") for r in RECOUNTED) and before != after:
+                    delta = Counter({k: after.get(k, 0) - before.get(k, 0)
+                                     for k in set(before) | set(after)})
+                    left[who] = Counter({k: n for k, n in delta.items() if n})
+                    replacing[who] = found[1]
+                    continue
+            if found is not None:
+                by = found[0].get("by")
+                if by and by != who and not who.startswith("dup:") and person is None:
+                    # This name's person was counted under another name (a
+                    # principal name of the same user): one person, queued once.
+                    left[f"dup:{who}"] = Counter(queued=-1)
+                continue
+            if person and await tables.read(self.table, pk, _marker(person)) is not None:
+                left[who] = Counter(queued=-1)
+                continue
+            left[who] = counts
+            if person:
+                kept[who] = person
+        return left, kept, replacing
+
     async def _any_shard(self, pk: str) -> tuple[dict[str, Any], str]:
         rk = f"shard-{random.randrange(SHARDS)}"
         found = await tables.read(self.table, pk, rk)
@@ -170,8 +287,9 @@ class Campaigns:
         if read is None:
             return None
         summary, etag, totals, split = read
-        if split and not summary.get("finishedAt") and _settled(totals):
+        if split and not summary.get("finishedAt") and _settled(totals, summary):
             summary = await self._finish(summary, etag, totals) or summary
+        totals.pop("pages", None)
         return {k: v for k, v in summary.items() if k not in ("PartitionKey", "RowKey")} | {
             "counts": dict(totals)}
 
@@ -182,7 +300,7 @@ class Campaigns:
         if read is None:
             return False
         summary, etag, totals, split = read
-        if not split or summary.get("finishedAt") or not _settled(totals):
+        if not split or summary.get("finishedAt") or not _settled(totals, summary):
             return False
         return await self._finish(summary, etag, totals) is not None
 
@@ -214,8 +332,9 @@ class Campaigns:
         summary, etag, totals, _ = read
         if summary.get("finishedAt") or totals.get("queued", 0):
             return False
-        return await self._finish({**summary, "reason": reason, "detail": detail}, etag,
-                                  totals) is not None
+        # `done`, not `failed`: nothing went wrong, there was nobody to send to.
+        return await self._finish({**summary, "state": DONE, "reason": reason,
+                                   "detail": detail}, etag, totals) is not None
 
     async def _finish(self, summary: dict[str, Any], etag: str,
                       totals: Counter[str]) -> dict[str, Any] | None:
@@ -227,8 +346,10 @@ class Campaigns:
             duration = round((now - started).total_seconds(), 3)
         except ValueError:
             duration = 0.0
-        final = {**summary, "state": DONE if summary.get("state") == RUNNING
-                 else summary.get("state"), "finishedAt": tables.iso(now),
+        state = summary.get("state")
+        if state == RUNNING:
+            state = FAILED if summary.get("reason") else DONE
+        final = {**summary, "state": state, "finishedAt": tables.iso(now),
                  "durationSeconds": duration,
                  **{f"total_{name}": totals.get(name, 0)
                     for name in ("queued", "sent", "failed", "skipped")},
@@ -241,9 +362,17 @@ class Campaigns:
         return final
 
 
-def _settled(totals: Counter[str]) -> bool:
-    queued = totals.get("queued", 0)
-    return queued > 0 and sum(totals.get(name, 0) for name in FINISHED) >= queued
+def _settled(totals: Counter[str], summary: Mapping[str, Any]) -> bool:
+    """Every page split and every queued person counted (none: an empty
+    audience is done too). Recipients being tried again (`again`) are not
+    finished until they have a new result or the send is refused again."""
+    if totals.get("pages", 0) > 0:
+        return False
+    finished = sum(totals.get(name, 0) for name in FINISHED)
+    again = str(summary.get("again") or "")
+    if again and not summary.get("reason"):
+        finished -= totals.get(f"failed_{again.replace('-', '_')}", 0)
+    return finished >= totals.get("queued", 0)
 
 
 def _marker(recipient: str) -> str:

@@ -59,6 +59,8 @@ class Reference:
     # A personal (1:1) chat's owner: whose opt-outs a send into it obeys,
     # whatever address it used (README "Opt-out, opt-in, help").
     aad_id: str = ""
+    installation_id: str = ""  # Graph's installation of the app for the user, once read
+    install_posted: bool = False  # Graph installed the app for the user (POST 201/409)
 
     @property
     def owner(self) -> str:
@@ -78,6 +80,8 @@ class Reference:
             locale=entity.get("locale", ""),
             user_id=entity.get("userId", ""),
             aad_id=entity.get("aadObjectId", ""),
+            installation_id=entity.get("graphInstallationId", ""),
+            install_posted=bool(entity.get("graphInstallPosted")),
         )
 
 
@@ -326,6 +330,20 @@ class ReferenceStore:
             await tables.merge(self.table, {"PartitionKey": user_pk(aad_id), "RowKey": rk,
                                             "tenantId": tenant_id, "aadObjectId": aad_id,
                                             "userId": member_id})
+
+    async def remember_installation(self, aad_id: str, tenant_id: str,
+                                    installation_id: str = "") -> None:
+        """How far Graph's install of the app for a user got, while their chat
+        is not read yet: installed (POST answered), then the installation's
+        id. A later attempt resumes from there instead of installing again.
+        No `kind`, like a remembered roster id."""
+        rk = tables.safe_key(tenant_id)
+        fields = {"graphInstallationId": installation_id} if installation_id else {}
+        await tables.merge(self.table, {"PartitionKey": user_pk(aad_id), "RowKey": rk,
+                                        "tenantId": tenant_id, "aadObjectId": aad_id,
+                                        "graphInstallPosted": True,
+                                        "graphInstallationAt": tables.iso(), **fields})
+        self._forget(user_pk(aad_id), rk)
 
     async def store_created_conversation(self, aad_id: str, tenant_id: str, service_url: str,
                                          bot_id: str, conversation_id: str) -> Reference:
