@@ -95,7 +95,13 @@ def build() -> dict[str, Any]:
             "properties": {
                 "key": {"type": "string"},
                 "state": {"enum": ["running", "done", "cancelled", "scheduled"]},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                           "description": "Delivery states; with `read`, `unread`, "
+                                          "`not-available`, `unknown` and `acked` of the "
+                                          "sent deliveries (README \"Read, acknowledged, "
+                                          "reminded\")"},
+                "engagement": {"type": "string", "description": "Why read/acked are "
+                                                                "not counted here"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
                 "links": {"type": "object", "properties": {
@@ -125,7 +131,12 @@ def build() -> dict[str, Any]:
                                    "state": {"type": "string"}, "reason": {"type": "string"},
                                    "attempts": {"type": "integer"},
                                    "createdAt": {"type": "string"},
-                                   "updatedAt": {"type": "string"}}}}}},
+                                   "updatedAt": {"type": "string"},
+                                   "read": {"enum": ["read", "unread", "not-available",
+                                                     "unknown"]},
+                                   "readAt": {"type": "string"},
+                                   "readAtApprox": {"type": "boolean"},
+                                   "ackedAt": {"type": "string"}}}}}},
     })
     paths = {
         "/api/notifications": {"post": _op(

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 # A one-recipient send has one delivery row; more than this without progress
 # counters is unusual, and status must stay one cheap read.
 MAX_ROWS_COUNTED = 1000
-RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt")
+RECIPIENT_FIELDS = ("recipient", "state", "reason", "attempts", "createdAt", "updatedAt",
+                    "ackedAt")
+# Read from the delivery row for the read state, not shown themselves.
+READ_INPUTS = ("activityId", "conversationId", "tenantId")
 
 
 def check_key(key: str) -> str:
@@ -71,6 +74,13 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
                                           "accepted a moment ago appears once a worker has "
                                           "picked it up)")
     view["counts"] = {k: int(v) for k, v in view["counts"].items()}
+    from proactive.reporting.reports import engagement
+
+    seen = await engagement(rt, key)
+    if seen is None:
+        view["engagement"] = "too many recipients to count here: see the report"
+    else:  # read, unread, not-available, unknown, acked (README "Read, acknowledged...")
+        view["counts"].update(seen)
     view["links"] = {name: f"{base_url}{name}" for name in ("recipients", "report")}
     return Reply.json(200, {k: v for k, v in view.items() if v is not None})
 
@@ -89,13 +99,20 @@ async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
     table = rt.table_service.get_table_client(rt.settings.table_name(DELIVERIES_TABLE))
     pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)},
                                  results_per_page=size,
-                                 select=list(RECIPIENT_FIELDS)).by_page(
+                                 select=[*RECIPIENT_FIELDS, *READ_INPUTS]).by_page(
         continuation_token=token)  # type: ignore[arg-type]  # the SDK's token is a dict
     items: list[dict[str, Any]] = []
+    from proactive.reporting.reports import read_columns
+    from proactive.runtime import REFERENCES_TABLE
+    from proactive.storage.reads import ReadLookup
+
+    reads = ReadLookup(rt.sdk_table(REFERENCES_TABLE))
     try:
         async for page in pages:
-            items = [{k: row[k] for k in RECIPIENT_FIELDS if row.get(k) not in (None, "")}
-                     async for row in page]
+            async for row in page:
+                item = {k: row[k] for k in RECIPIENT_FIELDS if row.get(k) not in (None, "")}
+                read = await read_columns(reads, row)
+                items.append({**item, **{k: v for k, v in read.items() if v is not None}})
             break
     except ResourceNotFoundError:
         pass
