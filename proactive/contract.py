@@ -32,7 +32,7 @@ MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
-        "topic", "notification", "service", "traceparent", "signature"}
+        "topic", "notification", "service", "traceparent", "signature", "ack"}
 # Fields only the app sets, on what it enqueues for itself (retries, parts, the
 # next page of an audience, its own messages): a queue message carrying one is
 # acted on only with the app's `signature` (proactive/storage/seal.py); the
@@ -106,6 +106,9 @@ class Content:
     topic: str = ""
     notification: Mapping[str, Any] | None = None  # facts, rendered to a card
     service: bool = False
+    # The acknowledgement button's label, "" for none (README "Read,
+    # acknowledged, reminded"; proactive/delivering/ack.py).
+    ack: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The contract's content fields (what `parse_message` reads)."""
@@ -122,24 +125,32 @@ class Content:
             out["notification"] = dict(self.notification)
         if self.service:
             out["service"] = True
+        if self.ack:
+            out["ack"] = {"label": self.ack}
         return out
 
-    def card_to_send(self) -> Mapping[str, Any] | None:
+    def card_to_send(self, key: str = "") -> Mapping[str, Any] | None:
         """The card as sent: the producer's or the notification's, with the
-        opt-out action unless it is the bot's own message."""
+        opt-out action unless it is the bot's own message, and the
+        acknowledgement button (for `key`) when asked (plain text then
+        becomes a card carrying it)."""
+        from proactive.delivering.ack import text_card, with_ack
         from proactive.delivering.notification import render, with_opt_out
 
         card = render(self.notification) if self.notification is not None else self.card
+        if card is None and self.ack:
+            card = text_card(self.text)
         if card is None or self.service:
             return card
-        return with_opt_out(card, self.topic)
+        card = with_opt_out(card, self.topic)
+        return with_ack(card, key, self.ack) if self.ack else card
 
-    def activity(self) -> dict[str, Any]:
+    def activity(self, key: str = "") -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "message"}
-        if self.text:
+        if self.text and not (self.ack and self.card is None and self.notification is None):
             activity["text"] = self.text
             activity["textFormat"] = "markdown"
-        card = self.card_to_send()
+        card = self.card_to_send(key)
         if card is not None:
             activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": card}]
         if self.summary:
@@ -285,7 +296,17 @@ def _content(data: Mapping[str, Any]) -> Content:
     if data.get("service", True) is not True:
         raise InvalidMessage("schema", "'service' must be true when present")
     return Content(text=text, card=card, summary=_text(data, "summary", limit=1000),
-                   topic=topic, notification=notification, service="service" in data)
+                   topic=topic, notification=notification, service="service" in data,
+                   ack=_ack(data))
+
+
+def _ack(data: Mapping[str, Any]) -> str:
+    from proactive.delivering.ack import parse_ack
+
+    try:
+        return parse_ack(data.get("ack", False))
+    except ValueError as exc:
+        raise InvalidMessage("schema", str(exc)) from exc
 
 
 def _notification(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -338,7 +359,8 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
     if not key:
         raise InvalidMessage("schema", "'key' is required")
     if op in ("delete", "cancel"):
-        for name in ("to", "text", "card", "summary", "schedule", "topic", "notification"):
+        for name in ("to", "text", "card", "summary", "schedule", "topic", "notification",
+                     "ack"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key, attempt=attempt)
@@ -353,7 +375,7 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
         return OutboxMessage(op=op, key=key, schedule=schedule,  # a new time only
                              attempt=attempt)
     content = _content(data)
-    size = activity_size(content.activity())
+    size = activity_size(content.activity(key))
     if size > max_activity_bytes:
         raise InvalidMessage("too-large", f"the activity is {size} bytes as UTF-16; "
                                           f"Teams accepts at most {max_activity_bytes}")

@@ -90,6 +90,8 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
         from proactive.scheduling import store_send
 
         return Outcome(Action.DONE, await store_send(rt, message))  # ScheduleError: poison
+    if message.op == "send" and message.content is not None and message.content.ack:
+        await _keep_ack_card(rt, message)
     if message.op == "install":  # split and paced as a send; each user installed, not sent to
         from proactive.delivering.preinstall import check_enabled
 
@@ -101,6 +103,17 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
         assert target is not None and message.content is not None
         return await send_one(rt, message.key, target, message.content)
     return await edit(rt, message)
+
+
+async def _keep_ack_card(rt: Runtime, message: OutboxMessage) -> None:
+    """The card a recipient sees again once they acknowledge (one write per
+    message asking for it; sends without `ack` write nothing)."""
+    from proactive.storage.acks import AckStore
+
+    assert message.content is not None
+    card = message.content.card_to_send(message.key)
+    if card is not None:
+        await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:

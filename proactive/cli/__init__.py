@@ -107,6 +107,8 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
             message["card"] = json.loads(Path(args.card).read_text())
         if args.summary:
             message["summary"] = args.summary
+        if getattr(args, "ack", None) is not None:  # --ack, or --ack LABEL
+            message["ack"] = {"label": args.ack} if args.ack else True
         schedule = _schedule(args)
         if schedule:
             message["schedule"] = schedule
@@ -178,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--text", help="the message, as markdown")
             cmd.add_argument("--card", help="path of an Adaptive Card JSON file")
             cmd.add_argument("--summary", help="the line Teams shows in the notification")
+            cmd.add_argument("--ack", nargs="?", const="", default=None, metavar="LABEL",
+                             help="ask each recipient to acknowledge (a button, default "
+                                  "label 'Got it')")
             when = cmd.add_argument_group(
                 "schedule (README 'Scheduling'; on update: a new time for a scheduled key)")
             when.add_argument("--at", help="once, at an instant: 2026-12-01T09:00:00Z")

@@ -58,6 +58,17 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
         # The send may still be on its way (queue order is not guaranteed).
         raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
     _wait_for_pending_sends([row for row, _ in rows])
+    label = next((str(row["ackLabel"]) for row, _ in rows if row.get("ackLabel")), "")
+    if message.op == "update" and message.content is not None and label:
+        # What a recipient who acknowledges from now on sees again: once per update.
+        from dataclasses import replace
+
+        from proactive.storage.acks import AckStore
+
+        card = replace(message.content, ack=message.content.ack or label).card_to_send(
+            message.key)
+        if card is not None:
+            await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
     retry: DeliveryFailed | RetryLater | None = None
     unsent: list[str] = []
     for row, etag in rows:
@@ -92,6 +103,33 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     if unsent and len(unsent) == len(rows):
         return Outcome(Action.FAILED, unsent[0])
     return Outcome(Action.DONE, message.op)
+
+
+async def _updated_activity(rt: Runtime, message: OutboxMessage,
+                            row: dict[str, Any]) -> dict[str, Any]:
+    """The new content as this recipient sees it: a card sent with the
+    acknowledgement button keeps it, or, once acknowledged, shows when instead
+    (README "Read, acknowledged, reminded")."""
+    from dataclasses import replace
+
+    from proactive.contract import ADAPTIVE_CARD
+    from proactive.delivering.ack import acknowledged, local_time
+
+    assert message.content is not None
+    label = str(row.get("ackLabel") or "")
+    if not label:
+        return message.content.activity(message.key)
+    content = replace(message.content, ack=message.content.ack or label)
+    activity = content.activity(message.key)
+    card = content.card_to_send(message.key)
+    assert card is not None
+    if row.get("ackedAt"):
+        ref = await rt.references.conversation(str(row["conversationId"]),
+                                               str(row.get("tenantId") or "") or None)
+        at = datetime.fromisoformat(str(row["ackedAt"]).replace("Z", "+00:00"))
+        shown = acknowledged(card, local_time(at, ref.timezone if ref else ""))
+        activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": shown}]
+    return activity
 
 
 def _wait_for_pending_sends(rows: list[dict[str, Any]]) -> None:
@@ -133,7 +171,7 @@ async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) ->
             lambda url: rt.connector.delete(url, conversation_id, activity_id))
     else:
         assert message.content is not None
-        activity = message.content.activity()
+        activity = await _updated_activity(rt, message, row)
         _, service_url = await call(
             rt, row.get("tenantId", ""), conversation_id, row["serviceUrl"],
             lambda url: rt.connector.update(url, conversation_id, activity_id, activity))

@@ -78,7 +78,7 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     try:
-        fields = await _deliver(rt, target, content)
+        fields = await _deliver(rt, target, content, key)
     except _OptedOut as skip:  # not an attempt: nothing was sent
         await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
                                    optedOut=skip.topic, attempts=claim.attempts - 1)
@@ -246,9 +246,10 @@ def _same_host(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-async def _deliver(rt: Runtime, target: Target, content: Content) -> dict[str, Any]:
+async def _deliver(rt: Runtime, target: Target, content: Content,
+                   key: str = "") -> dict[str, Any]:
     ref = await _reference(rt, target)
-    activity = content.activity()
+    activity = content.activity(key)
     ready = None
     # A send into someone's 1:1 chat is a send to that person, whatever
     # address it used: by user, or by the chat's conversation id.
@@ -296,8 +297,11 @@ async def _deliver(rt: Runtime, target: Target, content: Content) -> dict[str, A
                 raise
             log.warning("the fallback serviceUrl of tenant %s is not stored: %s",
                         ref.tenant_id, type(exc).__name__)
-    return {"conversationId": conversation_id, "activityId": activity_id,
-            "serviceUrl": service_url, "tenantId": ref.tenant_id}
+    fields = {"conversationId": conversation_id, "activityId": activity_id,
+              "serviceUrl": service_url, "tenantId": ref.tenant_id}
+    if content.ack:  # written with the outcome: no storage operation of its own
+        fields["ackLabel"] = content.ack
+    return fields
 
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
