@@ -12,12 +12,15 @@ Python so that a cold start does not pay for a schema library.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from proactive.delivering.followup import Condition, FollowUp
 from proactive.errors import InvalidMessage
 from proactive.receiving.activities import encodable
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from proactive.scheduling.spec import Spec
@@ -32,12 +35,13 @@ MAX_USERS = 10_000
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
-        "topic", "notification", "service", "traceparent", "signature", "ack"}
+        "topic", "notification", "service", "traceparent", "signature", "ack",
+        "followUp", "unless"}
 # Fields only the app sets, on what it enqueues for itself (retries, parts, the
 # next page of an audience, its own messages): a queue message carrying one is
 # acted on only with the app's `signature` (proactive/storage/seal.py); the
 # HTTP API and the CLI refuse them (`refuse_app_only`).
-APP_ONLY = ("attempt", "part", "service")
+APP_ONLY = ("attempt", "part", "service", "unless")
 SIGNATURE = "signature"
 # W3C trace context of the producer (README "Telemetry"). A malformed one is
 # kept but ignored (W3C: start a new trace), never a reason to park a message.
@@ -109,6 +113,10 @@ class Content:
     # The acknowledgement button's label, "" for none (README "Read,
     # acknowledged, reminded"; proactive/delivering/ack.py).
     ack: str = ""
+    # A reminder to who hasn't read / acknowledged (proactive/delivering/followup.py),
+    # and, on the reminder itself (app-only), whom it skips.
+    follow_up: FollowUp | None = None
+    unless: Condition | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The contract's content fields (what `parse_message` reads)."""
@@ -127,6 +135,10 @@ class Content:
             out["service"] = True
         if self.ack:
             out["ack"] = {"label": self.ack}
+        if self.follow_up is not None:
+            out["followUp"] = self.follow_up.to_json()
+        if self.unless is not None:
+            out["unless"] = self.unless.to_json()
         return out
 
     def card_to_send(self, key: str = "") -> Mapping[str, Any] | None:
@@ -297,7 +309,25 @@ def _content(data: Mapping[str, Any]) -> Content:
         raise InvalidMessage("schema", "'service' must be true when present")
     return Content(text=text, card=card, summary=_text(data, "summary", limit=1000),
                    topic=topic, notification=notification, service="service" in data,
-                   ack=_ack(data))
+                   ack=_ack(data), follow_up=_reminder_of(data),
+                   unless=_follow_up(data, "unless", Condition.parse))
+
+
+def _reminder_of(data: Mapping[str, Any]) -> FollowUp | None:
+    follow_up = _follow_up(data, "followUp", FollowUp.parse)
+    if follow_up is not None:
+        try:  # the reminder's content is checked now, not when it is due
+            _content(follow_up.content)
+        except InvalidMessage as exc:
+            raise InvalidMessage(exc.reason, f"followUp: {exc.detail}") from exc
+    return follow_up
+
+
+def _follow_up(data: Mapping[str, Any], name: str, parse: Callable[[Any], T]) -> T | None:
+    try:
+        return parse(data[name]) if name in data else None
+    except ValueError as exc:
+        raise InvalidMessage("schema", str(exc)) from exc
 
 
 def _ack(data: Mapping[str, Any]) -> str:
@@ -360,7 +390,7 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
         raise InvalidMessage("schema", "'key' is required")
     if op in ("delete", "cancel"):
         for name in ("to", "text", "card", "summary", "schedule", "topic", "notification",
-                     "ack"):
+                     "ack", "followUp", "unless"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key, attempt=attempt)

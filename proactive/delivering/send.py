@@ -77,6 +77,20 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     if not isinstance(claim, Claim):
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
+    if content.unless is not None:  # a follow-up: only to who still hasn't
+        from proactive.delivering.followup import skip_reason
+
+        try:
+            skip = await skip_reason(rt, content.unless, target.recipient)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return await _put_back(rt, claim, StorageUnavailable(
+                detail=f"the follow-up's condition could not be read: {type(exc).__name__}"))
+        if skip is not None:
+            await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=str(skip),
+                                       attempts=claim.attempts - 1)
+            return Outcome(Action.DONE, str(skip))
     try:
         fields = await _deliver(rt, target, content, key)
     except _OptedOut as skip:  # not an attempt: nothing was sent
