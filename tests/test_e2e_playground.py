@@ -381,7 +381,8 @@ async def test_the_ack_button_pressed_in_the_playground_is_recorded_once(
         assert answer["type"] == "application/vnd.microsoft.card.adaptive"
         texts = [block.get("text") for block in answer["value"]["body"]]
         assert texts[0] == f"Drill ({key})" and texts[-1].startswith("✅ Acknowledged at ")
-        assert not [a for a in answer["value"].get("actions", []) if a.get("verb") == button["verb"]]
+        actions = answer["value"].get("actions", [])
+        assert not [a for a in actions if a.get("verb") == button["verb"]]
     assert answers[0]["value"] == answers[1]["value"]  # the second press changes nothing
     row = await stack.delivery(key)
     assert row is not None and row.get("ackedAt")
