@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from proactive.api.sends import page_of_recipients, status
+from proactive.cli.storage import _status as cli_status
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting.reports import send_report
@@ -119,3 +120,8 @@ async def test_receipts_mark_exactly_what_they_cover_and_nothing_of_anyone_else(
     assert view["counts"]["not-available"] == 1
     page, _ = await page_of_recipients(runtime, "r21", limit="1000", continuation=None)
     assert sum(1 for item in page if item.get("read") == "read" and item.get("readAt")) == 60
+    # python -m proactive status: the delivery rows, each with its read state.
+    shown = await cli_status(runtime.settings, None, "r21")
+    assert Counter(row.get("read") for row in shown) == {
+        "read": 60, "unread": 140, "not-available": 1}
+    assert all(row["readAt"] for row in shown if row["read"] == "read")

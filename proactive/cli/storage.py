@@ -50,17 +50,23 @@ async def _status(settings: Settings, tokens: StorageTokens | None,
                   key: str) -> list[dict[str, Any]]:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from proactive.runtime import DELIVERIES_TABLE
+    from proactive.reporting.reports import read_columns
+    from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+    from proactive.storage.reads import ReadLookup
     from proactive.storage.tables import safe_key
 
     name = settings.table_name(DELIVERIES_TABLE)
     rows: list[dict[str, Any]] = []
-    async with credentials.table_client(settings, name, tokens) as table:
+    async with credentials.table_client(settings, name, tokens) as table, \
+            credentials.table_client(settings, settings.table_name(REFERENCES_TABLE),
+                                     tokens) as references:
+        reads = ReadLookup(references)  # read / readAt: README "Read, acknowledged, reminded"
         try:
             async for entity in table.query_entities("PartitionKey eq @pk",
                                                      parameters={"pk": safe_key(key)}):
-                rows.append({k: v for k, v in entity.items()
-                             if k not in ("PartitionKey", "RowKey")})
+                row = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+                read = await read_columns(reads, entity)
+                rows.append({**row, **{k: v for k, v in read.items() if v is not None}})
         except ResourceNotFoundError:
             pass
     return rows
@@ -215,6 +221,8 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
     states = [str(row.get("state", "")) for row in rows]
     final = [s for s in states if s in FINAL]
     counts = {"queued": len(rows), "sent": states.count("sent"),
-              "failed": len(final) - states.count("sent")}
+              "failed": len(final) - states.count("sent"),
+              "read": sum(row.get("read") == "read" for row in rows),
+              "acked": sum(bool(row.get("ackedAt")) for row in rows)}
     return {"key": key, "state": "done" if len(final) == len(rows) else "running",
             "counts": counts}
