@@ -12,15 +12,13 @@ Python so that a cold start does not pay for a schema library.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from proactive.delivering.followup import Condition, FollowUp
+from proactive.delivering.followup import Condition, FollowUp, parse_fields
 from proactive.errors import InvalidMessage
 from proactive.receiving.activities import encodable
-
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     from proactive.scheduling.spec import Spec
@@ -110,11 +108,8 @@ class Content:
     topic: str = ""
     notification: Mapping[str, Any] | None = None  # facts, rendered to a card
     service: bool = False
-    # The acknowledgement button's label, "" for none (README "Read,
-    # acknowledged, reminded"; proactive/delivering/ack.py).
+    # README "Read, acknowledged, reminded" (proactive/delivering/followup.py).
     ack: str = ""
-    # A reminder to who hasn't read / acknowledged (proactive/delivering/followup.py),
-    # and, on the reminder itself (app-only), whom it skips.
     follow_up: FollowUp | None = None
     unless: Condition | None = None
 
@@ -133,29 +128,13 @@ class Content:
             out["notification"] = dict(self.notification)
         if self.service:
             out["service"] = True
-        if self.ack:
-            out["ack"] = {"label": self.ack}
-        if self.follow_up is not None:
-            out["followUp"] = self.follow_up.to_json()
-        if self.unless is not None:
-            out["unless"] = self.unless.to_json()
-        return out
+        from proactive.delivering.followup import fields_json
+
+        return {**out, **fields_json(self.ack, self.follow_up, self.unless)}
 
     def card_to_send(self, key: str = "") -> Mapping[str, Any] | None:
-        """The card as sent: the producer's or the notification's, with the
-        opt-out action unless it is the bot's own message, and the
-        acknowledgement button (for `key`) when asked (plain text then
-        becomes a card carrying it)."""
-        from proactive.delivering.ack import text_card, with_ack
-        from proactive.delivering.notification import render, with_opt_out
-
-        card = render(self.notification) if self.notification is not None else self.card
-        if card is None and self.ack:
-            card = text_card(self.text)
-        if card is None or self.service:
-            return card
-        card = with_opt_out(card, self.topic)
-        return with_ack(card, key, self.ack) if self.ack else card
+        from proactive.delivering.ack import card_as_sent  # opt-out and ack buttons added
+        return card_as_sent(self, key)
 
     def activity(self, key: str = "") -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "message"}
@@ -309,34 +288,7 @@ def _content(data: Mapping[str, Any]) -> Content:
         raise InvalidMessage("schema", "'service' must be true when present")
     return Content(text=text, card=card, summary=_text(data, "summary", limit=1000),
                    topic=topic, notification=notification, service="service" in data,
-                   ack=_ack(data), follow_up=_reminder_of(data),
-                   unless=_follow_up(data, "unless", Condition.parse))
-
-
-def _reminder_of(data: Mapping[str, Any]) -> FollowUp | None:
-    follow_up = _follow_up(data, "followUp", FollowUp.parse)
-    if follow_up is not None:
-        try:  # the reminder's content is checked now, not when it is due
-            _content(follow_up.content)
-        except InvalidMessage as exc:
-            raise InvalidMessage(exc.reason, f"followUp: {exc.detail}") from exc
-    return follow_up
-
-
-def _follow_up(data: Mapping[str, Any], name: str, parse: Callable[[Any], T]) -> T | None:
-    try:
-        return parse(data[name]) if name in data else None
-    except ValueError as exc:
-        raise InvalidMessage("schema", str(exc)) from exc
-
-
-def _ack(data: Mapping[str, Any]) -> str:
-    from proactive.delivering.ack import parse_ack
-
-    try:
-        return parse_ack(data.get("ack", False))
-    except ValueError as exc:
-        raise InvalidMessage("schema", str(exc)) from exc
+                   **parse_fields(data, check=_content))
 
 
 def _notification(data: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -137,7 +137,7 @@ async def _plan_follow_up(rt: Runtime, message: OutboxMessage) -> None:
     follow_up = message.content.follow_up
     due = now_utc() + follow_up.after
     due -= timedelta(microseconds=due.microsecond)
-    body = reminder(message.key, message.target, follow_up, iso_instant(due))
+    body = reminder(message.key, message.target.to_json(), follow_up, iso_instant(due))
     await store_send(rt, replace(parse_message(json.dumps(body)), part=message.part))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 ACK_VERB = "proactive.ack"
 DEFAULT_LABEL = "Got it"
@@ -48,6 +48,39 @@ def text_card(text: str) -> dict[str, Any]:
     return {"type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": "1.4", "body": [{"type": "TextBlock", "text": text, "wrap": True}]}
+
+
+class Sendable(Protocol):
+    """What of proactive.contract.Content makes its card (not imported: the
+    contract imports this module)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def card(self) -> Mapping[str, Any] | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def notification(self) -> Mapping[str, Any] | None: ...
+    @property
+    def service(self) -> bool: ...
+    @property
+    def ack(self) -> str: ...
+
+
+def card_as_sent(content: Sendable, key: str) -> Mapping[str, Any] | None:
+    """A Content's card as sent: the producer's or the notification's, with the
+    opt-out action unless it is the bot's own message, and the ack button (for
+    `key`) when asked; plain text with `ack` becomes a card carrying it."""
+    from proactive.delivering.notification import render, with_opt_out
+
+    card = render(content.notification) if content.notification is not None else content.card
+    if card is None and content.ack:
+        card = text_card(content.text)
+    if card is None or content.service:
+        return card
+    card = with_opt_out(card, content.topic)
+    return with_ack(card, key, content.ack) if content.ack else card
 
 
 def _at_least_14(card: dict[str, Any]) -> None:

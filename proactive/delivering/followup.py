@@ -8,7 +8,7 @@ send `<key>:reminder` to the same recipients, due `after` from then: a tick
 reads only what is due, and the reminder is paced, exactly-once, opt-out-aware
 and reportable like any send. Each reminder carries the app-only field
 `unless` ({"key", "what"}; signed by the outbox, proactive/storage/seal.py),
-and the worker checks it per recipient just before sending: the original
+and the worker checks it per recipient just before sending (reminders.py): the original
 delivery row (one point read) and, for `read`, its chat's read-receipt row
 (one point read): O(N) point reads for N recipients, nothing scanned.
 
@@ -23,15 +23,11 @@ not one person's). A read state that can't be compared (`unknown`) is reminded.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from proactive.contract import Target
-    from proactive.runtime import Runtime
+from typing import Any
 
 MIN_AFTER = timedelta(minutes=5)
 MAX_AFTER = timedelta(days=30)
@@ -107,32 +103,50 @@ class FollowUp:
         return cls(after, Unless(value["unless"]), content)
 
 
-def reminder(key: str, target: Target, follow_up: FollowUp, due: str) -> dict[str, Any]:
-    """The outbox message of the reminder (contract JSON), scheduled at `due`."""
-    return {"version": 1, "op": "send", "key": f"{key}{SUFFIX}", "to": target.to_json(),
+def reminder(key: str, to: Mapping[str, Any], follow_up: FollowUp, due: str) -> dict[str, Any]:
+    """The outbox message of the reminder (contract JSON) to the send's
+    recipients `to` (its contract `to`), scheduled at `due`."""
+    return {"version": 1, "op": "send", "key": f"{key}{SUFFIX}", "to": dict(to),
             **follow_up.content, "schedule": {"at": due},
             "unless": Condition(key, follow_up.unless).to_json()}
 
 
-async def skip_reason(rt: Runtime, condition: Condition, recipient: str) -> Skip | None:
-    """Why `recipient` gets no reminder, or None to remind them."""
-    from proactive.storage import tables
-    from proactive.storage.reads import ReadLookup, ReadState
+def parse_fields(data: Mapping[str, Any], *, check: Callable[[Mapping[str, Any]], object]
+                 ) -> dict[str, Any]:
+    """The contract's `ack`, `followUp` and `unless` as Content fields; the
+    reminder's content is checked with `check` now, not when it is due.
+    Raises InvalidMessage."""
+    from proactive.errors import InvalidMessage
 
-    found = await tables.read(rt.deliveries.table, tables.safe_key(condition.key),
-                              tables.safe_key(recipient))
-    if found is None or found[0].get("state") != "sent":
-        return Skip.NOT_DELIVERED
-    row = found[0]
-    if row.get("ackedAt"):
-        return Skip.ACKED
-    if not recipient.startswith(("user:", "conv:")):
-        return Skip.NOT_TRACKABLE  # channels and threads
-    if condition.what is Unless.ACKED and not row.get("ackLabel"):
-        return Skip.NOT_TRACKABLE  # sent without the button: nothing to wait for
-    state, _, _ = await ReadLookup(rt.references.table).of(row)
-    if state is ReadState.NOT_AVAILABLE:
-        return Skip.NOT_TRACKABLE  # a group chat: no receipts, no one person's press
-    if condition.what is Unless.READ and state is ReadState.READ:
-        return Skip.READ
-    return None
+    try:
+        return _fields(data, check)
+    except InvalidMessage:
+        raise
+    except ValueError as exc:
+        raise InvalidMessage("schema", str(exc)) from exc
+
+
+def _fields(data: Mapping[str, Any], check: Callable[[Mapping[str, Any]], object]
+            ) -> dict[str, Any]:
+    from proactive.delivering.ack import parse_ack
+    from proactive.errors import InvalidMessage
+
+    follow_up = FollowUp.parse(data["followUp"]) if "followUp" in data else None
+    if follow_up is not None:
+        try:
+            check(follow_up.content)
+        except InvalidMessage as exc:
+            raise InvalidMessage(exc.reason, f"followUp: {exc.detail}") from exc
+    unless = Condition.parse(data["unless"]) if "unless" in data else None
+    return {"ack": parse_ack(data.get("ack", False)), "follow_up": follow_up, "unless": unless}
+
+
+def fields_json(ack: str, follow_up: FollowUp | None, unless: Condition | None
+                ) -> dict[str, Any]:
+    """The contract JSON of those fields (what parse_fields reads back)."""
+    out: dict[str, Any] = {"ack": {"label": ack}} if ack else {}
+    if follow_up is not None:
+        out["followUp"] = follow_up.to_json()
+    if unless is not None:
+        out["unless"] = unless.to_json()
+    return out

@@ -78,7 +78,7 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
         log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     if content.unless is not None:  # a follow-up: only to who still hasn't
-        from proactive.delivering.followup import skip_reason
+        from proactive.delivering.reminders import skip_reason
 
         try:
             skip = await skip_reason(rt, content.unless, target.recipient)
