@@ -108,3 +108,14 @@ def test_a_reminder_that_could_never_be_sent_is_refused_with_the_send() -> None:
         follow_up = {"after": "PT1H", "unless": "read", **content}
         with pytest.raises(InvalidMessage, match="followUp"):
             parse_message(json.dumps({**base, "followUp": follow_up}))
+
+
+def test_a_producer_cannot_set_whom_a_reminder_skips() -> None:
+    from proactive.contract import refuse_app_only
+
+    unless = {"key": "policy", "what": "read"}
+    body = {"version": 1, "op": "send", "key": "k:reminder", "to": {"user": USERS[0]},
+            "text": "hi", "unless": unless}
+    assert parse_message(json.dumps(body)).needs_seal  # the worker acts on it only if signed
+    with pytest.raises(InvalidMessage):
+        refuse_app_only(body)  # the HTTP API and the CLI refuse it
