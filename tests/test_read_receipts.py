@@ -10,10 +10,13 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import pytest
+
 from proactive.api.sends import page_of_recipients, status
 from proactive.cli.storage import _status as cli_status
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
+from proactive.reporting import reports
 from proactive.reporting.reports import send_report
 from proactive.runtime import Runtime
 from proactive.storage.reads import MAX_MARKS, LastRead, Mark, ReadState, order_of
@@ -71,7 +74,7 @@ def test_teams_message_ids_order_as_numbers_and_others_do_not_compare() -> None:
 
 
 async def test_receipts_mark_exactly_what_they_cover_and_nothing_of_anyone_else(
-        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     url = emulator.url
     for n, aad in enumerate(USERS):
         await runtime.references.record(parse_activity(install(
@@ -125,3 +128,7 @@ async def test_receipts_mark_exactly_what_they_cover_and_nothing_of_anyone_else(
     assert Counter(row.get("read") for row in shown) == {
         "read": 60, "unread": 140, "not-available": 1}
     assert all(row["readAt"] for row in shown if row["read"] == "read")
+    # Past the cap, status stays a quick read and points at the report instead.
+    monkeypatch.setattr(reports, "MAX_ENGAGEMENT_ROWS", 150)
+    view = json.loads((await status(runtime, "r21", base_url="http://x/")).body)
+    assert "read" not in view["counts"] and "report" in view["engagement"]

@@ -215,7 +215,7 @@ def reach_report(rt: Runtime, fmt: str, *, group: str = "") -> AsyncIterator[byt
 # Status counts `read` and `acked` by reading every delivery row of the key
 # (and one reference row per conversation); past this many it leaves them out
 # and says to use the report, so a status poll stays cheap.
-MAX_ENGAGEMENT_ROWS = 10_000
+MAX_ENGAGEMENT_ROWS = 1_000
 
 
 async def engagement(rt: Runtime, key: str) -> dict[str, int] | None:
