@@ -152,3 +152,13 @@ def test_the_cli_asks_for_an_acknowledgement_with_ack() -> None:
     assert built("--ack")["ack"] is True
     assert built("--ack", "Confirm")["ack"] == {"label": "Confirm"}
     assert "ack" not in built()
+
+
+def test_a_notification_with_ack_keeps_its_opt_out_and_gets_the_button_first() -> None:
+    message = parse_message(json.dumps({
+        "version": 1, "op": "send", "key": "n1", "to": {"user": USERS[0]}, "topic": "hr",
+        "ack": True, "notification": {"title": "New policy", "what": "Read it by Friday."}}))
+    assert message.content is not None
+    card = message.content.activity("n1")["attachments"][0]["content"]
+    verbs = [action.get("verb") for action in card["actions"]]
+    assert verbs[0] == ACK_VERB and "proactive.optout" in verbs

@@ -119,3 +119,22 @@ def test_a_producer_cannot_set_whom_a_reminder_skips() -> None:
     assert parse_message(json.dumps(body)).needs_seal  # the worker acts on it only if signed
     with pytest.raises(InvalidMessage):
         refuse_app_only(body)  # the HTTP API and the CLI refuse it
+
+
+async def test_a_group_chat_is_not_reminded_since_its_reading_cannot_be_known(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    group = "19:group-chat@thread.v2"
+    await runtime.references.record(parse_activity(activity(
+        "conversationUpdate", scope="groupChat", conversation=group, service_url=emulator.url,
+        membersAdded=[{"id": "28:11111111-2222-3333-4444-555555555555"}])))
+    await process(runtime, json.dumps({"version": 1, "op": "send", "key": "g", "text": "hi",
+                                       "to": {"conversation": group}, "followUp": REMIND}),
+                  message_id="g")
+    await drain(runtime)
+    assert len(emulator.deliveries) == 1
+    await tick(runtime, now_utc() + timedelta(minutes=6))
+    await drain(runtime)
+    assert len(emulator.deliveries) == 1
+    text = b"".join([c async for c in send_report(runtime, "g:reminder", "csv")]).decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["state"], r["reason"]) for r in rows] == [("skipped", "not-trackable")]
