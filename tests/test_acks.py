@@ -162,3 +162,22 @@ def test_a_notification_with_ack_keeps_its_opt_out_and_gets_the_button_first() -
     card = message.content.activity("n1")["attachments"][0]["content"]
     verbs = [action.get("verb") for action in card["actions"]]
     assert verbs[0] == ACK_VERB and "proactive.optout" in verbs
+
+
+async def test_an_update_can_add_the_button_and_its_press_then_counts(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    await runtime.references.record(parse_activity(install(
+        service_url=emulator.url, aad=USERS[0], conversation="a:1conv0")))
+    base = {"version": 1, "key": "late", "text": "Fire drill at 3"}
+    await process(runtime, json.dumps({**base, "op": "send", "to": {"user": USERS[0]}}),
+                  message_id="s")
+    assert emulator.deliveries[0].text == "Fire drill at 3"
+    await process(runtime, json.dumps({**base, "op": "update", "ack": True}), message_id="u")
+    card = emulator.deliveries[0].attachments[0]["content"]
+    assert ack_buttons(card) and texts(card) == ["Fire drill at 3"]
+    reply = await handle_activity(runtime, {}, click(USERS[0], "a:1conv0", "late",
+                                                     service_url=emulator.url))
+    shown = json.loads(reply.body)["value"]
+    assert texts(shown)[-1].startswith("✅ Acknowledged at ") and not ack_buttons(shown)
+    view = json.loads((await status(runtime, "late", base_url="http://x/")).body)
+    assert view["counts"]["acked"] == 1

@@ -59,7 +59,8 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
         raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
     _wait_for_pending_sends([row for row, _ in rows])
     label = next((str(row["ackLabel"]) for row, _ in rows if row.get("ackLabel")), "")
-    if message.op == "update" and message.content is not None and label:
+    if message.op == "update" and message.content is not None \
+            and (label or message.content.ack):
         # What a recipient who acknowledges from now on sees again: once per update.
         from dataclasses import replace
 
@@ -116,9 +117,10 @@ async def _updated_activity(rt: Runtime, message: OutboxMessage,
     from proactive.delivering.ack import acknowledged, local_time
 
     assert message.content is not None
-    label = str(row.get("ackLabel") or "")
+    label = str(row.get("ackLabel") or "") or message.content.ack
     if not label:
         return message.content.activity(message.key)
+    row["ackLabel"] = label  # an update may ask for the button too (saved with the edit)
     content = replace(message.content, ack=message.content.ack or label)
     activity = content.activity(message.key)
     card = content.card_to_send(message.key)
