@@ -14,6 +14,7 @@ import pytest
 
 from proactive.api.sends import page_of_recipients, status
 from proactive.cli.storage import _status as cli_status
+from proactive.cli.storage import send_state
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting import reports
@@ -128,6 +129,8 @@ async def test_receipts_mark_exactly_what_they_cover_and_nothing_of_anyone_else(
     assert Counter(row.get("read") for row in shown) == {
         "read": 60, "unread": 140, "not-available": 1}
     assert all(row["readAt"] for row in shown if row["read"] == "read")
+    progress = await send_state(runtime.settings, None, "r21")
+    assert progress is not None and progress["counts"]["read"] == 60  # progress shows it too
     # Past the cap, status stays a quick read and points at the report instead.
     monkeypatch.setattr(reports, "MAX_ENGAGEMENT_ROWS", 150)
     view = json.loads((await status(runtime, "r21", base_url="http://x/")).body)

@@ -210,10 +210,16 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
                      key: str) -> dict[str, Any] | None:
     """The progress of a many-user send; for a one-recipient send, the same
     shape made from its delivery record (settled once the record is final)."""
+    from proactive.reporting.reports import MAX_ENGAGEMENT_ROWS
     from proactive.storage.deliveries import FINAL
 
     found = await _progress(settings, tokens, key)
     if found is not None:
+        counts = found.get("counts", {})
+        if int(counts.get("queued", 0)) <= MAX_ENGAGEMENT_ROWS:  # as status does: stays quick
+            rows = await _status(settings, tokens, key)
+            counts["read"] = sum(row.get("read") == "read" for row in rows)
+            counts["acked"] = sum(bool(row.get("ackedAt")) for row in rows)
         return found
     rows = await _status(settings, tokens, key)
     if not rows:
