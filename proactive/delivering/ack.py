@@ -7,7 +7,9 @@ The button is an `Action.Execute` (Universal Actions for Adaptive Cards, card
 `{"statusCode": 200, "type": "application/vnd.microsoft.card.adaptive",
 "value": <card>}`, replaces the card for that user (Microsoft Learn, "Universal
 Actions for Adaptive Cards" -> "Work with Universal Actions": the
-`adaptiveCard/action` invoke request and response formats).
+`adaptiveCard/action` invoke request and response formats; the wire model is
+Bot Framework's `AdaptiveCardInvokeResponse` {statusCode, type, value} in
+Microsoft.Bot.Schema / botframework-schema).
 """
 
 from __future__ import annotations
