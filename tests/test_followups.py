@@ -138,3 +138,26 @@ async def test_a_group_chat_is_not_reminded_since_its_reading_cannot_be_known(
     text = b"".join([c async for c in send_report(runtime, "g:reminder", "csv")]).decode()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [(r["state"], r["reason"]) for r in rows] == [("skipped", "not-trackable")]
+
+
+async def test_a_scheduled_send_plans_its_reminder_when_it_goes_out(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    from proactive.scheduling import list_items
+    from proactive.scheduling.zones import iso_instant
+
+    await runtime.references.record(parse_activity(install(
+        service_url=emulator.url, aad=USERS[0], conversation="a:1conv0")))
+    at = now_utc().replace(microsecond=0) + timedelta(minutes=10)
+    await process(runtime, json.dumps({
+        "version": 1, "op": "send", "key": "later", "to": {"user": USERS[0]},
+        "text": "Policy", "schedule": {"at": iso_instant(at)}, "followUp": REMIND}),
+        message_id="s")
+    assert await list_items(runtime.schedules_table, "later:reminder") == []  # not sent yet
+    await tick(runtime, at + timedelta(seconds=1))
+    await drain(runtime)
+    assert [d.text for d in emulator.deliveries] == ["Policy"]
+    [reminder] = await list_items(runtime.schedules_table, "later:reminder")
+    assert reminder["state"] == "scheduled"
+    await tick(runtime, now_utc() + timedelta(minutes=6))
+    await drain(runtime)
+    assert [d.text for d in emulator.deliveries] == ["Policy", REMIND["text"]]
