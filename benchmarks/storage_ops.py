@@ -13,6 +13,8 @@ worker (benchmarks/_worker.py) against the Connector emulator:
 - cold: one send, to a fresh worker: the storage round trips it makes
   before the delivery (everything before the outcome write that follows
   the claim). Target ≤ 4.
+- engagement (benchmarks/engagement_ops.py): a read receipt covering 50
+  messages (target: one write) and an acknowledgement press.
 
 Rounds are interleaved (sends, broadcast, sends, ...); each prints the
 median and range, the worker's CPU per message, and the run's calibration
@@ -203,6 +205,9 @@ async def run(args: argparse.Namespace) -> None:
                 note("  beside the path: table/queue creation is the local host's provisioning "
                      "(in Azure the deployment creates them); the schedules queries are the "
                      "timer's start-up tick (run_on_startup), concurrent with the first message")
+                from benchmarks import engagement_ops
+
+                engagement_ops.report(await engagement_ops.measure(azurite, log, emulator.url))
                 note(machine_line())
         finally:
             azurite.stop()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from proactive.delivering.followup import Condition, FollowUp, parse_fields
 from proactive.errors import InvalidMessage
 from proactive.receiving.activities import encodable
 
@@ -33,12 +34,12 @@ ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
         "topic", "notification", "service", "traceparent", "signature",
-        "onUnknown"}
+        "onUnknown", "ack", "followUp", "unless"}
 # Fields only the app sets, on what it enqueues for itself (retries, parts, the
 # next page of an audience, its own messages): a queue message carrying one is
 # acted on only with the app's `signature` (proactive/storage/seal.py); the
 # HTTP API and the CLI refuse them (`refuse_app_only`).
-APP_ONLY = ("attempt", "part", "service")
+APP_ONLY = ("attempt", "part", "service", "unless")
 SIGNATURE = "signature"
 # What a send does with a recipient whose earlier attempt's outcome is unknown
 # (a worker died mid-call, an answer was lost): README "Exactly once, as far
@@ -116,6 +117,10 @@ class Content:
     notification: Mapping[str, Any] | None = None  # facts, rendered to a card
     service: bool = False
     on_unknown: str = "resend"  # ON_UNKNOWN: kept with the content, so schedules keep it
+    # README "Read, acknowledged, reminded" (proactive/delivering/followup.py).
+    ack: str = ""
+    follow_up: FollowUp | None = None
+    unless: Condition | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The contract's content fields (what `parse_message` reads)."""
@@ -134,24 +139,20 @@ class Content:
             out["service"] = True
         if self.on_unknown != "resend":
             out["onUnknown"] = self.on_unknown
-        return out
+        from proactive.delivering.followup import fields_json
 
-    def card_to_send(self) -> Mapping[str, Any] | None:
-        """The card as sent: the producer's or the notification's, with the
-        opt-out action unless it is the bot's own message."""
-        from proactive.delivering.notification import render, with_opt_out
+        return {**out, **fields_json(self.ack, self.follow_up, self.unless)}
 
-        card = render(self.notification) if self.notification is not None else self.card
-        if card is None or self.service:
-            return card
-        return with_opt_out(card, self.topic)
+    def card_to_send(self, key: str = "") -> Mapping[str, Any] | None:
+        from proactive.delivering.ack import card_as_sent  # opt-out and ack buttons added
+        return card_as_sent(self, key)
 
-    def activity(self) -> dict[str, Any]:
+    def activity(self, key: str = "") -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "message"}
-        if self.text:
+        if self.text and not (self.ack and self.card is None and self.notification is None):
             activity["text"] = self.text
             activity["textFormat"] = "markdown"
-        card = self.card_to_send()
+        card = self.card_to_send(key)
         if card is not None:
             activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": card}]
         if self.summary:
@@ -307,7 +308,7 @@ def _content(data: Mapping[str, Any]) -> Content:
         raise InvalidMessage("schema", f"'onUnknown' must be one of {', '.join(ON_UNKNOWN)}")
     return Content(text=text, card=card, summary=_text(data, "summary", limit=1000),
                    topic=topic, notification=notification, service="service" in data,
-                   on_unknown=on_unknown)
+                   on_unknown=on_unknown, **parse_fields(data, check=_content))
 
 
 def _notification(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -361,7 +362,7 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
         raise InvalidMessage("schema", "'key' is required")
     if op in ("delete", "cancel"):
         for name in ("to", "text", "card", "summary", "schedule", "topic", "notification",
-                     "onUnknown"):
+                     "onUnknown", "ack", "followUp", "unless"):
             if name in data:
                 raise InvalidMessage("schema", f"'{name}' is not allowed with op '{op}'")
         return OutboxMessage(op=op, key=key, attempt=attempt)
@@ -379,7 +380,7 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
         return OutboxMessage(op=op, key=key, schedule=schedule,  # a new time only
                              attempt=attempt)
     content = _content(data)
-    size = activity_size(content.activity())
+    size = activity_size(content.activity(key))
     if size > max_activity_bytes:
         raise InvalidMessage("too-large", f"the activity is {size} bytes as UTF-16; "
                                           f"Teams accepts at most {max_activity_bytes}")

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from proactive import telemetry
 from proactive.contract import OutboxMessage, parse_message
 from proactive.delivering import broadcast
 from proactive.delivering.edit import edit
+from proactive.delivering.followup import SUFFIX
 from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.requeue import refuse, retry_later
 from proactive.delivering.send import send_one
@@ -90,6 +92,12 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
         from proactive.scheduling import store_send
 
         return Outcome(Action.DONE, await store_send(rt, message))  # ScheduleError: poison
+    if message.op == "send" and message.content is not None and message.content.ack:
+        await _keep_ack_card(rt, message)
+    if message.op == "send" and message.content is not None \
+            and message.content.follow_up is not None and target is not None \
+            and (not target.is_broadcast or message.part):
+        await _plan_follow_up(rt, message)
     if message.op == "install":  # split and paced as a send; each user installed, not sent to
         from proactive.delivering.preinstall import check_enabled
 
@@ -103,10 +111,43 @@ async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str
     return await edit(rt, message)
 
 
+async def _keep_ack_card(rt: Runtime, message: OutboxMessage) -> None:
+    """The card a recipient sees again once they acknowledge (one write per
+    message asking for it; sends without `ack` write nothing)."""
+    from proactive.storage.acks import AckStore
+
+    assert message.content is not None
+    card = message.content.card_to_send(message.key)
+    if card is not None:
+        await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
+
+
+async def _plan_follow_up(rt: Runtime, message: OutboxMessage) -> None:
+    """Store the reminder of this send (or this part's users) with the
+    scheduler, due `after` from now; idempotent per (reminder key, recipient)."""
+    from datetime import timedelta
+
+    from proactive.delivering.followup import reminder
+    from proactive.scheduling import store_send
+    from proactive.scheduling.zones import iso_instant
+    from proactive.storage.tables import now_utc
+
+    assert message.content is not None and message.content.follow_up is not None
+    assert message.target is not None
+    follow_up = message.content.follow_up
+    due = now_utc() + follow_up.after
+    due -= timedelta(microseconds=due.microsecond)
+    body = reminder(message.key, message.target.to_json(), follow_up, iso_instant(due))
+    await store_send(rt, replace(parse_message(json.dumps(body)), part=message.part))
+
+
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:
     from proactive.scheduling import manage
 
     scheduled = await manage(rt, message)
+    if not message.key.endswith(SUFFIX):  # its pending follow-up goes with it
+        reminder = await manage(rt, replace(message, key=message.key + SUFFIX))
+        scheduled = scheduled if scheduled.changed else reminder
     if await rt.campaigns.cancel(message.key) or scheduled.changed:
         log.info("send %s cancelled", message.key)
         return Outcome(Action.DONE, "cancelled")

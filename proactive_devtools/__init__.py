@@ -12,7 +12,7 @@ proactive_devtools host|emulator|dev|package` is the same.
 
 from __future__ import annotations
 
-TOOLS = ("host", "emulator", "dev", "package")
+TOOLS = ("host", "emulator", "dev", "package", "user")
 
 
 def run_tool(name: str, argv: list[str]) -> int:
@@ -32,4 +32,8 @@ def run_tool(name: str, argv: list[str]) -> int:
         from .app_package import main as package_main
 
         return package_main(argv)
+    if name == "user":  # play the Teams user: a read receipt, an ack press
+        from .user import main as user_main
+
+        return user_main(argv)
     raise ValueError(f"unknown tool {name!r}; one of {', '.join(TOOLS)}")

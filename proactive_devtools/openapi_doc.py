@@ -18,7 +18,7 @@ from typing import Any
 from proactive.api.notifications import MAX_BATCH
 from proactive.api.paging import MAX_PAGE
 from proactive.contract import MAX_KEY
-from proactive.reporting.reports import SEND_COLUMNS
+from proactive.reporting.reports import REPORT_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT / "proactive" / "schemas" / "outbox-message.v1.json"
@@ -30,7 +30,8 @@ def _ref(name: str) -> dict[str, str]:
 
 
 # The report columns that are not strings (the rest are).
-COLUMN_TYPES = {"attempts": "integer", "unknownAttempt": "integer", "ambiguous": "boolean"}
+COLUMN_TYPES = {"attempts": "integer", "unknownAttempt": "integer", "ambiguous": "boolean",
+                "readAtApprox": "boolean"}
 
 
 def _rewrite(node: Any) -> Any:
@@ -109,7 +110,12 @@ def build() -> dict[str, Any]:
                                    "outcome is unknown, not sent again (onUnknown skip); "
                                    "ambiguous: recipients one of whose attempts had an "
                                    "unknown outcome (a worker died mid-call, a lost "
-                                   "answer): sent again, they may have two copies"},
+                                   "answer): sent again, they may have two copies; with "
+                                   "`read`, `unread`, `not-available`, `read_unknown` and "
+                                   "`acked` of the sent deliveries (README \"Read, "
+                                   "acknowledged, reminded\")"},
+                "engagement": {"type": "string", "description": "Why read/acked are "
+                                                                "not counted here"},
                 "scheduled": {"type": "integer"},
                 "createdAt": {"type": "string"}, "cancelledAt": {"type": "string"},
                 "reason": {"type": "string"},
@@ -142,7 +148,7 @@ def build() -> dict[str, Any]:
                     "description": "The send report's columns (README \"Reports\"), those "
                                    "with a value",
                     "properties": {name: {"type": COLUMN_TYPES.get(name, "string")}
-                                   for name in SEND_COLUMNS}}}}},
+                                   for name in REPORT_COLUMNS}}}}},
     })
     paths = {
         "/api/notifications": {"post": _op(

@@ -201,7 +201,7 @@ async def test_status_of_unknown_key_is_404_and_of_a_delivered_key_its_counts(
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["key"] == "st-1" and body["state"] == "done"
-    assert body["counts"] == {"failed": 1, "failed_unknown_user": 1}
+    assert body["counts"] == {"failed": 1, "failed_unknown_user": 1, "read": 0, "acked": 0}
     assert body["links"]["recipients"].endswith("/sends/st-1/recipients")
 
 
@@ -269,7 +269,7 @@ async def test_report_pages_as_json_and_csv(client: httpx.AsyncClient, rt: Runti
 
 async def test_one_report_everywhere_and_status_counts_skips_by_reason(
         client: httpx.AsyncClient, rt: Runtime) -> None:
-    from proactive.reporting.reports import SEND_COLUMNS, send_report
+    from proactive.reporting.reports import REPORT_COLUMNS, send_report
     from proactive.runtime import DELIVERIES_TABLE
 
     key, at = "one-1", "2026-12-01T10:00:00Z"
@@ -287,14 +287,17 @@ async def test_one_report_everywhere_and_status_counts_skips_by_reason(
                                    **fields})
 
     status = (await client.get(f"sends/{key}")).json()
+    # The sent row has no activity id here: its read state is unknown (not `unknown`,
+    # the delivery state of a skipped unknown outcome).
     assert status["counts"] == {"sent": 1, "skipped": 1, "failed": 1,
-                                "skipped_opted_out": 1, "failed_unknown_user": 1}
+                                "skipped_opted_out": 1, "failed_unknown_user": 1,
+                                "read": 0, "read_unknown": 1, "acked": 0}
 
     # The API's pages are the report the CLI streams: the same columns, the same values.
     streamed_csv = b"".join([chunk async for chunk in send_report(rt, key, "csv")]).decode()
     csv_page = await client.get(f"sends/{key}/report", params={"format": "csv"})
     assert csv_page.text == streamed_csv
-    assert csv_page.text.splitlines()[0] == ",".join(SEND_COLUMNS)
+    assert csv_page.text.splitlines()[0] == ",".join(REPORT_COLUMNS)
     lines = b"".join([chunk async for chunk in send_report(rt, key, "json")]).splitlines()
     streamed = [{k: v for k, v in json.loads(line).items() if v not in (None, "")}
                 for line in lines]

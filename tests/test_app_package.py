@@ -86,6 +86,9 @@ def test_package_from_azd_outputs_is_valid_for_the_official_validator(tmp_path: 
     assert sorted(names) == ["color.png", "manifest.json", "outline.png"]  # flat, nothing else
     assert manifest["bots"][0]["botId"] == BOT_ID
     assert manifest["bots"][0]["scopes"] == ["personal", "team", "groupChat"]
+    # Teams sends read receipts only to an app that asks for this RSC permission.
+    assert {"name": "ChatMessageReadReceipt.Read.Chat", "type": "Application"} in \
+        manifest["authorization"]["permissions"]["resourceSpecific"]
     assert [c["title"] for c in manifest["bots"][0]["commandLists"][0]["commands"]] == \
         ["help", "stop", "start"]
     assert manifest["validDomains"] == [HOST]

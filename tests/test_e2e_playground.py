@@ -363,3 +363,30 @@ async def test_the_cards_opt_out_button_stops_its_topic_and_updates_the_card(
     other = f"{key}-other-topic"
     await stack.cli("send", "--key", other, "--to", stack.user, "--text", f"Other ({other})")
     await stack.delivered(other, f"Other ({other})")
+
+
+async def test_the_ack_button_pressed_in_the_playground_is_recorded_once(
+        stack: Stack, installed: Reference) -> None:
+    # The Playground implements Action.Execute (its adaptiveCard/action invoke);
+    # it sends no read receipts (README "Read, acknowledged, reminded").
+    user_id = stack.config["currentUser"]["id"]
+    key = f"e2e-ack-{uuid.uuid4().hex[:8]}"
+    await stack.cli("send", "--key", key, "--to", stack.user, "--text", f"Drill ({key})",
+                    "--ack")
+    entry = await stack.log.wait_for(lambda e: _card_text(e) == f"Drill ({key})")
+    card = pg.body(entry)["attachments"][0]["content"]
+    button = card["actions"][0]
+    assert (button["type"], button["title"]) == ("Action.Execute", "Got it")
+    message_id = entry["response"]["body"]["id"]
+    press = {"type": "Action.Execute", "verb": button["verb"], "data": button["data"]}
+    answers = [await stack.playground.card_action(stack.chat, user_id, message_id, press)
+               for _ in range(2)]
+    for answer in answers:
+        assert answer["type"] == "application/vnd.microsoft.card.adaptive"
+        texts = [block.get("text") for block in answer["value"]["body"]]
+        assert texts[0] == f"Drill ({key})" and texts[-1].startswith("✅ Acknowledged at ")
+        actions = answer["value"].get("actions", [])
+        assert not [a for a in actions if a.get("verb") == button["verb"]]
+    assert answers[0]["value"] == answers[1]["value"]  # the second press changes nothing
+    row = await stack.delivery(key)
+    assert row is not None and row.get("ackedAt")

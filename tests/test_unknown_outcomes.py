@@ -127,7 +127,8 @@ async def test_a_lost_answer_marks_the_retry_ambiguous(
     assert emulator.counters["delivered"] == 2
     # A single send's status counts it too.
     reply = await status(impatient, "k", base_url="/api/sends/k/")
-    assert json.loads(reply.body)["counts"] == {"sent": 1, "ambiguous": 1}
+    assert json.loads(reply.body)["counts"] == {"sent": 1, "ambiguous": 1, "read": 0,
+                                                "unread": 1, "acked": 0}
 
 
 async def test_a_lost_answer_with_on_unknown_skip_is_recorded_unknown_not_retried(

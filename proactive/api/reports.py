@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from proactive.api.problems import Problem, Reply
 from proactive.api.sends import page_of_recipients
-from proactive.reporting.reports import SEND_COLUMNS
+from proactive.reporting.reports import REPORT_COLUMNS
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -52,7 +52,7 @@ async def report(rt: Runtime, key: str, *, fmt: str, limit: str | None,
         body = {"key": key, "items": items, **({"continuation": token} if token else {})}
         return Reply.json(200, body, **headers)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(SEND_COLUMNS), lineterminator="\r\n")
+    writer = csv.DictWriter(out, fieldnames=list(REPORT_COLUMNS), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(items)
     return Reply(200, out.getvalue().encode(), "text/csv", headers)

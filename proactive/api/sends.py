@@ -78,6 +78,13 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
                                           "accepted a moment ago appears once a worker has "
                                           "picked it up)")
     view["counts"] = {k: int(v) for k, v in view["counts"].items()}
+    from proactive.reporting.reports import engagement
+
+    seen = await engagement(rt, key)
+    if seen is None:
+        view["engagement"] = "too many recipients to count here: see the report"
+    else:  # read, unread, not-available, unknown, acked (README "Read, acknowledged...")
+        view["counts"].update(seen)
     view["links"] = {name: f"{base_url}{name}" for name in ("recipients", "report")}
     return Reply.json(200, {k: v for k, v in view.items() if v is not None})
 
@@ -101,10 +108,18 @@ async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
                                  select=list(set(SEND_COLUMNS.values()))).by_page(
         continuation_token=token)  # type: ignore[arg-type]  # the SDK's token is a dict
     items: list[dict[str, Any]] = []
+    from proactive.reporting.reports import read_columns
+    from proactive.runtime import REFERENCES_TABLE
+    from proactive.storage.reads import ReadLookup
+
+    reads = ReadLookup(rt.sdk_table(REFERENCES_TABLE))
     try:
         async for page in pages:
-            items = [{name: row[field] for name, field in SEND_COLUMNS.items()
-                      if row.get(field) not in (None, "")} async for row in page]
+            async for row in page:
+                item = {name: row[field] for name, field in SEND_COLUMNS.items()
+                        if row.get(field) not in (None, "")}
+                read = await read_columns(reads, row)
+                items.append({**item, **{k: v for k, v in read.items() if v is not None}})
             break
     except ResourceNotFoundError:
         pass

@@ -130,6 +130,8 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
             message["topic"] = args.topic
         if args.summary:
             message["summary"] = args.summary
+        if getattr(args, "ack", None) is not None:  # --ack, or --ack LABEL
+            message["ack"] = {"label": args.ack} if args.ack else True
         schedule = _schedule(args)
         if schedule:
             message["schedule"] = schedule
@@ -209,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--topic", help="what the message is about (a-z 0-9 . _ -): a "
                                              "user who opted out of it gets nothing")
             cmd.add_argument("--summary", help="the line Teams shows in the notification")
+            cmd.add_argument("--ack", nargs="?", const="", default=None, metavar="LABEL",
+                             help="ask each recipient to acknowledge (a button, default "
+                                  "label 'Got it')")
             when = cmd.add_argument_group(
                 "schedule (README 'Scheduling'; on update: a new time for a scheduled key)")
             when.add_argument("--at", help="once, at an instant: 2026-12-01T09:00:00Z")

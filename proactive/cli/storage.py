@@ -50,17 +50,23 @@ async def _status(settings: Settings, tokens: StorageTokens | None,
                   key: str) -> list[dict[str, Any]]:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from proactive.runtime import DELIVERIES_TABLE
+    from proactive.reporting.reports import read_columns
+    from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+    from proactive.storage.reads import ReadLookup
     from proactive.storage.tables import safe_key
 
     name = settings.table_name(DELIVERIES_TABLE)
     rows: list[dict[str, Any]] = []
-    async with credentials.table_client(settings, name, tokens) as table:
+    async with credentials.table_client(settings, name, tokens) as table, \
+            credentials.table_client(settings, settings.table_name(REFERENCES_TABLE),
+                                     tokens) as references:
+        reads = ReadLookup(references)  # read / readAt: README "Read, acknowledged, reminded"
         try:
             async for entity in table.query_entities("PartitionKey eq @pk",
                                                      parameters={"pk": safe_key(key)}):
-                rows.append({k: v for k, v in entity.items()
-                             if k not in ("PartitionKey", "RowKey")})
+                row = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+                read = await read_columns(reads, entity)
+                rows.append({**row, **{k: v for k, v in read.items() if v is not None}})
         except ResourceNotFoundError:
             pass
     return rows
@@ -206,11 +212,17 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
     shape made from its delivery record (settled once the record is final)."""
     from collections import Counter
 
+    from proactive.reporting.reports import MAX_ENGAGEMENT_ROWS
     from proactive.storage.deliveries import FINAL
     from proactive.storage.progress import reason_count
 
     found = await _progress(settings, tokens, key)
     if found is not None:
+        counts = found.get("counts", {})
+        if int(counts.get("queued", 0)) <= MAX_ENGAGEMENT_ROWS:  # as status does: stays quick
+            rows = await _status(settings, tokens, key)
+            counts["read"] = sum(row.get("read") == "read" for row in rows)
+            counts["acked"] = sum(bool(row.get("ackedAt")) for row in rows)
         return found
     rows = await _status(settings, tokens, key)
     if not rows:
@@ -219,7 +231,9 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
     final = [s for s in states if s in FINAL]
     counts = {"queued": len(rows), "sent": states.count("sent"),
               "skipped": states.count("skipped"),
-              "failed": len(final) - states.count("sent") - states.count("skipped")}
+              "failed": len(final) - states.count("sent") - states.count("skipped"),
+              "read": sum(row.get("read") == "read" for row in rows),
+              "acked": sum(bool(row.get("ackedAt")) for row in rows)}
     by_reason = sum((reason_count(row.get("state"), row.get("reason")) for row in rows),
                     Counter())  # as a many-user send's counters have them
     counts.update(by_reason)

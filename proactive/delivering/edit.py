@@ -60,6 +60,18 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
         # The send may still be on its way (queue order is not guaranteed).
         raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
     _wait_for_pending_sends([row for row, _ in rows])
+    label = next((str(row["ackLabel"]) for row, _ in rows if row.get("ackLabel")), "")
+    if message.op == "update" and message.content is not None \
+            and (label or message.content.ack):
+        # What a recipient who acknowledges from now on sees again: once per update.
+        from dataclasses import replace
+
+        from proactive.storage.acks import AckStore
+
+        card = replace(message.content, ack=message.content.ack or label).card_to_send(
+            message.key)
+        if card is not None:
+            await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
     retry: DeliveryFailed | RetryLater | None = None
     unsent: list[str] = []
     for row, etag in rows:
@@ -96,6 +108,34 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     return Outcome(Action.DONE, message.op)
 
 
+async def _updated_activity(rt: Runtime, message: OutboxMessage,
+                            row: dict[str, Any]) -> dict[str, Any]:
+    """The new content as this recipient sees it: a card sent with the
+    acknowledgement button keeps it, or, once acknowledged, shows when instead
+    (README "Read, acknowledged, reminded")."""
+    from dataclasses import replace
+
+    from proactive.contract import ADAPTIVE_CARD
+    from proactive.delivering.ack import acknowledged, local_time
+
+    assert message.content is not None
+    label = str(row.get("ackLabel") or "") or message.content.ack
+    if not label:
+        return message.content.activity(message.key)
+    row["ackLabel"] = label  # an update may ask for the button too (saved with the edit)
+    content = replace(message.content, ack=message.content.ack or label)
+    activity = content.activity(message.key)
+    card = content.card_to_send(message.key)
+    assert card is not None
+    if row.get("ackedAt"):
+        ref = await rt.references.conversation(str(row["conversationId"]),
+                                               str(row.get("tenantId") or "") or None)
+        at = datetime.fromisoformat(str(row["ackedAt"]).replace("Z", "+00:00"))
+        shown = acknowledged(card, local_time(at, ref.timezone if ref else ""))
+        activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": shown}]
+    return activity
+
+
 def _wait_for_pending_sends(rows: list[dict[str, Any]]) -> None:
     """Raise RetryLater until the key's sends are no longer on their way: until
     the next retry a waiting send has recorded, or shortly while one is being
@@ -130,22 +170,23 @@ def _due(row: dict[str, Any]) -> datetime | None:
 async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) -> None:
     """Edit every copy the row knows Teams accepted: its own, and those a
     late answer added after an attempt with an unknown outcome (`otherCopies`)."""
+    # One activity for every copy: the row's own ack state (button or acknowledged).
+    activity = await _updated_activity(rt, message, row) if message.op != "delete" else None
     for n, copy in enumerate(copies(row)):
-        service_url = await _edit_copy(rt, message, row.get("tenantId", ""), copy)
+        service_url = await _edit_copy(rt, message, row.get("tenantId", ""), copy, activity)
         if n == 0:
             row["serviceUrl"] = service_url  # the fallback host, when Teams asked for it
 
 
 async def _edit_copy(rt: Runtime, message: OutboxMessage, tenant: str,
-                     copy: dict[str, str]) -> str:
+                     copy: dict[str, str], activity: dict[str, Any] | None) -> str:
     conversation_id, activity_id = copy["conversationId"], copy["activityId"]
     if message.op == "delete":
         _, service_url = await call(
             rt, tenant, conversation_id, copy["serviceUrl"],
             lambda url: rt.connector.delete(url, conversation_id, activity_id))
     else:
-        assert message.content is not None
-        activity = message.content.activity()
+        assert activity is not None
         _, service_url = await call(
             rt, tenant, conversation_id, copy["serviceUrl"],
             lambda url: rt.connector.update(url, conversation_id, activity_id, activity))

@@ -99,8 +99,22 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
         log.warning("delivery %s -> %s: attempt %s had an unknown outcome (%s); sending "
                     "again (onUnknown resend)", key, target.recipient,
                     claim.entity["unknownAttempt"], claim.entity.get("unknownCause"))
+    if content.unless is not None:  # a follow-up: only to who still hasn't
+        from proactive.delivering.reminders import skip_reason
+
+        try:
+            skip = await skip_reason(rt, content.unless, target.recipient)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return await _put_back(rt, claim, StorageUnavailable(
+                detail=f"the follow-up's condition could not be read: {type(exc).__name__}"))
+        if skip is not None:
+            await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=str(skip),
+                                       attempts=claim.attempts - 1)
+            return Outcome(Action.DONE, str(skip))
     try:
-        fields = await _deliver(rt, target, content)
+        fields = await _deliver(rt, target, content, key)
     except _OptedOut as skip:  # not an attempt: nothing was sent
         await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
                                    optedOut=skip.topic, attempts=claim.attempts - 1)
@@ -282,9 +296,10 @@ def _same_host(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-async def _deliver(rt: Runtime, target: Target, content: Content) -> dict[str, Any]:
+async def _deliver(rt: Runtime, target: Target, content: Content,
+                   key: str = "") -> dict[str, Any]:
     ref = await _reference(rt, target)
-    activity = content.activity()
+    activity = content.activity(key)
     ready = None
     # A send into someone's 1:1 chat is a send to that person, whatever
     # address it used: by user, or by the chat's conversation id.
@@ -332,8 +347,11 @@ async def _deliver(rt: Runtime, target: Target, content: Content) -> dict[str, A
                 raise
             log.warning("the fallback serviceUrl of tenant %s is not stored: %s",
                         ref.tenant_id, type(exc).__name__)
-    return {"conversationId": conversation_id, "activityId": activity_id,
-            "serviceUrl": service_url, "tenantId": ref.tenant_id}
+    fields = {"conversationId": conversation_id, "activityId": activity_id,
+              "serviceUrl": service_url, "tenantId": ref.tenant_id}
+    if content.ack:  # written with the outcome: no storage operation of its own
+        fields["ackLabel"] = content.ack
+    return fields
 
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,

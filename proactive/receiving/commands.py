@@ -128,6 +128,12 @@ async def answer_card_action(rt: Runtime, activity: Activity) -> dict[str, Any]:
     """The invoke response body for an `adaptiveCard/action`: the opt-out,
     confirmed by the card that replaces the notification."""
     verb, data = _action(activity.raw)
+    from proactive.delivering.ack import ACK_VERB
+
+    if verb == ACK_VERB:  # README "Read, acknowledged, reminded"
+        from proactive.receiving.acks import answer_ack
+
+        return await answer_ack(rt, activity, data)
     topic = data.get("topic") if isinstance(data, Mapping) else None
     if verb != OPT_OUT_VERB or not isinstance(topic, str) \
             or not (topic == ALL or valid_topic(topic)) or not activity.from_aad_id:

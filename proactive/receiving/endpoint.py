@@ -74,6 +74,13 @@ async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) 
         # Answered in the response (the card that replaces the notification);
         # an opt-out is idempotent, so a redelivery just answers again.
         return await _card_action(rt, activity)
+    from proactive.receiving.receipts import is_read_receipt, record_receipt
+
+    if is_read_receipt(activity):
+        # Teams doesn't read the answer; a receipt that names someone else's
+        # chat is refused by writing nothing, still 200 (no oracle).
+        await record_receipt(rt, activity)
+        return Reply(200, "")
     if not await _first_delivery(rt, activity):
         log.info("activity %s already processed (redelivery)", activity.id)
         return Reply(200, "")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from proactive.runtime import Runtime as AppRuntime
     from proactive.storage.preferences import PreferenceStore
+    from proactive.storage.reads import ReadLookup
 
 T = TypeVar("T")
 
@@ -50,7 +51,16 @@ SEND_COLUMNS = {
     "ambiguous": "ambiguous", "unknownAttempt": "unknownAttempt",
     "unknownAttemptAt": "unknownAttemptAt", "unknownCause": "unknownCause",
     "otherCopies": "otherCopies",
+    "ackedAt": "ackedAt",
 }
+# Worked out per row from the conversation's read receipts (proactive/storage/
+# reads.py), not stored on it: `read` is read / unread / not-available (group
+# chats, channels) / unknown; `readAt` when, `readAtApprox` when it is an upper bound.
+READ_COLUMNS = ("read", "readAt", "readAtApprox")
+# The report's columns, in the CLI's stream and the API's pages alike.
+REPORT_COLUMNS = (*SEND_COLUMNS, *READ_COLUMNS)
+# The count of sent deliveries whose read state is unknown (ids that don't compare).
+READ_UNKNOWN = "read_unknown"
 REACH_COLUMNS = ("user", "tenantId", "status", "topic", "at", "via")
 UNREACHABLE = ("blocked", "uninstalled", "disabled")
 
@@ -83,19 +93,31 @@ async def _encode(rows: AsyncIterator[Mapping[str, Any]], columns: Iterable[str]
 
 
 async def _deliveries(rt: Runtime, key: str) -> AsyncIterator[dict[str, Any]]:
-    from proactive.runtime import DELIVERIES_TABLE
 
+    from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+    from proactive.storage.reads import ReadLookup
+
+    reads = ReadLookup(rt.sdk_table(REFERENCES_TABLE))
     table = rt.sdk_table(DELIVERIES_TABLE)
     pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)},
                                  select=list(set(SEND_COLUMNS.values())), results_per_page=PAGE)
     async for entity in pages:
-        yield {name: entity.get(field) for name, field in SEND_COLUMNS.items()}
+        row = {name: entity.get(field) for name, field in SEND_COLUMNS.items()}
+        yield {**row, **await read_columns(reads, entity)}
+
+
+async def read_columns(reads: ReadLookup, entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery row's READ_COLUMNS (a row never sent: no read state)."""
+    if entity.get("state") not in ("sent", "deleted") or not entity.get("activityId"):
+        return {"read": None, "readAt": None, "readAtApprox": None}
+    state, at, approximate = await reads.of(dict(entity))
+    return {"read": str(state), "readAt": at or None, "readAtApprox": approximate or None}
 
 
 def send_report(rt: Runtime, key: str, fmt: str) -> AsyncIterator[bytes]:
     """Every recipient's result under `key`, streamed. Raises ReportError
     for an unknown format (when iterated)."""
-    return _encode(_deliveries(rt, key), SEND_COLUMNS, fmt)
+    return _encode(_deliveries(rt, key), REPORT_COLUMNS, fmt)
 
 
 async def _unreachable(rt: Runtime) -> AsyncIterator[dict[str, Any]]:
@@ -235,3 +257,41 @@ def reach_report(rt: Runtime, fmt: str, *, group: str = "") -> AsyncIterator[byt
     """Who can't be reached and why, each with when: blocked, uninstalled or
     disabled (from the references), opted out (and of what), streamed."""
     return _encode(reach_rows(rt, group), REACH_COLUMNS, fmt)
+
+
+# Status counts `read` and `acked` by reading every delivery row of the key
+# (and one reference row per conversation); past this many it leaves them out
+# and says to use the report, so a status poll stays cheap.
+MAX_ENGAGEMENT_ROWS = 1_000
+
+
+async def engagement(rt: Runtime, key: str) -> dict[str, int] | None:
+    """Counts of the key's sent deliveries by read state (`read`, `unread`,
+    `not-available`, READ_UNKNOWN), and `acked`; None
+    when the key has more than MAX_ENGAGEMENT_ROWS deliveries."""
+    from collections import Counter
+
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
+    from proactive.storage.reads import ReadLookup, ReadState
+
+    reads = ReadLookup(rt.sdk_table(REFERENCES_TABLE))
+    counts: Counter[str] = Counter({str(ReadState.READ): 0, "acked": 0})
+    seen = 0
+    pages = rt.sdk_table(DELIVERIES_TABLE).query_entities(
+        "PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)}, results_per_page=PAGE,
+        select=["state", "activityId", "conversationId", "tenantId", "ackedAt"])
+    try:
+        async for entity in pages:
+            seen += 1
+            if seen > MAX_ENGAGEMENT_ROWS:
+                return None
+            state = (await read_columns(reads, entity))["read"]
+            if state is not None:  # `unknown` alone is a delivery state (onUnknown skip)
+                counts[READ_UNKNOWN if state == ReadState.UNKNOWN else state] += 1
+            if entity.get("ackedAt"):
+                counts["acked"] += 1
+    except ResourceNotFoundError:
+        pass
+    return {name: counts[name] for name in sorted(counts)}
