@@ -12,17 +12,27 @@ handed out from one clock in one row.
 
 Teams counts requests in a sliding second, by when they arrive, so a send
 that leaves late bunches with the sends after it. Slots are therefore handed
-out a little under the rate (HEADROOM, in whole requests/s: 48/s of Teams'
-50/s, so 50 slots span 1.04 s), and a send whose slot has passed by more
-than LATE (its task woke late: a busy event loop) gives that slot up and
-takes the next: a send arrives at most about LATE after its slot, inside
-the headroom.
+out so that `rate` of them span 1 + SPREAD seconds (48.1/s of Teams' 50/s,
+9.6/s of a 10/s limit), and a send whose slot has passed by more than LATE
+(its task woke late: a busy event loop) gives that slot up and takes the
+next: a send arrives at most about LATE after its slot, and a send `rate`
+slots later at least 1 + SPREAD - LATE seconds after it, never inside the
+same second. The allowance is in seconds, not in whole requests, so a scaled
+limit (10/s, 20/s) is held as exactly as 50/s.
 
-Adaptive: a 429 lowers the tenant's shared rate (x0.7); it climbs back by
-0.5 requests/s per second once 429s have stopped for 10 s. The 429s of sends
-whose slots were reserved before the last decrease are the same overload
-answered late, not a new one: they don't lower the rate again. Tenants never
-share a row, so throttling in one never slows another.
+Adaptive (AIMD): a 429 lowers the tenant's shared rate a little (x0.85, not
+below FLOOR of the ceiling); once 429s stop for QUIET_BEFORE_RECOVERY (0.5 s)
+it climbs back by RECOVERY (30 % of the ceiling) per second, so the floor is
+left behind in under 3 s. Teams answers 429 now and then at any rate: a few
+of them cost a few percent of the rate for a second, not the broadcast. A
+storm (every call 429) brings the rate down to the floor, and it is back at
+the ceiling within about 3 s of the storm's end. The 429s of sends whose
+slots were reserved before the last decrease are the same overload answered
+late, not a new one: they don't lower the rate again. Tenants never share a
+row, so throttling in one never slows another. A 429's Retry-After names
+that conversation and that moment: the recipient's retry waits for it (on
+the queue), and so does this process's next send to that conversation
+(`ConversationPacer.hold`); it does not stop the tenant.
 
 Per conversation (7/1 s, 8/2 s, 60/30 s, 1,800/h) the windows are kept per
 process: a broadcast reaches each conversation once, and a stream into one
@@ -42,10 +52,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -59,18 +68,22 @@ if TYPE_CHECKING:
 Clock = Callable[[], float]
 
 CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
-DECREASE = 0.7
-RECOVERY_PER_SECOND = 0.5
-QUIET_BEFORE_RECOVERY = 10.0
+# AIMD: a 429 multiplies the shared rate by DECREASE (not below FLOOR x the
+# ceiling, nor MIN_RATE); RECOVERY x the ceiling per second is added back once
+# no 429 has come for QUIET_BEFORE_RECOVERY seconds.
+DECREASE = 0.85
+FLOOR = 0.2
+RECOVERY = 0.3
+QUIET_BEFORE_RECOVERY = 0.5
 MIN_RATE = 1.0
 # How late a reserved slot may still be used, in seconds.
 LATE = 0.02
-# Slots are handed out at rate - floor(rate * HEADROOM) per second: 48/s for
-# a rate of 50, so 50 slots span 1.04 s and a send may arrive up to ~40 ms
-# later than the one 50 slots after it (LATE, plus the trip to Teams) without
-# 51 of them falling in one sliding second. Whole requests/s, so a rate under
-# 25/s keeps all of its slots.
-HEADROOM = 0.04
+# `rate` slots span 1 + SPREAD seconds: a send may arrive up to SPREAD later
+# than its slot relative to the one `rate` slots after it (LATE, plus the
+# trip to Teams) without rate + 1 of them falling in one sliding second.
+# Seconds, not whole requests: at 10/s a whole-request headroom of 4 % rounds
+# to nothing, and a send LATE behind its slot bunched with the 10th after it.
+SPREAD = 0.04
 # Slots a hair further apart still, so that float rounding never puts
 # rate + 1 of them inside one second.
 SPACING_MARGIN = 1.001
@@ -81,6 +94,9 @@ SPARSE_GROWTH = 2.0
 SPARSE_WINDOW = 1.0
 # Slots given up in a row because the task woke too late, before deferring.
 LATE_TRIES = 8
+# Conversations whose sends this process remembers (ConversationPacer): a
+# deque of a few floats each (under 1 KB), so about 2 MB at most.
+CONVERSATIONS = 2048
 BUDGET = "budget"
 # The slot this task last acquired: (pacer, tenant, when it was reserved).
 _LAST_SLOT: contextvars.ContextVar[tuple[int, str, float] | None] = contextvars.ContextVar(
@@ -115,6 +131,11 @@ class _Slots:
     # The tenant's next free slot as this process last read or wrote it: a
     # lower bound (it never moves back), so `defers` never puts off wrongly.
     next_free: float = 0.0
+
+
+def spacing_of(rate: float) -> float:
+    """Seconds between two slots at `rate`: `rate` of them span 1 + SPREAD s."""
+    return SPACING_MARGIN * (1.0 + SPREAD) / rate
 
 
 def budget_key(tenant: str) -> str:
@@ -182,7 +203,7 @@ class TenantPacer:
             window = self._window(slots, contended=attempt > 0 or (
                 start > now and row.get("nextFree") != slots.row.get("nextFree")))
             count = max(1, round(rate * window))
-            spacing = SPACING_MARGIN / (rate - math.floor(rate * HEADROOM))
+            spacing = spacing_of(rate)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "nextFree": start + count * spacing, "updated": now}
             entity.setdefault("throttledAt", 0.0)
@@ -220,8 +241,10 @@ class TenantPacer:
             row, etag = await self._budget(tenant, slots, attempt)
             if _echo(row, reserved):
                 return _recovered(row, now, self.rate)
-            slots.times.clear()
-            rate = max(MIN_RATE, _recovered(row, now, self.rate) * DECREASE)
+            # Slots reserved already stay: at most a reservation's worth
+            # (batch_seconds) at the old rate, and dropping them would throw
+            # that budget away on the shared clock as well.
+            rate = max(_floor(self.rate), _recovered(row, now, self.rate) * DECREASE)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "throttledAt": now, "updated": now,
                       "nextFree": max(now, float(row.get("nextFree", 0.0)))}
@@ -277,27 +300,42 @@ def _echo(row: dict[str, Any], reserved: float | None) -> bool:
     return reserved is not None and reserved < float(row.get("throttledAt", 0.0))
 
 
+def _floor(ceiling: float) -> float:
+    return min(ceiling, max(MIN_RATE, FLOOR * ceiling))
+
+
 def _recovered(row: dict[str, object], now: float, ceiling: float) -> float:
+    """The row's rate as of `now`: additive increase once 429s are quiet."""
     rate = float(row.get("rate", ceiling))  # type: ignore[arg-type]
     throttled_at = float(row.get("throttledAt", 0.0))  # type: ignore[arg-type]
     updated = float(row.get("updated", now))  # type: ignore[arg-type]
     if rate < ceiling and now - throttled_at > QUIET_BEFORE_RECOVERY:
         since = now - max(updated, throttled_at + QUIET_BEFORE_RECOVERY)
-        rate += RECOVERY_PER_SECOND * max(0.0, since)
-    return min(ceiling, max(MIN_RATE, rate))
+        rate += RECOVERY * ceiling * max(0.0, since)
+    return min(ceiling, max(_floor(ceiling), rate))
 
 
 class ConversationPacer:
-    """Teams' per-conversation windows, kept in this process."""
+    """Teams' per-conversation windows, kept in this process.
+
+    At most CONVERSATIONS conversations are remembered (least recently sent
+    to forgotten first, and any idle for the longest window): a broadcast
+    reaches each conversation once, so its memory stays the same however
+    large the audience. A conversation forgotten while it still had sends in
+    its hour window may get a 429 from Teams, which the retry handles."""
 
     def __init__(self, *, clock: Clock = time.monotonic, max_wait: float = 2.0,
                  windows: tuple[tuple[float, int], ...] = CONVERSATION_WINDOWS,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], object] = asyncio.sleep,
+                 size: int = CONVERSATIONS) -> None:
         self.clock = clock
         self.max_wait = max_wait
         self.windows = windows
         self.sleep = sleep
-        self._sent: dict[str, deque[float]] = {}
+        self.size = size
+        self._sent: OrderedDict[str, deque[float]] = OrderedDict()
+        # Conversation -> until when Teams asked us to wait (Retry-After).
+        self._held: OrderedDict[str, float] = OrderedDict()
         self._calls = 0
 
     def _wait(self, sent: deque[float], now: float) -> float:
@@ -315,14 +353,33 @@ class ConversationPacer:
         horizon = self.windows[-1][0]
         for key in [k for k, sent in self._sent.items() if not sent or sent[-1] < now - horizon]:
             del self._sent[key]
+        for key in [k for k, until in self._held.items() if until <= now]:
+            del self._held[key]
+
+    def hold(self, conversation_id: str, seconds: float) -> None:
+        """Teams answered 429 with Retry-After `seconds` for this conversation:
+        this process sends nothing more to it before then."""
+        key = conversation_id.split(";", 1)[0]
+        until = self.clock() + seconds
+        self._held[key] = max(until, self._held.get(key, 0.0))
+        self._held.move_to_end(key)
+        if len(self._held) > self.size:
+            self._held.popitem(last=False)
 
     async def acquire(self, conversation_id: str) -> None:
         now = self.clock()
         self._calls += 1
-        if self._calls % 4096 == 0:  # a broadcast touches each conversation once
+        if self._calls % 4096 == 0:
             self._forget_idle(now)
-        sent = self._sent.setdefault(conversation_id.split(";", 1)[0], deque())
-        wait = self._wait(sent, now)
+        key = conversation_id.split(";", 1)[0]
+        sent = self._sent.get(key)
+        if sent is None:
+            sent = self._sent[key] = deque()
+            if len(self._sent) > self.size:
+                self._sent.popitem(last=False)
+        else:
+            self._sent.move_to_end(key)
+        wait = max(self._wait(sent, now), self._held.get(key, now) - now)
         if wait > self.max_wait:
             raise Defer(wait)
         sent.append(now + wait)
