@@ -2,8 +2,9 @@
 
 A message addressed to `{"users": [...]}` or `{"allUsers": true}` is split
 into part messages of at most PART users (same key, same content), put on the
-outbox queue. Listing a tenant's users pages through the references table, so
-no audience is held in memory whole. Each part delivers to its users a few at
+outbox queue. Listing a tenant's users pages through its index in the
+references table (storage/user_index.py), so no audience is held in memory
+whole, and a part reads its users' references in one query. Each part delivers to its users a few at
 a time (paced per tenant like every send), each user through the same claimed,
 exactly-once path as a single send; a user whose send must be retried goes
 back on the queue as a part of one. Every result adds to the key's counters.
@@ -180,8 +181,12 @@ async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool)
                 results[target.recipient] = result_counts(reason)
 
     first, *rest = message.target.users
-    await one(first)  # alone: if the budget is spent, the rest are not even claimed
-    await asyncio.gather(*(one(user) for user in rest))
+    # The part's references, read together and held while it runs (not per
+    # recipient in a cache that grows with the audience).
+    sending = content is not None and not cancelled and bool(tenant)
+    async with rt.references.part(tenant if sending else "", message.target.users):
+        await one(first)  # alone: if the budget is spent, the rest are not even claimed
+        await asyncio.gather(*(one(user) for user in rest))
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))

@@ -8,6 +8,8 @@ One table, rows keyed by what producers address (PartitionKey) and the tenant
     conv:{conversation id} any conversation seen: personal, group chat, channel
     team:{team id}         a team the bot is installed in, with its channels
     tenant:{tenant id}     the tenant's latest serviceUrl (to create 1:1 chats)
+    users:{tenant id}      the tenant's users, a copy of each user row
+                           (storage/user_index.py: allUsers without a scan)
 
 Install state lives on the user, conversation and team rows: `installed`,
 `uninstalled` (kept, with when), `blocked` (the user blocked the bot).
@@ -15,14 +17,16 @@ Install state lives on the user, conversation and team rows: `installed`,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proactive.receiving.activities import Activity, Change
-from proactive.storage import tables
+from proactive.storage import tables, user_index
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -38,9 +42,15 @@ UNKNOWN = "unknown"
 # stale towards trying Teams, whose answer (403/404) is authoritative and
 # marks the row; an uninstalled or blocked row is read again every time, so a
 # reinstall seen by another instance counts at once. Writes through this store
-# drop what they touch.
+# drop what they touch. At most CACHE_SIZE rows (a row is about 2-3 KB as a
+# dict: some 5 MB): a broadcast's part holds its own users' rows for as long
+# as it runs (`part`), so nothing here needs to grow with an audience.
 CACHE_SECONDS = 60.0
-CACHE_SIZE = 20_000
+CACHE_SIZE = 2_000
+# The references of the part this task is delivering (user PartitionKey ->
+# row): set by `ReferenceStore.part`, seen by the tasks the part starts.
+_PART: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
+    "proactive_part_references", default=None)
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,10 @@ class ReferenceStore:
     # --- reads -----------------------------------------------------------
 
     async def _find(self, pk: str, tenant_id: str | None) -> dict[str, Any] | None:
+        held = _PART.get()
+        if held is not None and pk in held and (
+                not tenant_id or held[pk].get("tenantId", "").lower() == tenant_id.lower()):
+            return held[pk]
         rk = tables.safe_key(tenant_id) if tenant_id else self._tenant_of.get(pk)
         if rk is not None:
             cached = self._rows.get((pk, rk))
@@ -163,16 +177,39 @@ class ReferenceStore:
         return entity.get("serviceUrl", ""), entity.get("botId", "")
 
     async def users_of_tenant(self, tenant_id: str) -> AsyncIterator[str]:
-        """AAD ids of the tenant's users with a personal reference, page by page."""
-        # Whole rows, not just the id: the parts that deliver to these users
-        # then find their references here instead of reading each again.
-        pages = self.table.query_entities(
-            "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
-            results_per_page=1000)
-        async for entity in pages:
-            if entity.get("aadObjectId"):
-                self._keep(dict(entity))
-                yield str(entity["aadObjectId"])
+        """AAD ids of the tenant's users with a personal reference, a page of
+        the tenant's index at a time, in index order (see user_index)."""
+        async for row in user_index.users(self.table, tenant_id):
+            if row.get("aadObjectId"):
+                # Kept (bounded): a part delivered soon by this process finds
+                # its users here without a read.
+                self._keep(_as_user_row(row))
+                yield str(row["aadObjectId"])
+
+    @contextlib.asynccontextmanager
+    async def part(self, tenant_id: str, aad_ids: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the references of a part's users for as long as it runs (this
+        task and the tasks it starts): those not kept here already are read
+        from the tenant's index in one range query. Only `installed` copies
+        are used; any other user is read from their own row as before."""
+        rk = tables.safe_key(tenant_id) if tenant_id else ""
+        held: dict[str, dict[str, Any]] = {}
+        missing = []
+        for aad in aad_ids:
+            cached = self._rows.get((user_pk(aad), rk)) if rk else None
+            if cached is not None and cached[0] > self._clock():
+                held[user_pk(aad)] = cached[1]
+            else:
+                missing.append(aad)
+        if missing and tenant_id:
+            for row in await user_index.part_rows(self.table, tenant_id, missing):
+                if row.get("installState") == INSTALLED and row.get("aadObjectId"):
+                    held[user_pk(str(row["aadObjectId"]))] = _as_user_row(row)
+        token = _PART.set(held)
+        try:
+            yield
+        finally:
+            _PART.reset(token)
 
     # --- writes ----------------------------------------------------------
 
@@ -255,8 +292,9 @@ class ReferenceStore:
 
     async def _transition(self, fields: dict[str, Any], change: Change, now: str) -> bool:
         """Merge `fields` into the row, applying the install change with an
-        ETag-guarded write. True when this write moved the row to installed
-        (exactly one of several concurrent writers sees True)."""
+        ETag-guarded write, and a user row into its tenant's index. True when
+        this write moved the row to installed (exactly one of several
+        concurrent writers sees True)."""
         pk, rk = fields["PartitionKey"], fields["RowKey"]
         self._forget(pk, rk)
         async for _ in tables.attempts():
@@ -267,6 +305,7 @@ class ReferenceStore:
                     await tables.create(self.table, entity)
                 except tables.Conflict:
                     continue
+                await user_index.put(self.table, entity)
                 return entity["installState"] == INSTALLED
             current, etag = found
             before = current.get("installState", UNKNOWN)
@@ -275,6 +314,7 @@ class ReferenceStore:
                 await tables.replace_if(self.table, updated, etag)
             except tables.Conflict:
                 continue
+            await user_index.put(self.table, updated)
             return before != INSTALLED and updated["installState"] == INSTALLED \
                 and change is Change.INSTALLED
         raise tables.Conflict(f"{pk} kept changing")
@@ -290,6 +330,8 @@ class ReferenceStore:
         for pk in pks:
             await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk, **stamp})
             self._forget(pk, rk)
+        if aad_id:
+            await user_index.change(self.table, reference.tenant_id, aad_id, stamp)
 
     async def move_service_url(self, reference: Reference, service_url: str, *,
                                aad_id: str = "", team_id: str = "") -> None:
@@ -307,6 +349,9 @@ class ReferenceStore:
                 await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk,
                                                 "serviceUrl": service_url})
                 self._forget(pk, rk)
+        if aad_id:
+            await user_index.change(self.table, reference.tenant_id, aad_id,
+                                    {"serviceUrl": service_url})
 
     async def remember_members(self, tenant_id: str, members: dict[str, str]) -> None:
         """The roster ids of users (AAD id -> `29:` id) seen in a team's members:
@@ -335,7 +380,14 @@ class ReferenceStore:
         self._forget(conv_pk(conversation_id), entity["RowKey"])
         found = await tables.read(self.table, user_pk(aad_id), tables.safe_key(tenant_id))
         assert found is not None
+        await user_index.put(self.table, found[0])
         return Reference.from_entity(found[0])
+
+
+def _as_user_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An index row as the user row it copies (its keys, for the cache)."""
+    return {**row, "PartitionKey": user_pk(str(row.get("aadObjectId", ""))),
+            "RowKey": tables.safe_key(str(row.get("tenantId", ""))), "kind": "user"}
 
 
 def _state_fields(current: dict[str, Any], change: Change, now: str) -> dict[str, Any]:

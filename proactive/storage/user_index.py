@@ -1,0 +1,127 @@
+"""A tenant's users, in one partition of the references table: `allUsers`
+without a table scan, and a part's references in one query.
+
+    users:{tenant id, lower case}  /  {aad object id, lower case}
+
+Each row is a copy of the user's reference row (`user:{aad id}` / tenant:
+what a send needs: conversation, serviceUrl, bot, install state, time zone).
+ReferenceStore writes it after every write of the user row (install,
+uninstall, block, a conversation created, a serviceUrl moved), so it tells
+the same as the user row; two writes racing for one user may leave the older
+copy here. A part therefore uses a copy only while it says `installed` (stale
+towards trying Teams, whose 403/404 is authoritative and marks both rows);
+any other state is read again from the user row.
+
+Listing a tenant's users reads this partition a page (1,000) at a time, in
+key order, so a part cut from it holds a contiguous run of keys and reads its
+references back in one range query (`part_rows`).
+
+Rows written before the index existed: a tenant whose `tenant:` row does not
+carry MARK yet has its users listed once with the old scan (RowKey = tenant,
+kind = user, across the table), and each row found is copied here on the way
+(one upsert per user, once per tenant); then MARK is set on the tenant row
+and every later listing reads the index alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from proactive.storage import tables
+
+if TYPE_CHECKING:
+    from proactive.storage.tables import Table
+
+# Property of the tenant row: the tenant's rows from before the index are in it.
+MARK = "usersIndexed"
+# The fields of a user row a send needs (Reference.from_entity) and the index keeps.
+FIELDS = ("conversationId", "serviceUrl", "tenantId", "botId", "conversationType",
+          "installState", "timezone", "locale", "userId", "aadObjectId")
+PAGE = 1000
+# A part's range query reads at most this many rows (its users are contiguous
+# when it was cut from the index; a hand-made list may not be).
+PART_ROWS_LIMIT = 100
+
+
+def index_pk(tenant_id: str) -> str:
+    return tables.safe_key(f"users:{tenant_id.lower()}")
+
+
+def index_rk(aad_id: str) -> str:
+    return tables.safe_key(aad_id.lower())
+
+
+def entry(user_row: dict[str, Any]) -> dict[str, Any] | None:
+    """The index row of a user row (None: not a user with a tenant)."""
+    aad, tenant = user_row.get("aadObjectId"), user_row.get("tenantId")
+    if user_row.get("kind") != "user" or not aad or not tenant:
+        return None
+    return {"PartitionKey": index_pk(str(tenant)), "RowKey": index_rk(str(aad)),
+            **{name: user_row[name] for name in FIELDS if name in user_row}}
+
+
+async def put(table: Table, user_row: dict[str, Any]) -> None:
+    """Copy a user row (as just written) into its tenant's index."""
+    found = entry(user_row)
+    if found is not None:
+        await table.upsert_entity(found, mode="replace")
+
+
+async def change(table: Table, tenant_id: str, aad_id: str, fields: dict[str, Any]) -> None:
+    """Change fields of an index row that exists (a user never listed stays out)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    with contextlib.suppress(ResourceNotFoundError):
+        await table.update_entity({"PartitionKey": index_pk(tenant_id),
+                                   "RowKey": index_rk(aad_id), **fields},
+                                  mode="merge")
+
+
+async def users(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
+    """The tenant's index rows, in key order; the first listing of a tenant
+    indexed before this code copies its rows over from the old scan first."""
+    if not await _marked(table, tenant_id):
+        scan = table.query_entities(
+            "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
+            results_per_page=PAGE)
+        async for row in scan:
+            await put(table, dict(row))
+        await tables.merge(table, {"PartitionKey": _tenant_pk(tenant_id),
+                                   "RowKey": tables.safe_key(tenant_id), MARK: True})
+    pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": index_pk(tenant_id)},
+                                 results_per_page=PAGE)
+    async for row in pages:
+        yield dict(row)
+
+
+async def part_rows(table: Table, tenant_id: str, aad_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The index rows of users in index order, in one range query (None of
+    them when they are not in index order: a hand-made list)."""
+    keys = [index_rk(a) for a in aad_ids]
+    if not keys or any(a >= b for a, b in itertools.pairwise(keys)):
+        return []
+    wanted, rows = set(keys), []
+    query = table.query_entities(
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+        parameters={"pk": index_pk(tenant_id), "lo": keys[0], "hi": keys[-1]},
+        results_per_page=PART_ROWS_LIMIT)
+    seen = 0
+    async for row in query:
+        seen += 1
+        if row["RowKey"] in wanted:
+            rows.append(dict(row))
+        if seen >= PART_ROWS_LIMIT:
+            break
+    return rows
+
+
+async def _marked(table: Table, tenant_id: str) -> bool:
+    found = await tables.read(table, _tenant_pk(tenant_id), tables.safe_key(tenant_id))
+    return bool(found and found[0].get(MARK))
+
+
+def _tenant_pk(tenant_id: str) -> str:
+    return tables.safe_key(f"tenant:{tenant_id}")
