@@ -84,17 +84,41 @@ async def users(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
     """The tenant's index rows, in key order; the first listing of a tenant
     indexed before this code copies its rows over from the old scan first."""
     if not await _marked(table, tenant_id):
-        scan = table.query_entities(
-            "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
-            results_per_page=PAGE)
-        async for row in scan:
-            await put(table, dict(row))
+        await _copy_missing(table, tenant_id)
         await tables.merge(table, {"PartitionKey": _tenant_pk(tenant_id),
                                    "RowKey": tables.safe_key(tenant_id), MARK: True})
-    pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": index_pk(tenant_id)},
-                                 results_per_page=PAGE)
-    async for row in pages:
+    async for row in _index(table, tenant_id):
+        yield row
+
+
+def _index(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
+    return _dicts(table.query_entities("PartitionKey eq @pk",
+                                       parameters={"pk": index_pk(tenant_id)},
+                                       results_per_page=PAGE))
+
+
+async def _dicts(rows: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
+    async for row in rows:
         yield dict(row)
+
+
+async def _copy_missing(table: Table, tenant_id: str) -> None:
+    """The old scan beside the index, both in the same order (user:{aad id}
+    and {aad id}, lower case): the user rows not in the index yet are copied
+    in (all of them for a tenant from before the index, none for a tenant
+    whose installs were all recorded since). Nothing is held but a page."""
+    scan = table.query_entities(
+        "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
+        results_per_page=PAGE)
+    index = _index(table, tenant_id)
+    next_key: str | None = ""
+    async for row in scan:
+        key = index_rk(str(row.get("aadObjectId", "")))
+        while next_key is not None and next_key < key:
+            found = await anext(index, None)
+            next_key = str(found["RowKey"]) if found is not None else None
+        if next_key != key:
+            await put(table, dict(row))
 
 
 async def part_rows(table: Table, tenant_id: str, aad_ids: Sequence[str]) -> list[dict[str, Any]]:
