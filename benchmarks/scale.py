@@ -17,7 +17,8 @@ Seeding (not measured) writes what `ReferenceStore.record` of a personal
 install writes for a broadcast to find: each user's row (`user:{aad id}`, a
 partition of its own, so one insert each, 64 at a time) and the tenant's
 index rows (`users:{tenant}`, one partition: entity-group transactions of
-100 inserts), and the tenant row, marked indexed.
+100 inserts, with the marker a tenant first seen by this code gets), and the
+tenant row.
 
     .venv/bin/python -m benchmarks.scale [--sizes 1000,10000,100000] [--tenants 10]
 """
@@ -85,7 +86,10 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
         table = svc.get_table_client(settings.table_name("references"))
         await bounded([(lambda r=r: table.create_entity(
             {**r, "PartitionKey": user_pk(r["aadObjectId"])})) for r in rows], 64)
-        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        by_tenant: dict[str, list[dict[str, Any]]] = {
+            user_index.index_pk(tenant_id(t)): [{
+                "PartitionKey": user_index.index_pk(tenant_id(t)), "RowKey": user_index.MARKER,
+                "indexed": True}] for t in range(tenants)}
         for r in rows:
             entry = user_index.entry({**r, "PartitionKey": user_pk(r["aadObjectId"])})
             assert entry is not None
@@ -98,8 +102,7 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
             tenant = tenant_id(t)
             await table.upsert_entity({"PartitionKey": tenant_pk(tenant),
                                        "RowKey": tables.safe_key(tenant), "tenantId": tenant,
-                                       "serviceUrl": emulator.url, "botId": "28:bench-bot",
-                                       user_index.MARK: True})
+                                       "serviceUrl": emulator.url, "botId": "28:bench-bot"})
 
 
 def peak_rss_mb(pid: int) -> float:

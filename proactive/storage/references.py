@@ -110,6 +110,8 @@ class ReferenceStore:
         # or a conversation id belongs to one tenant for good, so this is never
         # stale; a key seen in two tenants is not kept (the query decides).
         self._tenant_of: dict[str, str] = {}
+        # Tenants whose row this process has written (see _record_tenant).
+        self._tenants: set[str] = set()
 
     # --- reads -----------------------------------------------------------
 
@@ -224,8 +226,7 @@ class ReferenceStore:
             "botId": activity.bot_id,
             "lastSeen": now,
         }
-        await tables.merge(self.table, {**base, "PartitionKey": tenant_pk(activity.tenant_id)})
-        self._forget(tenant_pk(activity.tenant_id), base["RowKey"])
+        await self._record_tenant({**base, "PartitionKey": tenant_pk(activity.tenant_id)})
 
         conversation = {
             **base,
@@ -254,6 +255,25 @@ class ReferenceStore:
         if activity.team_id:
             await self._record_team(activity, base, now)
         return welcome
+
+    async def _record_tenant(self, row: dict[str, Any]) -> None:
+        """The tenant's latest serviceUrl; a tenant new here gets its user index
+        marked complete from the start (once per tenant per process, an insert
+        that is refused for a tenant seen before)."""
+        tenant = row["tenantId"]
+        if tenant.lower() not in self._tenants:
+            if len(self._tenants) >= CACHE_SIZE:
+                self._tenants.clear()
+            try:
+                await tables.create(self.table, row)
+            except tables.Conflict:
+                await tables.merge(self.table, row)
+            else:
+                await user_index.mark(self.table, tenant)
+            self._tenants.add(tenant.lower())
+        else:
+            await tables.merge(self.table, row)
+        self._forget(row["PartitionKey"], row["RowKey"])
 
     async def _record_team(self, activity: Activity, base: dict[str, Any], now: str) -> None:
         team = {**base, "PartitionKey": team_pk(activity.team_id), "kind": "team",

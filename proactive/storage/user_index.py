@@ -16,11 +16,14 @@ Listing a tenant's users reads this partition a page (1,000) at a time, in
 key order, so a part cut from it holds a contiguous run of keys and reads its
 references back in one range query (`part_rows`).
 
-Rows written before the index existed: a tenant whose `tenant:` row does not
-carry MARK yet has its users listed once with the old scan (RowKey = tenant,
-kind = user, across the table), and each row found is copied here on the way
-(one upsert per user, once per tenant); then MARK is set on the tenant row
-and every later listing reads the index alone.
+Rows written before the index existed: the index of a tenant first seen
+since (its `tenant:` row created by this code) starts with a marker row
+(RowKey MARKER, before every aad id), read with the listing's first page. A
+tenant without it, one from before the index, has its users listed once
+with the old scan (RowKey = tenant, kind = user, across the table) beside
+the index, and each user row missing there is copied in (one write per user,
+once); then the marker is written and every later listing reads the index
+alone.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from proactive.storage import tables
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
 
-# Property of the tenant row: the tenant's rows from before the index are in it.
-MARK = "usersIndexed"
+# The RowKey of the marker row: the tenant's users are all in its index.
+MARKER = "!"
 # The fields of a user row a send needs (Reference.from_entity) and the index keeps.
 FIELDS = ("conversationId", "serviceUrl", "tenantId", "botId", "conversationType",
           "installState", "timezone", "locale", "userId", "aadObjectId")
@@ -83,12 +86,22 @@ async def change(table: Table, tenant_id: str, aad_id: str, fields: dict[str, An
 async def users(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
     """The tenant's index rows, in key order; the first listing of a tenant
     indexed before this code copies its rows over from the old scan first."""
-    if not await _marked(table, tenant_id):
+    rows = _index(table, tenant_id)
+    first = await anext(rows, None)
+    if first is None or first["RowKey"] != MARKER:  # a tenant from before the index
         await _copy_missing(table, tenant_id)
-        await tables.merge(table, {"PartitionKey": _tenant_pk(tenant_id),
-                                   "RowKey": tables.safe_key(tenant_id), MARK: True})
-    async for row in _index(table, tenant_id):
-        yield row
+        await mark(table, tenant_id)
+        rows = _index(table, tenant_id)
+    async for row in rows:
+        if row["RowKey"] != MARKER:
+            yield row
+
+
+async def mark(table: Table, tenant_id: str) -> None:
+    """Say that all of the tenant's users are in its index (a new tenant:
+    from its first user on)."""
+    await table.upsert_entity({"PartitionKey": index_pk(tenant_id), "RowKey": MARKER,
+                               "indexed": True})
 
 
 def _index(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -142,10 +155,3 @@ async def part_rows(table: Table, tenant_id: str, aad_ids: Sequence[str]) -> lis
     return rows
 
 
-async def _marked(table: Table, tenant_id: str) -> bool:
-    found = await tables.read(table, _tenant_pk(tenant_id), tables.safe_key(tenant_id))
-    return bool(found and found[0].get(MARK))
-
-
-def _tenant_pk(tenant_id: str) -> str:
-    return tables.safe_key(f"tenant:{tenant_id}")
