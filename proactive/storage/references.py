@@ -185,7 +185,7 @@ class ReferenceStore:
             if row.get("aadObjectId"):
                 # Kept (bounded): a part delivered soon by this process finds
                 # its users here without a read.
-                self._keep(_as_user_row(row))
+                self._keep(user_index.as_user_row(row))
                 yield str(row["aadObjectId"])
 
     @contextlib.asynccontextmanager
@@ -206,7 +206,7 @@ class ReferenceStore:
         if missing and tenant_id:
             for row in await user_index.part_rows(self.table, tenant_id, missing):
                 if row.get("installState") == INSTALLED and row.get("aadObjectId"):
-                    held[user_pk(str(row["aadObjectId"]))] = _as_user_row(row)
+                    held[user_pk(str(row["aadObjectId"]))] = user_index.as_user_row(row)
         token = _PART.set(held)
         try:
             yield
@@ -402,12 +402,6 @@ class ReferenceStore:
         assert found is not None
         await user_index.put(self.table, found[0])
         return Reference.from_entity(found[0])
-
-
-def _as_user_row(row: dict[str, Any]) -> dict[str, Any]:
-    """An index row as the user row it copies (its keys, for the cache)."""
-    return {**row, "PartitionKey": user_pk(str(row.get("aadObjectId", ""))),
-            "RowKey": tables.safe_key(str(row.get("tenantId", ""))), "kind": "user"}
 
 
 def _state_fields(current: dict[str, Any], change: Change, now: str) -> dict[str, Any]:

@@ -66,6 +66,12 @@ def entry(user_row: dict[str, Any]) -> dict[str, Any] | None:
             **{name: user_row[name] for name in FIELDS if name in user_row}}
 
 
+def as_user_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An index row as the user row it copies (with its keys)."""
+    return {**row, "PartitionKey": tables.safe_key(f"user:{row.get('aadObjectId', '')}".lower()),
+            "RowKey": tables.safe_key(str(row.get("tenantId", ""))), "kind": "user"}
+
+
 async def put(table: Table, user_row: dict[str, Any]) -> None:
     """Copy a user row (as just written) into its tenant's index."""
     found = entry(user_row)
