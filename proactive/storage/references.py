@@ -42,11 +42,11 @@ UNKNOWN = "unknown"
 # stale towards trying Teams, whose answer (403/404) is authoritative and
 # marks the row; an uninstalled or blocked row is read again every time, so a
 # reinstall seen by another instance counts at once. Writes through this store
-# drop what they touch. At most CACHE_SIZE rows (a row is about 2-3 KB as a
-# dict: some 5 MB): a broadcast's part holds its own users' rows for as long
+# drop what they touch. At most CACHE_SIZE rows (a row is about 3 KB as a
+# dict: some 3 MB): a broadcast's part holds its own users' rows for as long
 # as it runs (`part`), so nothing here needs to grow with an audience.
 CACHE_SECONDS = 60.0
-CACHE_SIZE = 2_000
+CACHE_SIZE = 1_000
 # The references of the part this task is delivering (user PartitionKey ->
 # row): set by `ReferenceStore.part`, seen by the tasks the part starts.
 _PART: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
