@@ -17,7 +17,7 @@ Seeding (not measured) writes what `ReferenceStore.record` of a personal
 install writes for a broadcast to find: each user's row (`user:{aad id}`, a
 partition of its own, so one insert each, 64 at a time) and the tenant's
 index rows (`users:{tenant}`, one partition: entity-group transactions of
-100 inserts, with the marker a tenant first seen by this code gets), and the
+100 upserts, with the marker a tenant first seen by this code gets), and the
 tenant row.
 
     .venv/bin/python -m benchmarks.scale [--sizes 1000,10000,100000] [--tenants 5]
@@ -96,8 +96,19 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
             by_tenant.setdefault(entry["PartitionKey"], []).append(entry)
         batches = [part[i:i + 100] for part in by_tenant.values()
                    for i in range(0, len(part), 100)]
-        await bounded([(lambda b=b: table.submit_transaction(
-            [("create", e) for e in b])) for b in batches], 8)
+        async def insert(batch: list[dict[str, Any]]) -> None:
+            from azure.core.exceptions import ServiceRequestError
+
+            for attempt in range(5):  # Azurite may drop a kept-alive connection
+                try:
+                    await table.submit_transaction([("upsert", e) for e in batch])
+                    return
+                except ServiceRequestError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5)
+
+        await bounded([(lambda b=b: insert(b)) for b in batches], 8)
         for t in range(tenants):
             tenant = tenant_id(t)
             await table.upsert_entity({"PartitionKey": tenant_pk(tenant),

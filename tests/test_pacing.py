@@ -227,9 +227,35 @@ async def test_a_scaled_limit_is_held_exactly_at_the_emulator(table: object, rat
             # Every other rate-th send arrives late, the rest on time: the worst
             # case for the sliding second ending at the on-time send `rate` later.
             clock.now = max(clock.now, at + (LATE + 0.01 if i % (2 * rate) == 0 else 0.0))
+            await p.spaced("t1")  # where `call` asks, just before the request
             async with session.post(f"{emu.url}v3/conversations/a:c{i}/activities",
                                     json={"type": "message", "text": "hi"},
                                     headers={"X-Emulator-Tenant": "t1"}) as answer:
                 assert answer.status == 201, f"send {i} answered {answer.status}"
         assert emu.status_counts.get(429, 0) == 0
         assert emu.counters["delivered"] == 6 * rate
+
+
+@pytest.mark.parametrize("rate", [10, 20])
+async def test_requests_that_leave_very_late_still_stay_under_the_limit(
+        table: object, rate: int) -> None:
+    """Some sends leave long after their slots (a busy event loop between the
+    slot and the request: 60 ms, over the allowance). Just before each
+    request the pacer holds it until the one `rate` places back is over a
+    second old: the emulator, on the same virtual clock, answers no 429."""
+    import aiohttp
+
+    from proactive_devtools.emulator import ConnectorEmulator
+
+    clock = Clock()
+    p = pacer(table, clock, rate=rate)
+    async with ConnectorEmulator(rate_limits=True, tenant_rps=rate, clock=clock) as emu, \
+            aiohttp.ClientSession() as session:
+        for i in range(6 * rate):
+            at = await p.acquire("t1")
+            clock.now = max(clock.now, at + (0.06 if i % (2 * rate) == 0 else 0.0))
+            await p.spaced("t1")
+            async with session.post(f"{emu.url}v3/conversations/a:c{i}/activities",
+                                    json={"type": "message", "text": "hi"},
+                                    headers={"X-Emulator-Tenant": "t1"}) as answer:
+                assert answer.status == 201, f"send {i} answered {answer.status}"

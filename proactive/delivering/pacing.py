@@ -155,6 +155,8 @@ class TenantPacer:
         self.max_wait = max_wait
         self.sleep = sleep
         self._slots: dict[str, _Slots] = defaultdict(_Slots)
+        # When this process's last `rate` requests per tenant left (`spaced`).
+        self._left: dict[str, deque[float]] = {}
 
     async def acquire(self, tenant: str) -> float:
         """Wait for this tenant's next send slot (returned), or raise Defer."""
@@ -179,6 +181,25 @@ class TenantPacer:
             # Woke too late (a busy event loop): the slot has passed; a send
             # now would arrive too close to the sends `rate` slots later.
         raise Defer(self.batch_seconds)
+
+    async def spaced(self, tenant: str) -> None:
+        """Just before a request leaves: if this process's request `rate`
+        places back left less than 1 + SPREAD - LATE seconds ago (sends that
+        left late after their slots, or a busy event loop), wait that long.
+        Slots keep the instances together under the rate; this keeps one
+        process's requests under it however late each one left."""
+        key = budget_key(tenant)
+        limit = max(1, int(self.rate))
+        left = self._left.get(key)
+        if left is None:
+            if len(self._left) >= 4096:  # tenants sent to: forget the oldest
+                del self._left[next(iter(self._left))]
+            left = self._left[key] = deque(maxlen=limit)
+        if len(left) == limit:
+            wait = left[0] + 1.0 + SPREAD - LATE - self.clock()
+            if wait > 0:
+                await self.sleep(wait)  # type: ignore[misc]
+        left.append(self.clock())
 
     async def _budget(self, tenant: str, slots: _Slots, attempt: int) -> tuple[dict[str, Any],
                                                                                  str]:

@@ -225,6 +225,7 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
     telemetry.record("proactive.pacing.wait", time.monotonic() - waited)
     if ready is not None:
         await ready()
+    await rt.tenant_pacer.spaced(tenant)  # however late this one leaves
     try:
         try:
             return await request(service_url), service_url
