@@ -12,7 +12,7 @@ copy here. A part therefore uses a copy only while it says `installed` (stale
 towards trying Teams, whose 403/404 is authoritative and marks both rows);
 any other state is read again from the user row.
 
-Listing a tenant's users reads this partition a page (PAGE: 200) at a time, in
+Listing a tenant's users reads this partition a page (PAGE: 250) at a time, in
 key order, so a part cut from it holds a contiguous run of keys and reads its
 references back in one range query (`part_rows`).
 
@@ -43,7 +43,7 @@ MARKER = "!"
 # The fields of a user row a send needs (Reference.from_entity) and the index keeps.
 FIELDS = ("conversationId", "serviceUrl", "tenantId", "botId", "conversationType",
           "installState", "timezone", "locale", "userId", "aadObjectId")
-PAGE = 200
+PAGE = 250  # a 200-user tenant and its marker row: one page
 # A part's range query reads at most this many rows (its users are contiguous
 # when it was cut from the index; a hand-made list may not be).
 PART_ROWS_LIMIT = 100
