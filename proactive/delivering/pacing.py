@@ -184,10 +184,11 @@ class TenantPacer:
 
     async def spaced(self, tenant: str) -> None:
         """Just before a request leaves: if this process's request `rate`
-        places back left less than 1 + SPREAD - LATE seconds ago (sends that
-        left late after their slots, or a busy event loop), wait that long.
-        Slots keep the instances together under the rate; this keeps one
-        process's requests under it however late each one left."""
+        places back left less than 1 + SPREAD seconds ago (it left late after
+        its slot: a busy event loop), wait until it has. Slots keep the
+        instances together under the rate; this keeps one process's requests
+        `rate` per 1 + SPREAD s however late each leaves, so SPREAD is all
+        left for the trip to Teams. Sends on their slots never wait here."""
         key = budget_key(tenant)
         limit = max(1, int(self.rate))
         left = self._left.get(key)
@@ -196,7 +197,7 @@ class TenantPacer:
                 del self._left[next(iter(self._left))]
             left = self._left[key] = deque(maxlen=limit)
         if len(left) == limit:
-            wait = left[0] + 1.0 + SPREAD - LATE - self.clock()
+            wait = left[0] + 1.0 + SPREAD - self.clock()
             if wait > 0:
                 await self.sleep(wait)  # type: ignore[misc]
         left.append(self.clock())
