@@ -100,7 +100,7 @@ async def test_429s_lower_the_shared_rate_and_it_recovers_quickly(table: object)
     assert await a.throttled("t1") == pytest.approx(42.5)
     assert await b.throttled("t1") == pytest.approx(36.125)
     assert await b.current_rate("t1") == pytest.approx(36.125)
-    clock.now += 0.4  # still inside the quiet period
+    clock.now += 0.9  # still inside the quiet period (1 s)
     assert await a.current_rate("t1") == pytest.approx(36.125)
     clock.now += 0.6  # 0.5 s past the quiet period: + 30 % of the ceiling per second
     assert await a.current_rate("t1") == pytest.approx(36.125 + 7.5)
@@ -117,7 +117,7 @@ async def test_a_storm_bottoms_out_at_the_floor_and_recovers_within_seconds(
         await p.throttled("t1")
         clock.now += 0.25
     assert await p.current_rate("t1") == pytest.approx(10.0)  # the floor: 20 % of 50
-    clock.now += 0.25 + 40 / 15  # the quiet period, then 15/s per second
+    clock.now += 0.75 + 40 / 15  # the rest of the quiet period, then 15/s per second
     assert await p.current_rate("t1") == pytest.approx(50.0)
 
 

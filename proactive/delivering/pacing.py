@@ -21,12 +21,13 @@ same second. The allowance is in seconds, not in whole requests, so a scaled
 limit (10/s, 20/s) is held as exactly as 50/s.
 
 Adaptive (AIMD): a 429 lowers the tenant's shared rate a little (x0.85, not
-below FLOOR of the ceiling); once 429s stop for QUIET_BEFORE_RECOVERY (0.5 s)
+below FLOOR of the ceiling); once 429s stop for QUIET_BEFORE_RECOVERY (1 s)
 it climbs back by RECOVERY (30 % of the ceiling) per second, so the floor is
-left behind in under 3 s. Teams answers 429 now and then at any rate: a few
+left behind in under 4 s. Teams answers 429 now and then at any rate: a few
 of them cost a few percent of the rate for a second, not the broadcast. A
-storm (every call 429) brings the rate down to the floor, and it is back at
-the ceiling within about 3 s of the storm's end. The 429s of sends whose
+storm (every call 429) brings the rate down to the floor (a quiet period
+shorter than the time between two counted 429s let it hover at 20-40/s), and
+it is back at the ceiling within about 4 s of the storm's end. The 429s of sends whose
 slots were reserved before the last decrease are the same overload answered
 late, not a new one: they don't lower the rate again. Tenants never share a
 row, so throttling in one never slows another. A 429's Retry-After names
@@ -74,7 +75,7 @@ CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
 DECREASE = 0.85
 FLOOR = 0.2
 RECOVERY = 0.3
-QUIET_BEFORE_RECOVERY = 0.5
+QUIET_BEFORE_RECOVERY = 1.0
 MIN_RATE = 1.0
 # How late a reserved slot may still be used, in seconds.
 LATE = 0.02
