@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from proactive.config import Settings
-from proactive.delivering.pacing import ConversationPacer, Defer, TenantPacer
+from proactive.delivering.conversation_pacing import ConversationPacer
+from proactive.delivering.pacing import Defer, TenantPacer
 
 
 class Clock:

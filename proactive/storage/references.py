@@ -42,9 +42,8 @@ UNKNOWN = "unknown"
 # stale towards trying Teams, whose answer (403/404) is authoritative and
 # marks the row; an uninstalled or blocked row is read again every time, so a
 # reinstall seen by another instance counts at once. Writes through this store
-# drop what they touch. At most CACHE_SIZE rows (a row is about 3 KB as a
-# dict: some 3 MB): a broadcast's part holds its own users' rows for as long
-# as it runs (`part`), so nothing here needs to grow with an audience.
+# drop what they touch. At most CACHE_SIZE rows (~3 KB each): a part holds its
+# own users' rows while it runs (`part`): nothing grows with an audience.
 CACHE_SECONDS = 60.0
 CACHE_SIZE = 1_000
 # The references of the part this task is delivering (user PartitionKey ->
@@ -110,7 +109,7 @@ class ReferenceStore:
         # or a conversation id belongs to one tenant for good, so this is never
         # stale; a key seen in two tenants is not kept (the query decides).
         self._tenant_of: dict[str, str] = {}
-        # Tenants whose row this process has written (see _record_tenant).
+        # Tenants whose row this process has written (user_index.record_tenant).
         self._tenants: set[str] = set()
 
     # --- reads -----------------------------------------------------------
@@ -182,9 +181,7 @@ class ReferenceStore:
         """AAD ids of the tenant's users with a personal reference, a page of
         the tenant's index at a time, in index order (see user_index)."""
         async for row in user_index.users(self.table, tenant_id):
-            if row.get("aadObjectId"):
-                # Kept (bounded): a part delivered soon by this process finds
-                # its users here without a read.
+            if row.get("aadObjectId"):  # kept: a part sent soon here reads nothing
                 self._keep(user_index.as_user_row(row))
                 yield str(row["aadObjectId"])
 
@@ -226,7 +223,9 @@ class ReferenceStore:
             "botId": activity.bot_id,
             "lastSeen": now,
         }
-        await self._record_tenant({**base, "PartitionKey": tenant_pk(activity.tenant_id)})
+        await user_index.record_tenant(self.table, {**base, "PartitionKey": tenant_pk(
+            activity.tenant_id)}, self._tenants)
+        self._forget(tenant_pk(activity.tenant_id), base["RowKey"])
 
         conversation = {
             **base,
@@ -255,25 +254,6 @@ class ReferenceStore:
         if activity.team_id:
             await self._record_team(activity, base, now)
         return welcome
-
-    async def _record_tenant(self, row: dict[str, Any]) -> None:
-        """The tenant's latest serviceUrl; a tenant new here gets its user index
-        marked complete from the start (once per tenant per process, an insert
-        that is refused for a tenant seen before)."""
-        tenant = row["tenantId"]
-        if tenant.lower() not in self._tenants:
-            if len(self._tenants) >= CACHE_SIZE:
-                self._tenants.clear()
-            try:
-                await tables.create(self.table, row)
-            except tables.Conflict:
-                await tables.merge(self.table, row)
-            else:
-                await user_index.mark(self.table, tenant)
-            self._tenants.add(tenant.lower())
-        else:
-            await tables.merge(self.table, row)
-        self._forget(row["PartitionKey"], row["RowKey"])
 
     async def _record_team(self, activity: Activity, base: dict[str, Any], now: str) -> None:
         team = {**base, "PartitionKey": team_pk(activity.team_id), "kind": "team",

@@ -103,6 +103,26 @@ async def users(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
             yield row
 
 
+async def record_tenant(table: Table, row: dict[str, Any], seen: set[str]) -> None:
+    """Write the tenant row (its latest serviceUrl); a tenant new here gets its
+    index marked complete from the start. Once per tenant per process (`seen`,
+    kept to a few thousand) an insert is tried first, refused for a tenant
+    known before; then a merge, as every other time."""
+    tenant = str(row["tenantId"]).lower()
+    if tenant in seen:
+        await tables.merge(table, row)
+        return
+    if len(seen) >= 4096:
+        seen.clear()
+    try:
+        await tables.create(table, row)
+    except tables.Conflict:
+        await tables.merge(table, row)
+    else:
+        await mark(table, tenant)
+    seen.add(tenant)
+
+
 async def mark(table: Table, tenant_id: str) -> None:
     """Say that all of the tenant's users are in its index (a new tenant:
     from its first user on)."""
