@@ -121,9 +121,9 @@ class ReferenceStore:
             return held[pk]
         rk = tables.safe_key(tenant_id) if tenant_id else self._tenant_of.get(pk)
         if rk is not None:
-            cached = self._rows.get((pk, rk))
-            if cached is not None and cached[0] > self._clock():
-                return cached[1]
+            cached = self._fresh(pk, rk)
+            if cached is not None:
+                return cached
             found = await tables.read(self.table, pk, rk)  # a point read, not a query
             if found is not None:
                 self._keep(found[0])
@@ -145,6 +145,10 @@ class ReferenceStore:
         if len(self._tenant_of) > CACHE_SIZE:
             self._tenant_of.pop(next(iter(self._tenant_of)))
         return rows[0] if rows else None
+
+    def _fresh(self, pk: str, rk: str) -> dict[str, Any] | None:
+        cached = self._rows.get((pk, rk))
+        return cached[1] if cached is not None and cached[0] > self._clock() else None
 
     def _keep(self, entity: dict[str, Any]) -> None:
         key = (entity.get("PartitionKey", ""), entity.get("RowKey", ""))
@@ -188,22 +192,8 @@ class ReferenceStore:
     @contextlib.asynccontextmanager
     async def part(self, tenant_id: str, aad_ids: Sequence[str]) -> AsyncIterator[None]:
         """Hold the references of a part's users for as long as it runs (this
-        task and the tasks it starts): those not kept here already are read
-        from the tenant's index in one range query. Only `installed` copies
-        are used; any other user is read from their own row as before."""
-        rk = tables.safe_key(tenant_id) if tenant_id else ""
-        held: dict[str, dict[str, Any]] = {}
-        missing = []
-        for aad in aad_ids:
-            cached = self._rows.get((user_pk(aad), rk)) if rk else None
-            if cached is not None and cached[0] > self._clock():
-                held[user_pk(aad)] = cached[1]
-            else:
-                missing.append(aad)
-        if missing and tenant_id:
-            for row in await user_index.part_rows(self.table, tenant_id, missing):
-                if row.get("installState") == INSTALLED and row.get("aadObjectId"):
-                    held[user_pk(str(row["aadObjectId"]))] = user_index.as_user_row(row)
+        task and the tasks it starts): see user_index.part_references."""
+        held = await user_index.part_references(self.table, tenant_id, aad_ids, self._fresh)
         token = _PART.set(held)
         try:
             yield

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables
@@ -68,8 +68,12 @@ def entry(user_row: dict[str, Any]) -> dict[str, Any] | None:
 
 def as_user_row(row: dict[str, Any]) -> dict[str, Any]:
     """An index row as the user row it copies (with its keys)."""
-    return {**row, "PartitionKey": tables.safe_key(f"user:{row.get('aadObjectId', '')}".lower()),
+    return {**row, "PartitionKey": _user_pk(str(row.get("aadObjectId", ""))),
             "RowKey": tables.safe_key(str(row.get("tenantId", ""))), "kind": "user"}
+
+
+def _user_pk(aad_id: str) -> str:  # references.user_pk (which imports this module)
+    return tables.safe_key(f"user:{aad_id.lower()}")
 
 
 async def put(table: Table, user_row: dict[str, Any]) -> None:
@@ -139,6 +143,31 @@ def _index(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
 async def _dicts(rows: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
     async for row in rows:
         yield dict(row)
+
+
+async def part_references(table: Table, tenant_id: str, aad_ids: Sequence[str],
+                          fresh: Callable[[str, str], dict[str, Any] | None]
+                          ) -> dict[str, dict[str, Any]]:
+    """A part's users' reference rows by user PartitionKey: those `fresh`
+    (the store's cache) has, the rest read from the tenant's index in one
+    range query. Only `installed` copies are used; anyone else is left to be
+    read from their own row as before."""
+    rk = tables.safe_key(tenant_id) if tenant_id else ""
+    held: dict[str, dict[str, Any]] = {}
+    missing = []
+    for aad in aad_ids:
+        pk = _user_pk(aad)
+        cached = fresh(pk, rk) if rk else None
+        if cached is not None:
+            held[pk] = cached
+        else:
+            missing.append(aad)
+    if missing and tenant_id:
+        for row in await part_rows(table, tenant_id, missing):
+            if row.get("installState") == "installed" and row.get("aadObjectId"):
+                user_row = as_user_row(row)
+                held[user_row["PartitionKey"]] = user_row
+    return held
 
 
 async def _copy_missing(table: Table, tenant_id: str) -> None:
