@@ -15,7 +15,7 @@ limits). Printed per size, with the ratio to the targets:
 
 Seeding (not measured) writes what `ReferenceStore.record` of a personal
 install writes for a broadcast to find: each user's row (`user:{aad id}`, a
-partition of its own, so one insert each, 64 at a time) and the tenant's
+partition of its own, so one upsert each, 64 at a time) and the tenant's
 index rows (`users:{tenant}`, one partition: entity-group transactions of
 100 upserts, with the marker a tenant first seen by this code gets), and the
 tenant row.
@@ -84,8 +84,8 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
     rows = [user_rows(i, tenants, emulator.url) for i in range(users)]
     async with TableServiceClient.from_connection_string(settings.storage_connection) as svc:
         table = svc.get_table_client(settings.table_name("references"))
-        await bounded([(lambda r=r: table.create_entity(
-            {**r, "PartitionKey": user_pk(r["aadObjectId"])})) for r in rows], 64)
+        await bounded([(lambda r=r: retried(lambda: table.upsert_entity(
+            {**r, "PartitionKey": user_pk(r["aadObjectId"])}))) for r in rows], 64)
         by_tenant: dict[str, list[dict[str, Any]]] = {
             user_index.index_pk(tenant_id(t)): [{
                 "PartitionKey": user_index.index_pk(tenant_id(t)), "RowKey": user_index.MARKER,
@@ -96,24 +96,28 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
             by_tenant.setdefault(entry["PartitionKey"], []).append(entry)
         batches = [part[i:i + 100] for part in by_tenant.values()
                    for i in range(0, len(part), 100)]
-        async def insert(batch: list[dict[str, Any]]) -> None:
-            from azure.core.exceptions import ServiceRequestError
-
-            for attempt in range(5):  # Azurite may drop a kept-alive connection
-                try:
-                    await table.submit_transaction([("upsert", e) for e in batch])
-                    return
-                except ServiceRequestError:
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(0.5)
-
-        await bounded([(lambda b=b: insert(b)) for b in batches], 8)
+        await bounded([(lambda b=b: retried(lambda: table.submit_transaction(
+            [("upsert", e) for e in b]))) for b in batches], 8)
         for t in range(tenants):
             tenant = tenant_id(t)
             await table.upsert_entity({"PartitionKey": tenant_pk(tenant),
                                        "RowKey": tables.safe_key(tenant), "tenantId": tenant,
                                        "serviceUrl": emulator.url, "botId": "28:bench-bot"})
+
+
+async def retried(make: Any) -> None:
+    """An idempotent write (upsert), tried again when a loaded Azurite drops
+    the connection."""
+    from azure.core.exceptions import ServiceRequestError
+
+    for attempt in range(5):
+        try:
+            await make()
+            return
+        except ServiceRequestError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def peak_rss_mb(pid: int) -> float:
