@@ -20,20 +20,20 @@ slots later at least 1 + SPREAD - LATE seconds after it, never inside the
 same second. The allowance is in seconds, not in whole requests, so a scaled
 limit (10/s, 20/s) is held as exactly as 50/s.
 
-Adaptive (AIMD): a 429 lowers the tenant's shared rate a little (x0.85, not
-below FLOOR of the ceiling); once 429s stop for QUIET_BEFORE_RECOVERY (1 s)
-it climbs back by RECOVERY (30 % of the ceiling) per second, so the floor is
-left behind in under 4 s. Teams answers 429 now and then at any rate: a few
-of them cost a few percent of the rate for a second, not the broadcast. A
-storm (every call 429) brings the rate down to the floor (a quiet period
-shorter than the time between two counted 429s let it hover at 20-40/s), and
-it is back at the ceiling within about 4 s of the storm's end. The 429s of sends whose
-slots were reserved before the last decrease are the same overload answered
-late, not a new one: they don't lower the rate again. Tenants never share a
-row, so throttling in one never slows another. A 429's Retry-After names
-that conversation and that moment: the recipient's retry waits for it (on
-the queue), and so does this process's next send to that conversation
-(`ConversationPacer.hold`); it does not stop the tenant.
+Adaptive (AIMD): every 429 lowers the tenant's shared rate a little (x0.97,
+not below FLOOR of the ceiling), so the cut is in proportion to how many
+calls Teams refused: one now and then (Teams answers 429 at any rate) costs a
+few percent for a second, a storm (every call refused) reaches the floor
+within a second or two. Once no 429 has come for QUIET_BEFORE_RECOVERY (1 s)
+the rate climbs back by RECOVERY (30 % of the ceiling) per second: from the
+floor to the ceiling in under 3 s. (Counting only one 429 per reservation,
+as before, let a busy worker, whose tasks hold slots booked up to max_wait
+ahead, climb back between two counted 429s and hover near the ceiling
+through a storm.) Tenants never share a row, so throttling in one never
+slows another. A 429's Retry-After names that conversation and that moment:
+the recipient's retry waits for it (on the queue), and so does this
+process's next send to that conversation (`ConversationPacer.hold`); it does
+not stop the tenant.
 
 Per conversation: delivering/conversation_pacing.py.
 
@@ -50,7 +50,6 @@ the row again and so sees it (`seen`). Opt-outs are signalled that way
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 import uuid
 from collections import defaultdict, deque
@@ -66,10 +65,12 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 
-# AIMD: a 429 multiplies the shared rate by DECREASE (not below FLOOR x the
-# ceiling, nor MIN_RATE); RECOVERY x the ceiling per second is added back once
-# no 429 has come for QUIET_BEFORE_RECOVERY seconds.
-DECREASE = 0.85
+# AIMD: every 429 multiplies the shared rate by DECREASE (not below FLOOR x
+# the ceiling, nor MIN_RATE): a cut in proportion to the 429s, small for one
+# now and then, to the floor within a second or two when every call is refused;
+# RECOVERY x the ceiling per second is added back once no 429 has come for
+# QUIET_BEFORE_RECOVERY seconds.
+DECREASE = 0.97
 FLOOR = 0.2
 RECOVERY = 0.3
 QUIET_BEFORE_RECOVERY = 1.0
@@ -93,9 +94,6 @@ SPARSE_WINDOW = 1.0
 # Slots given up in a row because the task woke too late, before deferring.
 LATE_TRIES = 8
 BUDGET = "budget"
-# The slot this task last acquired: (pacer, tenant, when it was reserved).
-_LAST_SLOT: contextvars.ContextVar[tuple[int, str, float] | None] = contextvars.ContextVar(
-    "proactive_pacing_last_slot", default=None)
 
 
 class Defer(RetryLater):
@@ -166,12 +164,11 @@ class TenantPacer:
                     slots.unused += 1
                 if not slots.times:
                     await self._reserve(tenant, slots, now)
-                at, reserved = slots.times.popleft()
+                at, _ = slots.times.popleft()
             wait = at - self.clock()
             if wait > 0:
                 await self.sleep(wait)  # type: ignore[misc]
             if self.clock() - at <= LATE:
-                _LAST_SLOT.set((id(self), tenant, reserved))
                 return at
             # Woke too late (a busy event loop): the slot has passed; a send
             # now would arrive too close to the sends `rate` slots later.
@@ -247,17 +244,14 @@ class TenantPacer:
                                                      min(SPARSE_WINDOW, self.max_wait / 2)))
 
     async def throttled(self, tenant: str) -> float:
-        """Teams answered 429 for this tenant: lower its shared rate, once per
-        overload (see `_echo`)."""
+        """Teams answered 429 for this tenant: lower its shared rate by a
+        little (DECREASE), so that the cut is in proportion to how many of
+        the sends were refused."""
         pk, rk = budget_key(tenant), BUDGET
         now = self.clock()
         slots = self._slots[pk]
-        last = _LAST_SLOT.get()
-        reserved = last[2] if last is not None and last[:2] == (id(self), tenant) else None
         async for attempt in tables.attempts():
             row, etag = await self._budget(tenant, slots, attempt)
-            if _echo(row, reserved):
-                return _recovered(row, now, self.rate)
             # Slots reserved already stay: at most a reservation's worth
             # (batch_seconds) at the old rate, and dropping them would throw
             # that budget away on the shared clock as well.
@@ -307,16 +301,6 @@ class TenantPacer:
             slots.row[name] = value
 
 
-def _echo(row: dict[str, Any], reserved: float | None) -> bool:
-    """Whether a 429 answers a send whose slot was reserved before the rate
-    was last lowered: sent at the old rate, it reports the overload that
-    decrease already answered (in flight, or slots booked ahead up to
-    max_wait), not a new one. Lowering again for each of them would cut the
-    rate by 0.7 per request of one burst. A 429 whose slot is not known
-    (no `acquire` in this task) always counts."""
-    return reserved is not None and reserved < float(row.get("throttledAt", 0.0))
-
-
 def _floor(ceiling: float) -> float:
     return min(ceiling, max(MIN_RATE, FLOOR * ceiling))
 
@@ -325,8 +309,8 @@ def _recovered(row: dict[str, object], now: float, ceiling: float) -> float:
     """The row's rate as of `now`: additive increase once 429s are quiet."""
     rate = float(row.get("rate", ceiling))  # type: ignore[arg-type]
     throttled_at = float(row.get("throttledAt", 0.0))  # type: ignore[arg-type]
+    recover_at = throttled_at + QUIET_BEFORE_RECOVERY
     updated = float(row.get("updated", now))  # type: ignore[arg-type]
-    if rate < ceiling and now - throttled_at > QUIET_BEFORE_RECOVERY:
-        since = now - max(updated, throttled_at + QUIET_BEFORE_RECOVERY)
-        rate += RECOVERY * ceiling * max(0.0, since)
+    if rate < ceiling and now > recover_at:
+        rate += RECOVERY * ceiling * max(0.0, now - max(updated, recover_at))
     return min(ceiling, max(_floor(ceiling), rate))
