@@ -26,7 +26,7 @@ calls Teams refused: one now and then (Teams answers 429 at any rate) costs a
 few percent for a second, a storm (every call refused) reaches the floor
 within a second or two. Once no 429 has come for QUIET_BEFORE_RECOVERY (1 s)
 the rate climbs back by RECOVERY (30 % of the ceiling) per second: from the
-floor to the ceiling in under 3 s. (Counting only one 429 per reservation,
+floor to the ceiling 2.7 s later. (Counting only one 429 per reservation,
 as before, let a busy worker, whose tasks hold slots booked up to max_wait
 ahead, climb back between two counted 429s and hover near the ceiling
 through a storm.) Tenants never share a row, so throttling in one never
