@@ -15,7 +15,7 @@ limits). Printed per size, with the ratio to the targets:
 
 Seeding (not measured) writes what `ReferenceStore.record` of a personal
 install writes for a broadcast to find: each user's row (`user:{aad id}`, a
-partition of its own, so one upsert each, 64 at a time) and the tenant's
+partition of its own, so one insert each, 64 at a time) and the tenant's
 index rows (`users:{tenant}`, one partition: entity-group transactions of
 100 upserts, with the marker a tenant first seen by this code gets), and the
 tenant row.
@@ -84,7 +84,7 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
     rows = [user_rows(i, tenants, emulator.url) for i in range(users)]
     async with TableServiceClient.from_connection_string(settings.storage_connection) as svc:
         table = svc.get_table_client(settings.table_name("references"))
-        await bounded([(lambda r=r: retried(lambda: table.upsert_entity(
+        await bounded([(lambda r=r: retried(lambda: table.create_entity(
             {**r, "PartitionKey": user_pk(r["aadObjectId"])}))) for r in rows], 64)
         by_tenant: dict[str, list[dict[str, Any]]] = {
             user_index.index_pk(tenant_id(t)): [{
@@ -106,13 +106,16 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
 
 
 async def retried(make: Any) -> None:
-    """An idempotent write (upsert), tried again when a loaded Azurite drops
-    the connection."""
-    from azure.core.exceptions import ServiceRequestError
+    """A write tried again when a loaded Azurite drops the connection (an
+    insert that did land before is found there: done). Inserts, not upserts:
+    Azurite's in-memory upsert slowed to a crawl after a few thousand rows."""
+    from azure.core.exceptions import ResourceExistsError, ServiceRequestError
 
     for attempt in range(5):
         try:
             await make()
+            return
+        except ResourceExistsError:
             return
         except ServiceRequestError:
             if attempt == 4:
