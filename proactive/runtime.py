@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.queue.aio import QueueServiceClient
 
+    from proactive.delivering.conversation_pacing import ConversationPacer
     from proactive.delivering.optouts import OptOuts
-    from proactive.delivering.pacing import ConversationPacer, TenantPacer
+    from proactive.delivering.pacing import TenantPacer
     from proactive.receiving.auth import ActivityAuthenticator
     from proactive.storage.credentials import StorageTokens
     from proactive.storage.deliveries import DeliveryStore
@@ -138,8 +139,9 @@ class Runtime:
         import httpx
         from httpx_aiohttp import AiohttpTransport
 
+        from proactive.delivering.conversation_pacing import ConversationPacer
         from proactive.delivering.optouts import OptOuts
-        from proactive.delivering.pacing import ConversationPacer, TenantPacer
+        from proactive.delivering.pacing import TenantPacer
         from proactive.receiving.auth import build_authenticator
         from proactive.storage import credentials as storage
         from proactive.storage.autocreate import on_demand

@@ -126,6 +126,27 @@ async def test_a_transient_failure_retries_that_user_alone(
     assert progress is not None and progress["counts"]["sent"] == 5
 
 
+async def test_a_429_holds_that_conversation_for_its_retry_after_not_the_tenant(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    from proactive.delivering.pacing import Defer
+
+    users = await install_users(runtime, emulator.url, 5)
+    emulator.inject(429, conversation_id="a:conv-1", retry_after=3)
+    await process(runtime, broadcast({"users": users}), message_id="b")
+    await drain(runtime)
+    assert emulator.counters["delivered"] == 4  # the others were not held up
+    # That user's retry waits on the queue for Retry-After...
+    assert (await runtime.outbox.queue.get_queue_properties()).approximate_message_count == 1
+    assert not [m async for m in runtime.outbox.queue.receive_messages(max_messages=1)]
+    # ... and so does this process's next send to that conversation, only that one.
+    with pytest.raises(Defer) as deferred:
+        await runtime.conversation_pacer.acquire("a:conv-1")
+    assert 2.0 < deferred.value.delay <= 3.0
+    await runtime.conversation_pacer.acquire("a:conv-2")
+    # One 429 costs the tenant a little of its rate, not most of it.
+    assert await runtime.tenant_pacer.current_rate(TENANT) >= 0.85 * runtime.tenant_pacer.rate
+
+
 async def test_cancel_skips_what_was_not_sent_yet(runtime: Runtime,
                                                   emulator: ConnectorEmulator) -> None:
     users = await install_users(runtime, emulator.url, 3 * PART)

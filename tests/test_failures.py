@@ -182,7 +182,10 @@ async def test_an_edit_waits_as_long_as_its_throttled_send_then_applies(
     assert await waiting(installed.outbox.queue) == 2  # the send's retry and the edit's
     assert emulator.counters["requests"] == 1  # only the throttled send
 
-    # The send's retry goes out; then the edit's copy applies.
+    # The send's retry goes out (Retry-After later: the conversation was held
+    # for it in this process); then the edit's copy applies.
+    later = installed.conversation_pacer.clock() + 31
+    installed.conversation_pacer.clock = lambda: later
     copy = await app_made(installed, {**json.loads(send("k")), "attempt": 2})
     assert (await process(installed, copy, message_id="s2")).state == "done"
     assert (await process(installed, last, message_id="e2")).state == "done"
@@ -198,6 +201,8 @@ async def test_an_edit_of_a_send_that_failed_is_recorded_failed_with_its_reason(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     await throttled_send(installed, emulator, "k")
     emulator.inject(503, operation="send")
+    later = installed.conversation_pacer.clock() + 31  # Retry-After has passed
+    installed.conversation_pacer.clock = lambda: later
     last = await app_made(installed, send("k", attempt=installed.settings.max_attempts))
     assert (await process(installed, last, message_id="s8")).reason == "retries-exhausted"
     outcome = await process(installed, update("k"), message_id="e1")

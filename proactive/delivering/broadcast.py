@@ -2,8 +2,9 @@
 
 A message addressed to `{"users": [...]}` or `{"allUsers": true}` is split
 into part messages of at most PART users (same key, same content), put on the
-outbox queue. Listing a tenant's users pages through the references table, so
-no audience is held in memory whole. Each part delivers to its users a few at
+outbox queue. Listing a tenant's users pages through its index in the
+references table (storage/user_index.py), so no audience is held in memory
+whole, and a part reads its users' references in one query. Each part delivers to its users a few at
 a time (paced per tenant like every send), each user through the same claimed,
 exactly-once path as a single send; a user whose send must be retried goes
 back on the queue as a part of one. Every result adds to the key's counters,
@@ -14,8 +15,6 @@ each person once (storage/progress.py): a user is named `user:<object id>` or
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from collections import Counter
@@ -29,13 +28,13 @@ from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcom
 from proactive.delivering.preinstall import install_one
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
+from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unreadable
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
 from proactive.storage.deliveries import unavailable
 from proactive.storage.progress import (
     CANCELLED,
     PER_TRANSACTION,
-    SKIP_REASONS,
     result_counts,
 )
 
@@ -72,7 +71,7 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
-    audience = _digest(target)
+    audience = digest(target)
     if not new:
         # Sent again after Graph refused the app (the permission is granted
         # now): split again, and the users it failed are tried again.
@@ -120,10 +119,6 @@ def queued_entries(users: list[str]) -> dict[str, Counter[str]]:
     return {f"queued:{name_of(user)}": Counter(queued=1) for user in users}
 
 
-def _digest(target: Target) -> str:
-    return hashlib.sha256(json.dumps(target.to_json(), sort_keys=True).encode()).hexdigest()
-
-
 async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Outcome:
     """One page of a paged audience: its users in parts, the next page as a
     message of its own (so no audience is ever held whole), and who can't be
@@ -132,7 +127,7 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
     `pages` counts the pages announced and not split yet."""
     assert message.target is not None
     target = message.target
-    root = _digest(replace(target, continuation=""))
+    root = digest(replace(target, continuation=""))
     counts: dict[str, Counter[str]] = {}
     try:
         found = await audiences.page(rt, target)
@@ -140,7 +135,7 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
         await unreadable(rt, message, exc.reason, exc.detail)
         return Outcome(Action.FAILED, exc.reason)
     for name, reason in found.unreachable.items():
-        await _unlisted(rt, message.key, name, reason, _WHY.get(reason, reason))
+        await unlisted(rt, message.key, name, reason, WHY.get(reason, reason))
         counts[f"queued:{name}"] = Counter(queued=1)
         counts[name] = result_counts(reason)
     for listed, guests in ((found.users, False), (found.guests, True)):
@@ -150,9 +145,9 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
                                 .retry(attempt=1).to_json())
             counts.update(queued_entries(users))
     if found.continuation:  # announced before it is put: the key waits for it
-        counts[f"next:{root}:{_digest_of(found.continuation)}"] = Counter(pages=1)
+        counts[f"next:{root}:{digest_of(found.continuation)}"] = Counter(pages=1)
     if target.continuation:  # last, after this page's users: this page is split
-        counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
+        counts[f"page:{root}:{digest_of(target.continuation)}"] = Counter(pages=-1)
     await rt.campaigns.count(message.key, counts)
     if found.continuation:
         await rt.outbox.put(message.next_page(found.continuation).to_json())
@@ -179,48 +174,6 @@ async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int,
     async for part in parts:
         yield index, part
         index += 1
-
-
-async def unreadable(rt: Runtime, message: OutboxMessage, reason: str, detail: str) -> None:
-    """A page of a team or group that can't be read (refused for good, or its
-    retries spent): the send ends `failed` with the reason once every other
-    part is done, a report row `audience:<kind>:<id>` says why, and the page
-    is no longer awaited."""
-    target = message.target
-    assert target is not None
-    name = f"audience:{target.kind}:{target.id}"
-    await _unlisted(rt, message.key, name, reason, detail)
-    await rt.campaigns.refuse(message.key, reason, detail)
-    log.warning("send %s: audience refused: %s", message.key, reason)
-    counts = {f"queued:{name}": Counter(queued=1), name: result_counts(reason)}
-    if target.continuation:
-        root = _digest(replace(target, continuation=""))
-        counts[f"page:{root}:{_digest_of(target.continuation)}"] = Counter(pages=-1)
-    await rt.campaigns.count(message.key, counts)
-    await rt.campaigns.mark_split(message.key, _digest(target))
-    await rt.campaigns.settle(message.key)
-
-
-# What the report row of someone passed over says.
-_WHY: dict[str, str] = {
-    Reason.NO_AAD_ID: "the roster gives this member no Azure AD object id",
-    Reason.DISABLED_ACCOUNT: "Graph says the account is disabled (accountEnabled false): "
-                             "not sent to",
-}
-
-
-def _digest_of(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-async def _unlisted(rt: Runtime, key: str, recipient: str, reason: str, detail: str) -> None:
-    """The delivery row of someone (or an audience) no send was made for."""
-    from proactive.storage.deliveries import Claim
-
-    claim = await rt.deliveries.claim(key, recipient)
-    if isinstance(claim, Claim):
-        state = DeliveryState.SKIPPED if reason in SKIP_REASONS else DeliveryState.FAILED
-        await rt.deliveries.finish(claim, state, reason=reason, detail=detail, attempts=0)
 
 
 async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
@@ -329,8 +282,12 @@ async def _deliver_users(rt: Runtime, message: OutboxMessage, cancelled: bool,
                 results[name] = counts
                 people[name] = target.recipient
 
-    await one(first)  # alone: if the budget is spent, the rest are not even claimed
-    await asyncio.gather(*(one(user) for user in rest))
+    # The part's references, read together and held while it runs (not per
+    # recipient in a cache that grows with the audience).
+    sending = content is not None and not cancelled and bool(tenant)
+    async with rt.references.part(tenant if sending else "", message.target.users):
+        await one(first)  # alone: if the budget is spent, the rest are not even claimed
+        await asyncio.gather(*(one(user) for user in rest))
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
         await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
@@ -359,7 +316,7 @@ async def _resolved(rt: Runtime, key: str, target: Target) -> tuple[Target, bool
         return replace(missing, reply_to=exc.reason), False
     if found is not None and not found.enabled:
         await finish_unsent(rt, key, missing, DeliveryState.SKIPPED, Reason.DISABLED_ACCOUNT,
-                            detail=_WHY[Reason.DISABLED_ACCOUNT], aadObjectId=found.id)
+                            detail=WHY[Reason.DISABLED_ACCOUNT], aadObjectId=found.id)
         return replace(missing, reply_to=Reason.DISABLED_ACCOUNT), False
     if found is not None:
         return Target("user", found.id, tenant=target.tenant), found.guest

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 STAMP = "optOuts"
 # Users whose opt-outs a process remembers, over all tenants (then it forgets
-# them all and reads again).
-REMEMBERED = 100_000
+# them all and reads again): a few hundred bytes each, so about 2 MB at most,
+# the same for any audience. A broadcast reaches each user once, so what a
+# bigger memory would keep is rarely asked for again.
+REMEMBERED = 8_192
 
 
 class OptOuts:

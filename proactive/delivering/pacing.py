@@ -12,21 +12,30 @@ handed out from one clock in one row.
 
 Teams counts requests in a sliding second, by when they arrive, so a send
 that leaves late bunches with the sends after it. Slots are therefore handed
-out a little under the rate (HEADROOM, in whole requests/s: 48/s of Teams'
-50/s, so 50 slots span 1.04 s), and a send whose slot has passed by more
-than LATE (its task woke late: a busy event loop) gives that slot up and
-takes the next: a send arrives at most about LATE after its slot, inside
-the headroom.
+out so that `rate` of them span 1 + SPREAD seconds (48.1/s of Teams' 50/s,
+9.6/s of a 10/s limit), and a send whose slot has passed by more than LATE
+(its task woke late: a busy event loop) gives that slot up and takes the
+next: a send arrives at most about LATE after its slot, and a send `rate`
+slots later at least 1 + SPREAD - LATE seconds after it, never inside the
+same second. The allowance is in seconds, not in whole requests, so a scaled
+limit (10/s, 20/s) is held as exactly as 50/s.
 
-Adaptive: a 429 lowers the tenant's shared rate (x0.7); it climbs back by
-0.5 requests/s per second once 429s have stopped for 10 s. The 429s of sends
-whose slots were reserved before the last decrease are the same overload
-answered late, not a new one: they don't lower the rate again. Tenants never
-share a row, so throttling in one never slows another.
+Adaptive (AIMD): every 429 lowers the tenant's shared rate a little (x0.97,
+not below FLOOR of the ceiling), so the cut is in proportion to how many
+calls Teams refused: one now and then (Teams answers 429 at any rate) costs a
+few percent for a second, a storm (every call refused) reaches the floor
+within a second or two. Once no 429 has come for QUIET_BEFORE_RECOVERY (1 s)
+the rate climbs back by RECOVERY (30 % of the ceiling) per second: from the
+floor to the ceiling 2.7 s later. (Counting only one 429 per reservation,
+as before, let a busy worker, whose tasks hold slots booked up to max_wait
+ahead, climb back between two counted 429s and hover near the ceiling
+through a storm.) Tenants never share a row, so throttling in one never
+slows another. A 429's Retry-After names that conversation and that moment:
+the recipient's retry waits for it (on the queue), and so does this
+process's next send to that conversation (`ConversationPacer.hold`); it does
+not stop the tenant.
 
-Per conversation (7/1 s, 8/2 s, 60/30 s, 1,800/h) the windows are kept per
-process: a broadcast reaches each conversation once, and a stream into one
-conversation is what the 429 handling covers across processes.
+Per conversation: delivering/conversation_pacing.py.
 
 A wait longer than `max_wait` is not slept through: `Defer` tells the caller
 to put the message back on the queue with that delay.
@@ -41,8 +50,6 @@ the row again and so sees it (`seen`). Opt-outs are signalled that way
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import math
 import time
 import uuid
 from collections import defaultdict, deque
@@ -58,19 +65,24 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 
-CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
-DECREASE = 0.7
-RECOVERY_PER_SECOND = 0.5
-QUIET_BEFORE_RECOVERY = 10.0
+# AIMD: every 429 multiplies the shared rate by DECREASE (not below FLOOR x
+# the ceiling, nor MIN_RATE): a cut in proportion to the 429s, small for one
+# now and then, to the floor within a second or two when every call is refused;
+# RECOVERY x the ceiling per second is added back once no 429 has come for
+# QUIET_BEFORE_RECOVERY seconds.
+DECREASE = 0.97
+FLOOR = 0.2
+RECOVERY = 0.3
+QUIET_BEFORE_RECOVERY = 1.0
 MIN_RATE = 1.0
 # How late a reserved slot may still be used, in seconds.
 LATE = 0.02
-# Slots are handed out at rate - floor(rate * HEADROOM) per second: 48/s for
-# a rate of 50, so 50 slots span 1.04 s and a send may arrive up to ~40 ms
-# later than the one 50 slots after it (LATE, plus the trip to Teams) without
-# 51 of them falling in one sliding second. Whole requests/s, so a rate under
-# 25/s keeps all of its slots.
-HEADROOM = 0.04
+# `rate` slots span 1 + SPREAD seconds: a send may arrive up to SPREAD later
+# than its slot relative to the one `rate` slots after it (LATE, plus the
+# trip to Teams) without rate + 1 of them falling in one sliding second.
+# Seconds, not whole requests: at 10/s a whole-request headroom of 4 % rounds
+# to nothing, and a send LATE behind its slot bunched with the 10th after it.
+SPREAD = 0.04
 # Slots a hair further apart still, so that float rounding never puts
 # rate + 1 of them inside one second.
 SPACING_MARGIN = 1.001
@@ -82,9 +94,6 @@ SPARSE_WINDOW = 1.0
 # Slots given up in a row because the task woke too late, before deferring.
 LATE_TRIES = 8
 BUDGET = "budget"
-# The slot this task last acquired: (pacer, tenant, when it was reserved).
-_LAST_SLOT: contextvars.ContextVar[tuple[int, str, float] | None] = contextvars.ContextVar(
-    "proactive_pacing_last_slot", default=None)
 
 
 class Defer(RetryLater):
@@ -117,6 +126,11 @@ class _Slots:
     next_free: float = 0.0
 
 
+def spacing_of(rate: float) -> float:
+    """Seconds between two slots at `rate`: `rate` of them span 1 + SPREAD s."""
+    return SPACING_MARGIN * (1.0 + SPREAD) / rate
+
+
 def budget_key(tenant: str) -> str:
     """The partition of a tenant's budget row: one per tenant however its id
     is spelled (Teams and Azure AD give tenant ids in either case)."""
@@ -134,6 +148,8 @@ class TenantPacer:
         self.max_wait = max_wait
         self.sleep = sleep
         self._slots: dict[str, _Slots] = defaultdict(_Slots)
+        # When this process's last `rate` requests per tenant left (`spaced`).
+        self._left: dict[str, deque[float]] = {}
 
     async def acquire(self, tenant: str) -> float:
         """Wait for this tenant's next send slot (returned), or raise Defer."""
@@ -148,16 +164,35 @@ class TenantPacer:
                     slots.unused += 1
                 if not slots.times:
                     await self._reserve(tenant, slots, now)
-                at, reserved = slots.times.popleft()
+                at, _ = slots.times.popleft()
             wait = at - self.clock()
             if wait > 0:
                 await self.sleep(wait)  # type: ignore[misc]
             if self.clock() - at <= LATE:
-                _LAST_SLOT.set((id(self), tenant, reserved))
                 return at
             # Woke too late (a busy event loop): the slot has passed; a send
             # now would arrive too close to the sends `rate` slots later.
         raise Defer(self.batch_seconds)
+
+    async def spaced(self, tenant: str) -> None:
+        """Just before a request leaves: if this process's request `rate`
+        places back left less than 1 + SPREAD seconds ago (it left late after
+        its slot: a busy event loop), wait until it has. Slots keep the
+        instances together under the rate; this keeps one process's requests
+        `rate` per 1 + SPREAD s however late each leaves, so SPREAD is all
+        left for the trip to Teams. Sends on their slots never wait here."""
+        key = budget_key(tenant)
+        limit = max(1, int(self.rate))
+        left = self._left.get(key)
+        if left is None:
+            if len(self._left) >= 4096:  # tenants sent to: forget the oldest
+                del self._left[next(iter(self._left))]
+            left = self._left[key] = deque(maxlen=limit)
+        if len(left) == limit:
+            wait = left[0] + 1.0 + SPREAD - self.clock()
+            if wait > 0:
+                await self.sleep(wait)  # type: ignore[misc]
+        left.append(self.clock())
 
     async def _budget(self, tenant: str, slots: _Slots, attempt: int) -> tuple[dict[str, Any],
                                                                                  str]:
@@ -182,7 +217,7 @@ class TenantPacer:
             window = self._window(slots, contended=attempt > 0 or (
                 start > now and row.get("nextFree") != slots.row.get("nextFree")))
             count = max(1, round(rate * window))
-            spacing = SPACING_MARGIN / (rate - math.floor(rate * HEADROOM))
+            spacing = spacing_of(rate)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "nextFree": start + count * spacing, "updated": now}
             entity.setdefault("throttledAt", 0.0)
@@ -209,19 +244,18 @@ class TenantPacer:
                                                      min(SPARSE_WINDOW, self.max_wait / 2)))
 
     async def throttled(self, tenant: str) -> float:
-        """Teams answered 429 for this tenant: lower its shared rate, once per
-        overload (see `_echo`)."""
+        """Teams answered 429 for this tenant: lower its shared rate by a
+        little (DECREASE), so that the cut is in proportion to how many of
+        the sends were refused."""
         pk, rk = budget_key(tenant), BUDGET
         now = self.clock()
         slots = self._slots[pk]
-        last = _LAST_SLOT.get()
-        reserved = last[2] if last is not None and last[:2] == (id(self), tenant) else None
         async for attempt in tables.attempts():
             row, etag = await self._budget(tenant, slots, attempt)
-            if _echo(row, reserved):
-                return _recovered(row, now, self.rate)
-            slots.times.clear()
-            rate = max(MIN_RATE, _recovered(row, now, self.rate) * DECREASE)
+            # Slots reserved already stay: at most a reservation's worth
+            # (batch_seconds) at the old rate, and dropping them would throw
+            # that budget away on the shared clock as well.
+            rate = max(_floor(self.rate), _recovered(row, now, self.rate) * DECREASE)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
                       "throttledAt": now, "updated": now,
                       "nextFree": max(now, float(row.get("nextFree", 0.0)))}
@@ -267,64 +301,16 @@ class TenantPacer:
             slots.row[name] = value
 
 
-def _echo(row: dict[str, Any], reserved: float | None) -> bool:
-    """Whether a 429 answers a send whose slot was reserved before the rate
-    was last lowered: sent at the old rate, it reports the overload that
-    decrease already answered (in flight, or slots booked ahead up to
-    max_wait), not a new one. Lowering again for each of them would cut the
-    rate by 0.7 per request of one burst. A 429 whose slot is not known
-    (no `acquire` in this task) always counts."""
-    return reserved is not None and reserved < float(row.get("throttledAt", 0.0))
+def _floor(ceiling: float) -> float:
+    return min(ceiling, max(MIN_RATE, FLOOR * ceiling))
 
 
 def _recovered(row: dict[str, object], now: float, ceiling: float) -> float:
+    """The row's rate as of `now`: additive increase once 429s are quiet."""
     rate = float(row.get("rate", ceiling))  # type: ignore[arg-type]
     throttled_at = float(row.get("throttledAt", 0.0))  # type: ignore[arg-type]
+    recover_at = throttled_at + QUIET_BEFORE_RECOVERY
     updated = float(row.get("updated", now))  # type: ignore[arg-type]
-    if rate < ceiling and now - throttled_at > QUIET_BEFORE_RECOVERY:
-        since = now - max(updated, throttled_at + QUIET_BEFORE_RECOVERY)
-        rate += RECOVERY_PER_SECOND * max(0.0, since)
-    return min(ceiling, max(MIN_RATE, rate))
-
-
-class ConversationPacer:
-    """Teams' per-conversation windows, kept in this process."""
-
-    def __init__(self, *, clock: Clock = time.monotonic, max_wait: float = 2.0,
-                 windows: tuple[tuple[float, int], ...] = CONVERSATION_WINDOWS,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
-        self.clock = clock
-        self.max_wait = max_wait
-        self.windows = windows
-        self.sleep = sleep
-        self._sent: dict[str, deque[float]] = {}
-        self._calls = 0
-
-    def _wait(self, sent: deque[float], now: float) -> float:
-        horizon = self.windows[-1][0]
-        while sent and sent[0] <= now - horizon:
-            sent.popleft()
-        wait = 0.0
-        for span, limit in self.windows:
-            if len(sent) >= limit:
-                # The send `limit` places back must leave the window first.
-                wait = max(wait, sent[-limit] + span - now)
-        return wait
-
-    def _forget_idle(self, now: float) -> None:
-        horizon = self.windows[-1][0]
-        for key in [k for k, sent in self._sent.items() if not sent or sent[-1] < now - horizon]:
-            del self._sent[key]
-
-    async def acquire(self, conversation_id: str) -> None:
-        now = self.clock()
-        self._calls += 1
-        if self._calls % 4096 == 0:  # a broadcast touches each conversation once
-            self._forget_idle(now)
-        sent = self._sent.setdefault(conversation_id.split(";", 1)[0], deque())
-        wait = self._wait(sent, now)
-        if wait > self.max_wait:
-            raise Defer(wait)
-        sent.append(now + wait)
-        if wait > 0:
-            await self.sleep(wait)  # type: ignore[misc]
+    if rate < ceiling and now > recover_at:
+        rate += RECOVERY * ceiling * max(0.0, now - max(updated, recover_at))
+    return min(ceiling, max(_floor(ceiling), rate))

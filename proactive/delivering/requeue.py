@@ -48,7 +48,7 @@ async def retry_later(rt: Runtime, message: OutboxMessage, outcome: Outcome, *,
                             detail=detail)
     elif target is not None and target.kind in ("teamMembers", "group"):
         # A page that could not be read: the send must still end, saying so.
-        from proactive.delivering.broadcast import unreadable
+        from proactive.delivering.unlisted import unreadable
 
         await unreadable(rt, message, reason, f"the audience could not be listed: {detail}")
     await rt.outbox.poison(dumps(message.to_json()), reason=reason,

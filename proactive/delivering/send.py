@@ -275,6 +275,7 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
     telemetry.record("proactive.pacing.wait", time.monotonic() - waited)
     if ready is not None:
         await ready()
+    await rt.tenant_pacer.spaced(tenant)  # however late this one leaves
     try:
         try:
             return await request(service_url), service_url
@@ -286,8 +287,10 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
             # A tenant of another environment of this cloud (a GCC tenant
             # reached through the public host): Teams asks for its host. Once.
             return await request(fallback), fallback
-    except Throttled:
+    except Throttled as exc:
         telemetry.count("proactive.throttled", tenant=tenant)
+        if conversation_id and exc.retry_after:  # that conversation, that moment
+            rt.conversation_pacer.hold(conversation_id, exc.retry_after)
         await rt.tenant_pacer.throttled(tenant)
         raise
 

@@ -8,6 +8,8 @@ One table, rows keyed by what producers address (PartitionKey) and the tenant
     conv:{conversation id} any conversation seen: personal, group chat, channel
     team:{team id}         a team the bot is installed in, with its channels
     tenant:{tenant id}     the tenant's latest serviceUrl (to create 1:1 chats)
+    users:{tenant id}      the tenant's users, a copy of each user row
+                           (storage/user_index.py: allUsers without a scan)
 
 Install state lives on the user, conversation and team rows: `installed`,
 `uninstalled` (kept, with when), `blocked` (the user blocked the bot).
@@ -15,14 +17,16 @@ Install state lives on the user, conversation and team rows: `installed`,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proactive.receiving.activities import Activity, Change
-from proactive.storage import tables
+from proactive.storage import tables, user_index
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -38,9 +42,14 @@ UNKNOWN = "unknown"
 # stale towards trying Teams, whose answer (403/404) is authoritative and
 # marks the row; an uninstalled or blocked row is read again every time, so a
 # reinstall seen by another instance counts at once. Writes through this store
-# drop what they touch.
+# drop what they touch. At most CACHE_SIZE rows (~3 KB each): a part holds its
+# own users' rows while it runs (`part`): nothing grows with an audience.
 CACHE_SECONDS = 60.0
-CACHE_SIZE = 20_000
+CACHE_SIZE = 1_000
+# The references of the part this task is delivering (user PartitionKey ->
+# row): set by `ReferenceStore.part`, seen by the tasks the part starts.
+_PART: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
+    "proactive_part_references", default=None)
 
 
 @dataclass(frozen=True)
@@ -113,15 +122,21 @@ class ReferenceStore:
         # or a conversation id belongs to one tenant for good, so this is never
         # stale; a key seen in two tenants is not kept (the query decides).
         self._tenant_of: dict[str, str] = {}
+        # Tenants whose row this process has written (user_index.record_tenant).
+        self._tenants: set[str] = set()
 
     # --- reads -----------------------------------------------------------
 
     async def _find(self, pk: str, tenant_id: str | None) -> dict[str, Any] | None:
+        held = _PART.get()
+        if held is not None and pk in held and (
+                not tenant_id or held[pk].get("tenantId", "").lower() == tenant_id.lower()):
+            return held[pk]
         rk = tables.safe_key(tenant_id) if tenant_id else self._tenant_of.get(pk)
         if rk is not None:
-            cached = self._rows.get((pk, rk))
-            if cached is not None and cached[0] > self._clock():
-                return cached[1]
+            cached = self._fresh(pk, rk)
+            if cached is not None:
+                return cached
             found = await tables.read(self.table, pk, rk)  # a point read, not a query
             if found is not None:
                 self._keep(found[0])
@@ -143,6 +158,10 @@ class ReferenceStore:
         if len(self._tenant_of) > CACHE_SIZE:
             self._tenant_of.pop(next(iter(self._tenant_of)))
         return rows[0] if rows else None
+
+    def _fresh(self, pk: str, rk: str) -> dict[str, Any] | None:
+        cached = self._rows.get((pk, rk))
+        return cached[1] if cached is not None and cached[0] > self._clock() else None
 
     def _keep(self, entity: dict[str, Any]) -> None:
         key = (entity.get("PartitionKey", ""), entity.get("RowKey", ""))
@@ -176,16 +195,23 @@ class ReferenceStore:
         return entity.get("serviceUrl", ""), entity.get("botId", "")
 
     async def users_of_tenant(self, tenant_id: str) -> AsyncIterator[str]:
-        """AAD ids of the tenant's users with a personal reference, page by page."""
-        # Whole rows, not just the id: the parts that deliver to these users
-        # then find their references here instead of reading each again.
-        pages = self.table.query_entities(
-            "RowKey eq @rk and kind eq 'user'", parameters={"rk": tables.safe_key(tenant_id)},
-            results_per_page=1000)
-        async for entity in pages:
-            if entity.get("aadObjectId"):
-                self._keep(dict(entity))
-                yield str(entity["aadObjectId"])
+        """AAD ids of the tenant's users with a personal reference, a page of
+        the tenant's index at a time, in index order (see user_index)."""
+        async for row in user_index.users(self.table, tenant_id):
+            if row.get("aadObjectId"):  # kept: a part sent soon here reads nothing
+                self._keep(user_index.as_user_row(row))
+                yield str(row["aadObjectId"])
+
+    @contextlib.asynccontextmanager
+    async def part(self, tenant_id: str, aad_ids: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the references of a part's users for as long as it runs (this
+        task and the tasks it starts): see user_index.part_references."""
+        held = await user_index.part_references(self.table, tenant_id, aad_ids, self._fresh)
+        token = _PART.set(held)
+        try:
+            yield
+        finally:
+            _PART.reset(token)
 
     # --- writes ----------------------------------------------------------
 
@@ -200,7 +226,8 @@ class ReferenceStore:
             "botId": activity.bot_id,
             "lastSeen": now,
         }
-        await tables.merge(self.table, {**base, "PartitionKey": tenant_pk(activity.tenant_id)})
+        await user_index.record_tenant(self.table, {**base, "PartitionKey": tenant_pk(
+            activity.tenant_id)}, self._tenants)
         self._forget(tenant_pk(activity.tenant_id), base["RowKey"])
 
         conversation = {
@@ -268,8 +295,9 @@ class ReferenceStore:
 
     async def _transition(self, fields: dict[str, Any], change: Change, now: str) -> bool:
         """Merge `fields` into the row, applying the install change with an
-        ETag-guarded write. True when this write moved the row to installed
-        (exactly one of several concurrent writers sees True)."""
+        ETag-guarded write, and a user row into its tenant's index. True when
+        this write moved the row to installed (exactly one of several
+        concurrent writers sees True)."""
         pk, rk = fields["PartitionKey"], fields["RowKey"]
         self._forget(pk, rk)
         async for _ in tables.attempts():
@@ -280,6 +308,7 @@ class ReferenceStore:
                     await tables.create(self.table, entity)
                 except tables.Conflict:
                     continue
+                await user_index.put(self.table, entity)
                 return entity["installState"] == INSTALLED
             current, etag = found
             before = current.get("installState", UNKNOWN)
@@ -288,6 +317,7 @@ class ReferenceStore:
                 await tables.replace_if(self.table, updated, etag)
             except tables.Conflict:
                 continue
+            await user_index.put(self.table, updated)
             return before != INSTALLED and updated["installState"] == INSTALLED \
                 and change is Change.INSTALLED
         raise tables.Conflict(f"{pk} kept changing")
@@ -303,6 +333,8 @@ class ReferenceStore:
         for pk in pks:
             await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk, **stamp})
             self._forget(pk, rk)
+        if aad_id:
+            await user_index.change(self.table, reference.tenant_id, aad_id, stamp)
 
     async def move_service_url(self, reference: Reference, service_url: str, *,
                                aad_id: str = "", team_id: str = "") -> None:
@@ -320,6 +352,9 @@ class ReferenceStore:
                 await tables.merge(self.table, {"PartitionKey": pk, "RowKey": rk,
                                                 "serviceUrl": service_url})
                 self._forget(pk, rk)
+        if aad_id:
+            await user_index.change(self.table, reference.tenant_id, aad_id,
+                                    {"serviceUrl": service_url})
 
     async def remember_members(self, tenant_id: str, members: dict[str, str]) -> None:
         """The roster ids of users (AAD id -> `29:` id) seen in a team's members:
@@ -362,6 +397,7 @@ class ReferenceStore:
         self._forget(conv_pk(conversation_id), entity["RowKey"])
         found = await tables.read(self.table, user_pk(aad_id), tables.safe_key(tenant_id))
         assert found is not None
+        await user_index.put(self.table, found[0])
         return Reference.from_entity(found[0])
 
 
