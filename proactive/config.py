@@ -65,7 +65,9 @@ PRODUCTION_SETTINGS = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 # EnvironmentSettingNames (App Service: WEBSITE_INSTANCE_ID; Flex consumption:
 # LEGION_SERVICE_HOST; Kubernetes / Container Apps: WEBSITE_POD_NAME,
 # CONTAINER_APP_NAME) and FUNCTIONS_EXTENSION_VERSION, the app setting every
-# Function App has.
+# Function App has. KUBERNETES_SERVICE_HOST: Kubernetes sets it in every pod
+# (Functions on AKS with KEDA, Container Apps, Arc): a hosted instance, where
+# local development must not be switched on either, whoever runs the cluster.
 AZURE_VARIABLES = (
     "WEBSITE_INSTANCE_ID",
     "WEBSITE_SITE_NAME",
@@ -78,6 +80,7 @@ AZURE_VARIABLES = (
     "WEBSITE_POD_NAME",
     "CONTAINER_APP_NAME",
     "FUNCTIONS_EXTENSION_VERSION",
+    "KUBERNETES_SERVICE_HOST",
 )
 # Set in Azure too, but also elsewhere, so they count only together with a
 # WEBSITE_* variable: CONTAINER_NAME (Linux consumption; also set by dev

@@ -44,6 +44,13 @@ def test_the_cloud_override_is_refused_in_azure(variable: str) -> None:
         f"({variable} is set)",)
 
 
+def test_local_development_mode_is_refused_in_a_kubernetes_pod() -> None:
+    # Functions on Kubernetes (KEDA), AKS, Container Apps: a hosted instance
+    # whatever else is (not) set.
+    with pytest.raises(ConfigError, match="KUBERNETES_SERVICE_HOST is set"):
+        load_settings({**LOCAL, "KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+
+
 @pytest.mark.parametrize("variable", AZURE_IF_WEBSITE)
 def test_variables_set_outside_azure_too_count_only_with_an_app_service_one(
         variable: str) -> None:
