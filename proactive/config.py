@@ -47,14 +47,19 @@ SETTINGS = (
     "MicrosoftAppId", "MicrosoftAppPassword", "MicrosoftAppTenantId", "MicrosoftAppType",
     "MicrosoftAppCertificatePath", "MicrosoftAppCertificateThumbprint",
     "PROACTIVE_CLOUD", "PROACTIVE_CLOUD_OVERRIDE", "PROACTIVE_ALLOWED_TENANTS",
-    "PROACTIVE_LOCAL_DEV", "PROACTIVE_DEFAULT_TIMEZONE", "PROACTIVE_MAX_ACTIVITY_BYTES",
+    "PROACTIVE_LOCAL_DEV", "PROACTIVE_LOCAL_CONNECTOR", "PROACTIVE_DEFAULT_TIMEZONE",
+    "PROACTIVE_MAX_ACTIVITY_BYTES",
     "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
     "PROACTIVE_CLAIM_LEASE_SECONDS",
     "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT",
     "PROACTIVE_GRAPH_APP_CATALOG_ID", "PROACTIVE_GRAPH_APP_MANIFEST_ID", "PROACTIVE_GRAPH_RPS",
 )
 # Read everywhere but refused in Azure (Settings.problems): never set in production.
-LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE")
+LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_LOCAL_CONNECTOR", "PROACTIVE_CLOUD_OVERRIDE")
+# The local Connectors a local-development worker may send to: the Agents
+# Playground as `python -m proactive dev` starts it, and the Connector emulator
+# as `python -m proactive emulator` does. Any other loopback port is refused.
+DEFAULT_LOCAL_CONNECTORS = ("http://localhost:56150", "http://localhost:3979")
 PRODUCTION_SETTINGS = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 
 
@@ -106,6 +111,16 @@ def running_in_azure(env: Mapping[str, str]) -> bool:
     return bool(azure_marker(env))
 
 
+def _local_connector_problems(settings: Settings) -> list[str]:
+    from proactive.teams.service_urls import local_connector_key
+
+    if not settings.local_dev:
+        return []
+    return [f"PROACTIVE_LOCAL_CONNECTOR entry {url[:80]!r} is not an http(s) URL on "
+            f"a loopback address (like http://localhost:56150)"
+            for url in settings.local_connectors if local_connector_key(url) is None]
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = env.get(name)
     if value is None or value.strip() == "":
@@ -154,6 +169,9 @@ class Settings:
     cloud: str = "Public"  # Public | GCC | GCCHigh | DoD
     # Test-only override of the cloud preset (JSON); see README "Testing".
     cloud_override: str = ""
+    # Local development: the loopback Connector URLs the worker may call (their
+    # scheme and port; any loopback address): PROACTIVE_LOCAL_CONNECTOR.
+    local_connectors: tuple[str, ...] = DEFAULT_LOCAL_CONNECTORS
     allowed_tenants: tuple[str, ...] = ()
 
     # Accept activities without a token from loopback serviceUrls only.
@@ -242,6 +260,7 @@ class Settings:
             found.append("PROACTIVE_API_AUDIENCE needs PROACTIVE_API_ROLE and a tenant "
                          "(PROACTIVE_API_TENANT or MicrosoftAppTenantId)")
         found += storage_problems(self)
+        found += _local_connector_problems(self)
         found += _cloud_problems(self)
         found += _graph_problems(self)
         return found
@@ -285,6 +304,7 @@ class Settings:
             certificate_thumbprint=env.get("MicrosoftAppCertificateThumbprint", ""),
             cloud=env.get("PROACTIVE_CLOUD") or "Public",
             cloud_override=env.get("PROACTIVE_CLOUD_OVERRIDE", ""),
+            local_connectors=_list(env, "PROACTIVE_LOCAL_CONNECTOR") or DEFAULT_LOCAL_CONNECTORS,
             allowed_tenants=_list(env, "PROACTIVE_ALLOWED_TENANTS"),
             local_dev=_flag(env, "PROACTIVE_LOCAL_DEV"),
             default_timezone=env.get("PROACTIVE_DEFAULT_TIMEZONE") or "UTC",

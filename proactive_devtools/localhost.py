@@ -53,6 +53,7 @@ from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 from multidict import CIMultiDict
 
+from proactive.api.problems import problem
 from proactive.config import Settings
 from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
 from proactive.storage import credentials
@@ -310,9 +311,12 @@ class LocalHost:
 
         async def handle(request: web.Request) -> web.Response:
             if (request.content_length or 0) > self._max_body:
-                # Refused before a byte of the body is read (anonymous routes too).
-                return web.Response(status=413, text=f"the body is over {self._max_body} "
-                                                     f"bytes, this app's limit")
+                # Refused before a byte of the body is read (anonymous routes too),
+                # in the words the app itself uses for a body over its limit.
+                too_large = problem(413, "too-large", f"the body is over {self._max_body} "
+                                    f"bytes, this app's limit")
+                return web.Response(status=413, body=too_large.body,
+                                    content_type=too_large.content_type)
             if not self._authorized(level, request):
                 # As the host: 401 with no body, before the function runs.
                 return web.Response(status=401)

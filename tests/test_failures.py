@@ -237,7 +237,9 @@ async def test_the_fallback_host_that_answered_is_used_from_then_on(
     public = emulator
     public.inject(403, code="InvalidBotApiHost", count=100)  # every call on this host
     override = json.dumps({"fallback_service_url": gcc.url})
-    rt = await Runtime.create(dataclasses.replace(settings, cloud_override=override))
+    rt = await Runtime.create(dataclasses.replace(
+        settings, cloud_override=override,
+        local_connectors=(*settings.local_connectors, gcc.url)))
     try:
         await rt.references.record(parse_activity(install(service_url=public.url)))
         assert (await process(rt, send("k"), message_id="m1")).state == "done"

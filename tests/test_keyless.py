@@ -265,6 +265,7 @@ class Stack:
                    SSL_CERT_FILE=str(azurite.cert),  # trust Azurite's certificate
                    OUTBOX_QUEUE=f"out{self.tag}", PROACTIVE_TABLE_PREFIX=f"k{self.tag}",
                    PROACTIVE_LOCAL_DEV="true", PROACTIVE_WELCOME="false",
+                   PROACTIVE_LOCAL_CONNECTOR=emulator_url,
                    PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO_ROOT))
         self.env, self.emulator_url, self.workdir = env, emulator_url, workdir
         self.settings_file = workdir / "settings.json"  # empty: no developer settings
