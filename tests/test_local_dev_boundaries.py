@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from proactive.receiving.activities import MAX_ACTIVITY_BODY
+from proactive.receiving.activities import MAX_ACTIVITY_BODY, parse_activity
 from proactive.runtime import Runtime
+from proactive.worker import process
+from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.processes import Azurite
 from tests.activities_data import install
 from tests.api_support import ApiApp, api_app
@@ -103,3 +105,24 @@ async def test_the_access_log_keeps_no_function_key(app: ApiApp) -> None:
     log = app.log.read_text()
     assert "/api/sends/some-key" in log  # the access line is there, without its query
     assert app.key not in log
+
+
+async def test_the_worker_calls_only_the_configured_local_connector(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    """A reference whose serviceUrl is another loopback port (a service on the
+    developer's machine) gets no request: untrusted-service-url, recorded."""
+    async with ConnectorEmulator() as victim:  # any loopback port but the configured one
+        aad_victim, aad_ok = str(uuid.uuid4()), str(uuid.uuid4())
+        await runtime.references.record(parse_activity(install(
+            aad=aad_victim, conversation="a:victim", service_url=victim.url)))
+        await runtime.references.record(parse_activity(install(
+            aad=aad_ok, conversation="a:ok", service_url=emulator.url)))
+        for key, aad in (("to-victim", aad_victim), ("to-emulator", aad_ok)):
+            message = json.dumps({"version": 1, "op": "send", "key": key,
+                                  "to": {"user": aad}, "text": "hi"})
+            await process(runtime, message, message_id=key)
+        assert victim.counters["requests"] == 0
+    assert emulator.counters["delivered"] == 1
+    [row] = [r async for r in runtime.deliveries.table.query_entities(
+        "PartitionKey eq 'to-victim'")]
+    assert (row["state"], row["reason"]) == ("failed", "untrusted-service-url")
