@@ -150,9 +150,11 @@ class Runtime:
         if settings.local_dev:
             log.warning("LOCAL DEVELOPMENT MODE: activities without a token are accepted "
                         "from loopback serviceUrls. Never enable this in Azure.")
-        # The SDK logs every storage request at INFO; its URLs name users and tenants.
-        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
-            logging.WARNING)
+        # Libraries log every request at INFO, whole URLs that name users and
+        # conversations: WARNING for them (README "Logs").
+        from proactive.telemetry import quiet_libraries
+
+        quiet_libraries()
         cloud = resolve_cloud(settings)
         connector_http = None
         if http is None:

@@ -58,6 +58,7 @@ from proactive.config import Settings
 from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
 from proactive.storage import credentials
 from proactive.storage.credentials import StorageTokens
+from proactive.telemetry import quiet_libraries
 from proactive_devtools.processes import connection_string
 
 log = logging.getLogger(__name__)
@@ -584,7 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)  # else a line per storage request
+    # Libraries at WARNING (else a line per storage or HTTP request, with ids);
+    # the access log is this host's own (_AccessLogger: no query string).
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    quiet_libraries()
     path = args.settings or args.app_dir / "local.settings.json"
     if args.settings is not None and not path.exists():
         parser.error(f"{path} does not exist")

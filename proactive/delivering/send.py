@@ -33,6 +33,7 @@ from proactive.errors import (
 from proactive.storage import tables
 from proactive.storage.deliveries import Claim, unavailable
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -75,7 +76,8 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content) -> O
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
         return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
-        log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
+        log.info("delivery %s -> %s already %s", key, log_id(target.recipient),
+                 claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     try:
         fields = await _deliver(rt, target, content)
@@ -122,7 +124,7 @@ async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryL
         await rt.deliveries.release(claim, **fields)
     if outcome.state is Action.FAILED:
         log.warning("%s %s -> %s failed: %s", what, claim.entity.get("key"),
-                    claim.entity.get("recipient"), exc.reason)
+                    log_id(str(claim.entity.get("recipient"))), exc.reason)
     return outcome
 
 

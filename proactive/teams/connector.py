@@ -186,9 +186,10 @@ class ConnectorClient:
                     method, url, data=content, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 raw = await response.read()
-                # The line httpx logs for each request, so the app's log reads the same.
+                # The line httpx logs for each request (httpx itself logs at WARNING
+                # only), without the conversation and activity ids of the URL.
                 version = response.version
-                log.info('HTTP Request: %s %s "HTTP/%s %s %s"', method, url,
+                log.info('HTTP Request: %s %s "HTTP/%s %s %s"', method, telemetry.log_url(url),
                          f"{version.major}.{version.minor}" if version else "1.1",
                          response.status, response.reason)
                 return response.status, raw, response.headers.get("Retry-After")
