@@ -112,7 +112,8 @@ def first_invocations(runs: int) -> tuple[list[dict[str, float]], list[float], i
     calibration: list[float] = []
     try:
         with emulator_process() as emulator:
-            values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], 50)
+            values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], 50,
+                                  emulator.url)
             asyncio.run(seed(Settings.from_env(values), emulator, runs, 1, []))
             delivered = 0
             for i in range(runs):

@@ -78,13 +78,14 @@ def _product_http() -> Any:
                              limits=httpx.Limits(max_connections=64))
 
 
-def _connector(http: Any, session: Any = None) -> Any:
+def _connector(http: Any, service_url: str, session: Any = None) -> Any:
     from proactive.config import Settings
     from proactive.teams.clouds import resolve_cloud
     from proactive.teams.connector import ConnectorClient
 
     settings = Settings(local_dev=True)  # loopback serviceUrl, no token
-    return ConnectorClient(http, None, resolve_cloud(settings), local_dev=True, session=session)
+    return ConnectorClient(http, None, resolve_cloud(settings), local_dev=True, session=session,
+                           local_connectors=[service_url])
 
 
 async def _variant(name: str, service_url: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
@@ -101,7 +102,7 @@ async def _variant(name: str, service_url: str) -> tuple[Send, Callable[[], Awai
 
         http = _product_http()
         session = _connector_session()
-        client = _connector(http, session)
+        client = _connector(http, service_url, session)
 
         async def close_both() -> None:
             await session.close()
@@ -110,11 +111,11 @@ async def _variant(name: str, service_url: str) -> tuple[Send, Callable[[], Awai
         return (lambda i: client.send(service_url, conv, ACTIVITY)), close_both
     if name == "ConnectorClient over httpx + aiohttp transport":
         http = _product_http()
-        client = _connector(http)
+        client = _connector(http, service_url)
         return (lambda i: client.send(service_url, conv, ACTIVITY)), http.aclose
     if name == "ConnectorClient over plain httpx":
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
-        client = _connector(http)
+        client = _connector(http, service_url)
         return (lambda i: client.send(service_url, conv, ACTIVITY)), http.aclose
     if name in ("bare httpx + aiohttp transport", "bare plain httpx"):
         http = (_product_http() if "aiohttp" in name

@@ -192,7 +192,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace, azurite: Any, emulator: Emulator,
                  workdir: Path) -> None:
         self.args, self.azurite, self.emulator, self.workdir = args, azurite, emulator, workdir
-        self.values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], CEILING)
+        self.values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], CEILING,
+                                   emulator.url)
         self.values.update(PROACTIVE_MAX_ATTEMPTS=str(args.max_attempts))
         from proactive.config import Settings
 

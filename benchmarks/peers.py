@@ -87,7 +87,7 @@ import httpx
 async def setup(url):
     session, http = _connector_session(), httpx.AsyncClient()
     client = ConnectorClient(http, None, resolve_cloud(Settings(local_dev=True)),
-                             local_dev=True, session=session)
+                             local_dev=True, session=session, local_connectors=[url])
     async def send():
         await client.send(url, CONV, {"type": "message", "text": TEXT})
     async def close():

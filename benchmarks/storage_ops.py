@@ -71,7 +71,7 @@ async def one_run(kind: str, azurite: Any, log: Path, emulator: Emulator, messag
     from proactive.config import Settings
 
     tag = uuid.uuid4().hex[:8]
-    values = app_settings(azurite.connection_string, tag, 50)
+    values = app_settings(azurite.connection_string, tag, 50, emulator.url)
     settings = Settings.from_env(values)
     if kind == "sends":
         users, tenants, expected = 20, 10, messages

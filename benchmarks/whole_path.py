@@ -126,10 +126,13 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int,
         await rt.close()
 
 
-def app_settings(connection: str, tag: str, tenant_rps: float) -> dict[str, str]:
+def app_settings(connection: str, tag: str, tenant_rps: float,
+                 connector: str = "") -> dict[str, str]:
     """The app settings of the run: the worker gets them as environment, the
-    benchmark reads them with Settings.from_env, as the app does."""
+    benchmark reads them with Settings.from_env, as the app does. `connector`:
+    the emulator's URL, the one local Connector the worker may send to."""
     return {
+        **({"PROACTIVE_LOCAL_CONNECTOR": connector} if connector else {}),
         "AzureWebJobsStorage": connection,
         "OUTBOX_QUEUE": f"bench-{tag}",
         "PROACTIVE_TABLE_PREFIX": f"b{tag}",
@@ -494,7 +497,8 @@ async def one_round(args: argparse.Namespace, azurite: Any, emulator: Emulator,
 
     n, warmup, tenants = args.messages, args.warmup, max(1, args.tenants)
     users = n + warmup
-    values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], args.tenant_rps)
+    values = app_settings(azurite.connection_string, uuid.uuid4().hex[:8], args.tenant_rps,
+                          emulator.url)
     settings = Settings.from_env(values)
     bodies = [send_message(f"warm-{i}", i) for i in range(warmup)]
     bodies += [send_message(f"bench-{i}", warmup + i) for i in range(n)]

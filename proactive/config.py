@@ -48,14 +48,19 @@ SETTINGS = (
     "MicrosoftAppId", "MicrosoftAppPassword", "MicrosoftAppTenantId", "MicrosoftAppType",
     "MicrosoftAppCertificatePath", "MicrosoftAppCertificateThumbprint",
     "PROACTIVE_CLOUD", "PROACTIVE_CLOUD_OVERRIDE", "PROACTIVE_ALLOWED_TENANTS",
-    "PROACTIVE_LOCAL_DEV", "PROACTIVE_DEFAULT_TIMEZONE", "PROACTIVE_MAX_ACTIVITY_BYTES",
+    "PROACTIVE_LOCAL_DEV", "PROACTIVE_LOCAL_CONNECTOR", "PROACTIVE_DEFAULT_TIMEZONE",
+    "PROACTIVE_MAX_ACTIVITY_BYTES",
     "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
     "PROACTIVE_CLAIM_LEASE_SECONDS", "PROACTIVE_MAX_CALLS_IN_FLIGHT",
     "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT",
     "PROACTIVE_GRAPH_APP_CATALOG_ID", "PROACTIVE_GRAPH_APP_MANIFEST_ID", "PROACTIVE_GRAPH_RPS",
 )
 # Read everywhere but refused in Azure (Settings.problems): never set in production.
-LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE")
+LOCAL_ONLY = ("PROACTIVE_LOCAL_DEV", "PROACTIVE_LOCAL_CONNECTOR", "PROACTIVE_CLOUD_OVERRIDE")
+# The local Connectors a local-development worker may send to: the Agents
+# Playground as `python -m proactive dev` starts it, and the Connector emulator
+# as `python -m proactive emulator` does. Any other loopback port is refused.
+DEFAULT_LOCAL_CONNECTORS = ("http://localhost:56150", "http://localhost:3979")
 PRODUCTION_SETTINGS = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 
 
@@ -66,7 +71,9 @@ PRODUCTION_SETTINGS = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 # EnvironmentSettingNames (App Service: WEBSITE_INSTANCE_ID; Flex consumption:
 # LEGION_SERVICE_HOST; Kubernetes / Container Apps: WEBSITE_POD_NAME,
 # CONTAINER_APP_NAME) and FUNCTIONS_EXTENSION_VERSION, the app setting every
-# Function App has.
+# Function App has. KUBERNETES_SERVICE_HOST: Kubernetes sets it in every pod
+# (Functions on AKS with KEDA, Container Apps, Arc): a hosted instance, where
+# local development must not be switched on either, whoever runs the cluster.
 AZURE_VARIABLES = (
     "WEBSITE_INSTANCE_ID",
     "WEBSITE_SITE_NAME",
@@ -79,6 +86,7 @@ AZURE_VARIABLES = (
     "WEBSITE_POD_NAME",
     "CONTAINER_APP_NAME",
     "FUNCTIONS_EXTENSION_VERSION",
+    "KUBERNETES_SERVICE_HOST",
 )
 # Set in Azure too, but also elsewhere, so they count only together with a
 # WEBSITE_* variable: CONTAINER_NAME (Linux consumption; also set by dev
@@ -102,6 +110,16 @@ def azure_marker(env: Mapping[str, str]) -> str:
 def running_in_azure(env: Mapping[str, str]) -> bool:
     """True when `env` is an Azure instance's environment (see AZURE_VARIABLES)."""
     return bool(azure_marker(env))
+
+
+def _local_connector_problems(settings: Settings) -> list[str]:
+    from proactive.teams.service_urls import local_connector_key
+
+    if not settings.local_dev:
+        return []
+    return [f"PROACTIVE_LOCAL_CONNECTOR entry {url[:80]!r} is not an http(s) URL on "
+            f"a loopback address (like http://localhost:56150)"
+            for url in settings.local_connectors if local_connector_key(url) is None]
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -152,6 +170,9 @@ class Settings:
     cloud: str = "Public"  # Public | GCC | GCCHigh | DoD
     # Test-only override of the cloud preset (JSON); see README "Testing".
     cloud_override: str = ""
+    # Local development: the loopback Connector URLs the worker may call (their
+    # scheme and port; any loopback address): PROACTIVE_LOCAL_CONNECTOR.
+    local_connectors: tuple[str, ...] = DEFAULT_LOCAL_CONNECTORS
     allowed_tenants: tuple[str, ...] = ()
 
     # Accept activities without a token from loopback serviceUrls only.
@@ -248,6 +269,7 @@ class Settings:
                               "PROACTIVE_API_TENANT": self.api_tenant,
                               STORAGE_CLIENT_ID: self.storage_client_id}, self.allowed_tenants)
         found += storage_problems(self)
+        found += _local_connector_problems(self)
         found += _cloud_problems(self)
         found += _graph_problems(self)
         return found
@@ -291,6 +313,7 @@ class Settings:
             certificate_thumbprint=env.get("MicrosoftAppCertificateThumbprint", ""),
             cloud=env.get("PROACTIVE_CLOUD") or "Public",
             cloud_override=env.get("PROACTIVE_CLOUD_OVERRIDE", ""),
+            local_connectors=_list(env, "PROACTIVE_LOCAL_CONNECTOR") or DEFAULT_LOCAL_CONNECTORS,
             allowed_tenants=_list(env, "PROACTIVE_ALLOWED_TENANTS"),
             local_dev=_flag(env, "PROACTIVE_LOCAL_DEV"),
             default_timezone=env.get("PROACTIVE_DEFAULT_TIMEZONE") or "UTC",

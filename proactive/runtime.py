@@ -19,7 +19,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proactive.config import ConfigError, Settings, load_settings
 
@@ -133,9 +133,13 @@ class Runtime:
 
     @classmethod
     async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None,
-                     storage_tokens: StorageTokens | None = None) -> Runtime:
+                     storage_tokens: StorageTokens | None = None,
+                     request_path: bool = False) -> Runtime:
         """`storage_tokens`: identity-based storage's token source (default: made
-        from the settings' credential; tests pass one of their own)."""
+        from the settings' credential; tests pass one of their own).
+        `request_path`: the HTTP API's Runtime, whose storage clients give up
+        soon (REQUEST_PATH_STORAGE): a producer's HTTP client waits seconds, not
+        the minutes the SDKs' retries take while storage is unreachable."""
         import httpx
         from httpx_aiohttp import AiohttpTransport
 
@@ -160,9 +164,11 @@ class Runtime:
         if settings.local_dev:
             log.warning("LOCAL DEVELOPMENT MODE: activities without a token are accepted "
                         "from loopback serviceUrls. Never enable this in Azure.")
-        # The SDK logs every storage request at INFO; its URLs name users and tenants.
-        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
-            logging.WARNING)
+        # Libraries log every request at INFO, whole URLs that name users and
+        # conversations: WARNING for them (README "Logs").
+        from proactive.telemetry import quiet_libraries
+
+        quiet_libraries()
         cloud = resolve_cloud(settings)
         connector_http = None
         if http is None:
@@ -177,8 +183,11 @@ class Runtime:
         # use_env_settings=False: azure-core's aiohttp session otherwise runs with
         # trust_env=True, which looks up ~/.netrc in a thread on every request
         # (about half the CPU of a queue send). The app never goes through a proxy.
-        table_service = storage.table_service(settings, storage_tokens, use_env_settings=False)
-        queue_service = storage.queue_service(settings, storage_tokens, use_env_settings=False)
+        table_options, queue_options = _storage_options(request_path)
+        table_service = storage.table_service(settings, storage_tokens, use_env_settings=False,
+                                              **table_options)
+        queue_service = storage.queue_service(settings, storage_tokens, use_env_settings=False,
+                                              **queue_options)
         queues = []
         for name in (settings.outbox_queue, settings.poison_queue):
             client = queue_service.get_queue_client(name)
@@ -190,13 +199,15 @@ class Runtime:
         # It signs with the account key or the shared bearer token; a SAS
         # connection string keeps the SDK. Campaigns needs entity-group
         # transactions, which only the SDK has.
-        table_http = new_session()
+        table_http = new_session(**REQUEST_PATH_SESSION) if request_path else new_session()
 
         def hot(base: str) -> TableClient | RestTableClient:
             name = settings.table_name(base)
             client = storage.rest_table(settings, name, table_http, storage_tokens)
             if client is None:
                 return _sdk_table(table_service, name)
+            if request_path:
+                client.retries = REQUEST_PATH_RETRIES
             return on_demand(client, lambda: _create_table(table_service, name), f"table {name}")
 
         tenant_pacer = TenantPacer(hot(PACING_TABLE), rate=settings.tenant_rps)
@@ -215,6 +226,7 @@ class Runtime:
             campaigns=Campaigns(_sdk_table(table_service, settings.table_name(SENDS_TABLE))),
             outbox=Outbox(queue, poison, Seal(hot(PACING_TABLE))),
             connector=ConnectorClient(http, tokens, cloud, local_dev=settings.local_dev,
+                                      local_connectors=settings.local_connectors,
                                       session=connector_http),
             authenticator=authenticator,
             tenant_pacer=tenant_pacer,
@@ -237,6 +249,29 @@ class Runtime:
             await self.connector_http.close()
         if self.storage_tokens is not None:
             await self.storage_tokens.close()
+
+
+# The HTTP API's storage clients (Runtime.create(request_path=True)): one retry
+# after a second or less, 3 s to connect, 5 s to answer. An operation so gives up
+# within ~10 s even when storage does not answer at all, and within ~1 s when it
+# refuses the connection; routes/_serve bounds the whole answer on top
+# (api.routes.API_DEADLINE). The worker keeps the SDKs' defaults.
+REQUEST_PATH_RETRIES = 1
+REQUEST_PATH_TIMEOUTS = {"connection_timeout": 3, "read_timeout": 5}
+REQUEST_PATH_SESSION = {"total": 8.0, "connect": 3.0}
+
+
+def _storage_options(request_path: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The table and queue service clients' options (azure-core retry and
+    transport settings): none for the worker, short ones on the request path."""
+    if not request_path:
+        return {}, {}
+    tables = {"retry_total": REQUEST_PATH_RETRIES, "retry_backoff_factor": 0.5,
+              "retry_backoff_max": 1, **REQUEST_PATH_TIMEOUTS}
+    # The queue clients' own ExponentialRetry takes these (defaults: 15 s, then 18, 24).
+    queues = {"retry_total": REQUEST_PATH_RETRIES, "initial_backoff": 1, "increment_base": 2,
+              "random_jitter_range": 0, **REQUEST_PATH_TIMEOUTS}
+    return tables, queues
 
 
 def _graph(settings: Settings, cloud: Cloud, http: httpx.AsyncClient) -> GraphClient | None:
@@ -267,16 +302,40 @@ def _sdk_table(service: TableServiceClient, name: str) -> TableClient:
 
 
 _runtime: Runtime | None = None
+_api_runtime: Runtime | None = None
 _config_error: ConfigError | None = None
 _lock: asyncio.Lock | None = None
 
 
 async def close_runtime() -> None:
-    """Close the process's Runtime, if one was made (at host shutdown)."""
-    global _runtime
+    """Close the process's Runtimes, if any were made (at host shutdown)."""
+    global _runtime, _api_runtime
+    if _api_runtime is not None:
+        _api_runtime.storage_tokens = None  # the process Runtime's, closed with it
+        await _api_runtime.close()
+        _api_runtime = None
     if _runtime is not None:
         await _runtime.close()
         _runtime = None
+
+
+async def get_api_runtime() -> Runtime:
+    """The HTTP API's Runtime: the process's settings, storage clients that
+    give up soon (Runtime.create's `request_path`). Made on first call, after
+    the process's Runtime (so with the same settings and their checks)."""
+    global _api_runtime, _lock
+    if _api_runtime is not None:
+        return _api_runtime
+    rt = await get_runtime()
+    if _api_runtime is None:
+        if _lock is None:
+            _lock = asyncio.Lock()
+        async with _lock:
+            if _api_runtime is None:
+                _api_runtime = await Runtime.create(rt.settings,
+                                                    storage_tokens=rt.storage_tokens,
+                                                    request_path=True)
+    return _api_runtime
 
 
 async def get_runtime() -> Runtime:

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,46 @@ def recipient_hash(recipient: str) -> str:
     """A short stable hash of a recipient id: lets logs be joined per person
     without naming them."""
     return hashlib.sha256(recipient.encode()).hexdigest()[:16]
+
+
+# --- logs -----------------------------------------------------------------------------
+
+# Libraries that log a line per request at INFO, with whole URLs (Graph's name
+# users by UPN, the Connector's carry conversation ids) or ids in messages:
+# WARNING unless the app's logging configuration names a level for them.
+QUIET_LOGGERS = ("httpx", "httpcore", "azure", "msal", "aiohttp", "urllib3", "requests",
+                 "hpack", "opentelemetry")
+# A URL path segment kept as is in a log line: an API's own words (v3,
+# conversations, activities, users, emea ...). Anything else is an id: '{id}'.
+_WORD = re.compile(r"(?:[A-Za-z]{1,24}|v[0-9]+(?:\.[0-9]+)?)")
+
+
+def quiet_libraries() -> None:
+    """Third-party loggers to WARNING (those without a level of their own)."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def log_id(recipient: str) -> str:
+    """A recipient (or conversation) id as our log lines show it: its kind and
+    the hash telemetry uses (`user#3fa2c1...`), never the id itself."""
+    kind, sep, _ = recipient.partition(":")
+    prefix = kind if sep and _WORD.fullmatch(kind) else "id"
+    return f"{prefix}#{recipient_hash(recipient)}"
+
+
+def log_url(url: str) -> str:
+    """A URL as our log lines show it: scheme, host and the path's own words,
+    every id replaced by '{id}', no query string or fragment."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return "{id}"
+    host, _, path = rest.partition("/")
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    kept = [part if _WORD.fullmatch(part) or not part else "{id}" for part in path.split("/")]
+    return f"{head}://{host.rsplit('@', 1)[-1]}/{'/'.join(kept)}"
 
 
 # --- metrics -------------------------------------------------------------------

@@ -34,7 +34,7 @@ def _refuse(what: str, exc: ConfigError) -> None:
 async def messages(req: func.HttpRequest) -> func.HttpResponse:
     """Bot Framework activities from Teams."""
     from proactive.errors import ConfigError
-    from proactive.receiving.endpoint import handle_activity
+    from proactive.receiving.endpoint import browser_refusal, handle_activity
     from proactive.runtime import get_runtime
 
     try:
@@ -42,7 +42,8 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
     except ConfigError as exc:
         _refuse("activity", exc)
         return func.HttpResponse(CONFIG_ERROR_BODY, status_code=503, mimetype="text/plain")
-    reply = await handle_activity(rt, req.headers, req.get_body())
+    refusal = browser_refusal(req.headers) if rt.settings.local_dev else None
+    reply = refusal or await handle_activity(rt, req.headers, req.get_body())
     return func.HttpResponse(reply.body, status_code=reply.status, mimetype=reply.content_type)
 
 

@@ -110,12 +110,15 @@ def _last_error(log: Path, offset: int) -> str:
 
 
 def _start_app(port: int, log: Path, use_func: bool,
-               children: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
+               children: list[tuple[str, subprocess.Popen[bytes], Path]],
+               connector: str = "") -> None:
     if use_func:
         args = ["func", "start", "--port", str(port)]
     else:
         args = [sys.executable, "-m", "proactive", "host", "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if connector:  # the one local Connector the worker may send to: this Playground's
+        env.setdefault("PROACTIVE_LOCAL_CONNECTOR", connector)
     offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -216,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                   "(data in .azurite/; log .dev/azurite.log)", flush=True)
         _provision()
         use_func = args.host == "func" or (args.host == "auto" and bool(shutil.which("func")))
-        _start_app(args.port, logs / "app.log", use_func, children)
+        _start_app(args.port, logs / "app.log", use_func, children,
+                   "" if args.no_playground else f"http://localhost:{args.playground_port}")
         endpoint = f"http://127.0.0.1:{args.port}/api/messages"
         print(f"app:        {endpoint} ({'func start' if use_func else 'built-in host'}; "
               f"log .dev/app.log)", flush=True)

@@ -191,15 +191,26 @@ class LoopbackHttpClient:
             return url
         raise RuntimeError(f"LoopbackHttpClient refuses to call {url!r}")
 
-    def get(self, url: str, params: Any = None, headers: Any = None, **_: Any) -> httpx.Response:
-        return self._client.get(self._map(url), params=params, headers=headers)
+    @staticmethod
+    def _timeout(kwargs: Mapping[str, Any]) -> Any:
+        # requests' `timeout=` (seconds for the connection and each read), as
+        # httpx takes it; none given: the client's 10 s.
+        given = kwargs.get("timeout")
+        return given if isinstance(given, (int, float)) else httpx.USE_CLIENT_DEFAULT
+
+    def get(self, url: str, params: Any = None, headers: Any = None,
+            **kwargs: Any) -> httpx.Response:
+        return self._client.get(self._map(url), params=params, headers=headers,
+                                timeout=self._timeout(kwargs))
 
     def post(
-        self, url: str, params: Any = None, data: Any = None, headers: Any = None, **_: Any
+        self, url: str, params: Any = None, data: Any = None, headers: Any = None,
+        **kwargs: Any
     ) -> httpx.Response:
+        timeout = self._timeout(kwargs)
         if isinstance(data, (str, bytes)):
             return self._client.post(
-                self._map(url), params=params, content=data, headers=headers
+                self._map(url), params=params, content=data, headers=headers, timeout=timeout
             )
         if isinstance(data, Mapping):
             # MSAL passes some values (the client assertion) as bytes, which
@@ -207,7 +218,8 @@ class LoopbackHttpClient:
             data = {
                 k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()
             }
-        return self._client.post(self._map(url), params=params, data=data, headers=headers)
+        return self._client.post(self._map(url), params=params, data=data, headers=headers,
+                                 timeout=timeout)
 
     def close(self) -> None:
         self._client.close()
@@ -246,6 +258,11 @@ class FakeAAD:
         # look for the token where it must not be (logs, storage, answers).
         self.token_prefix = "fake-bot-token-"
         self.token_failures = 0
+        # Set True to make the token and managed-identity endpoints take the
+        # request and never answer (a hung Entra ID); `hung_requests` counts them.
+        self.hang = False
+        self.hung_requests = 0
+        self._stopping = asyncio.Event()
         self.identity_header = uuid.uuid4().hex
         self.msi_requests: list[dict[str, str]] = []
         # The tenant of the managed identities (the storage tokens' issuer names it).
@@ -277,6 +294,7 @@ class FakeAAD:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -438,7 +456,16 @@ class FakeAAD:
             {"error": error, "error_description": description}, status=status
         )
 
+    async def _hang(self) -> None:
+        self.hung_requests += 1
+        # Until the server stops (aiohttp keeps a handler running when its client
+        # goes away, and would wait for it at cleanup).
+        await self._stopping.wait()
+        raise web.HTTPServiceUnavailable()
+
     async def _token(self, request: web.Request) -> web.Response:
+        if self.hang:
+            await self._hang()
         tenant = request.match_info["tenant"]
         form = await request.post()
         if form.get("grant_type") != "client_credentials":
@@ -503,6 +530,8 @@ class FakeAAD:
         return None
 
     async def _msi(self, request: web.Request) -> web.Response:
+        if self.hang:
+            await self._hang()
         if request.headers.get("X-IDENTITY-HEADER") != self.identity_header:
             return web.json_response({"statusCode": 401, "message": "bad header"}, status=401)
         if request.query.get("api-version") != MSI_API_VERSION:

@@ -43,6 +43,8 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.decorators.function_app import FunctionRegister
 from azure.functions.queue import QueueMessage
@@ -51,10 +53,12 @@ from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 from multidict import CIMultiDict
 
+from proactive.api.problems import problem
 from proactive.config import Settings
 from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
 from proactive.storage import credentials
 from proactive.storage.credentials import StorageTokens
+from proactive.telemetry import quiet_libraries
 from proactive_devtools.processes import connection_string
 
 log = logging.getLogger(__name__)
@@ -196,7 +200,8 @@ class LocalHost:
                  env: Mapping[str, str] | None = None, port: int = 0, bind: str = "127.0.0.1",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  drain_timeout: float = 30.0, lease: int = DEFAULT_LEASE,
-                 keys: Iterable[str] | None = None, master_key: str = "") -> None:
+                 keys: Iterable[str] | None = None, master_key: str = "",
+                 max_body: int = MAX_REQUEST_BODY) -> None:
         if not isinstance(app, FunctionRegister):
             host_json = Path(app) / "host.json" if host_json is None else host_json
             app = load_app(app)
@@ -208,6 +213,7 @@ class LocalHost:
         self.port = port
         self.lines: list[str] = []  # one per function, printed at start like func's
         self._bind, self._clock, self._drain, self._lease = bind, clock, drain_timeout, lease
+        self._max_body = max_body
         self._queues = QueueOptions.from_host_json(self.config)
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -240,8 +246,11 @@ class LocalHost:
 
     async def start(self) -> None:
         # The Functions host takes bodies up to 100 MB; aiohttp's default (1 MiB)
-        # would answer a larger one itself, unlike Azure, before the app's own limit.
-        http = web.Application(client_max_size=MAX_REQUEST_BODY)
+        # would answer a larger one itself, unlike Azure, before the app's own
+        # limit. `max_body` (the app's own limit, for `python -m proactive host`)
+        # bounds what is read: a longer Content-Length gets 413 unread (_http_handler),
+        # a longer chunked body 413 once the limit is read.
+        http = web.Application(client_max_size=self._max_body)
         prefix = ((self.config.get("extensions") or {}).get("http") or {}).get("routePrefix", "api")
         pollers: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         for f in self._functions():
@@ -267,7 +276,8 @@ class LocalHost:
             except (ValueError, KeyError) as exc:  # like the host: this one function is in error
                 log.error("The '%s' function is in error: %s", f.name, exc)
                 self.lines.append(f"{f.name}: in error ({exc})")
-        self._runner = web.AppRunner(http, shutdown_timeout=self._drain)
+        self._runner = web.AppRunner(http, shutdown_timeout=self._drain,
+                                     access_log_class=_AccessLogger)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._bind, self.port).start()
         self.port = int(self._runner.addresses[0][1])
@@ -319,6 +329,13 @@ class LocalHost:
                     or "function").lower()
 
         async def handle(request: web.Request) -> web.Response:
+            if (request.content_length or 0) > self._max_body:
+                # Refused before a byte of the body is read (anonymous routes too),
+                # in the words the app itself uses for a body over its limit.
+                too_large = problem(413, "too-large", f"the body is over {self._max_body} "
+                                    f"bytes, this app's limit")
+                return web.Response(status=413, body=too_large.body,
+                                    content_type=too_large.content_type)
             if not self._authorized(level, request):
                 # As the host: 401 with no body, before the function runs.
                 return web.Response(status=401)
@@ -550,6 +567,23 @@ async def _serve(host: LocalHost) -> int:
     return 0
 
 
+class _AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log line without the query string, which carries the
+    function key (`?code=`) and ids: method, path, status, size, duration."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %s %.1fms', request.remote, request.method,
+                         request.path, response.status, response.body_length, time * 1000)
+
+
+def app_body_limit() -> int:
+    """The largest body this project's app takes on any route (activities, API)."""
+    from proactive.api.notifications import MAX_BODY
+    from proactive.receiving.activities import MAX_ACTIVITY_BODY
+
+    return max(MAX_BODY, MAX_ACTIVITY_BODY)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m proactive host",
                                      description="Run function_app.py like `func start`.")
@@ -569,7 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)  # else a line per storage request
+    # Libraries at WARNING (else a line per storage or HTTP request, with ids);
+    # the access log is this host's own (_AccessLogger: no query string).
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    quiet_libraries()
     path = args.settings or args.app_dir / "local.settings.json"
     if args.settings is not None and not path.exists():
         parser.error(f"{path} does not exist")
@@ -581,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port if args.port is not None else int(
         (settings.get("Host") or {}).get("LocalHttpPort", 7071))
     host = LocalHost(load_app(args.app_dir), host_json=args.app_dir / "host.json", port=port,
-                     lease=args.lease, keys=args.function_key)
+                     lease=args.lease, keys=args.function_key, max_body=app_body_limit())
     return asyncio.run(_serve(host))
 
 

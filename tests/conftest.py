@@ -10,7 +10,7 @@ import pytest
 
 from proactive.config import Settings
 from proactive_devtools.fake_aad import FakeAAD
-from proactive_devtools.processes import Azurite, start_azurite
+from proactive_devtools.processes import Azurite, free_port, start_azurite
 from proactive_devtools.provision import provision
 
 
@@ -44,7 +44,14 @@ async def aad() -> AsyncIterator[FakeAAD]:
 
 
 @pytest.fixture
-def settings(azurite: Azurite) -> Settings:
+def connector_port() -> int:
+    """The test's local Connector port: the `emulator` fixture listens there
+    and the `settings` fixture names it the local Connector."""
+    return free_port()
+
+
+@pytest.fixture
+def settings(azurite: Azurite, connector_port: int) -> Settings:
     """Settings for one test: its own tables and queue in the shared Azurite."""
     tag = uuid.uuid4().hex[:10]
     return Settings(
@@ -52,6 +59,7 @@ def settings(azurite: Azurite) -> Settings:
         outbox_queue=f"outbox{tag}",
         table_prefix=f"t{tag}",
         local_dev=True,
+        local_connectors=(f"http://127.0.0.1:{connector_port}",),
     )
 
 
@@ -68,12 +76,16 @@ async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def emulator():  # type: ignore[no-untyped-def]
-    """The Connector emulator on a loopback port (no limits, no faults)."""
+async def emulator(connector_port: int):  # type: ignore[no-untyped-def]
+    """The Connector emulator on the test's local Connector port (no limits, no faults)."""
     from proactive_devtools.emulator import ConnectorEmulator
 
-    async with ConnectorEmulator() as emu:
+    emu = ConnectorEmulator()
+    await emu.start(port=connector_port)
+    try:
         yield emu
+    finally:
+        await emu.stop()
 
 
 @pytest.fixture

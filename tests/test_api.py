@@ -138,6 +138,20 @@ async def test_batch_is_enqueued_whole_or_refused_whole(client: httpx.AsyncClien
     assert_problem(await client.post("notifications", json=[]), 400, "schema")
 
 
+async def test_a_batch_of_rules_that_never_fire_is_refused_whole(
+        client: httpx.AsyncClient, rt: Runtime) -> None:
+    # An INTERVAL that never meets its days (issue 16 §3): each is checked when
+    # accepted and refused with its reason; none is queued.
+    rule = "FREQ=MINUTELY;INTERVAL=7;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO;BYHOUR=23;BYMINUTE=59"
+    batch = [send(f"never-{i}", schedule={"rrule": rule, "start": "2026-01-01T00:00"})
+             for i in range(MAX_BATCH)]
+    body = assert_problem(await client.post("notifications", json=batch), 400,
+                          "invalid-schedule")
+    assert len(body["errors"]) == MAX_BATCH and all(
+        "never fires" in e["detail"] for e in body["errors"])
+    assert not {m.get("key") for m in await queued(rt)} & {f"never-{i}" for i in range(25)}
+
+
 @pytest.mark.parametrize(("body", "reason", "detail"), [
     (b"{nope", "not-json", "the message is not JSON"),
     (json.dumps(send("u", colour="red")).encode(), "schema", "unknown field(s): colour"),

@@ -130,6 +130,7 @@ async def bearer_rt(settings: Settings, aad: FakeAAD, http: httpx.AsyncClient,
     await provision(configured)
     rt = await Runtime.create(configured, http=http)
     monkeypatch.setattr(runtime_module, "_runtime", rt)
+    monkeypatch.setattr(runtime_module, "_api_runtime", rt)  # the routes' one
     try:
         yield rt
     finally:

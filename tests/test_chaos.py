@@ -158,13 +158,16 @@ class App:
                          for p in sorted(self.logs.glob("host-*.log")))
 
 
-def app_env(settings: Settings, claim_lease: int) -> dict[str, str]:
+def app_env(settings: Settings, claim_lease: int, connector: str = "") -> dict[str, str]:
+    """The app's environment; `connector`: the local Connector it may send to."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
     env.update(AzureWebJobsStorage=settings.storage_connection,
                OUTBOX_QUEUE=settings.outbox_queue, PROACTIVE_TABLE_PREFIX=settings.table_prefix,
                PROACTIVE_LOCAL_DEV="true", PROACTIVE_WELCOME="false",
                PROACTIVE_CLAIM_LEASE_SECONDS=str(claim_lease),
                PROACTIVE_MAX_ATTEMPTS=str(MAX_ATTEMPTS), PYTHONUNBUFFERED="1")
+    if connector:
+        env["PROACTIVE_LOCAL_CONNECTOR"] = connector
     return env
 
 
@@ -177,8 +180,9 @@ def empty_settings_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app(settings: Settings, tmp_path: Path) -> Iterator[App]:
-    running = App(app_env(settings, LEASE), empty_settings_file(tmp_path), tmp_path)
+def app(settings: Settings, emulator: Emulator, tmp_path: Path) -> Iterator[App]:
+    running = App(app_env(settings, LEASE, emulator.url), empty_settings_file(tmp_path),
+                  tmp_path)
     try:
         yield running
     finally:
@@ -374,10 +378,11 @@ async def disk_runtime(disk_settings: Settings) -> AsyncIterator[Runtime]:
 
 
 @pytest.fixture
-def outage_app(disk_settings: Settings, tmp_path: Path) -> Iterator[App]:
+def outage_app(disk_settings: Settings, emulator: Emulator, tmp_path: Path) -> Iterator[App]:
     logs = tmp_path / "host"
     logs.mkdir()
-    running = App(app_env(disk_settings, OUTAGE_CLAIM_LEASE), empty_settings_file(tmp_path),
+    running = App(app_env(disk_settings, OUTAGE_CLAIM_LEASE, emulator.url),
+                  empty_settings_file(tmp_path),
                   logs, lease=OUTAGE_QUEUE_LEASE)
     try:
         yield running

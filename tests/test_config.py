@@ -46,6 +46,24 @@ def test_the_cloud_override_is_refused_in_azure(variable: str) -> None:
         f"({variable} is set)",)
 
 
+def test_the_local_connector_must_be_a_loopback_url() -> None:
+    assert load_settings({**LOCAL, "PROACTIVE_LOCAL_CONNECTOR": "http://127.0.0.1:3978, "
+                                   "https://localhost:8443/teams"}).local_connectors == (
+        "http://127.0.0.1:3978", "https://localhost:8443/teams")
+    assert load_settings(LOCAL).local_connectors == ("http://localhost:56150",
+                                                     "http://localhost:3979")
+    for bad in ("https://evil.example:443", "ftp://127.0.0.1:21", "127.0.0.1:3978"):
+        with pytest.raises(ConfigError, match="PROACTIVE_LOCAL_CONNECTOR entry"):
+            load_settings({**LOCAL, "PROACTIVE_LOCAL_CONNECTOR": bad})
+
+
+def test_local_development_mode_is_refused_in_a_kubernetes_pod() -> None:
+    # Functions on Kubernetes (KEDA), AKS, Container Apps: a hosted instance
+    # whatever else is (not) set.
+    with pytest.raises(ConfigError, match="KUBERNETES_SERVICE_HOST is set"):
+        load_settings({**LOCAL, "KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+
+
 @pytest.mark.parametrize("variable", AZURE_IF_WEBSITE)
 def test_variables_set_outside_azure_too_count_only_with_an_app_service_one(
         variable: str) -> None:
@@ -141,6 +159,7 @@ def test_the_list_of_settings_is_what_the_app_reads() -> None:
             load_settings(env)
         assert env.read - set(AZURE_VARIABLES) - set(AZURE_IF_WEBSITE) == set(SETTINGS)
     assert set(PRODUCTION_SETTINGS) == set(SETTINGS) - {"PROACTIVE_LOCAL_DEV",
+                                                        "PROACTIVE_LOCAL_CONNECTOR",
                                                         "PROACTIVE_CLOUD_OVERRIDE"}
 
 

@@ -58,10 +58,10 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[ConnectorClient]:
+async def client(servers: tuple[Server, Server]) -> AsyncIterator[ConnectorClient]:
     async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
         yield ConnectorClient(http, None, clouds.PUBLIC, local_dev=True, timeout=0.3,
-                              session=session)
+                              session=session, local_connectors=[s.url for s in servers])
 
 
 async def test_a_send_posts_the_activity_and_returns_its_id(
@@ -113,6 +113,7 @@ async def test_no_answer_in_time_and_no_connection_are_transient(
     with pytest.raises(ServiceUnavailable) as timeout:
         await client.send(teams.url, "a:1", {"type": "message"})
     assert timeout.value.reason == Reason.TIMEOUT
+    client.local_connectors += ("http://127.0.0.1:9",)  # configured, and nothing listens
     with pytest.raises(ServiceUnavailable) as refused:
         await client.send("http://127.0.0.1:9/", "a:1", {"type": "message"})
     assert refused.value.reason == Reason.CONNECTION_ERROR

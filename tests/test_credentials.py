@@ -20,6 +20,7 @@ from proactive.config import ConfigError, Settings
 from proactive.errors import TokenUnavailable
 from proactive.teams.clouds import GCC_HIGH, PUBLIC, Cloud, resolve_cloud
 from proactive.teams.credentials import (
+    RETRY_INTERVAL,
     AccessToken,
     CachedTokenProvider,
     authority_for,
@@ -473,3 +474,60 @@ async def test_msal_user_assigned_managed_identity(aad: FakeAAD, monkeypatch):
         http.close()
     assert set(tokens) == {"fake-msi-token-1"}
     assert aad.msi_requests == [{"resource": "https://api.botframework.com", "client_id": APP_ID}]
+
+
+# ---- a token endpoint that takes the request and never answers ----------------------------
+
+async def test_a_hung_token_endpoint_fails_at_the_deadline_and_the_next_attempt_is_fresh(
+        aad: FakeAAD, caplog: pytest.LogCaptureFixture) -> None:
+    cloud = _cloud(aad)
+    aad.register_client(APP_ID, scope=cloud.token_scope, secret=SECRET)
+    settings = Settings(app_id=APP_ID, app_password=SECRET, app_tenant_id=TENANT)
+    clock = Clock()
+    http = aad.msal_http_client()
+    aad.hang = True
+    try:
+        provider = build_token_provider(settings, cloud, http_client=http, clock=clock,
+                                        deadline=0.5)
+        with caplog.at_level(logging.WARNING, logger="proactive.teams.credentials"):
+            # Every caller gets its answer (TokenUnavailable), none waits on the hung one.
+            results = await asyncio.gather(*(provider.get_token() for _ in range(5)),
+                                           return_exceptions=True)
+        assert all(isinstance(r, TokenUnavailable) for r in results), results
+        assert {r.code for r in results if isinstance(r, TokenUnavailable)} == {"Timeout"}
+        assert aad.hung_requests == 1
+        warnings = [r for r in caplog.records if r.name == "proactive.teams.credentials"]
+        assert [r.levelno for r in warnings] == [logging.WARNING]
+        assert aad.authority_host in warnings[0].getMessage()
+        assert SECRET not in caplog.text
+
+        # Entra ID answers again: after the retry interval, a new request gets a token.
+        aad.hang = False
+        clock.advance(RETRY_INTERVAL + 1)
+        assert await provider.get_token() == "fake-bot-token-1"
+        assert provider.acquisitions == 2
+    finally:
+        http.close()
+
+
+async def test_a_hung_managed_identity_endpoint_fails_at_the_deadline(
+        aad: FakeAAD, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in aad.msi_environment().items():
+        monkeypatch.setenv(name, value)
+    for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(app_id=APP_ID, app_type="UserAssignedMSI")
+    clock = Clock()
+    http = aad.msal_http_client()
+    aad.hang = True
+    try:
+        provider = build_token_provider(settings, _cloud(aad), http_client=http, clock=clock,
+                                        deadline=0.5)
+        with pytest.raises(TokenUnavailable) as info:
+            await provider.get_token()
+        assert "127.0.0.1" in info.value.detail and info.value.code == "Timeout"
+        aad.hang = False
+        clock.advance(RETRY_INTERVAL + 1)
+        assert await provider.get_token() == "fake-msi-token-1"
+    finally:
+        http.close()

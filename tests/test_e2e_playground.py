@@ -66,6 +66,7 @@ def apps(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings = workdir / "local.settings.json"
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
     app_port, playground_port = free_port(), free_port()
+    env["PROACTIVE_LOCAL_CONNECTOR"] = f"http://localhost:{playground_port}"
     host_log = workdir / "app.log"
     with open(host_log, "ab") as out:
         host = subprocess.Popen(

@@ -599,7 +599,8 @@ async def test_real_connector_client_runs_against_the_emulator(
     connector = pytest.importorskip("proactive.teams.connector")
     clouds = pytest.importorskip("proactive.teams.clouds")
     async with httpx.AsyncClient() as http:
-        client = connector.ConnectorClient(http, None, clouds.PUBLIC, local_dev=True)
+        client = connector.ConnectorClient(http, None, clouds.PUBLIC, local_dev=True,
+                                           local_connectors=[emulator.url])
         url = emulator.url + "teams/"
         conversation_id = await client.create_personal_conversation(
             url, bot_id=BOT, member_id="29:user-a", tenant_id=TENANT)

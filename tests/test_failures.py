@@ -66,7 +66,8 @@ def seconds_until(text: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def bot_runtime(base: Settings, aad: FakeAAD, **changes: Any) -> AsyncIterator[Runtime]:
+async def bot_runtime(base: Settings, aad: FakeAAD, *, token_deadline: float = 10.0,
+                      **changes: Any) -> AsyncIterator[Runtime]:
     """Local development off, the bot's credentials from `changes`, the cloud's
     token authority pointed at the fake Azure AD (through the real MSAL client),
     and USER_AAD installed with an allow-listed serviceUrl."""
@@ -79,7 +80,8 @@ async def bot_runtime(base: Settings, aad: FakeAAD, **changes: Any) -> AsyncIter
         aad.register_client(APP_ID, scope=rt.cloud.token_scope, secret=SECRET)
         if settings.has_credentials:
             rt.connector.tokens = build_token_provider(settings, rt.cloud,
-                                                       http_client=msal_http)
+                                                       http_client=msal_http,
+                                                       deadline=token_deadline)
         await rt.references.record(parse_activity(install(service_url=SERVICE_URL)))
         yield rt
     finally:
@@ -136,6 +138,20 @@ async def test_an_unreachable_identity_endpoint_is_a_transient_failure(
         assert (record["state"], record["reason"]) == (d.RETRYING, "token-unavailable")
         assert record["lastCode"].startswith("Connect")  # the client's connection error
         assert await waiting(rt.outbox.queue) == 1
+
+
+async def test_a_hung_token_endpoint_retries_the_message_as_token_unavailable(
+        settings: Settings, aad: FakeAAD, caplog: pytest.LogCaptureFixture) -> None:
+    async with bot_runtime(settings, aad, app_password=SECRET, token_deadline=0.5) as rt:
+        aad.hang = True  # Entra ID takes the request and never answers
+        outcome = await process(rt, send("k"), message_id="m1")
+        assert (outcome.state, outcome.reason) == ("retry", "token-unavailable")
+        record = await row(rt, "k")
+        assert (record["state"], record["reason"], record["lastCode"]) == \
+            (d.RETRYING, "token-unavailable", "Timeout")
+        assert await waiting(rt.outbox.queue) == 1
+        assert any(r.levelname == "WARNING" and aad.authority_host in r.getMessage()
+                   for r in caplog.records)
 
 
 # ---- no credentials at all ---------------------------------------------------------------
@@ -228,7 +244,9 @@ async def test_the_fallback_host_that_answered_is_used_from_then_on(
     public = emulator
     public.inject(403, code="InvalidBotApiHost", count=100)  # every call on this host
     override = json.dumps({"fallback_service_url": gcc.url})
-    rt = await Runtime.create(dataclasses.replace(settings, cloud_override=override))
+    rt = await Runtime.create(dataclasses.replace(
+        settings, cloud_override=override,
+        local_connectors=(*settings.local_connectors, gcc.url)))
     try:
         await rt.references.record(parse_activity(install(service_url=public.url)))
         assert (await process(rt, send("k"), message_id="m1")).state == "done"

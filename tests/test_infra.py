@@ -87,7 +87,7 @@ NOT_SET = {
 # Set by the infrastructure before the app reads them (the bot's display name, for
 # the Teams app package). When the app reads one, this test fails: take it out.
 NOT_READ_YET: set[str] = set()
-NEVER_IN_AZURE = {"PROACTIVE_LOCAL_DEV", "PROACTIVE_CLOUD_OVERRIDE"}
+NEVER_IN_AZURE = {"PROACTIVE_LOCAL_DEV", "PROACTIVE_LOCAL_CONNECTOR", "PROACTIVE_CLOUD_OVERRIDE"}
 
 
 @cache

@@ -212,6 +212,30 @@ async def test_a_failed_refresh_keeps_the_valid_token_then_fails_without_a_storm
     assert await tokens.token() != good and credential.calls == 4
 
 
+async def test_a_hung_identity_endpoint_fails_at_the_deadline_and_is_asked_again(
+        aad: FakeAAD, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from azure.identity.aio import ManagedIdentityCredential
+
+    for name, value in aad.msi_environment().items():
+        monkeypatch.setenv(name, value)
+    now = [0.0]
+
+    def clock() -> float:
+        return time.time() + now[0]
+
+    aad.hang = True  # the identity endpoint takes the request and never answers
+    async with StorageTokens(ManagedIdentityCredential(client_id=CLIENT_ID), clock=clock,
+                             deadline=0.5) as tokens:
+        with pytest.raises(ClientAuthenticationError, match=r"127\.0\.0\.1"):
+            await tokens.token()
+        assert "no answer from the identity endpoint (127.0.0.1)" in caplog.text
+        aad.hang = False
+        now[0] += 10  # past the retry interval: a new request, which is answered
+        assert await tokens.token()
+        assert tokens.refreshes == 2 and aad.hung_requests == 1
+
+
 async def test_other_scopes_and_claims_challenges_go_to_the_credential(aad: FakeAAD) -> None:
     credential = MintedCredential(aad)
     tokens = StorageTokens(credential)
@@ -241,6 +265,7 @@ class Stack:
                    SSL_CERT_FILE=str(azurite.cert),  # trust Azurite's certificate
                    OUTBOX_QUEUE=f"out{self.tag}", PROACTIVE_TABLE_PREFIX=f"k{self.tag}",
                    PROACTIVE_LOCAL_DEV="true", PROACTIVE_WELCOME="false",
+                   PROACTIVE_LOCAL_CONNECTOR=emulator_url,
                    PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO_ROOT))
         self.env, self.emulator_url, self.workdir = env, emulator_url, workdir
         self.settings_file = workdir / "settings.json"  # empty: no developer settings

@@ -51,6 +51,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> Iterator[dict[
                  "MicrosoftAppId", "MicrosoftAppPassword"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(runtime_module, "_runtime", None)
+    monkeypatch.setattr(runtime_module, "_api_runtime", None)
     monkeypatch.setattr(runtime_module, "_config_error", None, raising=False)
     monkeypatch.setattr(runtime_module, "_lock", None)
     tag = uuid.uuid4().hex[:10]

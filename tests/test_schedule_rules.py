@@ -289,3 +289,83 @@ def test_cron_takes_ascii_numbers_ranges_stars_and_steps_only() -> None:
 ])
 def test_any_fraction_of_a_second_rounds_up(at: str, expected: str) -> None:
     assert parse_spec({"at": at}).to_json() == {"at": expected}
+
+
+# --- hourly and minutely rules a day at a time (scheduling/grid.py) ------------------------
+
+ISSUE_RULE = "FREQ=MINUTELY;INTERVAL=7;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO;BYHOUR=23;BYMINUTE=59"
+
+
+def test_an_interval_that_never_meets_its_days_is_refused_with_and_without_a_start() -> None:
+    assert "never fires" in str(refused({"rrule": ISSUE_RULE, "start": "2026-01-01T00:00"}))
+    plan = Plan(parse_spec({"rrule": ISSUE_RULE}), "UTC")  # checked when scheduled
+    with pytest.raises(ScheduleError, match="never fires"):
+        plan.first(utc("2026-06-01T12:34"))
+
+
+def test_an_interval_that_meets_its_rare_days_finds_them() -> None:
+    # Every 7 minutes from 2024-02-26 00:00 (a Monday): 2024-02-26 23:59 is
+    # 1439 minutes on, not a multiple of 7; 00:00 + 7k reaches 23:59 on the
+    # Mondays 29 Feb whose minute count from the start is a multiple of 7.
+    spec = parse_spec({"rrule": "FREQ=MINUTELY;INTERVAL=7;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO;"
+                                "BYHOUR=23;BYMINUTE=59", "start": "2024-02-26T23:59"})
+    truth = list(itertools.islice(rrulestr(spec.rule, dtstart=datetime(2024, 2, 26, 23, 59),
+                                           cache=False), 2))
+    plan = Plan(spec, "UTC")
+    first = plan.first(utc("2024-02-26T00:00"))
+    assert first is not None and first.wall == truth[0]
+    nxt = plan.after(first, first.instant)
+    assert (nxt.wall if nxt else None) == (truth[1] if len(truth) > 1 else None)
+
+
+_SUB_DAILY = st.builds(
+    lambda freq, interval, parts: ";".join([f"FREQ={freq}", f"INTERVAL={interval}", *parts]),
+    st.sampled_from(["HOURLY", "MINUTELY"]),
+    st.sampled_from([1, 2, 5, 7, 13, 90, 1441]),
+    st.lists(st.sampled_from(["BYDAY=MO,TU", "BYDAY=FR", "BYMONTHDAY=1,15,-1", "BYMONTH=2,11",
+                              "BYHOUR=9,17", "BYMINUTE=0,30", "BYYEARDAY=60,-1",
+                              "BYWEEKNO=1,20"]),
+             max_size=3, unique_by=lambda part: part.split("=")[0]))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=_SUB_DAILY, start=st.datetimes(datetime(2000, 1, 1), datetime(2399, 12, 31)))
+@example(rule="FREQ=MINUTELY;INTERVAL=7;BYHOUR=9,17;BYMINUTE=0,30",
+         start=datetime(2026, 1, 5, 9, 1))
+@example(rule="FREQ=HOURLY;INTERVAL=1;BYMONTH=2,11", start=datetime(2026, 1, 5, 9, 31, 7))
+@example(rule="FREQ=HOURLY;INTERVAL=5;BYMINUTE=0,30", start=datetime(2026, 1, 5, 9, 31))
+def test_hourly_and_minutely_rules_are_dateutils_own(rule: str, start: datetime) -> None:
+    """A day at a time gives what dateutil gives, over the next two years."""
+    from proactive.scheduling.rrules import split_rrule, wall_times
+
+    start = start.replace(microsecond=0)
+    horizon = start + timedelta(days=2 * 366)
+    parsed = split_rrule(rule)[0]
+    got = list(itertools.takewhile(lambda w: w < horizon,
+                                   itertools.islice(wall_times(parsed, start), 30)))
+    try:
+        truth = list(itertools.takewhile(lambda w: w < horizon, itertools.islice(
+            rrulestr(rule, dtstart=start, cache=False), 30)))
+    except ValueError:  # dateutil: "byxxx generates an empty set" from this start
+        truth = []
+    assert got == truth
+    if got:  # continued from an occurrence: the same as the whole rule's
+        rest = list(itertools.takewhile(lambda w: w < horizon, itertools.islice(
+            wall_times(parsed, start, after=got[0]), 29)))
+        assert rest == truth[1:]
+
+
+@pytest.mark.parametrize("schedule", [
+    {"at": "9999-12-31T23:59:59.5Z"},
+    {"at": "0001-01-01T00:00:00+09:00"},
+    {"local": "0001-01-01T00:00", "timezone": "Asia/Tokyo"},
+    {"local": "9999-12-31T23:00", "timezone": "America/New_York"},
+    {"rrule": "FREQ=DAILY", "start": "0001-01-01T00:00", "timezone": "Asia/Tokyo", "count": 3},
+    {"cron": "0 * * * *", "start": "0001-01-01T00:00", "timezone": "Pacific/Kiritimati",
+     "count": 3},
+    {"cron": "0 * * * *", "start": "0001-01-01T01:00", "timezone": "Asia/Tokyo", "count": 3},
+])
+def test_extreme_dates_are_a_schedule_error_never_an_overflow(schedule: dict[str, Any]) -> None:
+    with pytest.raises(ScheduleError):
+        spec = parse_spec(schedule)
+        Plan(spec, spec.timezone or "UTC").first(utc("2026-06-01T12:34"))

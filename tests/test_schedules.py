@@ -193,10 +193,36 @@ def test_without_a_start_a_series_starts_when_scheduled() -> None:
     assert occ is not None and occ.instant == utc("2026-06-01T07:00")
 
 
-def test_a_start_too_far_back_for_a_frequent_rule_is_refused() -> None:
-    plan = Plan(parse_spec({"rrule": "FREQ=MINUTELY", "start": "2020-01-01T00:00"}), "UTC")
-    with pytest.raises(ScheduleError, match="later 'start'"):
-        plan.first(utc("2026-01-01"))
+def test_a_counted_series_started_long_ago_is_walked_and_has_ended() -> None:
+    # With a count the past occurrences count: they are walked (at most COUNT).
+    plan = Plan(parse_spec({"rrule": "FREQ=MINUTELY", "start": "2020-01-01T00:00",
+                            "count": 100_000}), "UTC")
+    assert plan.first(utc("2026-01-01")) is None
+
+
+_NOW = utc("2026-01-07T10:00:30")  # Wednesday 11:00:30 in Berlin
+
+
+def _grid(start: datetime, step: int) -> datetime:
+    """The first wall time from 11:01 on 2026-01-07 on a grid of `step` minutes."""
+    after = datetime(2026, 1, 7, 11, 1)
+    minutes = -(-int((after - start).total_seconds() // 60) // step) * step
+    return start + timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ({"rrule": "FREQ=MINUTELY", "start": "2020-01-01T00:00"}, datetime(2026, 1, 7, 11, 1)),
+    ({"rrule": "FREQ=MINUTELY;INTERVAL=7", "start": "1800-01-01T00:03"},
+     _grid(datetime(1800, 1, 1, 0, 3), 7)),
+    ({"rrule": "FREQ=HOURLY;INTERVAL=5", "start": "1800-01-01T02:00"},
+     _grid(datetime(1800, 1, 1, 2, 0), 300)),
+    ({"cron": "* * * * *", "start": "1800-01-01T00:00"}, datetime(2026, 1, 7, 11, 1)),
+    ({"cron": "0 9 * * 1", "start": "1800-01-01T00:00"}, datetime(2026, 1, 12, 9, 0)),
+])
+def test_without_a_count_a_start_long_ago_is_skipped_over_not_walked(
+        schedule: dict[str, str], expected: datetime) -> None:
+    occ = Plan(parse_spec(schedule), BERLIN).first(_NOW)
+    assert occ is not None and occ.wall == expected
 
 
 # --- rebasing an RRULE on its own occurrences changes nothing ------------------------------

@@ -596,7 +596,8 @@ async def test_local_dev_sends_no_token_to_loopback(
 ) -> None:
     local = dataclasses.replace(
         settings, local_dev=True, app_id=APP_ID,
-        cloud_override=aad.cloud_override(add_connector_hosts=[host_port(connector.url)]))
+        cloud_override=aad.cloud_override(add_connector_hosts=[host_port(connector.url)]),
+        local_connectors=(plain.url, connector.url))  # the loopback ones it may call
     async with open_runtime(local, aad, transport) as rt:
         # The app refuses local development with credentials; give it a token
         # anyway, to show that loopback stand-ins never receive it.

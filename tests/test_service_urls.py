@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -143,9 +146,21 @@ NOT_LOOPBACK = [
 @pytest.mark.parametrize("url", LOOPBACK)
 def test_loopback_is_allowed_only_in_local_dev(url: str) -> None:
     assert is_loopback(url)
-    check_service_url(url, PUBLIC, local_dev=True)
+    # The configured local Connector is this URL's scheme and port on loopback.
+    connector = re.sub(r"//[^/]+", "//127.0.0.1" + (f":{urlsplit(url).port}"
+                                                    if urlsplit(url).port else ""), url)
+    assert check_service_url(url, PUBLIC, local_dev=True, local_connectors=[connector]) is False
     with pytest.raises(UntrustedServiceUrl):
-        check_service_url(url, PUBLIC, local_dev=False)
+        check_service_url(url, PUBLIC, local_dev=False, local_connectors=[connector])
+
+
+@pytest.mark.parametrize("url", LOOPBACK)
+def test_in_local_dev_only_the_configured_local_connector_is_called(url: str) -> None:
+    # A serviceUrl planted in a reference can't reach another service on the machine.
+    for connectors in ([], ["http://localhost:1"], ["https://localhost:56150"]
+                       if url.startswith("http:") else ["http://localhost:8443"]):
+        with pytest.raises(UntrustedServiceUrl, match="PROACTIVE_LOCAL_CONNECTOR"):
+            check_service_url(url, PUBLIC, local_dev=True, local_connectors=connectors)
 
 
 @pytest.mark.parametrize("url", NOT_LOOPBACK)

@@ -9,6 +9,7 @@ module is imported at cold start. Every error is RFC 9457 problem details.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +28,11 @@ KEY = func.AuthLevel.FUNCTION
 OPENAPI = Path(__file__).with_name("openapi.json")
 
 Handler = Callable[["Runtime"], Awaitable["Reply"]]
+# Every answer comes within this many seconds: past it (storage, or a token
+# endpoint, not answering), 503 with Retry-After. The storage clients give up
+# sooner by themselves (runtime.REQUEST_PATH_*); this bounds the sum.
+API_DEADLINE = 9.0
+RETRY_AFTER = {"Retry-After": "10"}
 
 
 def _api_base(req: func.HttpRequest, marker: str) -> str:
@@ -39,15 +45,25 @@ async def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
     """Run `handler` with the Runtime and map its Reply; every failure becomes a problem."""
     from proactive.api.problems import Problem, problem
     from proactive.errors import ConfigError, StorageUnavailable
-    from proactive.runtime import get_runtime
+    from proactive.runtime import get_api_runtime
 
-    try:
-        rt = await get_runtime()
+    async def serve() -> Reply:
+        rt = await get_api_runtime()
         if rt.settings.api_audience:
             from proactive.api.bearer import check_request
 
             await check_request(rt, req.headers.get("Authorization", ""))
-        reply = await handler(rt)
+        return await handler(rt)
+
+    try:
+        reply = await asyncio.wait_for(serve(), API_DEADLINE)
+    except TimeoutError:
+        # Cut short like a storage failure half-way: whatever was written stays,
+        # and a retry with the same key is deduplicated (README "HTTP API").
+        log.warning("API request not answered within %g s: %s %s", API_DEADLINE, req.method,
+                    req.url.split("?", 1)[0])
+        reply = problem(503, "storage-unavailable", f"storage did not answer within "
+                        f"{API_DEADLINE:g} s", headers=RETRY_AFTER)
     except Problem as exc:
         reply = exc.reply()
     except ConfigError as exc:
@@ -55,7 +71,7 @@ async def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
         reply = problem(503, "config-error", "the app's configuration is invalid (see its log)")
     except StorageUnavailable as exc:
         reply = problem(503, "storage-unavailable", exc.detail or "storage is unreachable",
-                        headers={"Retry-After": "10"})
+                        headers=RETRY_AFTER)
     except Exception as exc:
         from azure.core.exceptions import AzureError
 
@@ -65,7 +81,7 @@ async def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
         else:  # storage refused or unreachable: the caller may retry
             log.warning("API request: storage error: %s", type(exc).__name__)
             reply = problem(503, "storage-unavailable", f"storage answered {type(exc).__name__}",
-                            headers={"Retry-After": "10"})
+                            headers=RETRY_AFTER)
     return func.HttpResponse(reply.body, status_code=reply.status, headers=reply.headers,
                              mimetype=reply.content_type)
 

@@ -26,6 +26,7 @@ from proactive.errors import (
 )
 from proactive.storage.deliveries import copies
 from proactive.storage.tables import iso, now_utc
+from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -88,7 +89,7 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
                 row.update({f"{message.op}State": EditState.FAILED,
                             f"{message.op}Reason": exc.reason})
                 log.warning("%s of %s -> %s failed: %s", message.op, message.key,
-                            row.get("recipient"), exc.reason)
+                            log_id(str(row.get("recipient"))), exc.reason)
             except (DeliveryFailed, RetryLater) as exc:  # try this one again later
                 retry = exc
                 continue

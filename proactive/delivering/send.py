@@ -39,6 +39,7 @@ from proactive.storage.deliveries import (
     unknown_attempt,
 )
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -92,7 +93,8 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
     except (Busy, StorageUnavailable) as exc:  # nothing was sent
         return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
-        log.info("delivery %s -> %s already %s", key, target.recipient, claim.get("state"))
+        log.info("delivery %s -> %s already %s", key, log_id(target.recipient),
+                 claim.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
     if claim.entity.get("ambiguous") and claim.entity.get("unknownAttempt") == \
             claim.attempts - 1:
@@ -171,7 +173,7 @@ async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryL
         await rt.deliveries.release(claim, **fields)
     if outcome.state is Action.FAILED:
         log.warning("%s %s -> %s failed: %s", what, claim.entity.get("key"),
-                    claim.entity.get("recipient"), exc.reason)
+                    log_id(str(claim.entity.get("recipient"))), exc.reason)
     return outcome
 
 

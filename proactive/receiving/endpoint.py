@@ -39,6 +39,25 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def browser_refusal(headers: Mapping[str, str]) -> Reply | None:
+    """In local development (tokenless activities accepted), refuse what a web
+    page open in the developer's browser could send: a page may POST
+    cross-origin without asking first (no CORS preflight) only with a form or
+    text/plain body, and a browser marks its requests with `Origin` and
+    `Sec-Fetch-Site`. The Bot Framework, the Agents Playground and the
+    Connector emulator post application/json from a server, without either."""
+    media = (_header(headers, "content-type") or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return Reply(415, "local development accepts only Content-Type: application/json")
+    if _header(headers, "origin") is not None:
+        return Reply(403, "local development refuses requests from a web page (Origin)")
+    site = _header(headers, "sec-fetch-site")
+    if site is not None and site.strip().lower() != "none":
+        return Reply(403, "local development refuses requests from a web page "
+                          "(Sec-Fetch-Site)")
+    return None
+
+
 async def handle_activity(rt: Runtime, headers: Mapping[str, str], body: bytes) -> Reply:
     """Token first, body second: a caller without a good token learns nothing
     about its body (401 "unauthorized" whatever the body holds)."""

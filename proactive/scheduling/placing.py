@@ -31,6 +31,7 @@ from proactive.scheduling.store import (
 )
 from proactive.scheduling.zones import iso_instant, load_zone, zone_or_none
 from proactive.storage import tables
+from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -56,7 +57,7 @@ async def recipient_zone(rt: Runtime, target: Target) -> str:
         return ""
     if zone_or_none(ref.timezone) is None:
         log.warning("recipient %s has an unknown time zone %r; using the default",
-                    target.recipient, ref.timezone)
+                    log_id(target.recipient), ref.timezone)
         return ""
     return ref.timezone
 
@@ -115,7 +116,7 @@ async def dispatch(rt: Runtime, item: ScheduleItem, occ: Occurrence, now: dateti
     if skipped:
         item.skipped += 1
         log.info("schedule %s -> %s: occurrence %s skipped (cancelled)", item.key,
-                 item.recipient, stamp)
+                 log_id(item.recipient), stamp)
     else:
         delay = max(0.0, (occ.instant - now).total_seconds())
         await rt.outbox.put(_message(item, occ, content), delay=math.ceil(delay))
@@ -125,7 +126,7 @@ async def dispatch(rt: Runtime, item: ScheduleItem, occ: Occurrence, now: dateti
         item.last_fired_at = tables.iso(now)
         if late >= 60:
             log.warning("schedule %s -> %s: occurrence %s went out %.0f s late", item.key,
-                        item.recipient, stamp, late)
+                        log_id(item.recipient), stamp, late)
     item.last_due = stamp
     forget(item, occ)
     return not skipped
@@ -258,7 +259,7 @@ async def schedule(rt: Runtime, message: OutboxMessage, *, now: datetime | None 
     item = new_item(message.key, target, content, spec, "UTC", ZoneSource.NAMED, now)
     found = await store.read(item.partition, item.row_key)
     if found is not None and found[0].state != State.CANCELLED:
-        log.info("schedule %s -> %s is already %s", message.key, target.recipient,
+        log.info("schedule %s -> %s is already %s", message.key, log_id(target.recipient),
                  found[0].state)
         return f"already-{found[0].state}"
     spec, zone, source, plan, first = await first_occurrence(rt, spec, target, now)

@@ -50,13 +50,23 @@ class Plan:
     def _rule(self) -> Rule:
         return split_rrule(self.spec.rule)[0]
 
-    def _walls(self, start: datetime, after: datetime | None) -> Iterator[datetime]:
-        """The rule's wall times from the series' `start`, or after `after`."""
+    def _walls(self, start: datetime, after: datetime | None,
+               resume: datetime | None = None) -> Iterator[datetime]:
+        """The rule's wall times from the series' `start`, or after `after`;
+        `resume`: from the period holding it on (skipping those before)."""
         if self.spec.kind == "rrule":
-            yield from wall_times(self._rule, start, after=after)
+            yield from wall_times(self._rule, start, after=after, resume=resume)
             return
         sched = check_cron(self.spec.rule, start, check_fires=False)
-        t = start - ONE_SECOND if after is None else after
+        if after is not None:
+            t = after
+        elif resume is not None and resume > start:  # a cron has no grid: any point will do
+            t = resume - ONE_SECOND
+        elif start > datetime.min:
+            t = start - ONE_SECOND
+        else:
+            raise ScheduleError(f"a cron can't start at {start.isoformat()}, the first "
+                                f"second there is: give a later 'start'")
         while True:
             try:
                 t = cron.next_occurrence(sched, t)
@@ -77,12 +87,14 @@ class Plan:
         assert until.day is not None
         return wall.date() > until.day
 
-    def _series(self, start: datetime, after: Occurrence | None) -> Iterator[Occurrence]:
-        """Occurrences of the series from `start`, or those after `after`,
-        each at a later instant than the one before."""
+    def _series(self, start: datetime, after: Occurrence | None,
+                resume: datetime | None = None) -> Iterator[Occurrence]:
+        """Occurrences of the series from `start` (from `resume` on, when given:
+        then `seq` counts from there), or those after `after`, each at a later
+        instant than the one before."""
         seq = 1 if after is None else after.seq + 1
         last = None if after is None else to_instant(after.wall, self.zone)
-        for wall in self._walls(start, None if after is None else after.wall):
+        for wall in self._walls(start, None if after is None else after.wall, resume):
             instant = to_instant(wall, self.zone)
             if last is not None and instant <= last:
                 continue  # a skipped hour folded it onto an instant already used
@@ -112,7 +124,14 @@ class Plan:
             raise ScheduleError(f"the {spec.kind} {spec.rule!r} never fires from its start "
                                 f"{iso_wall(start)}")
         floor = now.replace(microsecond=0)
-        for n, occ in enumerate(self._series(start, None)):
+        # Without a count, what came before now doesn't matter: the search
+        # starts a day back (more than a daylight-saving shift), not at a
+        # start that may be centuries ago. With one, past occurrences count.
+        resume = None
+        if spec.count is None:
+            near = wall_of(now - timedelta(days=1), self.zone)
+            resume = near if near > start else None
+        for n, occ in enumerate(self._series(start, None, resume)):
             if occ.instant >= floor:
                 return occ
             if n >= MAX_PAST_OCCURRENCES:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from proactive.scheduling import grid
 from proactive.scheduling.errors import ScheduleError
 
 MAX_COUNT = 100_000
@@ -331,20 +332,26 @@ def _truncate(moment: datetime, freq: int) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def wall_times(rule: Rule, start: datetime, *, after: datetime | None = None
-               ) -> Iterator[datetime]:
+def wall_times(rule: Rule, start: datetime, *, after: datetime | None = None,
+               resume: datetime | None = None) -> Iterator[datetime]:
     """The rule's wall times from its `start` on, or those after `after` (one
     of its occurrences), in order: what dateutil yields for the whole rule
-    from `start`. Ends when none comes within SEARCH_YEARS (or by 9999).
+    from `start`; with `resume`, those from the start of its period on.
+    Ends when none comes within SEARCH_YEARS (or by 9999).
     Each window of the search costs at most one 400-year cycle of dateutil
     periods, whatever the rule."""
     rule = with_defaults(rule, start)
-    if after is None:
+    if after is None and resume is not None and resume > start:
+        begin = period_start(rule, start, resume)  # a period of the grid: exact from there
+    elif after is None:
         begin = start
     elif rule.get("BYSETPOS") is None:
         begin = after  # an occurrence: its period's grid and defaults line up
     else:  # BYSETPOS counts within a whole period: restart where it begins
         begin = period_start(rule, start, after)
+    if grid.applies(rule):  # hourly and minutely: a day at a time (grid.py)
+        yield from _by_day(rule, start, begin, after)
+        return
     floor = begin  # what earlier windows have not covered yet
     last = begin  # the last wall time yielded
     while begin.year <= 9999 and (begin - last).days <= SEARCH_YEARS * 366:
@@ -372,6 +379,22 @@ def wall_times(rule: Rule, start: datetime, *, after: datetime | None = None
         if nxt is None:
             return
         begin, floor = nxt, cut
+
+
+def _by_day(rule: Rule, start: datetime, begin: datetime, after: datetime | None
+            ) -> Iterator[datetime]:
+    """wall_times of an hourly or minutely rule: the next day its grid meets
+    (found by arithmetic), dateutil's wall times of that day, and on."""
+    last = begin
+    while True:
+        point = grid.next_day(rule, start, begin, last + timedelta(days=SEARCH_YEARS * 366))
+        if point is None:
+            return
+        for wall in grid.day_walls(rule, point):
+            if wall >= begin and (after is None or wall > after):
+                last = wall
+                yield wall
+        begin = datetime(point.year, point.month, point.day) + grid.ONE_DAY
 
 
 def _next_period(rule: Rule, begin: datetime) -> datetime | None:

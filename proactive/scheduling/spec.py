@@ -231,9 +231,13 @@ def _at(text: str) -> datetime:
     if m is None:  # can't happen after the INSTANT pattern; be safe
         raise ScheduleError(f"'at' is not a real date-time: {text!r}")
     instant = _instant(m["time"] + m["offset"], "at")
-    if (m["fraction"] or "").strip("0"):
-        instant += timedelta(seconds=1)
-    return ceil_second(instant)
+    try:
+        if (m["fraction"] or "").strip("0"):
+            instant += timedelta(seconds=1)
+        return ceil_second(instant)
+    except OverflowError:
+        raise ScheduleError(f"'at' {text!r} rounds up past the last date "
+                            f"(9999-12-31T23:59:59Z)") from None
 
 
 def _instant(text: str, name: str) -> datetime:

@@ -24,6 +24,7 @@ from proactive.scheduling.recurrence import lateness
 from proactive.scheduling.store import SHARDS, ScheduleItem, ScheduleStore, State
 from proactive.scheduling.zones import iso_instant
 from proactive.storage import tables
+from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -83,7 +84,7 @@ async def tick(rt: Runtime, now: datetime | None = None, *, budget: float = BUDG
             await _fire(rt, store, row, etag, now, report)
         except Exception:
             log.exception("schedule %s -> %s: dispatch failed; retried next tick",
-                          row.get("key"), row.get("recipient"))
+                          row.get("key"), log_id(str(row.get("recipient"))))
         finally:
             slots.release()
 
@@ -183,7 +184,7 @@ async def _fire(rt: Runtime, store: ScheduleStore, row: dict[str, Any], row_etag
             setattr(item, name, value)
         forget(item, occ)
     log.error("schedule %s -> %s kept changing; its lease runs out and a later tick "
-              "finishes it", item.key, item.recipient)
+              "finishes it", item.key, log_id(item.recipient))
 
 
 # What dispatching an occurrence records on the item.

@@ -43,12 +43,18 @@ def to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
     first valid instant after it, i.e. the moment of the jump (02:30 in
     New York on the spring-forward day is 03:00 EDT)."""
     wall = wall.replace(tzinfo=None, fold=0)
-    instant = wall.replace(tzinfo=zone).astimezone(UTC)
+    try:
+        instant = wall.replace(tzinfo=zone).astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise _out_of_range(iso_wall(wall), zone) from None
     if instant.astimezone(zone).replace(tzinfo=None) == wall:
         return instant
     # In a gap: fold=0 read it with the offset before the jump (an instant after
     # it), fold=1 with the offset after (an instant before it). Find the jump.
-    lo = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    try:
+        lo = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    except OverflowError:
+        raise _out_of_range(iso_wall(wall), zone) from None
     hi = instant
     if lo >= hi:  # not a gap after all (can't happen with tzdata); be safe
         return hi
@@ -63,12 +69,25 @@ def to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
 
 
 def wall_of(instant: datetime, zone: ZoneInfo) -> datetime:
-    return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+    try:
+        return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+    except OverflowError:
+        raise _out_of_range(iso_instant(instant), zone) from None
 
 
 def ceil_second(moment: datetime) -> datetime:
-    return moment if not moment.microsecond else \
-        moment.replace(microsecond=0) + ONE_SECOND
+    if not moment.microsecond:
+        return moment
+    try:
+        return moment.replace(microsecond=0) + ONE_SECOND
+    except OverflowError:  # 9999-12-31T23:59:59.5Z: the next second is year 10000
+        raise ScheduleError(f"{moment.isoformat()} rounds up past the last date "
+                            f"(9999-12-31T23:59:59Z)") from None
+
+
+def _out_of_range(text: str, zone: ZoneInfo) -> ScheduleError:
+    return ScheduleError(f"{text} in {zone.key} falls outside the dates an instant can have "
+                         f"(years 1 to 9999 in UTC)")
 
 
 def iso_instant(instant: datetime) -> str:

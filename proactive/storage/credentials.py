@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from types import MappingProxyType
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 REFRESH_MARGIN = 5 * 60.0  # refresh this long before expiry (half a short token's life)
 RETRY_INTERVAL = 5.0  # after a failed refresh, callers get the error for this long
+TOKEN_DEADLINE = 10.0  # the longest one token request may take (then: an error, retried)
 
 # Every storage operation the app itself performs, per service, named as in the
 # Storage REST API reference. The app's identity must be allowed each one:
@@ -67,11 +69,16 @@ class StorageTokens:
     current token is used while it lasts; without one, the credential's error
     (azure.core's ClientAuthenticationError, as the SDK clients raise) goes to
     the caller, and for `retry_interval` to the next callers without a new
-    attempt (no storm of token requests while the identity endpoint is down)."""
+    attempt (no storm of token requests while the identity endpoint is down).
+    A request that gets no answer within `deadline` seconds is abandoned (one
+    warning, a ClientAuthenticationError to the callers); the next attempt is
+    a new request."""
 
     def __init__(self, credential: AsyncTokenCredential, *, clock: Callable[[], float] = time.time,
-                 margin: float = REFRESH_MARGIN, retry_interval: float = RETRY_INTERVAL) -> None:
+                 margin: float = REFRESH_MARGIN, retry_interval: float = RETRY_INTERVAL,
+                 deadline: float = TOKEN_DEADLINE) -> None:
         self.credential = credential
+        self._deadline = deadline
         self._clock, self._margin, self._retry_interval = clock, margin, retry_interval
         self._token: AccessToken | None = None
         self._due = 0.0  # when to refresh
@@ -124,7 +131,18 @@ class StorageTokens:
     async def _refresh(self, old: AccessToken | None, now: float) -> AccessToken:
         self.refreshes += 1
         try:
-            new = await self.credential.get_token(STORAGE_SCOPE)
+            new = await asyncio.wait_for(self.credential.get_token(STORAGE_SCOPE),
+                                         self._deadline)
+        except TimeoutError:
+            from azure.core.exceptions import ClientAuthenticationError
+
+            detail = (f"no answer from the identity endpoint ({_identity_host()}) within "
+                      f"{self._deadline:g} s")
+            self._failed_at, self._failure = now, ClientAuthenticationError(message=detail)
+            log.warning("could not get a storage token: %s", detail)
+            if old is not None and now < old.expires_on:
+                return old
+            raise _failed(self._failure) from None
         except Exception as exc:  # the identity endpoint refused or could not be reached
             self._failed_at, self._failure = now, exc
             if old is not None and now < old.expires_on:
@@ -143,6 +161,15 @@ class StorageTokens:
             # endpoint at most every 30 s): ask again in a while, not on every call.
             self._due = min(now + self._retry_interval, float(new.expires_on))
         return new
+
+
+def _identity_host() -> str:
+    """The host azure-identity asks for a managed identity's token (App
+    Service's IDENTITY_ENDPOINT, else the instance metadata service)."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT") or ""
+    return urlsplit(endpoint).hostname or "169.254.169.254"
 
 
 def _failed(cause: Exception) -> Exception:

@@ -54,6 +54,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+def _logged(where: tuple[str, str]) -> tuple[str, str]:
+    """(key, recipient) as log lines show them: the recipient hashed."""
+    from proactive.telemetry import log_id
+
+    return where[0], log_id(where[1])
+
 # The states are defined once, with what becomes of a message.
 SENDING, SENT, FAILED, RETRYING, DELETED, CANCELLED, SKIPPED = (
     DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.RETRYING,
@@ -241,7 +248,7 @@ class DeliveryStore:
                 raise
             self._remember_unused(claim.where, claim.id)
             log.warning("delivery %s -> %s: claim not given back (%s); this process "
-                        "takes it back when the message returns", *claim.where,
+                        "takes it back when the message returns", *_logged(claim.where),
                         type(exc).__name__)
             return
         claim.entity = entity
@@ -274,12 +281,12 @@ class DeliveryStore:
                 left = (claim.record_by - self.clock()).total_seconds()
                 if left <= 0:
                     log.error("delivery %s -> %s: outcome %s not written (%s); kept in this "
-                              "process until the message comes back", *claim.where,
+                              "process until the message comes back", *_logged(claim.where),
                               claim.entity["state"], type(exc).__name__)
                     raise Unrecorded(detail=f"Teams' answer ({claim.entity['state']}) is "
                                             f"not written yet") from exc
                 log.warning("delivery %s -> %s: outcome %s not written yet (%s); trying "
-                            "again for up to %.0f s", *claim.where, claim.entity["state"],
+                            "again for up to %.0f s", *_logged(claim.where), claim.entity["state"],
                             type(exc).__name__, left)
                 await self.sleep(min(pause, left))
                 pause = min(pause * 2, PAUSES[1])
@@ -317,11 +324,11 @@ class DeliveryStore:
                 except tables.Conflict:
                     continue  # the row moved meanwhile: read it again
                 log.warning("delivery %s -> %s: a late answer (activity %s) kept on the row "
-                            "as another copy", *claim.where, claim.entity["activityId"])
+                            "as another copy", *_logged(claim.where), claim.entity["activityId"])
                 return claim.etag
             break
         log.error("delivery %s -> %s: claim lost before its outcome %s was written",
-                  *claim.where, claim.entity["state"])
+                  *_logged(claim.where), claim.entity["state"])
         self._unrecorded.pop(claim.where, None)
         raise tables.Conflict(f"the claim on {claim.where} was lost")
 

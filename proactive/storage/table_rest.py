@@ -63,9 +63,10 @@ class Entity(dict[str, Any]):
     metadata: dict[str, Any]
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One per process (made inside its event loop), shared by every RestTableClient."""
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=20))
+def new_session(total: float = 60, connect: float = 20) -> aiohttp.ClientSession:
+    """One per process (made inside its event loop), shared by every RestTableClient;
+    `total` and `connect`: each request's timeouts, in seconds."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total, sock_connect=connect))
 
 
 def parse_connection_string(conn: str) -> tuple[str, bytes, str]:
@@ -92,6 +93,7 @@ class RestTableClient:
         (`with_token`): then `endpoint` must be https, as the SDK insists too."""
         self.account_name, self.table_name, self._key = account, table_name, key
         self._tokens = tokens
+        self.retries = _RETRIES  # of a transient failure (fewer on the HTTP API's path)
         url = URL(endpoint)
         if tokens is not None and url.scheme != "https":
             raise ValueError(f"a bearer token is only sent over https, not to {endpoint!r}")
@@ -202,7 +204,7 @@ class RestTableClient:
         if data is not None:
             sent["Content-Type"] = "application/json"
         query_string = urlencode(query, quote_via=quote) if query else ""
-        for attempt in range(_RETRIES + 1):
+        for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(0.1 * 4 ** (attempt - 1))
             try:
@@ -210,12 +212,12 @@ class RestTableClient:
                     method, path, query_string, data, sent)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # A dropped keep-alive connection, a timeout: retried, as azure-core does.
-                if attempt == _RETRIES:
+                if attempt == self.retries:
                     raise az.ServiceRequestError(f"{method} {self.table_name}: {exc!r}") from exc
                 continue
             if status < 300:
                 return answer, content
-            if status not in _RETRY_STATUSES or attempt == _RETRIES:
+            if status not in _RETRY_STATUSES or attempt == self.retries:
                 raise _error(status, reason, answer, content)
         raise AssertionError("unreachable")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -130,19 +130,22 @@ class ConnectorClient:
     are not followed, so the token never leaves the checked host."""
 
     def __init__(self, http: httpx.AsyncClient, tokens: BotTokenProvider | None, cloud: Cloud,
-                 *, local_dev: bool = False, timeout: float = 15.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 *, local_dev: bool = False, local_connectors: Collection[str] = (),
+                 timeout: float = 15.0, session: aiohttp.ClientSession | None = None) -> None:
         self.http = http
         self.tokens = tokens
         self.cloud = cloud
         self.local_dev = local_dev
+        # Local development: the loopback Connectors (scheme and port) it may call.
+        self.local_connectors = tuple(local_connectors)
         self.timeout = timeout
         self.session = session
 
     async def _call(self, method: str, service_url: str, path: str,
                     body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
-        if check_service_url(service_url, self.cloud, local_dev=self.local_dev):
+        if check_service_url(service_url, self.cloud, local_dev=self.local_dev,
+                             local_connectors=self.local_connectors):
             if self.tokens is None:
                 raise NoCredentials
             # Raises TokenUnavailable (a Transient failure) when Azure AD can't give one.
@@ -183,9 +186,10 @@ class ConnectorClient:
                     method, url, data=content, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 raw = await response.read()
-                # The line httpx logs for each request, so the app's log reads the same.
+                # The line httpx logs for each request (httpx itself logs at WARNING
+                # only), without the conversation and activity ids of the URL.
                 version = response.version
-                log.info('HTTP Request: %s %s "HTTP/%s %s %s"', method, url,
+                log.info('HTTP Request: %s %s "HTTP/%s %s %s"', method, telemetry.log_url(url),
                          f"{version.major}.{version.minor}" if version else "1.1",
                          response.status, response.reason)
                 return response.status, raw, response.headers.get("Retry-After")

@@ -4,7 +4,11 @@
 `get_token()` answers from an in-process cache and refreshes the token 5 minutes
 before it expires: one refresh at a time (concurrent callers keep using the
 still-valid token, or wait for that one refresh), MSAL's synchronous call run in
-a worker thread, only on refresh — never a token request per message.
+a worker thread, only on refresh — never a token request per message. A refresh
+has a deadline (`TOKEN_DEADLINE`, 10 s): every HTTP call MSAL makes has that
+timeout, and past it the callers get TokenUnavailable (the message is retried
+later), one warning names the authority host, and the next attempt after the
+retry interval is a fresh request.
 
 Credentials, by `MicrosoftAppType`:
 
@@ -30,12 +34,14 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from proactive.config import ConfigError
 from proactive.errors import TokenUnavailable
@@ -48,6 +54,9 @@ log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 5 * 60.0
 RETRY_INTERVAL = 10.0
+# The longest one token request may take (connect, answer, MSAL's own work):
+# past it the caller gets TokenUnavailable and the message is retried later.
+TOKEN_DEADLINE = 10.0
 
 Clock = Callable[[], float]
 
@@ -88,6 +97,8 @@ class CachedTokenProvider:
         retry_interval: float = RETRY_INTERVAL,
         description: str = "bot token",
         secrets: Iterable[str] = (),
+        deadline: float = TOKEN_DEADLINE,
+        host: str = "",
     ) -> None:
         self._acquire = acquire
         self._clock = clock
@@ -95,6 +106,8 @@ class CachedTokenProvider:
         self._retry_interval = retry_interval
         self.description = description
         self._secrets = tuple(s for s in secrets if s)
+        self._deadline = deadline
+        self.host = host  # the authority (or identity endpoint) host, for log lines
         self._token: AccessToken | None = None
         self._due = 0.0  # when self._token should be refreshed
         self._lock = asyncio.Lock()
@@ -140,9 +153,23 @@ class CachedTokenProvider:
     async def _refresh(self, old: AccessToken | None, now: float) -> str:
         self.acquisitions += 1
         try:
-            new = await asyncio.to_thread(self._acquire)
+            # The thread can't be stopped, but nobody waits for it past the
+            # deadline: the lock is released, and once the retry interval has
+            # passed the next caller starts a request of its own (the HTTP
+            # client's timeout ends the stuck one too: _TimedHttp).
+            new = await asyncio.wait_for(asyncio.to_thread(self._acquire), self._deadline)
         except ConfigError:
             raise
+        except TimeoutError:
+            detail = (f"could not get the {self.description}: no answer from "
+                      f"{self.host or 'the token endpoint'} within {self._deadline:g} s")
+            self._failed_at = now
+            self._failure = TokenUnavailable(detail=redact(detail, self._secrets)[:400],
+                                             code="Timeout")
+            log.warning("%s", self._failure.detail)
+            if old is not None and now < old.expires_at:
+                return old.token
+            raise self._copy(self._failure) from None
         except Exception as exc:
             # Azure AD refused (its error code is kept), or could not be reached.
             code = exc.code if isinstance(exc, TokenUnavailable) else type(exc).__name__
@@ -184,6 +211,40 @@ def _token_from_msal(
     )
 
 
+class _TimedHttp:
+    """A requests-like client whose every call has a timeout: MSAL passes none
+    to a client it is given, and requests waits forever by default."""
+
+    def __init__(self, http: Any, timeout: float) -> None:
+        self._given = http  # None: a requests session, made on first use
+        self._timeout = timeout
+
+    @functools.cached_property
+    def _http(self) -> Any:
+        if self._given is not None:
+            return self._given
+        import requests
+
+        return requests.Session()
+
+    def _timed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = kwargs.get("timeout")
+        kwargs["timeout"] = self._timeout if not isinstance(given, (int, float)) \
+            else min(float(given), self._timeout)
+        return kwargs
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self._http.get(url, **self._timed(kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self._http.post(url, **self._timed(kwargs))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+
+
 class _MsalClientCredentials:
     """acquire() for a confidential client; the MSAL app is built on first use."""
 
@@ -216,17 +277,22 @@ class _MsalClientCredentials:
     def __call__(self) -> AccessToken:
         import msal
 
-        with self._lock:
-            if self._app is None:
-                self._app = msal.ConfidentialClientApplication(
-                    self._app_id,
-                    client_credential=self._credential,
-                    authority=self._authority,
-                    http_client=self._http_client,
-                    # Our authorities are fixed by the cloud preset: no discovery call.
-                    instance_discovery=False,
-                )
-            app = self._app
+        app = self._app
+        if app is None:
+            # Built outside the lock (the constructor asks the authority for its
+            # metadata): a request stuck there must not hold up the next attempt.
+            app = msal.ConfidentialClientApplication(
+                self._app_id,
+                client_credential=self._credential,
+                authority=self._authority,
+                http_client=self._http_client,
+                # Our authorities are fixed by the cloud preset: no discovery call.
+                instance_discovery=False,
+            )
+            with self._lock:
+                if self._app is None:
+                    self._app = app
+                app = self._app
         result = app.acquire_token_for_client(scopes=[self._scope])
         return _token_from_msal(result, self._clock, self._secrets())
 
@@ -249,15 +315,10 @@ class _MsalManagedIdentity:
         import msal
 
         with self._lock:
-            if self._client is None:
-                http = self._http_client
-                if http is None:
-                    import requests
-
-                    http = requests.Session()
+            if self._client is None:  # no I/O here: the request comes below
                 self._client = msal.ManagedIdentityClient(
                     msal.UserAssignedManagedIdentity(client_id=self._client_id),
-                    http_client=http,
+                    http_client=self._http_client,
                 )
             client = self._client
         result = client.acquire_token_for_client(resource=self._resource)
@@ -294,10 +355,13 @@ def build_token_provider(
     *,
     http_client: Any = None,
     clock: Clock = time.time,
+    deadline: float = TOKEN_DEADLINE,
 ) -> CachedTokenProvider:
     """The bot's token provider. `http_client`: a requests-like sync client for MSAL
-    (tests: `FakeAAD.msal_http_client()`); None uses MSAL's default (requests)."""
+    (tests: `FakeAAD.msal_http_client()`); None uses requests. Every token
+    request ends within `deadline` seconds (TokenUnavailable after it)."""
     app_type = _app_type(settings)
+    http_client = _TimedHttp(http_client, deadline)
     app_id = settings.app_id.strip()
     if not app_id:
         raise ConfigError("MicrosoftAppId is required to get the bot's token")
@@ -310,8 +374,8 @@ def build_token_provider(
             )
         acquire_msi = _MsalManagedIdentity(app_id, cloud.msi_resource, http_client, clock)
         return CachedTokenProvider(
-            acquire_msi, clock=clock, description=f"managed identity token for {app_id}"
-        )
+            acquire_msi, clock=clock, description=f"managed identity token for {app_id}",
+            deadline=deadline, host=_identity_host())
 
     if settings.app_password and settings.certificate_path:
         raise ConfigError(
@@ -344,7 +408,16 @@ def build_token_provider(
         clock=clock,
         description=f"bot token for {app_id} from {authority}",
         secrets=secrets,
+        deadline=deadline,
+        host=urlsplit(authority).hostname or authority,
     )
+
+
+def _identity_host() -> str:
+    """The managed identity endpoint's host, as MSAL finds it (App Service's
+    IDENTITY_ENDPOINT, else the instance metadata service)."""
+    endpoint = os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT") or ""
+    return urlsplit(endpoint).hostname or "169.254.169.254"
 
 
 @functools.lru_cache(maxsize=4)

@@ -5,9 +5,12 @@ activities and stored references. Only https URLs whose host is, exactly, one of
 the cloud's connector hosts are allowed (a suffix match such as
 `*.trafficmanager.net` is unsafe: anyone can register a name there).
 
-In local-dev mode, http/https URLs on a loopback host (127.0.0.0/8, localhost,
-::1) are allowed too, for the Agents Playground's connector; callers must NOT
-attach a token to those (see `is_loopback`).
+In local-dev mode, the configured local Connectors (the Agents Playground's,
+the Connector emulator's: PROACTIVE_LOCAL_CONNECTOR) are allowed too, on any
+loopback address (127.0.0.0/8, localhost, ::1) with their scheme and port, and
+no other loopback port: a serviceUrl planted in a reference must not make the
+worker a blind client of any service on the developer's machine. Callers must
+NOT attach a token to those (see `is_loopback`).
 
 The URL is parsed strictly here and cross-checked against `urllib.parse`, so a
 URL that two parsers could read differently (userinfo, backslashes, whitespace,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -109,18 +113,30 @@ def is_loopback(url: str) -> bool:
     )
 
 
+def local_connector_key(url: str) -> str | None:
+    """`scheme:port` of an http(s) URL on a loopback host, else None: what a
+    serviceUrl must share with a configured local Connector."""
+    parsed = _parse(url)
+    if parsed is None or parsed.scheme not in ("http", "https") \
+            or not _host_is_loopback(parsed.host):
+        return None
+    return f"{parsed.scheme}:{parsed.port or _DEFAULT_PORTS[parsed.scheme]}"
+
+
 def _describe(url: object) -> str:
     text = repr(url)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def check_service_url(url: str, cloud: Cloud, *, local_dev: bool) -> bool:
+def check_service_url(url: str, cloud: Cloud, *, local_dev: bool,
+                      local_connectors: Collection[str] = ()) -> bool:
     """Raise UntrustedServiceUrl unless the bot may call `url`; return whether
     the bot's token may go there.
 
     Allowed with the token: https on one of `cloud.connector_hosts` (exact
     host, or `host:port` entries from a test override), default port only
-    otherwise. Allowed without it, with `local_dev` only: http/https on loopback.
+    otherwise. Allowed without it, with `local_dev` only: a loopback URL with
+    the scheme and port of one of `local_connectors`.
     """
     parsed = _parse(url)
     if parsed is None:
@@ -128,7 +144,11 @@ def check_service_url(url: str, cloud: Cloud, *, local_dev: bool) -> bool:
     if parsed.scheme == "https" and parsed.host_key in cloud.connector_hosts:
         return True
     if local_dev and parsed.scheme in ("http", "https") and _host_is_loopback(parsed.host):
-        return False
+        key = local_connector_key(url)
+        if key is not None and key in {local_connector_key(c) for c in local_connectors}:
+            return False
+        raise UntrustedServiceUrl(f"serviceUrl {_describe(url)} is on loopback but not the "
+                                  f"configured local Connector (PROACTIVE_LOCAL_CONNECTOR)")
     if parsed.scheme != "https":
         raise UntrustedServiceUrl(f"serviceUrl must use https: {_describe(url)}")
     raise UntrustedServiceUrl(
