@@ -113,6 +113,21 @@ def build() -> dict[str, Any]:
                     "type": "object", "required": ["tenant", "counts"],
                     "properties": {"tenant": {"type": "string"}, "counts": {
                         "type": "object", "additionalProperties": {"type": "integer"}}}}}}},
+        "SendsPage": {
+            "type": "object", "required": ["items"],
+            "properties": {
+                "continuation": {"type": "string",
+                                 "description": "Pass as `continuation` for the next page"},
+                "items": {"type": "array", "items": {
+                    "type": "object", "required": ["key", "state", "createdAt", "counts"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "state": {"enum": ["running", "done", "cancelled"]},
+                        "createdAt": {"type": "string"}, "audience": {"type": "string"},
+                        "topic": {"type": "string"},
+                        "text": {"type": "string", "description": "Its first 200 characters"},
+                        "counts": {"type": "object",
+                                   "additionalProperties": {"type": "integer"}}}}}}},
         "RecipientsPage": {
             "type": "object", "required": ["key", "items"],
             "properties": {
@@ -142,6 +157,25 @@ def build() -> dict[str, Any]:
                 "oneOf": [_ref("OutboxMessage"),
                           {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
                            "items": _ref("OutboxMessage")}]}}}})},
+        "/api/sends": {"get": _op(
+            "Sends to many recipients, newest first (from the send index; a one-recipient "
+            "message is read by its key)", "listSends",
+            {"200": {"description": "One page; the next is named by `continuation`",
+                     **_json("SendsPage")},
+             "400": _problem("A bad page size, state, filter or continuation token")},
+            parameters=[{"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+                        {"name": "continuation", "in": "query", "required": False,
+                         "schema": {"type": "string"}},
+                        {"name": "state", "in": "query", "required": False,
+                         "schema": {"enum": ["running", "done", "cancelled"]}},
+                        {"name": "topic", "in": "query", "required": False,
+                         "description": "Only sends with exactly this topic",
+                         "schema": {"type": "string", "maxLength": MAX_KEY}},
+                        {"name": "text", "in": "query", "required": False,
+                         "description": "Only sends whose key or text contains this "
+                                        "(case-insensitive)",
+                         "schema": {"type": "string", "maxLength": MAX_KEY}}])},
         "/api/sends/{key}": {"get": _op(
             "A send's state and counts", "getSend",
             {"200": _json("SendStatus"), "400": _problem("The key can't be one"),

@@ -81,6 +81,17 @@ async def api_notifications(req: func.HttpRequest) -> func.HttpResponse:
         traceparent=req.headers.get("traceparent", "")))
 
 
+@bp.route(route="sends", methods=["GET"], auth_level=KEY)
+async def api_sends(req: func.HttpRequest) -> func.HttpResponse:
+    """Sends to many recipients, newest first, from the send index."""
+    from proactive.api import sends
+
+    q = req.params.get
+    return await _serve(req, lambda rt: sends.listing(
+        rt, limit=q("limit"), continuation=q("continuation"), state=q("state"),
+        topic=q("topic"), text=q("text")))
+
+
 @bp.route(route="sends/{key}", methods=["GET"], auth_level=KEY)
 async def api_send_status(req: func.HttpRequest) -> func.HttpResponse:
     from proactive.api import sends

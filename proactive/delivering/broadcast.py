@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from proactive.contract import OutboxMessage, Target
+from proactive.contract import Content, OutboxMessage, Target
 from proactive.delivering import audiences
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.preinstall import install_one
@@ -29,6 +29,7 @@ from proactive.delivering.send import finish_unsent, send_one
 from proactive.errors import Permanent, Reason, RetryLater, Transient
 from proactive.storage import tables
 from proactive.storage.progress import CANCELLED, PER_TRANSACTION, result_counts
+from proactive.storage.send_index import SendIndexRow
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -42,7 +43,10 @@ CONCURRENCY = 8
 async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
-    summary, new = await rt.campaigns.start(message.key, expected=message.part)
+    content = message.content or Content()
+    listed = SendIndexRow(key=message.key, created_at="", topic=content.topic,
+                          text=content.text or content.summary, audience=target.kind)
+    summary, new = await rt.campaigns.start(message.key, expected=message.part, listed=listed)
     if message.part and target.kind == "users" and len(target.users) <= PART:
         return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED)
     # Several messages may share a key (an audience too big for one message):
