@@ -163,6 +163,22 @@ async def api_health(req: func.HttpRequest) -> func.HttpResponse:
                              mimetype=reply.content_type)
 
 
+@bp.route(route="ui/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def api_ui(req: func.HttpRequest) -> func.HttpResponse:
+    """The operations page's static files (anonymous: they hold no data; the page
+    reads the API with the API's own auth). `/api/ui` without the slash is
+    redirected so the page's relative URLs resolve."""
+    from proactive.api import ui
+
+    path = req.route_params.get("path") or ""
+    if not path and not req.url.split("?", 1)[0].endswith("/"):
+        return func.HttpResponse(status_code=308, headers={
+            "Location": req.url.split("?", 1)[0] + "/", **ui.HEADERS})
+    reply = ui.page(path)
+    return func.HttpResponse(reply.body, status_code=reply.status, headers=reply.headers,
+                             mimetype=reply.content_type.split(";")[0], charset="utf-8")
+
+
 @bp.route(route="openapi.json", methods=["GET"], auth_level=KEY)
 async def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The OpenAPI 3.1 document of these routes (committed; a test keeps it true)."""

@@ -1,0 +1,405 @@
+// proactive operations page: plain JavaScript over the app's own HTTP API.
+// Every text from the API is put in the page with textContent or an SVG text
+// node, never parsed as HTML (keys, texts and reasons are user content).
+"use strict";
+
+const API = new URL("../", document.baseURI); // the page is at /api/ui/
+const REFRESH_MS = 5000; // a running send's view polls this often; stops once final
+const SVG = "http://www.w3.org/2000/svg";
+const PAGE = 25; // sends and recipients per page
+const RECIPIENTS_MAX = 10000; // read for the timeline and the table of one send
+
+const $ = (id) => document.getElementById(id);
+let timer = null;
+
+function el(tag, text, attrs) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function say(text, error) {
+  $("status").textContent = text || "";
+  $("status").classList.toggle("error", Boolean(error));
+}
+
+// Times in the viewer's zone; the UTC instant on hover.
+function when(iso) {
+  const node = el("time");
+  if (!iso) return node;
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) { node.textContent = iso; return node; }
+  node.dateTime = d.toISOString();
+  node.textContent = d.toLocaleString();
+  node.title = d.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  return node;
+}
+
+class SignInNeeded extends Error {}
+
+function headers(extra) {
+  const h = Object.assign({ Accept: "application/json" }, extra || {});
+  const key = sessionStorage.getItem("functions-key");
+  if (key) h["x-functions-key"] = key;
+  return h;
+}
+
+async function api(path, init) {
+  const r = await fetch(new URL(path, API), Object.assign(
+    { credentials: "same-origin", headers: headers() }, init || {}));
+  if (r.status === 401 || r.status === 403) throw new SignInNeeded();
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(`${r.status}: ${detail}`);
+  }
+  return r;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+function showOnly(id) {
+  for (const s of ["signin", "view-sends", "view-send", "view-reach"]) $(s).hidden = s !== id;
+  for (const [nav, view] of [["nav-sends", "view-sends"], ["nav-reach", "view-reach"]]) {
+    if (view === id) $(nav).setAttribute("aria-current", "page");
+    else $(nav).removeAttribute("aria-current");
+  }
+}
+
+// ---- outcome counts ---------------------------------------------------------
+
+const KINDS = ["sent", "skipped", "failed"];
+
+function outcome(counts) {
+  const c = counts || {};
+  const done = KINDS.reduce((n, k) => n + (c[k] || 0), 0);
+  return { queued: c.queued || 0, sent: c.sent || 0, skipped: c.skipped || 0,
+           failed: c.failed || 0, pending: Math.max(0, (c.queued || 0) - done) };
+}
+
+function stackedBar(counts) {
+  const o = outcome(counts);
+  const total = Math.max(o.queued, o.sent + o.skipped + o.failed) || 1;
+  const bar = el("span", null, { class: "bar", role: "img",
+    "aria-label": `${o.sent} sent, ${o.skipped} skipped, ${o.failed} failed, `
+      + `${o.pending} pending of ${o.queued}` });
+  for (const k of KINDS) {
+    const part = el("span", null, { class: `k-${k}` });
+    part.style.width = `${(100 * o[k]) / total}%`; // CSSOM, allowed by the CSP
+    bar.append(part);
+  }
+  bar.title = bar.getAttribute("aria-label");
+  return bar;
+}
+
+// ---- Sends ------------------------------------------------------------------
+
+const sendsPaging = { tokens: [""], index: 0 };
+
+async function showSends() {
+  showOnly("view-sends");
+  const f = { state: $("f-state").value, topic: $("f-topic").value.trim(),
+              text: $("f-text").value.trim() };
+  const token = sendsPaging.tokens[sendsPaging.index];
+  const body = await (await api(`sends${query({ ...f, limit: String(PAGE),
+    continuation: token })}`)).json();
+  const rows = body.items.map((item) => {
+    const tr = el("tr");
+    const link = el("a", item.key, { href: `#/send/${encodeURIComponent(item.key)}` });
+    const key = el("td", null, { class: "key" });
+    key.append(link);
+    if (item.text) key.append(el("div", item.text, { class: "muted" }));
+    const at = el("td");
+    at.append(when(item.createdAt));
+    const bar = el("td");
+    bar.append(stackedBar(item.counts));
+    tr.append(key, el("td", item.state), at,
+              el("td", `${item.audience || ""} · ${(item.counts || {}).queued || 0}`), bar);
+    return tr;
+  });
+  $("sends-table").tBodies[0].replaceChildren(...rows);
+  sendsPaging.tokens[sendsPaging.index + 1] = body.continuation || null;
+  $("sends-prev").disabled = sendsPaging.index === 0;
+  $("sends-next").disabled = !body.continuation;
+  say(rows.length ? `${rows.length} sends on this page` : "No sends match");
+}
+
+// ---- One send ---------------------------------------------------------------
+
+const sendView = { key: "", recipients: [], page: 0 };
+
+async function allRecipients(key) {
+  const out = [];
+  let token = "";
+  do {
+    const page = await (await api(`sends/${encodeURIComponent(key)}/recipients${query(
+      { limit: "1000", continuation: token })}`)).json();
+    out.push(...page.items);
+    token = page.continuation || "";
+  } while (token && out.length < RECIPIENTS_MAX);
+  return out;
+}
+
+function drawFunnel(counts) {
+  // queued → sent → read → acknowledged: read/acked only if the API has them.
+  const steps = [["queued", "Queued"], ["sent", "Sent"]];
+  if ("read" in counts) steps.push(["read", "Read"]);
+  if ("acked" in counts) steps.push(["acked", "Acknowledged"]);
+  const max = Math.max(1, ...steps.map(([k]) => counts[k] || 0));
+  const width = 320, row = 26;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${steps.length * row + 4}`, role: "img",
+    "aria-label": steps.map(([k, label]) => `${label} ${counts[k] || 0}`).join(", ") });
+  steps.forEach(([k, label], i) => {
+    const n = counts[k] || 0;
+    const w = Math.max(1, ((width - 120) * n) / max);
+    chart.append(svg("text", { x: 0, y: i * row + 17 }, label));
+    chart.append(svg("rect", { x: 90, y: i * row + 4, width: w, height: row - 8,
+      class: `k-${k}`, fill: getComputedStyle(document.documentElement)
+        .getPropertyValue(`--${k}`).trim() || "#555" }));
+    chart.append(svg("text", { x: 94 + w, y: i * row + 17 }, n));
+  });
+  $("funnel").replaceChildren(chart);
+}
+
+function drawReasons(counts) {
+  const items = Object.entries(counts)
+    .filter(([k]) => /^(skipped|failed)_/.test(k))
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => {
+      const li = el("li");
+      li.append(el("span", k.replace("_", ": ").replaceAll("_", "-")), el("strong", n));
+      return li;
+    });
+  if (!items.length) items.push(el("li", "none"));
+  $("reasons").replaceChildren(...items);
+}
+
+function drawTimeline(recipients) {
+  // Deliveries per minute, from each recipient's last update (their result).
+  const perMinute = new Map();
+  for (const r of recipients) {
+    const t = Date.parse(r.updatedAt || r.createdAt || "");
+    if (Number.isNaN(t) || !["sent", "failed", "skipped"].includes(r.state)) continue;
+    const m = Math.floor(t / 60000);
+    perMinute.set(m, (perMinute.get(m) || 0) + 1);
+  }
+  const minutes = [...perMinute.keys()].sort((a, b) => a - b);
+  const width = 640, height = 140, left = 36, bottom = 20;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+  if (!minutes.length) {
+    chart.setAttribute("aria-label", "No deliveries yet");
+    chart.append(svg("text", { x: left, y: height / 2 }, "No deliveries yet"));
+    $("timeline").replaceChildren(chart);
+    return;
+  }
+  const first = minutes[0], last = minutes[minutes.length - 1];
+  // At least ten minutes wide (a short send is not one wall of a bar), at most four hours.
+  const span = Math.min(Math.max(last - first + 1, 10), 240);
+  const max = Math.max(...perMinute.values());
+  const bw = (width - left) / span;
+  chart.setAttribute("aria-label", `Deliveries per minute over ${span} minutes, at most ${max}`);
+  chart.append(svg("text", { x: 0, y: 12 }, max));
+  chart.append(svg("text", { x: 0, y: height - bottom }, 0));
+  for (let i = 0; i < span; i += 1) {
+    const n = perMinute.get(last - span + 1 + i) || 0;
+    const h = ((height - bottom - 6) * n) / max;
+    const bar = svg("rect", { x: left + i * bw, y: height - bottom - h,
+      width: Math.max(1, bw - 1), height: h, fill: "#1e7b34" });
+    const minute = new Date((last - span + 1 + i) * 60000);
+    bar.append(svg("title", {}, `${minute.toLocaleTimeString()} (${minute.toISOString()
+      .slice(11, 16)} UTC): ${n}`));
+    chart.append(bar);
+  }
+  const from = new Date((last - span + 1) * 60000), to = new Date(last * 60000);
+  chart.append(svg("text", { x: left, y: height - 4 }, from.toLocaleTimeString()));
+  chart.append(svg("text", { x: width - 70, y: height - 4 }, to.toLocaleTimeString()));
+  $("timeline").replaceChildren(chart);
+}
+
+function recipientRows() {
+  const pick = $("r-state").value, search = $("r-search").value.trim().toLowerCase();
+  return sendView.recipients.filter((r) =>
+    (!pick || r.state === pick || r.reason === pick)
+    && (!search || String(r.recipient).toLowerCase().includes(search)));
+}
+
+function drawRecipients() {
+  const rows = recipientRows();
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE));
+  sendView.page = Math.min(sendView.page, pages - 1);
+  const shown = rows.slice(sendView.page * PAGE, (sendView.page + 1) * PAGE).map((r) => {
+    const tr = el("tr");
+    const at = el("td");
+    at.append(when(r.updatedAt || r.createdAt));
+    tr.append(el("td", r.recipient, { class: "key" }), el("td", r.state), el("td", r.reason || ""),
+              el("td", r.attempts ?? ""), at);
+    return tr;
+  });
+  $("rcpt-table").tBodies[0].replaceChildren(...shown);
+  $("rcpt-page").textContent = `page ${sendView.page + 1} of ${pages} (${rows.length})`;
+  $("rcpt-prev").disabled = sendView.page === 0;
+  $("rcpt-next").disabled = sendView.page >= pages - 1;
+}
+
+function fillStateChoices() {
+  const choices = new Set();
+  for (const r of sendView.recipients) { choices.add(r.state); if (r.reason) choices.add(r.reason); }
+  const select = $("r-state"), keep = select.value;
+  const options = [el("option", "any", { value: "" })];
+  for (const c of [...choices].sort()) options.push(el("option", c, { value: c }));
+  select.replaceChildren(...options);
+  select.value = choices.has(keep) ? keep : "";
+}
+
+async function showSend(key, quiet) {
+  showOnly("view-send");
+  if (sendView.key !== key) Object.assign(sendView, { key, recipients: [], page: 0 });
+  const status = await (await api(`sends/${encodeURIComponent(key)}`)).json();
+  const counts = status.counts || {};
+  $("send-key").textContent = key;
+  $("send-state").textContent = status.state;
+  $("send-when").replaceChildren(...(status.createdAt ? ["started ", when(status.createdAt)] : []));
+  sendView.recipients = await allRecipients(key);
+  drawFunnel(counts);
+  drawReasons(counts);
+  drawTimeline(sendView.recipients);
+  fillStateChoices();
+  drawRecipients();
+  $("cancel").disabled = status.state !== "running" && status.state !== "scheduled";
+  const live = status.state === "running" || status.state === "scheduled";
+  $("send-live").textContent = live ? `(refreshing every ${REFRESH_MS / 1000} s)` : "";
+  if (!quiet) say("");
+  stopTimer();
+  if (live) timer = setTimeout(() => refresh(() => showSend(key, true)), REFRESH_MS);
+}
+
+async function downloadCsv() {
+  // The report route, page after page, joined into one file (one header line).
+  const key = sendView.key;
+  const parts = [];
+  let token = "";
+  say("Preparing the CSV…");
+  do {
+    const r = await api(`sends/${encodeURIComponent(key)}/report${query(
+      { format: "csv", limit: "1000", continuation: token })}`,
+    { headers: headers({ Accept: "text/csv" }) });
+    let text = await r.text();
+    if (parts.length) text = text.slice(text.indexOf("\n") + 1);
+    parts.push(text);
+    const next = /<[^>]*[?&]continuation=([^&>]+)[^>]*>;\s*rel="next"/.exec(
+      r.headers.get("Link") || "");
+    token = next ? decodeURIComponent(next[1]) : "";
+  } while (token);
+  const link = el("a", null, { download: `${key.replace(/[^\w.-]+/g, "_")}-report.csv` });
+  link.href = URL.createObjectURL(new Blob(parts, { type: "text/csv" }));
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  say("CSV downloaded");
+}
+
+function askCancel() {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = `Recipients of ${sendView.key} not yet sent to are skipped; `
+    + "those already sent keep their message.";
+  dialog.returnValue = "";
+  dialog.showModal();
+}
+
+async function cancelSend() {
+  await api(`sends/${encodeURIComponent(sendView.key)}/cancel`, { method: "POST" });
+  say("Cancel queued: the worker carries it out in order with the send's other messages");
+  await showSend(sendView.key, true);
+}
+
+// ---- Reach ------------------------------------------------------------------
+
+async function showReach() {
+  showOnly("view-reach");
+  const body = await (await api("reach")).json();
+  $("tenants-table").tBodies[0].replaceChildren(...body.tenants.map((t) => {
+    const tr = el("tr");
+    tr.append(el("td", t.tenant, { class: "key" }), el("td", Object.entries(t.counts)
+      .map(([k, n]) => `${k}: ${n}`).join(", ")));
+    return tr;
+  }));
+  $("unreachable-table").tBodies[0].replaceChildren(...body.unreachable.map((u) => {
+    const tr = el("tr");
+    const at = el("td");
+    at.append(when(u.at));
+    tr.append(el("td", u.user, { class: "key" }), el("td", u.tenantId), el("td", u.status),
+              el("td", u.topic), at);
+    return tr;
+  }));
+  say(`${body.unreachable.length} people can't be reached${body.partial ? " (partial)" : ""}`);
+}
+
+// ---- routing ----------------------------------------------------------------
+
+function stopTimer() { if (timer) { clearTimeout(timer); timer = null; } }
+
+async function refresh(render) {
+  try {
+    await render();
+  } catch (err) {
+    stopTimer();
+    if (err instanceof SignInNeeded) { showOnly("signin"); say(""); return; }
+    say(`Could not load: ${err.message}`, true);
+  }
+}
+
+function route() {
+  stopTimer();
+  const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+  if (hash.startsWith("send/")) return refresh(() => showSend(hash.slice(5)));
+  if (hash === "reach") return refresh(showReach);
+  return refresh(showSends);
+}
+
+function bind() {
+  $("sends-filter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    Object.assign(sendsPaging, { tokens: [""], index: 0 });
+    refresh(showSends);
+  });
+  $("open-key").addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.hash = `#/send/${encodeURIComponent($("open-key-input").value.trim())}`;
+  });
+  $("sends-next").addEventListener("click", () => { sendsPaging.index += 1; refresh(showSends); });
+  $("sends-prev").addEventListener("click", () => { sendsPaging.index -= 1; refresh(showSends); });
+  $("rcpt-prev").addEventListener("click", () => { sendView.page -= 1; drawRecipients(); });
+  $("rcpt-next").addEventListener("click", () => { sendView.page += 1; drawRecipients(); });
+  $("r-state").addEventListener("change", () => { sendView.page = 0; drawRecipients(); });
+  $("r-search").addEventListener("input", () => { sendView.page = 0; drawRecipients(); });
+  $("rcpt-filter").addEventListener("submit", (e) => e.preventDefault());
+  $("csv").addEventListener("click", () => refresh(downloadCsv));
+  $("cancel").addEventListener("click", askCancel);
+  $("confirm").addEventListener("close", () => {
+    if ($("confirm").returnValue === "yes") refresh(cancelSend);
+  });
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("functions-key", $("key-input").value);
+    $("key-input").value = "";
+    route();
+  });
+  window.addEventListener("hashchange", route);
+}
+
+bind();
+route();
