@@ -56,6 +56,9 @@ COMMON = {"401": UNAUTHORIZED, "403": _problem("The bearer token lacks the app r
 KEY_PARAM = {"name": "key", "in": "path", "required": True, "description": "The send's key",
              "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY}}
 
+ID_PARAM = {"name": "id", "in": "path", "required": True,
+            "description": "The parked message's queue id", "schema": {"type": "string"}}
+
 
 def _op(summary: str, op_id: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
     return {"summary": summary, "operationId": op_id, **more,
@@ -128,6 +131,23 @@ def build() -> dict[str, Any]:
                         "text": {"type": "string", "description": "Its first 200 characters"},
                         "counts": {"type": "object",
                                    "additionalProperties": {"type": "integer"}}}}}}},
+        "Poison": {
+            "type": "object", "required": ["count", "items"],
+            "properties": {
+                "count": {"type": "integer", "description": "Approximate, as the queue says"},
+                "items": {"type": "array", "description": "The first 32", "items": {
+                    "type": "object",
+                    "required": ["id", "insertedAt", "reason", "detail", "failedAt", "message"],
+                    "properties": {name: {"type": "string"} for name in (
+                        "id", "insertedAt", "reason", "detail", "failedAt", "message")}}}}},
+        "Schedules": {
+            "type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {
+                "type": "object", "required": ["key", "recipient", "state"],
+                "properties": {"key": {"type": "string"}, "recipient": {"type": "string"},
+                               "state": {"type": "string"}, "due": {"type": "string"},
+                               "dueLocal": {"type": "string"},
+                               "timezone": {"type": "string"}}}}}},
         "RecipientsPage": {
             "type": "object", "required": ["key", "items"],
             "properties": {
@@ -221,6 +241,29 @@ def build() -> dict[str, Any]:
                          "description": "An Entra ID group id: one paced Graph call per "
                                         "member, so for small groups (the CLI for large ones)",
                          "schema": {"type": "string"}}])},
+        "/api/poison": {"get": _op(
+            "The poison queue: its count and its first 32 messages with reason and detail",
+            "listPoison", {"200": {"description": "The parked messages", **_json("Poison")}})},
+        "/api/poison/{id}/requeue": {"post": _op(
+            "Put a parked message back on the outbox: as it came, or the fixed message in "
+            "the body; either must pass the worker's checks", "requeuePoison",
+            {"200": {"description": "Requeued", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"requeued": {"type": "string"}}}}}},
+             "400": _problem("The message (or the fix) is still invalid: nothing moved"),
+             "404": _problem("No parked message has this id")},
+            parameters=[ID_PARAM],
+            requestBody={"required": False, "content": {"application/json": {
+                "schema": _ref("OutboxMessage")}}})},
+        "/api/poison/{id}/purge": {"post": _op(
+            "Delete one parked message", "purgePoison",
+            {"200": {"description": "Deleted", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"purged": {"type": "string"}}}}}},
+             "404": _problem("No parked message has this id")},
+            parameters=[ID_PARAM])},
+        "/api/schedules": {"get": _op(
+            "The scheduled items still to come, soonest first (cancel one with "
+            "POST /api/sends/{key}/cancel)", "listSchedules",
+            {"200": {"description": "The items", **_json("Schedules")}})},
         "/api/health": {"get": {
             "summary": "Whether the app's configuration can be used (`python -m proactive "
                        "doctor` reads it). Anonymous: it names settings, never a value",

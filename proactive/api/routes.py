@@ -142,6 +142,38 @@ async def api_reach(req: func.HttpRequest) -> func.HttpResponse:
     return await _serve(req, lambda rt: reports.reach(rt, group))
 
 
+@bp.route(route="poison", methods=["GET"], auth_level=KEY)
+async def api_poison(req: func.HttpRequest) -> func.HttpResponse:
+    """The poison queue: its count and its first 32 messages with their reasons."""
+    from proactive.api import stuck
+
+    return await _serve(req, stuck.poison)
+
+
+@bp.route(route="poison/{id}/requeue", methods=["POST"], auth_level=KEY)
+async def api_poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
+    """A parked message (or the fixed one in the body) back on the outbox, if valid."""
+    from proactive.api import stuck
+
+    return await _serve(req, lambda rt: stuck.requeue(rt, req.route_params["id"],
+                                                      req.get_body()))
+
+
+@bp.route(route="poison/{id}/purge", methods=["POST"], auth_level=KEY)
+async def api_poison_purge(req: func.HttpRequest) -> func.HttpResponse:
+    from proactive.api import stuck
+
+    return await _serve(req, lambda rt: stuck.purge(rt, req.route_params["id"]))
+
+
+@bp.route(route="schedules", methods=["GET"], auth_level=KEY)
+async def api_schedules(req: func.HttpRequest) -> func.HttpResponse:
+    """The scheduled items still to come, soonest first."""
+    from proactive.api import stuck
+
+    return await _serve(req, stuck.schedules)
+
+
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def api_health(req: func.HttpRequest) -> func.HttpResponse:
     """Whether the app's settings can be used: 200, or 503 naming the settings to
