@@ -83,6 +83,17 @@ async def _seed(app: ApiApp) -> None:
                     "version": 1, "op": "send", "key": f"small-{n:02d}",
                     "to": {"users": [aad(199)]}, "text": f"reminder {n}"}),
                     message_id=f"s{n}")
+            # Stuck: two parked messages (one fine as it came) and a schedule.
+            await process(rt, '{"version": 1, "op": "send", "key": "bad", "to": {}}',
+                          message_id="p1")
+            await rt.outbox.poison(json.dumps({
+                "version": 1, "op": "send", "key": "parked-fine", "text": "hi",
+                "to": {"user": "00000000-0000-0000-0000-0000000000a1"}}),
+                reason="gone-wrong", detail="<b>parked</b> by a test", message_id="p2")
+            await process(rt, json.dumps({"version": 1, "op": "send", "key": "later",
+                                          "to": {"user": aad(1)}, "text": "later",
+                                          "schedule": {"at": "2099-01-01T09:00:00Z"}}),
+                          message_id="later")
             # Left running: its parts are not delivered (the app's worker is off).
             await process(rt, json.dumps({"version": 1, "op": "send", "key": "to-cancel",
                                           "to": {"users": [aad(198), aad(197)]},
@@ -172,6 +183,7 @@ def test_sends_list_newest_first_with_counts_paged_and_filtered(page: Any, stack
     keys = page.locator("#sends-table tbody tr td.key a").all_inner_texts()
     assert keys == [item["key"] for item in listed]
     assert keys[0] == "to-cancel"
+    assert "later" not in keys  # a scheduled one-recipient message has no index row
     shot(page, "sends")
     page.click("#sends-next")
     expect(page.locator("#sends-prev")).to_be_enabled()
@@ -263,3 +275,30 @@ def test_phone_width_has_no_horizontal_page_scroll(page: Any, stack: Stack) -> N
     open_send(page, MAIN_KEY)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     shot(page, "send-phone")
+
+
+def test_stuck_requeues_purges_and_cancels_a_schedule_after_asking(
+        page: Any, stack: Stack) -> None:
+    page.click("#nav-stuck")
+    expect(page.locator("#poison-table tbody tr")).to_have_count(2)
+    assert page.inner_text("#poison-count") == str(api(stack, "poison").json()["count"]) == "2"
+    assert page.get_by_text("<b>parked</b> by a test").count() == 1
+    expect(page.locator("#schedules-table tbody tr")).to_have_count(1)
+    shot(page, "stuck")
+    fine = page.locator("#poison-table tbody tr", has_text="gone-wrong")
+    fine.get_by_role("button", name="Requeue…").click()
+    assert '"parked-fine"' in page.input_value("#requeue-text")
+    page.click("#requeue-yes")
+    expect(page.locator("#poison-table tbody tr")).to_have_count(1)
+    assert api(stack, "poison").json()["count"] == 1
+    page.get_by_role("button", name="Purge…").click()
+    page.click("#confirm-no")  # asked, and kept
+    assert api(stack, "poison").json()["count"] == 1
+    page.get_by_role("button", name="Purge…").click()
+    page.click("#confirm-yes")
+    expect(page.locator("#poison-table tbody tr")).to_have_count(0)
+    assert api(stack, "poison").json()["count"] == 0
+    page.locator("#schedules-table").get_by_role("button", name="Cancel…").click()
+    with page.expect_request(lambda r: r.method == "POST"
+                             and r.url.endswith("/sends/later/cancel")):
+        page.click("#confirm-yes")

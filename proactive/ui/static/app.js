@@ -72,8 +72,11 @@ function query(params) {
 }
 
 function showOnly(id) {
-  for (const s of ["signin", "view-sends", "view-send", "view-reach"]) $(s).hidden = s !== id;
-  for (const [nav, view] of [["nav-sends", "view-sends"], ["nav-reach", "view-reach"]]) {
+  for (const s of ["signin", "view-sends", "view-send", "view-reach", "view-stuck"]) {
+    $(s).hidden = s !== id;
+  }
+  for (const [nav, view] of [["nav-sends", "view-sends"], ["nav-reach", "view-reach"],
+    ["nav-stuck", "view-stuck"]]) {
     if (view === id) $(nav).setAttribute("aria-current", "page");
     else $(nav).removeAttribute("aria-current");
   }
@@ -312,18 +315,27 @@ async function downloadCsv() {
   say("CSV downloaded");
 }
 
-function askCancel() {
+// A confirmation dialog; `then` runs only if the answer is yes.
+let confirmed = null;
+
+function ask(title, text, yes, then) {
   const dialog = $("confirm");
-  $("confirm-text").textContent = `Recipients of ${sendView.key} not yet sent to are skipped; `
-    + "those already sent keep their message.";
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-yes").textContent = yes;
+  confirmed = then;
   dialog.returnValue = "";
   dialog.showModal();
+  $("confirm-no").focus(); // the safe answer is the default
 }
 
-async function cancelSend() {
-  await api(`sends/${encodeURIComponent(sendView.key)}/cancel`, { method: "POST" });
-  say("Cancel queued: the worker carries it out in order with the send's other messages");
-  await showSend(sendView.key, true);
+function askCancel(key, after) {
+  ask(`Cancel ${key}?`, "Recipients not yet sent to are skipped; those already sent keep "
+    + "their message. A scheduled send fires no more.", "Cancel the send", async () => {
+    await api(`sends/${encodeURIComponent(key)}/cancel`, { method: "POST" });
+    say("Cancel queued: the worker carries it out in order with the send's other messages");
+    await after();
+  });
 }
 
 // ---- Reach ------------------------------------------------------------------
@@ -348,6 +360,63 @@ async function showReach() {
   say(`${body.unreachable.length} people can't be reached${body.partial ? " (partial)" : ""}`);
 }
 
+// ---- Stuck ------------------------------------------------------------------
+
+let requeueing = null;
+
+async function showStuck() {
+  showOnly("view-stuck");
+  const [poison, schedules] = await Promise.all([
+    api("poison").then((r) => r.json()), api("schedules").then((r) => r.json())]);
+  $("poison-count").textContent = String(poison.count);
+  $("poison-table").tBodies[0].replaceChildren(...poison.items.map((p) => {
+    const tr = el("tr");
+    const at = el("td");
+    at.append(when(p.failedAt || p.insertedAt));
+    const actions = el("td", null, { class: "actions-cell" });
+    const requeue = el("button", "Requeue…", { type: "button" });
+    requeue.addEventListener("click", () => {
+      requeueing = p;
+      $("requeue-text").value = p.message;
+      $("requeue").returnValue = "";
+      $("requeue").showModal();
+    });
+    const purge = el("button", "Purge…", { type: "button", class: "danger" });
+    purge.addEventListener("click", () => ask("Delete this parked message?",
+      `${p.reason}: ${p.detail}. It is gone for good.`, "Delete it", async () => {
+        await api(`poison/${encodeURIComponent(p.id)}/purge`, { method: "POST" });
+        say("Deleted");
+        await showStuck();
+      }));
+    actions.append(requeue, purge);
+    tr.append(at, el("td", p.reason), el("td", p.detail, { class: "key" }), actions);
+    return tr;
+  }));
+  $("schedules-table").tBodies[0].replaceChildren(...schedules.items.map((item) => {
+    const tr = el("tr");
+    const due = el("td");
+    due.append(when(item.due));
+    const actions = el("td", null, { class: "actions-cell" });
+    const cancel = el("button", "Cancel…", { type: "button", class: "danger" });
+    cancel.addEventListener("click", () => askCancel(item.key, showStuck));
+    actions.append(cancel);
+    tr.append(el("td", item.key, { class: "key" }), el("td", item.recipient, { class: "key" }),
+              due, el("td", item.state), actions);
+    return tr;
+  }));
+}
+
+async function requeueParked() {
+  const p = requeueing;
+  const text = $("requeue-text").value;
+  // The message as it came is sent back without a body (it may carry fields only
+  // the app may set); an edit is sent as the new message.
+  await api(`poison/${encodeURIComponent(p.id)}/requeue`, Object.assign({ method: "POST" },
+    text === p.message ? {} : { body: text, headers: headers({ "Content-Type": "application/json" }) }));
+  say("Requeued: it is back on the outbox");
+  await showStuck();
+}
+
 // ---- routing ----------------------------------------------------------------
 
 function stopTimer() { if (timer) { clearTimeout(timer); timer = null; } }
@@ -364,9 +433,11 @@ async function refresh(render) {
 
 function route() {
   stopTimer();
+  say("");
   const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
   if (hash.startsWith("send/")) return refresh(() => showSend(hash.slice(5)));
   if (hash === "reach") return refresh(showReach);
+  if (hash === "stuck") return refresh(showStuck);
   return refresh(showSends);
 }
 
@@ -388,9 +459,15 @@ function bind() {
   $("r-search").addEventListener("input", () => { sendView.page = 0; drawRecipients(); });
   $("rcpt-filter").addEventListener("submit", (e) => e.preventDefault());
   $("csv").addEventListener("click", () => refresh(downloadCsv));
-  $("cancel").addEventListener("click", askCancel);
+  $("cancel").addEventListener("click", () => askCancel(sendView.key,
+    () => showSend(sendView.key, true)));
   $("confirm").addEventListener("close", () => {
-    if ($("confirm").returnValue === "yes") refresh(cancelSend);
+    const then = confirmed;
+    confirmed = null;
+    if ($("confirm").returnValue === "yes" && then) refresh(then);
+  });
+  $("requeue").addEventListener("close", () => {
+    if ($("requeue").returnValue === "yes") refresh(requeueParked);
   });
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
