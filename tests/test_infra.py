@@ -75,6 +75,7 @@ NOT_SET = {
     "PROACTIVE_TENANT_RPS": "the app's default (Teams' limit)",
     "PROACTIVE_MAX_ATTEMPTS": "the app's default",
     "PROACTIVE_CLAIM_LEASE_SECONDS": "the app's default",
+    "PROACTIVE_PAGE_ROLE": "the app's default role name (Proactive.Operations)",
     "PROACTIVE_WELCOME": "the app's default",
     "PROACTIVE_API_AUDIENCE": "the HTTP API's optional Entra ID check: off unless set",
     "PROACTIVE_API_ROLE": "the HTTP API's optional Entra ID check: off unless set",

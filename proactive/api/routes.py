@@ -35,15 +35,18 @@ def _api_base(req: func.HttpRequest, marker: str) -> str:
     return url[: url.rfind(marker)] + "/"
 
 
-async def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
-    """Run `handler` with the Runtime and map its Reply; every failure becomes a problem."""
+async def _serve(req: func.HttpRequest, handler: Handler, *,
+                 bearer: bool = True) -> func.HttpResponse:
+    """Run `handler` with the Runtime and map its Reply; every failure becomes a problem.
+    `bearer`: the API's optional Entra ID token check applies (not to the page's
+    data, which App Service authentication guards: `proactive.api.page_auth`)."""
     from proactive.api.problems import Problem, problem
     from proactive.errors import ConfigError, StorageUnavailable
     from proactive.runtime import get_runtime
 
     try:
         rt = await get_runtime()
-        if rt.settings.api_audience:
+        if bearer and rt.settings.api_audience:
             from proactive.api.bearer import check_request
 
             await check_request(rt, req.headers.get("Authorization", ""))
@@ -193,6 +196,16 @@ async def api_health(req: func.HttpRequest) -> func.HttpResponse:
     headers = {**reply.headers, "Cache-Control": "no-store"}
     return func.HttpResponse(reply.body, status_code=reply.status, headers=headers,
                              mimetype=reply.content_type)
+
+
+@bp.route(route="ui/data/{*rest}", methods=["GET", "POST"],
+          auth_level=func.AuthLevel.ANONYMOUS)
+async def api_ui_data(req: func.HttpRequest) -> func.HttpResponse:
+    """The page's data for a user App Service signed in (anonymous to the host: the
+    check is `proactive.api.page_auth`; 404 unless App Service authentication is on)."""
+    from proactive.api import page_data
+
+    return await _serve(req, lambda rt: page_data.serve(rt, req), bearer=False)
 
 
 @bp.route(route="ui/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

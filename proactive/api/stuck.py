@@ -2,7 +2,7 @@
 (list, requeue after a check, purge one) and the schedules still to come.
 
 A storage queue shows its first 32 messages without hiding them (peek); the
-page lists those and the queue's approximate count. To requeue or purge one,
+page lists those. To requeue or purge one,
 its id is looked for by receiving (hiding) batches; every other message
 received on the way is put back in view before the answer, whatever happens
 (so a lookup never makes the rest of the queue vanish for a while).
@@ -61,16 +61,17 @@ class ParkedMessage:
 
 
 async def poison(rt: Runtime) -> Reply:
+    """The first PEEK parked messages and how many that is (`more`: maybe others
+    behind them; `python -m proactive poison count` counts them all). Peeked
+    only: the same queue operation as the worker's reads, nothing hidden."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    queue = rt.outbox.poison_queue
     try:
-        count = (await queue.get_queue_properties()).approximate_message_count or 0
         items = [ParkedMessage.from_queue(m).to_json()
-                 for m in await queue.peek_messages(max_messages=PEEK)]
+                 for m in await rt.outbox.poison_queue.peek_messages(max_messages=PEEK)]
     except ResourceNotFoundError:
-        count, items = 0, []
-    return Reply.json(200, {"count": max(count, len(items)), "items": items})
+        items = []
+    return Reply.json(200, {"count": len(items), "more": len(items) == PEEK, "items": items})
 
 
 async def requeue(rt: Runtime, message_id: str, body: bytes) -> Reply:

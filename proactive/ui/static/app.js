@@ -3,7 +3,9 @@
 // node, never parsed as HTML (keys, texts and reasons are user content).
 "use strict";
 
-const API = new URL("../", document.baseURI); // the page is at /api/ui/
+// The page is at /api/ui/: it reads the keyed API (../), or, where App Service
+// signed the user in, the same handlers under data/ (proactive/api/page_data.py).
+let API = new URL("../", document.baseURI);
 const REFRESH_MS = 5000; // a running send's view polls this often; stops once final
 const SVG = "http://www.w3.org/2000/svg";
 const PAGE = 25; // sends and recipients per page
@@ -46,7 +48,8 @@ function when(iso) {
 class SignInNeeded extends Error {}
 
 function headers(extra) {
-  const h = Object.assign({ Accept: "application/json" }, extra || {});
+  // X-Proactive-Page: a page action, which another site's form can't send (CSRF).
+  const h = Object.assign({ Accept: "application/json", "X-Proactive-Page": "1" }, extra || {});
   const key = sessionStorage.getItem("functions-key");
   if (key) h["x-functions-key"] = key;
   return h;
@@ -368,7 +371,7 @@ async function showStuck() {
   showOnly("view-stuck");
   const [poison, schedules] = await Promise.all([
     api("poison").then((r) => r.json()), api("schedules").then((r) => r.json())]);
-  $("poison-count").textContent = String(poison.count);
+  $("poison-count").textContent = `${poison.count}${poison.more ? "+" : ""}`;
   $("poison-table").tBodies[0].replaceChildren(...poison.items.map((p) => {
     const tr = el("tr");
     const at = el("td");
@@ -431,6 +434,28 @@ async function refresh(render) {
   }
 }
 
+// Signed in by App Service (data/ answers), asked to sign in (401/403), or
+// App Service authentication off (404): the keyed API, as locally.
+async function detectMode() {
+  const r = await fetch(new URL("data/session", document.baseURI),
+    { credentials: "same-origin", headers: headers() });
+  if (r.ok) {
+    API = new URL("data/", document.baseURI);
+    return true;
+  }
+  if (r.status === 401 || r.status === 403) {
+    $("signin-key").hidden = true;
+    $("signin-entra").hidden = false;
+    if (r.status === 403) {
+      $("signin-entra-text").textContent = "You are signed in, but your account lacks the "
+        + "app role this page needs: ask the app's owner to assign it.";
+    }
+    showOnly("signin");
+    return false;
+  }
+  return true;
+}
+
 function route() {
   stopTimer();
   say("");
@@ -479,4 +504,4 @@ function bind() {
 }
 
 bind();
-route();
+detectMode().then((ok) => { if (ok) route(); }, () => route());
