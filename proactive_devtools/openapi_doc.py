@@ -132,9 +132,11 @@ def build() -> dict[str, Any]:
                         "counts": {"type": "object",
                                    "additionalProperties": {"type": "integer"}}}}}}},
         "Poison": {
-            "type": "object", "required": ["count", "items"],
+            "type": "object", "required": ["count", "more", "items"],
             "properties": {
-                "count": {"type": "integer", "description": "Approximate, as the queue says"},
+                "count": {"type": "integer", "description": "How many are listed"},
+                "more": {"type": "boolean",
+                         "description": "The list is full: more may be parked behind it"},
                 "items": {"type": "array", "description": "The first 32", "items": {
                     "type": "object",
                     "required": ["id", "insertedAt", "reason", "detail", "failedAt", "message"],
