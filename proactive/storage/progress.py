@@ -31,6 +31,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables
@@ -79,8 +80,8 @@ class Campaigns:
             if found:
                 return found[0], False
         created = tables.iso()
-        index = SendIndexRow(**{**(vars(listed) if listed else {}), "key": key,
-                                "created_at": created})
+        index = replace(listed or SendIndexRow(key=key, created_at=created), key=key,
+                        created_at=created)
         entity = {"PartitionKey": pk, "RowKey": "summary", "key": key,
                   "state": RUNNING, "createdAt": created, "indexRow": index.row_key}
         try:
