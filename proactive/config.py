@@ -80,9 +80,6 @@ AZURE_VARIABLES = (
     "CONTAINER_APP_NAME",
     "FUNCTIONS_EXTENSION_VERSION",
 )
-# Read from the platform, never an app setting: App Service sets it when its
-# built-in authentication is on (README "Operations page").
-PLATFORM_READ = ("WEBSITE_AUTH_ENABLED",)
 # Set in Azure too, but also elsewhere, so they count only together with a
 # WEBSITE_* variable: CONTAINER_NAME (Linux consumption; also set by dev
 # containers and CI runners), IDENTITY_ENDPOINT / MSI_ENDPOINT (managed
@@ -182,11 +179,7 @@ class Settings:
     api_audience: str = ""
     api_role: str = ""
     api_tenant: str = ""
-    # The operations page behind App Service authentication (README "Operations
-    # page"): the app role its users need, and whether the platform says that
-    # authentication is on (WEBSITE_AUTH_ENABLED, which App Service sets itself).
-    page_role: str = "Proactive.Operations"
-    easy_auth: bool = False
+    page_role: str = "Proactive.Operations"  # the operations page's users' app role
     # Proactive install through Graph (README "Proactive install"): off unless
     # the app's catalog id, or its manifest id to look it up, is set.
     graph_app_catalog_id: str = ""
@@ -309,7 +302,6 @@ class Settings:
             api_role=env.get("PROACTIVE_API_ROLE", "").strip(),
             api_tenant=env.get("PROACTIVE_API_TENANT", "").strip(),
             page_role=env.get("PROACTIVE_PAGE_ROLE", "").strip() or "Proactive.Operations",
-            easy_auth=_flag(env, "WEBSITE_AUTH_ENABLED"),
             graph_app_catalog_id=(env.get("PROACTIVE_GRAPH_APP_CATALOG_ID") or "").strip(),
             graph_app_manifest_id=(env.get("PROACTIVE_GRAPH_APP_MANIFEST_ID") or "").strip(),
             graph_rps=float(_int(env, "PROACTIVE_GRAPH_RPS", 30, problems)),

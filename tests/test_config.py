@@ -14,7 +14,6 @@ import pytest
 from proactive.config import (
     AZURE_IF_WEBSITE,
     AZURE_VARIABLES,
-    PLATFORM_READ,
     PRODUCTION_SETTINGS,
     SETTINGS,
     ConfigError,
@@ -140,8 +139,7 @@ def test_the_list_of_settings_is_what_the_app_reads() -> None:
         env = Recording(values)
         with contextlib.suppress(ConfigError):
             load_settings(env)
-        assert env.read - set(AZURE_VARIABLES) - set(AZURE_IF_WEBSITE) - set(
-            PLATFORM_READ) == set(SETTINGS)
+        assert env.read - set(AZURE_VARIABLES) - set(AZURE_IF_WEBSITE) == set(SETTINGS)
     assert set(PRODUCTION_SETTINGS) == set(SETTINGS) - {"PROACTIVE_LOCAL_DEV",
                                                         "PROACTIVE_CLOUD_OVERRIDE"}
 

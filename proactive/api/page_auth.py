@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -52,9 +53,14 @@ def principal(raw: str) -> Principal | None:
     return Principal(name, roles)
 
 
+def authentication_on(env: Mapping[str, str] = os.environ) -> bool:
+    """What App Service says (it sets WEBSITE_AUTH_ENABLED itself; no app setting)."""
+    return (env.get("WEBSITE_AUTH_ENABLED") or "").strip().lower() == "true"
+
+
 def check(settings: Settings, headers: Mapping[str, str]) -> Principal:
     """The user, if the page may show them data; else the problem to answer."""
-    if not settings.easy_auth:
+    if not authentication_on():
         raise Problem(404, "sign-in-off", "App Service authentication is not on for this app: "
                       "the page reads the keyed API (README \"Operations page\")")
     user = principal(headers.get(HEADER, ""))
