@@ -267,7 +267,19 @@ def test_reach_lists_who_cannot_be_reached(page: Any, stack: Stack) -> None:
     reach = api(stack, "reach").json()
     expect(page.locator("#unreachable-table tbody tr")).to_have_count(len(reach["unreachable"]))
     assert len(reach["unreachable"]) >= len(BLOCKED) + len(OPTED_OUT)
+    by_status: dict[str, int] = {}
+    for row in reach["unreachable"]:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    shown = dict(zip(page.locator("#reach-counts li span").all_inner_texts(),
+                     map(int, page.locator("#reach-counts li strong").all_inner_texts()),
+                     strict=True))
+    assert shown == by_status
     shot(page, "reach")
+    # A group needs Graph install, which this app hasn't: the API's refusal, shown.
+    page.fill("#reach-group", "5b2f0c1e-0000-4000-8000-000000000000")
+    page.press("#reach-group", "Enter")
+    page.wait_for_selector("#status.error")
+    assert "400" in page.inner_text("#status")
 
 
 def test_phone_width_has_no_horizontal_page_scroll(page: Any, stack: Stack) -> None:

@@ -345,7 +345,16 @@ function askCancel(key, after) {
 
 async function showReach() {
   showOnly("view-reach");
-  const body = await (await api("reach")).json();
+  const group = $("reach-group").value.trim();
+  const body = await (await api(`reach${query({ group })}`)).json();
+  const byStatus = new Map();
+  for (const u of body.unreachable) byStatus.set(u.status, (byStatus.get(u.status) || 0) + 1);
+  const counts = [...byStatus.entries()].sort((a, b) => b[1] - a[1]).map(([status, n]) => {
+    const li = el("li");
+    li.append(el("span", status), el("strong", n));
+    return li;
+  });
+  $("reach-counts").replaceChildren(...(counts.length ? counts : [el("li", "nobody")]));
   $("tenants-table").tBodies[0].replaceChildren(...body.tenants.map((t) => {
     const tr = el("tr");
     tr.append(el("td", t.tenant, { class: "key" }), el("td", Object.entries(t.counts)
@@ -476,6 +485,7 @@ function bind() {
     e.preventDefault();
     location.hash = `#/send/${encodeURIComponent($("open-key-input").value.trim())}`;
   });
+  $("reach-filter").addEventListener("submit", (e) => { e.preventDefault(); refresh(showReach); });
   $("sends-next").addEventListener("click", () => { sendsPaging.index += 1; refresh(showSends); });
   $("sends-prev").addEventListener("click", () => { sendsPaging.index -= 1; refresh(showSends); });
   $("rcpt-prev").addEventListener("click", () => { sendView.page -= 1; drawRecipients(); });
