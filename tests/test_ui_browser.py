@@ -204,7 +204,7 @@ def test_a_key_and_text_holding_markup_render_as_text(page: Any, stack: Stack) -
     link.wait_for()
     assert link.inner_text() == MAIN_KEY
     assert page.get_by_text(MAIN_TEXT).count() == 1
-    assert page.locator("script").count() == 1  # app.js only
+    assert page.locator("script").count() == 2  # charts.js and app.js only
     assert page.locator("main img").count() == 0
 
 
