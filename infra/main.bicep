@@ -165,6 +165,9 @@ param maximumInstanceCount int = 100
 @description('Resource group name; empty: rg-<environment>.')
 param resourceGroupName string = ''
 
+@description('Optional: the application (client) id of an Entra ID app registration for the operations page\'s sign-in (App Service authentication, no secret: the registration issues ID tokens, has the redirect URI https://<app>/.auth/login/aad/callback and the app role Proactive.Operations). Empty: no sign-in; the page then reads the keyed API only.')
+param pageSignInClientId string = ''
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -407,6 +410,7 @@ module api 'app/api.bicep' = {
     proactiveCloud: proactiveCloud
     allowedTenants: allowedTenants
     defaultTimezone: defaultTimezone
+    pageSignInClientId: pageSignInClientId
   }
 }
 

@@ -52,7 +52,7 @@ SETTINGS = (
     "PROACTIVE_MAX_ACTIVITY_BYTES",
     "PROACTIVE_WELCOME", "PROACTIVE_BOT_NAME", "PROACTIVE_TENANT_RPS", "PROACTIVE_MAX_ATTEMPTS",
     "PROACTIVE_CLAIM_LEASE_SECONDS", "PROACTIVE_MAX_CALLS_IN_FLIGHT",
-    "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT",
+    "PROACTIVE_API_AUDIENCE", "PROACTIVE_API_ROLE", "PROACTIVE_API_TENANT", "PROACTIVE_PAGE_ROLE",
     "PROACTIVE_GRAPH_APP_CATALOG_ID", "PROACTIVE_GRAPH_APP_MANIFEST_ID", "PROACTIVE_GRAPH_RPS",
 )
 # Read everywhere but refused in Azure (Settings.problems): never set in production.
@@ -204,6 +204,7 @@ class Settings:
     api_audience: str = ""
     api_role: str = ""
     api_tenant: str = ""
+    page_role: str = "Proactive.Operations"  # the operations page's users' app role
     # Proactive install through Graph (README "Proactive install"): off unless
     # the app's catalog id, or its manifest id to look it up, is set.
     graph_app_catalog_id: str = ""
@@ -328,6 +329,7 @@ class Settings:
             api_audience=env.get("PROACTIVE_API_AUDIENCE", "").strip(),
             api_role=env.get("PROACTIVE_API_ROLE", "").strip(),
             api_tenant=env.get("PROACTIVE_API_TENANT", "").strip(),
+            page_role=env.get("PROACTIVE_PAGE_ROLE", "").strip() or "Proactive.Operations",
             graph_app_catalog_id=(env.get("PROACTIVE_GRAPH_APP_CATALOG_ID") or "").strip(),
             graph_app_manifest_id=(env.get("PROACTIVE_GRAPH_APP_MANIFEST_ID") or "").strip(),
             graph_rps=float(_int(env, "PROACTIVE_GRAPH_RPS", 30, problems)),

@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = f"http://127.0.0.1:{args.port}/api/messages"
         print(f"app:        {endpoint} ({'func start' if use_func else 'built-in host'}; "
               f"log .dev/app.log)", flush=True)
+        print(f"page:       http://127.0.0.1:{args.port}/api/ui/ (sends, reach)", flush=True)
         if not args.no_playground:
             try:
                 proc = playground.start(endpoint=endpoint, port=args.playground_port,

@@ -63,6 +63,9 @@ COMMON = {"401": UNAUTHORIZED, "403": _problem("The bearer token lacks the app r
 KEY_PARAM = {"name": "key", "in": "path", "required": True, "description": "The send's key",
              "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY}}
 
+ID_PARAM = {"name": "id", "in": "path", "required": True,
+            "description": "The parked message's queue id", "schema": {"type": "string"}}
+
 
 def _op(summary: str, op_id: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
     return {"summary": summary, "operationId": op_id, **more,
@@ -137,6 +140,40 @@ def build() -> dict[str, Any]:
                     "type": "object", "required": ["tenant", "counts"],
                     "properties": {"tenant": {"type": "string"}, "counts": {
                         "type": "object", "additionalProperties": {"type": "integer"}}}}}}},
+        "SendsPage": {
+            "type": "object", "required": ["items"],
+            "properties": {
+                "continuation": {"type": "string",
+                                 "description": "Pass as `continuation` for the next page"},
+                "items": {"type": "array", "items": {
+                    "type": "object", "required": ["key", "state", "createdAt", "counts"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "state": {"enum": ["running", "done", "cancelled"]},
+                        "createdAt": {"type": "string"}, "audience": {"type": "string"},
+                        "topic": {"type": "string"},
+                        "text": {"type": "string", "description": "Its first 200 characters"},
+                        "counts": {"type": "object",
+                                   "additionalProperties": {"type": "integer"}}}}}}},
+        "Poison": {
+            "type": "object", "required": ["count", "more", "items"],
+            "properties": {
+                "count": {"type": "integer", "description": "How many are listed"},
+                "more": {"type": "boolean",
+                         "description": "The list is full: more may be parked behind it"},
+                "items": {"type": "array", "description": "The first 32", "items": {
+                    "type": "object",
+                    "required": ["id", "insertedAt", "reason", "detail", "failedAt", "message"],
+                    "properties": {name: {"type": "string"} for name in (
+                        "id", "insertedAt", "reason", "detail", "failedAt", "message")}}}}},
+        "Schedules": {
+            "type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": {
+                "type": "object", "required": ["key", "recipient", "state"],
+                "properties": {"key": {"type": "string"}, "recipient": {"type": "string"},
+                               "state": {"type": "string"}, "due": {"type": "string"},
+                               "dueLocal": {"type": "string"},
+                               "timezone": {"type": "string"}}}}}},
         "RecipientsPage": {
             "type": "object", "required": ["key", "items"],
             "properties": {
@@ -165,6 +202,24 @@ def build() -> dict[str, Any]:
                 "oneOf": [_ref("OutboxMessage"),
                           {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
                            "items": _ref("OutboxMessage")}]}}}})},
+        "/api/sends": {"get": _op(
+            "Sends to many recipients, newest first (from the send index; a one-recipient "
+            "message is read by its key)", "listSends",
+            {"200": _json("One page; the next is named by `continuation`", "SendsPage"),
+             "400": _problem("A bad page size, state, filter or continuation token")},
+            parameters=[{"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+                        {"name": "continuation", "in": "query", "required": False,
+                         "schema": {"type": "string"}},
+                        {"name": "state", "in": "query", "required": False,
+                         "schema": {"enum": ["running", "done", "cancelled"]}},
+                        {"name": "topic", "in": "query", "required": False,
+                         "description": "Only sends with exactly this topic",
+                         "schema": {"type": "string", "maxLength": MAX_KEY}},
+                        {"name": "text", "in": "query", "required": False,
+                         "description": "Only sends whose key or text contains this "
+                                        "(case-insensitive)",
+                         "schema": {"type": "string", "maxLength": MAX_KEY}}])},
         "/api/sends/{key}": {"get": _op(
             "A send's state and counts", "getSend",
             {"200": _json("The send's state and counts", "SendStatus"),
@@ -212,6 +267,29 @@ def build() -> dict[str, Any]:
                          "description": "An Entra ID group id: one paced Graph call per "
                                         "member, so for small groups (the CLI for large ones)",
                          "schema": {"type": "string"}}])},
+        "/api/poison": {"get": _op(
+            "The poison queue: its count and its first 32 messages with reason and detail",
+            "listPoison", {"200": _json("The parked messages", "Poison")})},
+        "/api/poison/{id}/requeue": {"post": _op(
+            "Put a parked message back on the outbox: as it came, or the fixed message in "
+            "the body; either must pass the worker's checks", "requeuePoison",
+            {"200": {"description": "Requeued", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"requeued": {"type": "string"}}}}}},
+             "400": _problem("The message (or the fix) is still invalid: nothing moved"),
+             "404": _problem("No parked message has this id")},
+            parameters=[ID_PARAM],
+            requestBody={"required": False, "content": {"application/json": {
+                "schema": _ref("OutboxMessage")}}})},
+        "/api/poison/{id}/purge": {"post": _op(
+            "Delete one parked message", "purgePoison",
+            {"200": {"description": "Deleted", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"purged": {"type": "string"}}}}}},
+             "404": _problem("No parked message has this id")},
+            parameters=[ID_PARAM])},
+        "/api/schedules": {"get": _op(
+            "The scheduled items still to come, soonest first (cancel one with "
+            "POST /api/sends/{key}/cancel)", "listSchedules",
+            {"200": _json("The items", "Schedules")})},
         "/api/health": {"get": {
             "summary": "Whether the app's configuration can be used (`python -m proactive "
                        "doctor` reads it). Anonymous: it names settings, never a value",

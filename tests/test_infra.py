@@ -76,6 +76,7 @@ NOT_SET = {
     "PROACTIVE_MAX_ATTEMPTS": "the app's default",
     "PROACTIVE_CLAIM_LEASE_SECONDS": "the app's default",
     "PROACTIVE_MAX_CALLS_IN_FLIGHT": "the app's default",
+    "PROACTIVE_PAGE_ROLE": "the app's default role name (Proactive.Operations)",
     "PROACTIVE_WELCOME": "the app's default",
     "PROACTIVE_API_AUDIENCE": "the HTTP API's optional Entra ID check: off unless set",
     "PROACTIVE_API_ROLE": "the HTTP API's optional Entra ID check: off unless set",
@@ -799,3 +800,23 @@ def test_each_defect_put_back_is_flagged(tmp_path: Path) -> None:
         (copy / file).write_text(text.replace(old, new, 1))
         problems = infra_problems(parse_infra(copy))
         assert any(expected in p for p in problems), (label, problems)
+
+
+def test_the_page_sign_in_is_an_option_that_leaves_the_bot_and_the_api_reachable() -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["pageSignInClientId"]["value"] == "${PAGE_SIGN_IN_CLIENT_ID=}"
+    assert bicep("main.bicep")["parameters"]["pageSignInClientId"]["default"] == ""
+    resource = bicep("app/api.bicep")["resources"]["pageSignIn"]
+    assert resource["type"] == "Microsoft.Web/sites/config"
+    condition = resource["config"]["condition"]["operator"]
+    assert condition["type"] == "not"  # only when a client id is given
+    body = resource["config"]["config"]
+    assert body["name"] == "authsettingsV2"
+    props = body["properties"]
+    # Anonymous requests still reach the app: Teams' activities and the producers'
+    # keyed API don't sign in; the app checks the page's users itself.
+    assert props["globalValidation"] == {"requireAuthentication": False,
+                                         "unauthenticatedClientAction": "AllowAnonymous"}
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["registration"]["clientId"] == "pageSignInClientId"
+    assert "clientSecretSettingName" not in aad["registration"]  # keyless

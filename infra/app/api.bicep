@@ -26,6 +26,9 @@ param botName string
 param proactiveCloud string
 param allowedTenants string
 param defaultTimezone string
+// The operations page's sign-in (README "Operations page"): App Service authentication
+// with this Entra ID app registration; empty: off.
+param pageSignInClientId string = ''
 
 resource stg 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
   name: storageAccountName
@@ -145,6 +148,51 @@ module api 'br/public:avm/res/web/site:0.24.0' = {
       }
     ]
   }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: name
+}
+
+// App Service authentication for the operations page only: anonymous requests still
+// pass (the bot's /api/messages and the producers' keyed API must), and the app
+// serves the page's data (/api/ui/data/) only to a signed-in user holding the app
+// role (proactive/api/page_auth.py). No client secret: the OpenID Connect implicit
+// flow, an ID token only (authsettingsV2 "clientSecretSettingName": optional).
+resource pageSignIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(pageSignInClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: pageSignInClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            pageSignInClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+  dependsOn: [
+    api
+  ]
 }
 
 output SERVICE_API_NAME string = api.outputs.name

@@ -41,15 +41,18 @@ def _api_base(req: func.HttpRequest, marker: str) -> str:
     return url[: url.rfind(marker)] + "/"
 
 
-async def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
-    """Run `handler` with the Runtime and map its Reply; every failure becomes a problem."""
+async def _serve(req: func.HttpRequest, handler: Handler, *,
+                 bearer: bool = True) -> func.HttpResponse:
+    """Run `handler` with the Runtime and map its Reply; every failure becomes a problem.
+    `bearer`: the API's optional Entra ID token check applies (not to the page's
+    data, which App Service authentication guards: `proactive.api.page_auth`)."""
     from proactive.api.problems import Problem, problem
     from proactive.errors import ConfigError, StorageUnavailable
     from proactive.runtime import get_api_runtime
 
     async def serve() -> Reply:
         rt = await get_api_runtime()
-        if rt.settings.api_audience:
+        if bearer and rt.settings.api_audience:
             from proactive.api.bearer import check_request
 
             await check_request(rt, req.headers.get("Authorization", ""))
@@ -95,6 +98,17 @@ async def api_notifications(req: func.HttpRequest) -> func.HttpResponse:
         rt, req.get_body(), content_type=req.headers.get("Content-Type", ""),
         base_url=_api_base(req, "/notifications"),
         traceparent=req.headers.get("traceparent", "")))
+
+
+@bp.route(route="sends", methods=["GET"], auth_level=KEY)
+async def api_sends(req: func.HttpRequest) -> func.HttpResponse:
+    """Sends to many recipients, newest first, from the send index."""
+    from proactive.api import sends
+
+    q = req.params.get
+    return await _serve(req, lambda rt: sends.listing(
+        rt, limit=q("limit"), continuation=q("continuation"), state=q("state"),
+        topic=q("topic"), text=q("text")))
 
 
 @bp.route(route="sends/{key}", methods=["GET"], auth_level=KEY)
@@ -147,6 +161,38 @@ async def api_reach(req: func.HttpRequest) -> func.HttpResponse:
     return await _serve(req, lambda rt: reports.reach(rt, group))
 
 
+@bp.route(route="poison", methods=["GET"], auth_level=KEY)
+async def api_poison(req: func.HttpRequest) -> func.HttpResponse:
+    """The poison queue: its count and its first 32 messages with their reasons."""
+    from proactive.api import stuck
+
+    return await _serve(req, stuck.poison)
+
+
+@bp.route(route="poison/{id}/requeue", methods=["POST"], auth_level=KEY)
+async def api_poison_requeue(req: func.HttpRequest) -> func.HttpResponse:
+    """A parked message (or the fixed one in the body) back on the outbox, if valid."""
+    from proactive.api import stuck
+
+    return await _serve(req, lambda rt: stuck.requeue(rt, req.route_params["id"],
+                                                      req.get_body()))
+
+
+@bp.route(route="poison/{id}/purge", methods=["POST"], auth_level=KEY)
+async def api_poison_purge(req: func.HttpRequest) -> func.HttpResponse:
+    from proactive.api import stuck
+
+    return await _serve(req, lambda rt: stuck.purge(rt, req.route_params["id"]))
+
+
+@bp.route(route="schedules", methods=["GET"], auth_level=KEY)
+async def api_schedules(req: func.HttpRequest) -> func.HttpResponse:
+    """The scheduled items still to come, soonest first."""
+    from proactive.api import stuck
+
+    return await _serve(req, stuck.schedules)
+
+
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def api_health(req: func.HttpRequest) -> func.HttpResponse:
     """Whether the app's settings can be used: 200, or 503 naming the settings to
@@ -166,6 +212,32 @@ async def api_health(req: func.HttpRequest) -> func.HttpResponse:
     headers = {**reply.headers, "Cache-Control": "no-store"}
     return func.HttpResponse(reply.body, status_code=reply.status, headers=headers,
                              mimetype=reply.content_type)
+
+
+@bp.route(route="ui/data/{*rest}", methods=["GET", "POST"],
+          auth_level=func.AuthLevel.ANONYMOUS)
+async def api_ui_data(req: func.HttpRequest) -> func.HttpResponse:
+    """The page's data for a user App Service signed in (anonymous to the host: the
+    check is `proactive.api.page_auth`; 404 unless App Service authentication is on)."""
+    from proactive.api import page_data
+
+    return await _serve(req, lambda rt: page_data.serve(rt, req), bearer=False)
+
+
+@bp.route(route="ui/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def api_ui(req: func.HttpRequest) -> func.HttpResponse:
+    """The operations page's static files (anonymous: they hold no data; the page
+    reads the API with the API's own auth). `/api/ui` without the slash is
+    redirected so the page's relative URLs resolve."""
+    from proactive.api import ui
+
+    path = req.route_params.get("path") or ""
+    if not path and not req.url.split("?", 1)[0].endswith("/"):
+        return func.HttpResponse(status_code=308, headers={
+            "Location": req.url.split("?", 1)[0] + "/", **ui.HEADERS})
+    reply = ui.page(path)
+    return func.HttpResponse(reply.body, status_code=reply.status, headers=reply.headers,
+                             mimetype=reply.content_type.split(";")[0], charset="utf-8")
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=KEY)

@@ -18,6 +18,7 @@ from proactive.storage import tables
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
+    from proactive.storage.send_index import SendIndexRow
 
 # A one-recipient send has one delivery row; more than this without progress
 # counters is unusual, and status must stay one cheap read.
@@ -142,3 +143,71 @@ async def cancel(rt: Runtime, key: str, *, base_url: str) -> Reply:
     check_key(key)
     await rt.outbox.put({"version": VERSION, "op": "cancel", "key": key})
     return Reply.json(202, {"key": key, "status": base_url}, Location=base_url)
+
+
+# Index rows read at most per listing request when filters skip most of them;
+# the answer then carries a continuation from where it stopped.
+MAX_SCANNED = 2000
+
+
+async def listing(rt: Runtime, *, limit: str | None, continuation: str | None,
+                  state: str | None, topic: str | None, text: str | None) -> Reply:
+    """Sends to many recipients, newest first, from the send index (never a
+    scan of deliveries): each with its state, audience and counts."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from proactive.runtime import SENDS_TABLE
+    from proactive.storage import send_index
+    from proactive.storage.send_index import SendIndexRow, SendState
+
+    size, token = paging.page_size(limit), paging.decode_token(continuation)
+    if state and state not in SendState.__members__.values():
+        raise Problem(400, "bad-state", "'state' must be one of "
+                      + ", ".join(str(s) for s in SendState))
+    for name, value in (("topic", topic), ("text", text)):
+        if value and len(value) > MAX_KEY:
+            raise Problem(400, "schema", f"'{name}' must be at most {MAX_KEY} characters")
+    table = rt.table_service.get_table_client(rt.settings.table_name(SENDS_TABLE))
+    query = "PartitionKey eq @pk and RowKey lt @below"
+    params = {"pk": send_index.PARTITION, "below": send_index.ROWS_BELOW}
+    if topic:  # an exact match the service can filter itself
+        query += " and topic eq @topic"
+        params["topic"] = topic
+    pages = table.query_entities(query, parameters=params, results_per_page=size).by_page(
+        continuation_token=token)  # type: ignore[arg-type]  # the SDK's token is a dict
+    found: list[SendIndexRow] = []
+    scanned, next_token = 0, None
+    try:
+        async for page in pages:
+            async for row in page:
+                scanned += 1
+                entry = SendIndexRow.from_entity(dict(row))
+                if entry.matches(state=state or "", topic=topic or "", text=text or ""):
+                    found.append(entry)
+            next_token = getattr(pages, "continuation_token", None)
+            if len(found) >= size or scanned >= MAX_SCANNED or not next_token:
+                break
+    except ResourceNotFoundError:
+        next_token = None
+    # A page may hold more matches than asked for: all are returned rather
+    # than a token that could not resume inside a page.
+    items = [await _listed(rt, entry) for entry in found]
+    body: dict[str, Any] = {"items": items}
+    if encoded := paging.encode_token(next_token):
+        body["continuation"] = encoded
+    return Reply.json(200, body)
+
+
+async def _listed(rt: Runtime, entry: SendIndexRow) -> dict[str, Any]:
+    from proactive.storage.progress import FINISHED
+
+    progress = await rt.campaigns.progress(entry.key)
+    counts = {k: int(v) for k, v in (progress or {}).get("counts", {}).items()}
+    state = str((progress or {}).get("state") or entry.state)
+    if state == "running" and counts.get("queued", 0) and sum(
+            counts.get(k, 0) for k in FINISHED) >= counts["queued"]:
+        state = "done"
+    item = {"key": entry.key, "state": state, "createdAt": entry.created_at,
+            "audience": entry.audience, "topic": entry.topic, "text": entry.text,
+            "counts": counts}
+    return {k: v for k, v in item.items() if v not in ("", None)}

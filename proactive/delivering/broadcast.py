@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from proactive.contract import OutboxMessage, Target
+from proactive.contract import Content, OutboxMessage, Target
 from proactive.delivering import audiences
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.preinstall import install_one
@@ -37,6 +37,7 @@ from proactive.storage.progress import (
     PER_TRANSACTION,
     result_counts,
 )
+from proactive.storage.send_index import SendIndexRow
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -58,7 +59,10 @@ STANDBY = 60.0
 async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     assert message.target is not None
     target = message.target
-    summary, new = await rt.campaigns.start(message.key, expected=message.part)
+    content = message.content or Content()
+    listed = SendIndexRow(key=message.key, created_at="", topic=content.topic,
+                          text=content.text or content.summary, audience=target.kind)
+    summary, new = await rt.campaigns.start(message.key, expected=message.part, listed=listed)
     if message.part and target.kind == "users" and len(target.users) <= PART:
         refused = str(summary.get("detail") or "refused") \
             if summary.get("reason") == Reason.GRAPH_PERMISSION else ""

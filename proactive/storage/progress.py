@@ -47,9 +47,11 @@ import json
 import random
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables
+from proactive.storage.send_index import SendIndexRow, SendState
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -89,25 +91,40 @@ class Campaigns:
         # process wrote that shard meanwhile, and only then is one read.
         self._shard_written: dict[str, tuple[dict[str, Any], str]] = {}
 
-    async def start(self, key: str, *, expected: bool = False) -> tuple[dict[str, Any], bool]:
+    async def start(self, key: str, *, expected: bool = False,
+                    listed: SendIndexRow | None = None) -> tuple[dict[str, Any], bool]:
         """The summary row, created if this is the key's first broadcast, and
         whether this call created it. `expected`: it almost surely exists (a
         part of a split send), so it is read first: one request instead of a
-        refused insert and a read."""
+        refused insert and a read. `listed`: what the send index shows of it,
+        written once, by the call that created the summary."""
         pk = tables.safe_key(key)
         if expected:
             found = await tables.read(self.table, pk, "summary")
             if found:
                 return found[0], False
+        created = tables.iso()
+        index = replace(listed or SendIndexRow(key=key, created_at=created), key=key,
+                        created_at=created)
         entity = {"PartitionKey": pk, "RowKey": "summary", "key": key,
-                  "state": RUNNING, "createdAt": tables.iso()}
+                  "state": RUNNING, "createdAt": created, "indexRow": index.row_key}
         try:
             await tables.create(self.table, entity)
         except tables.Conflict:
             # A redelivered split, or more recipients under the same key.
             found = await tables.read(self.table, pk, "summary")
             return (found[0] if found else entity), False
+        # After the summary: a crash between the two leaves a send unlisted
+        # (still readable by key), never a listed key without a send.
+        await tables.merge(self.table, index.to_entity())
         return entity, True
+
+    async def _list_state(self, summary: Mapping[str, Any], state: str) -> None:
+        """Copy a final state to the send's index row (if it has one)."""
+        if summary.get("indexRow"):
+            await tables.merge(self.table, {"PartitionKey": SendIndexRow.partition(),
+                                            "RowKey": summary["indexRow"],
+                                            "state": str(SendState(state))})
 
     async def was_split(self, key: str, audience: str) -> bool:
         found = await tables.read(self.table, tables.safe_key(key), f"split-{audience}")
@@ -149,10 +166,12 @@ class Campaigns:
     async def cancel(self, key: str) -> bool:
         """Mark the send cancelled; False if there is no such send."""
         pk = tables.safe_key(key)
-        if await tables.read(self.table, pk, "summary") is None:
+        found = await tables.read(self.table, pk, "summary")
+        if found is None:
             return False
         await tables.merge(self.table, {"PartitionKey": pk, "RowKey": "summary",
                                         "state": CANCELLED, "cancelledAt": tables.iso()})
+        await self._list_state(found[0], CANCELLED)
         return True
 
     async def cancelled(self, key: str) -> bool:
@@ -359,6 +378,7 @@ class Campaigns:
             await tables.replace_if(self.table, final, etag)
         except tables.Conflict:
             return None  # another writer changed it first (finished it, or cancelled)
+        await self._list_state(final, str(final["state"]))
         return final
 
 
