@@ -16,6 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from proactive.app_only import (  # noqa: F401 - part of the contract
+    APP_ONLY,
+    SIGNATURE,
+    app_only_fields,
+    refuse_app_only,
+)
 from proactive.delivering.followup import Condition, FollowUp, parse_fields
 from proactive.errors import InvalidMessage
 from proactive.receiving.activities import encodable
@@ -35,12 +41,6 @@ ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
         "topic", "notification", "service", "traceparent", "signature",
         "onUnknown", "ack", "followUp", "unless"}
-# Fields only the app sets, on what it enqueues for itself (retries, parts, the
-# next page of an audience, its own messages): a queue message carrying one is
-# acted on only with the app's `signature` (proactive/storage/seal.py); the
-# HTTP API and the CLI refuse them (`refuse_app_only`).
-APP_ONLY = ("attempt", "part", "service", "unless")
-SIGNATURE = "signature"
 # What a send does with a recipient whose earlier attempt's outcome is unknown
 # (a worker died mid-call, an answer was lost): README "Exactly once, as far
 # as Teams allows". resend: at least once (the default); skip: at most once.
@@ -215,24 +215,6 @@ class OutboxMessage:
                        part=True, attempt=1)
 
 
-def app_only_fields(data: Mapping[str, Any]) -> list[str]:
-    """The app-only fields `data` carries, as named in the contract."""
-    found = [name for name in APP_ONLY if name in data]
-    to = data.get("to")
-    if isinstance(to, Mapping) and "continuation" in to:
-        found.append("to.continuation")
-    return found
-
-
-def refuse_app_only(data: Any) -> None:
-    """A producer's message (HTTP API, CLI): InvalidMessage naming the first
-    field only the app may set."""
-    if isinstance(data, Mapping):
-        for name in [*app_only_fields(data), *([SIGNATURE] if SIGNATURE in data else [])]:
-            raise InvalidMessage("app-only-field", f"'{name}' is set by the app only: "
-                                                   f"leave it out")
-
-
 def _text(data: Mapping[str, Any], name: str, *, limit: int, required: bool = False) -> str:
     value = data.get(name)
     if value is None:
@@ -375,7 +357,10 @@ def _message(data: Mapping[str, Any], op: str, attempt: int, default_key: str,
         raise InvalidMessage("schema", "'onUnknown' is not allowed with op 'update': it "
                                        "belongs to the send")
     target = parse_target(data.get("to")) if op == "send" else None
-    schedule = _schedule(data, key) if "schedule" in data else None
+    # Imported here: only scheduled messages pay for the time zone machinery.
+    from proactive.scheduling.spec import message_spec
+
+    schedule = message_spec(data["schedule"], key) if "schedule" in data else None
     if op == "update" and schedule is not None and not {"text", "card", "notification"} & set(data):
         return OutboxMessage(op=op, key=key, schedule=schedule,  # a new time only
                              attempt=attempt)
@@ -402,21 +387,6 @@ def _install(data: Mapping[str, Any], key: str, attempt: int) -> OutboxMessage:
                                        f"{', '.join(repr(k) for k in _AUDIENCES)}")
     return OutboxMessage(op="install", key=key, target=target, attempt=attempt,
                          part=bool(data.get("part")))
-
-
-def _schedule(data: Mapping[str, Any], key: str) -> Spec:
-    # Imported here: only scheduled messages pay for the time zone machinery.
-    from proactive.scheduling.spec import MAX_SERIES_KEY, ScheduleError, parse_spec
-
-    try:
-        spec = parse_spec(data["schedule"])
-    except ScheduleError as exc:
-        raise InvalidMessage(exc.reason, exc.detail) from exc
-    if spec.recurring and len(key) > MAX_SERIES_KEY:
-        raise InvalidMessage("schema", f"the 'key' of a recurring schedule is at most "
-                                       f"{MAX_SERIES_KEY} characters (each occurrence's key "
-                                       f"adds its time)")
-    return spec
 
 
 def activity_size(activity: Mapping[str, Any]) -> int:

@@ -336,7 +336,8 @@ _SUB_DAILY = st.builds(
 @example(rule="FREQ=HOURLY;INTERVAL=5;BYMINUTE=0,30", start=datetime(2026, 1, 5, 9, 31))
 def test_hourly_and_minutely_rules_are_dateutils_own(rule: str, start: datetime) -> None:
     """A day at a time gives what dateutil gives, over the next two years."""
-    from proactive.scheduling.rrules import split_rrule, wall_times
+    from proactive.scheduling.rrules import split_rrule
+    from proactive.scheduling.walls import wall_times
 
     start = start.replace(microsecond=0)
     horizon = start + timedelta(days=2 * 366)

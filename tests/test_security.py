@@ -630,6 +630,12 @@ async def test_secrets_never_leak(
     transport: RecordingTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # the root logger: azure, httpx, msal, aiohttp, ours
+    # The libraries' loggers default to WARNING (telemetry.quiet_libraries): an
+    # operator who turns them up to DEBUG must still see no secret.
+    from proactive.telemetry import QUIET_LOGGERS
+
+    for name in QUIET_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
     replies: list[Reply] = []
     outcomes: list[Outcome] = []
     inbound: list[str] = []

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from proactive.scheduling.rrules import Rule
+from proactive.scheduling.rrules import _DAY_PARTS, DAYS, HOURLY, MINUTELY, Rule, _run, _truncate
 
 ONE_DAY = timedelta(days=1)
 _LAST_DAY = datetime(9999, 12, 1)  # as rrules: dateutil's last month is left alone
@@ -30,13 +28,11 @@ _LAST_DAY = datetime(9999, 12, 1)  # as rrules: dateutil's last month is left al
 def applies(rule: Rule) -> bool:
     """Whether `wall_times` should go a day at a time (hourly and minutely
     rules without BYSETPOS, which counts within a period)."""
-    from proactive.scheduling.rrules import HOURLY, MINUTELY
 
     return rule.freq in (HOURLY, MINUTELY) and rule.get("BYSETPOS") is None
 
 
 def _unit(rule: Rule) -> int:
-    from proactive.scheduling.rrules import HOURLY
 
     return 60 if rule.freq == HOURLY else 1
 
@@ -44,7 +40,6 @@ def _unit(rule: Rule) -> int:
 def _periods(rule: Rule) -> list[int]:
     """The periods of a day (hours, or minutes of the day) the rule's BYHOUR
     and BYMINUTE allow; a rule with its start's defaults written out."""
-    from proactive.scheduling.rrules import HOURLY
 
     hours = sorted(set(rule.numbers("BYHOUR"))) or list(range(24))
     if rule.freq == HOURLY:
@@ -55,7 +50,6 @@ def _periods(rule: Rule) -> list[int]:
 
 def _days(rule: Rule, first: datetime, horizon: datetime) -> Iterator[datetime]:
     """The days from `first` (midnight) up to `horizon` that the day parts allow."""
-    from proactive.scheduling.rrules import _DAY_PARTS, DAYS, Rule, _run
 
     parts = [(name, value) for name, value in rule.parts if name in _DAY_PARTS]
     if not parts:
@@ -83,7 +77,6 @@ def next_day(rule: Rule, start: datetime, begin: datetime, horizon: datetime
     and the grid meets at an allowed period; None when there is none before
     `horizon`. The caller drops wall times before `begin`. `rule` has its start's
     defaults written out; `start` lays out the grid."""
-    from proactive.scheduling.rrules import _DAY_PARTS, _truncate
 
     unit, n = _unit(rule), rule.interval
     origin = _truncate(start, rule.freq)
@@ -109,7 +102,6 @@ def next_day(rule: Rule, start: datetime, begin: datetime, horizon: datetime
 
 def day_walls(rule: Rule, point: datetime) -> Iterator[datetime]:
     """dateutil's wall times of the day of `point` (a grid point), from it."""
-    from proactive.scheduling.rrules import _run
 
     end = datetime(point.year, point.month, point.day) + ONE_DAY
     for wall in _run(rule, point):

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 from proactive.scheduling import cron
 from proactive.scheduling.errors import ScheduleError
-from proactive.scheduling.rrules import Rule, can_match_a_day, split_rrule, wall_times
+from proactive.scheduling.rrules import Rule, can_match_a_day, split_rrule
 from proactive.scheduling.spec import Spec, Until, check_cron, parse_until
+from proactive.scheduling.walls import wall_times
 from proactive.scheduling.zones import ONE_SECOND, iso_wall, load_zone, to_instant, wall_of
 
 # Occurrences a series may have before `now` when it is scheduled (a rule

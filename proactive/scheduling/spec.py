@@ -201,7 +201,7 @@ def _check_rrule(rule: Rule, start: datetime | None) -> None:
         raise ScheduleError(f"the RRULE {rule.text!r} never fires: no day of the calendar "
                             f"matches its BYxxx parts")
     if start is not None:
-        from proactive.scheduling.rrules import wall_times
+        from proactive.scheduling.walls import wall_times
 
         if next(wall_times(rule, start), None) is None:
             raise ScheduleError(f"the RRULE {rule.text!r} never fires from its start "
@@ -291,3 +291,19 @@ def check_cron(text: str, start: datetime, *, check_fires: bool = True) -> cron.
     except (ValueError, OverflowError) as exc:
         raise ScheduleError(f"the cron {text!r} never fires") from exc
     return sched
+
+
+def message_spec(schedule: Any, key: str) -> Spec:
+    """An outbox message's `schedule` under its `key`, or InvalidMessage (the
+    contract's error: the message is parked with why)."""
+    from proactive.errors import InvalidMessage
+
+    try:
+        spec = parse_spec(schedule)
+    except ScheduleError as exc:
+        raise InvalidMessage(exc.reason, exc.detail) from exc
+    if spec.recurring and len(key) > MAX_SERIES_KEY:
+        raise InvalidMessage("schema", f"the 'key' of a recurring schedule is at most "
+                                       f"{MAX_SERIES_KEY} characters (each occurrence's key "
+                                       f"adds its time)")
+    return spec

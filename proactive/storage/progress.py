@@ -51,6 +51,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables
+from proactive.storage.counting import (  # noqa: F401 - part of this module's API
+    AMBIGUOUS,
+    SKIP_REASONS,
+    reason_count,
+    result_counts,
+)
 from proactive.storage.send_index import SendIndexRow, SendState
 
 if TYPE_CHECKING:
@@ -66,9 +72,6 @@ RUNNING = "running"
 CANCELLED = "cancelled"
 DONE = "done"
 FAILED = "failed"  # an audience could not be read (`refuse`): its reason in `reason`
-# Reasons a recipient was passed over without a Connector call.
-SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out",
-                          "disabled-account"})
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
@@ -77,9 +80,6 @@ MARKER = "~"
 RECOUNTED = ("graph_permission",)
 # Counters of recipients with a result (an `install` op counts its own two).
 FINISHED = ("sent", "failed", "skipped", "installed", "already_installed", "unknown")
-# Recipients one of whose attempts had an unknown outcome (sent again: maybe
-# two copies; or, onUnknown skip, recorded unknown): counted beside the above.
-AMBIGUOUS = "ambiguous"
 
 
 class Campaigns:
@@ -397,24 +397,3 @@ def _settled(totals: Counter[str], summary: Mapping[str, Any]) -> bool:
 
 def _marker(recipient: str) -> str:
     return MARKER + tables.safe_key(recipient)
-
-
-def result_counts(reason: str, *, ambiguous: bool = False) -> Counter[str]:
-    """What one recipient's outcome adds to the counters (`ambiguous`: one of
-    its attempts had an unknown outcome)."""
-    extra = Counter({AMBIGUOUS: 1}) if ambiguous else Counter()
-    if reason == "outcome-unknown":
-        return Counter({"unknown": 1}) + extra
-    if reason in ("sent", "installed", "already-installed"):
-        return Counter({reason.replace("-", "_"): 1}) + extra
-    kind = "skipped" if reason in SKIP_REASONS else "failed"
-    # Table property names allow letters, digits and underscores.
-    return Counter({kind: 1, f"{kind}_{reason.replace('-', '_')}": 1}) + extra
-
-
-def reason_count(state: Any, reason: Any) -> Counter[str]:
-    """A failed or skipped delivery row's reason, counted as result_counts
-    names it (`skipped_opted_out`): a one-recipient send's counts say why too."""
-    if state not in ("failed", "skipped") or not reason:
-        return Counter()
-    return Counter({f"{state}_{str(reason).replace('-', '_')}": 1})

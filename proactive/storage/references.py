@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from proactive.receiving.activities import Activity, Change
 from proactive.storage import tables, user_index
+from proactive.storage.reference_keys import conv_pk, team_pk, tenant_pk, user_pk
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -92,22 +93,6 @@ class Reference:
             installation_id=entity.get("graphInstallationId", ""),
             install_posted=bool(entity.get("graphInstallPosted")),
         )
-
-
-def user_pk(aad_id: str) -> str:
-    return tables.safe_key(f"user:{aad_id.lower()}")
-
-
-def conv_pk(conversation_id: str) -> str:
-    return tables.safe_key(f"conv:{conversation_id}")
-
-
-def team_pk(team_id: str) -> str:
-    return tables.safe_key(f"team:{team_id}")
-
-
-def tenant_pk(tenant_id: str) -> str:
-    return tables.safe_key(f"tenant:{tenant_id}")
 
 
 class ReferenceStore:

@@ -1,0 +1,22 @@
+"""The partition keys of the references table: one per user, conversation,
+team and tenant (storage/references.py describes the rows)."""
+
+from __future__ import annotations
+
+from proactive.storage import tables
+
+
+def user_pk(aad_id: str) -> str:
+    return tables.safe_key(f"user:{aad_id.lower()}")
+
+
+def conv_pk(conversation_id: str) -> str:
+    return tables.safe_key(f"conv:{conversation_id}")
+
+
+def team_pk(team_id: str) -> str:
+    return tables.safe_key(f"team:{team_id}")
+
+
+def tenant_pk(tenant_id: str) -> str:
+    return tables.safe_key(f"tenant:{tenant_id}")
