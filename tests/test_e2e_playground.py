@@ -32,6 +32,7 @@ from proactive.config import Settings
 from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
 from proactive.storage.deliveries import DeliveryStore
 from proactive.storage.references import INSTALLED, Reference, ReferenceStore
+from proactive.telemetry import log_url
 from proactive_devtools import playground as pg
 from proactive_devtools.processes import REPO_ROOT, Azurite, free_port, stop_process, wait_for_port
 from tests.polling import eventually
@@ -235,9 +236,10 @@ async def test_send_update_and_status_by_key(stack: Stack, installed: Reference)
     update = await stack.log.wait_for(lambda e: pg.body(e).get("text") == edited)
     assert pg.body(update)["id"] == activity_id  # the same message, edited
     assert pg.status(update) == 200
-    # The log does not show the method; the app's log shows it was a PUT.
-    put = (f"PUT {stack.connector}/v3/conversations/{stack.chat}/activities/{activity_id} "
-           f'"HTTP/1.1 200 OK"')
+    # The log does not show the method; the app's log shows it was a PUT (its
+    # URL without ids: README "Logs").
+    url = f"{stack.connector}/v3/conversations/{stack.chat}/activities/{activity_id}"
+    put = f'PUT {log_url(url)} "HTTP/1.1 200 OK"'
     await eventually(lambda: stack.host_log_has(put), what="PUT in the app's log")
     await eventually(lambda: _if(stack.delivery(key), lambda r: r.get("updates") == 1),
                      what="update recorded")
@@ -263,8 +265,8 @@ async def test_delete_is_not_supported_and_the_app_carries_on(
     await stack.cli("delete", "--key", key)
     refused = await stack.log.wait_for(lambda e: pg.status(e) == 501)
     assert refused["response"]["body"]["error"]["code"] == "DeleteActivityAPINotImplemented"
-    delete = (f"DELETE {stack.connector}/v3/conversations/{stack.chat}/activities/{activity_id} "
-              f'"HTTP/1.1 501 Not Implemented"')
+    url = f"{stack.connector}/v3/conversations/{stack.chat}/activities/{activity_id}"
+    delete = f'DELETE {log_url(url)} "HTTP/1.1 501 Not Implemented"'
     await eventually(lambda: stack.host_log_has(delete), what="DELETE in the app's log")
     await eventually(lambda: _if(stack.delivery(key), lambda r: r.get("deleteState")),
                      what="delete recorded")

@@ -368,7 +368,8 @@ async def test_the_full_path_runs_keyless_against_azurite_over_https_with_oauth(
             stack.stop()
 
             # A scheduled send, stored while the app was down and now due: the
-            # timer's tick at start-up fires it.
+            # timer's next tick fires it (each whole minute; not at start-up,
+            # which Flex would run on every new instance).
             from proactive.scheduling import store_send as schedule
 
             at = datetime.now(UTC) + timedelta(seconds=1)
@@ -378,7 +379,7 @@ async def test_the_full_path_runs_keyless_against_azurite_over_https_with_oauth(
             assert await schedule(rt, message, now=at - timedelta(minutes=10)) == "scheduled"
             await stack.start()
             await eventually(lambda: delivered(http, stack.emulator_url, "keyless later"),
-                             timeout=30, what="the scheduled send reached the Connector")
+                             timeout=75, what="the scheduled send reached the Connector")
             await eventually(lambda: _sent(deliveries, "k-later"), timeout=15,
                              what="the scheduled delivery recorded as sent")
         finally:

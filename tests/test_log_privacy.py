@@ -23,6 +23,7 @@ from tests.test_install import graph as graph
 from tests.test_install import reach, settle
 
 TEXT = "Quarterly numbers are ready for Megan"
+GROUP = "0c5f2d1e-0000-4000-8000-00000000a1b2"  # groups are named by object id
 EDITED = "Quarterly numbers moved to Friday"
 TYPED = "what about my bonus"
 
@@ -40,7 +41,7 @@ async def test_a_whole_scenario_at_info_logs_no_personal_data(
     upns = [f"person{i}.{uuid.uuid4().hex[:6]}@contoso.com" for i in range(3)]
     for member, upn in zip(members, upns, strict=True):
         graph.add_user(member, upn)
-    graph.add_group("g-1", members)
+    graph.add_group(GROUP, members)
     rt = await reach(runtime, emulator, graph)
 
     # A personal install and a typed message, as Teams posts them (local dev: no token).
@@ -62,7 +63,7 @@ async def test_a_whole_scenario_at_info_logs_no_personal_data(
         await process(rt, body, message_id=f"m{n}")
     # A group audience through Graph (install, then send), and principal names,
     # one of which Graph does not know (a failure recorded for it).
-    await process(rt, message("send", "k-group", to={"group": "g-1"}, text=TEXT),
+    await process(rt, message("send", "k-group", to={"group": GROUP}, text=TEXT),
                   message_id="g")
     assert (await settle(rt, "k-group", 3, seconds=30)).get("sent") == 3
     await process(rt, message("send", "k-upn", to={"users": [upns[0], "nobody@contoso.com"]},

@@ -200,7 +200,10 @@ async def test_throttling_requeues_with_retry_after_and_keeps_the_key(
     assert await queued(installed) == []
     messages = installed.outbox.queue.receive_messages(visibility_timeout=1)
     assert [m async for m in messages] == []
-    # Carry it out as the queue would, once visible: same key, attempt 2.
+    # Carry it out as the queue would, once visible: same key, attempt 2
+    # (Retry-After later: this process held the conversation until then).
+    later = installed.conversation_pacer.clock() + 4
+    installed.conversation_pacer.clock = lambda: later
     copy = {**json.loads(body), "key": "msg:first-id", "attempt": 2}
     assert (await process(installed, await app_made(installed, copy),
                           message_id="second-id")).state == "done"

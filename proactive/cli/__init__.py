@@ -338,14 +338,20 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
             message["to"]["tenant"] = tenant
             print(f"tenant: {tenant} (the Agents Playground's, from {PLAYGROUND})",
                   file=sys.stderr)
-    if args.command == "send":
-        from proactive.cli.checks import confirm_send
-        from proactive.cli.storage import send_state
+    async def put(tokens: Any) -> None:  # one storage session (one sign-in) for all of it
+        if args.command == "send" and not args.force:
+            from proactive.cli.checks import confirm_send
+            from proactive.cli.storage import send_state
 
-        confirm_send(args, message, lambda: _run(settings, lambda t: _known_users(
-            settings, t, message["to"].get("tenant") or settings.app_tenant_id)),
-            lambda: _run(settings, lambda t: send_state(settings, t, message["key"])))
-    _run(settings, lambda t: _enqueue(settings, t, message))
+            # What the checks may ask, read up front in this session.
+            earlier = await send_state(settings, tokens, message["key"]) \
+                if getattr(args, "key", None) else None
+            known = await _known_users(settings, tokens, message["to"].get("tenant") or
+                                       settings.app_tenant_id) if args.all_users else 0
+            confirm_send(args, message, lambda: known, lambda: earlier)
+        await _enqueue(settings, tokens, message)
+
+    _run(settings, put)
     print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
                       "key": message["key"]}))
     if getattr(args, "watch", False):

@@ -53,7 +53,8 @@ TOKEN_DEADLINE = 10.0  # the longest one token request may take (then: an error,
 # locks) are the platform's, under Storage Blob Data Owner.
 OPERATIONS = MappingProxyType({
     "table": ("Create Table", "Query Entities", "Insert Entity", "Update Entity", "Merge Entity",
-              "Insert Or Merge Entity", "Delete Entity", "Entity Group Transaction"),
+              "Insert Or Merge Entity", "Insert Or Replace Entity", "Delete Entity",
+              "Entity Group Transaction"),
     "queue": ("Create Queue", "Put Message", "Get Messages", "Peek Messages", "Delete Message",
               "Update Message"),
 })

@@ -33,6 +33,7 @@ class SendState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     CANCELLED = "cancelled"
+    FAILED = "failed"  # an audience that could not be read (storage/progress.py)
 
 
 def row_key(created_at: str, key: str) -> str:
