@@ -222,7 +222,9 @@ class TokenUnavailable(Transient):
 
 
 class StorageUnavailable(Transient):
-    """Table or Queue storage did not answer (handled where storage is used)."""
+    """Table or Queue storage did not answer: raised for every outage by the
+    storage edge (`proactive.storage.autocreate`, which wraps each Runtime
+    client), so nothing above proactive/storage/ catches azure-core's errors."""
 
     reason = Reason.STORAGE_UNAVAILABLE
 
