@@ -98,10 +98,10 @@ async def _variant(name: str, service_url: str) -> tuple[Send, Callable[[], Awai
 
     if name == "ConnectorClient.send (product)":
         # As Runtime.create builds it: the calls over its own aiohttp session.
-        from proactive.runtime import _connector_session
+        from proactive.runtime import connector_session
 
         http = _product_http()
-        session = _connector_session()
+        session = connector_session()
         client = _connector(http, service_url, session)
 
         async def close_both() -> None:

@@ -80,12 +80,12 @@ async def setup(url):
 """),
     "proactive ConnectorClient": (False, r"""
 from proactive.config import Settings
-from proactive.runtime import _connector_session
+from proactive.runtime import connector_session
 from proactive.teams.clouds import resolve_cloud
 from proactive.teams.connector import ConnectorClient
 import httpx
 async def setup(url):
-    session, http = _connector_session(), httpx.AsyncClient()
+    session, http = connector_session(), httpx.AsyncClient()
     client = ConnectorClient(http, None, resolve_cloud(Settings(local_dev=True)),
                              local_dev=True, session=session, local_connectors=[url])
     async def send():

@@ -7,6 +7,8 @@ Catch by meaning, not by where the error came from:
     │                                    start (locally) or to act (in Azure)
     ├── InvalidMessage(reason, detail)   the message breaks the contract: poisoned,
     │                                    never retried
+    ├── api.problems.Problem(status, reason, detail)
+    │                                    a request the API refuses (an HTTP answer)
     ├── DeliveryFailed(reason, detail)   one recipient's attempt did not succeed
     │   ├── Permanent                    recorded `failed`, never retried (400, 401,
     │   │   │                            403, 404, 405, 413, 500, 501, unknown recipient)
@@ -30,6 +32,31 @@ Catch by meaning, not by where the error came from:
 poison queue); `detail` says what happened, for people, and never holds a
 secret. What each class leads to is decided in one place:
 `proactive.delivering.outcomes.outcome_of`.
+
+Outside the tree, on purpose: each is caught by the edge or the loop that
+raises it and never reaches `outcome_of` (whose `except ProactiveError` in
+the worker would otherwise have to invent an outcome for it), and none has a
+stable `reason` to write to a row.
+
+    receiving.auth.AuthenticationError(status, reason)
+                                  an inbound request refused: the endpoint answers
+                                  401/403 "unauthorized"; `reason` is for the log only
+    receiving.signing_keys.KeysUnavailable
+                                  no signing keys: turned at once into a 401 (fail
+                                  closed, activities) or a 503 Problem (the API)
+    receiving.activities.InvalidActivity (ValueError; TenantConflict)
+                                  an inbound body we can't act on: answered 400 with
+                                  its text, never queued
+    reporting.reports.ReportError (ValueError)
+                                  a report asked for wrongly: the API answers 400,
+                                  the CLI one line and exit 2
+    cli.fail.CliError(what, hint) a CLI mistake or an unusable service: one line and
+                                  an exit code, never a traceback (cli/ only)
+    storage.tables.Conflict       an ETag or create precondition lost to another
+                                  writer: control flow of the read-modify-write loops
+                                  (read again, retry), not a failure
+    delivering.send._OptedOut, cli.doctor_checks.Failed, cli.live._Missing
+                                  private control flow inside one module
 """
 
 from __future__ import annotations
@@ -195,7 +222,9 @@ class TokenUnavailable(Transient):
 
 
 class StorageUnavailable(Transient):
-    """Table or Queue storage did not answer (handled where storage is used)."""
+    """Table or Queue storage did not answer: raised for every outage by the
+    storage edge (`proactive.storage.autocreate`, which wraps each Runtime
+    client), so nothing above proactive/storage/ catches azure-core's errors."""
 
     reason = Reason.STORAGE_UNAVAILABLE
 

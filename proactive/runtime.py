@@ -134,12 +134,15 @@ class Runtime:
     @classmethod
     async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None,
                      storage_tokens: StorageTokens | None = None,
-                     request_path: bool = False) -> Runtime:
+                     request_path: bool = False,
+                     connector_http: aiohttp.ClientSession | None = None) -> Runtime:
         """`storage_tokens`: identity-based storage's token source (default: made
         from the settings' credential; tests pass one of their own).
         `request_path`: the HTTP API's Runtime, whose storage clients give up
         soon (REQUEST_PATH_STORAGE): a producer's HTTP client waits seconds, not
-        the minutes the SDKs' retries take while storage is unreachable."""
+        the minutes the SDKs' retries take while storage is unreachable.
+        `connector_http`: the session the Connector calls go over (default: made
+        by `connector_session` when `http` is not given); the Runtime closes it."""
         import httpx
         from httpx_aiohttp import AiohttpTransport
 
@@ -170,12 +173,12 @@ class Runtime:
 
         quiet_libraries()
         cloud = resolve_cloud(settings)
-        connector_http = None
         if http is None:
             http = httpx.AsyncClient(transport=AiohttpTransport(),
                                      limits=httpx.Limits(max_connections=64))
             # The Connector calls over aiohttp itself: a third of httpx's CPU per call.
-            connector_http = _connector_session()
+            if connector_http is None:
+                connector_http = connector_session()
         tokens = shared_token_provider(settings, cloud) if settings.has_credentials else None
         authenticator = build_authenticator(settings, cloud, http)
         if settings.storage_by_identity and storage_tokens is None:
@@ -284,10 +287,13 @@ def _graph(settings: Settings, cloud: Cloud, http: httpx.AsyncClient) -> GraphCl
     return GraphClient(http, tokens, cloud, local_dev=settings.local_dev)
 
 
-def _connector_session() -> aiohttp.ClientSession:
+def connector_session(connector: aiohttp.TCPConnector | None = None) -> aiohttp.ClientSession:
+    """The aiohttp session the Connector calls go over. `connector`: the pool
+    (default: 64 connections; the security tests pass one that trusts their TLS
+    emulator and records every request, so they prove this very path)."""
     import aiohttp
 
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+    return aiohttp.ClientSession(connector=connector or aiohttp.TCPConnector(limit=64))
 
 
 async def _create_table(service: TableServiceClient, name: str) -> None:

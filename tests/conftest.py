@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -63,16 +64,38 @@ def settings(azurite: Azurite, connector_port: int) -> Settings:
     )
 
 
-@pytest.fixture
-async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    """A Runtime on `settings`, closed after the test (the body of both runtime fixtures)."""
     from proactive.runtime import Runtime
 
-    await provision(settings)  # as the deployment would: the Runtime creates nothing
     rt = await Runtime.create(settings)
     try:
         yield rt
     finally:
         await rt.close()
+
+
+@pytest.fixture
+async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    await provision(settings)  # as the deployment would: the Runtime creates nothing
+    async with _runtime(settings) as rt:
+        yield rt
+
+
+@pytest.fixture
+def disk_settings(disk_azurite: Azurite, connector_port: int) -> Settings:
+    """Settings on the test's own on-disk Azurite (`disk_azurite`)."""
+    return Settings(storage_connection=disk_azurite.connection_string,
+                    outbox_queue="outboxoutage", table_prefix="outage", local_dev=True,
+                    local_connectors=(f"http://127.0.0.1:{connector_port}",))
+
+
+@pytest.fixture
+async def disk_runtime(disk_settings: Settings):  # type: ignore[no-untyped-def]
+    """A Runtime on `disk_settings`; nothing provisioned: it creates what it finds missing."""
+    async with _runtime(disk_settings) as rt:
+        yield rt
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, team_install
+from tests.polling import eventually
 from tests.test_broadcast import aad, broadcast, drain
 
 TEAM = "19:team-general@thread.tacv2"
@@ -166,7 +168,6 @@ def test_when_both_ids_differ_aad_object_id_wins() -> None:
 
 async def test_a_roster_throttled_between_pages_still_reaches_everyone_once(
         runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
 
     from proactive.worker import process
 
@@ -175,15 +176,14 @@ async def test_a_roster_throttled_between_pages_still_reaches_everyone_once(
     emulator.register_team(TEAM, tenant_id=TENANT, members=roster(160))
     await runtime.references.record(parse_activity(team_install(service_url=emulator.url)))
     await process(runtime, broadcast({"teamMembers": TEAM}, key="slow"), message_id="s")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    progress = None
-    while loop.time() < deadline:
+
+    async def finished() -> dict[str, Any] | None:
         await drain(runtime, limit=1000)
         progress = await runtime.campaigns.progress("slow")
-        if progress and progress["state"] != "running":
-            break
-        await asyncio.sleep(0.2)  # the retried page is invisible until Retry-After
+        return progress if progress and progress["state"] != "running" else None
+
+    # The retried page is invisible until Retry-After: no need to poll faster.
+    progress = await eventually(finished, 60, "the send finished", interval=0.2)
     assert progress is not None and progress["state"] == "done"
     assert progress["total_queued"] == progress["total_sent"] == 160
     assert emulator.counters["roster_throttled"] == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -15,6 +14,7 @@ from proactive.storage import deliveries as d
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, install, uninstall
+from tests.polling import eventually
 from tests.sealed import app_made
 
 
@@ -118,9 +118,11 @@ async def test_a_transient_failure_retries_that_user_alone(
     await drain(runtime)
     assert emulator.counters["delivered"] == 4
     # The throttled user's retry becomes visible after Retry-After (1 s).
-    deadline = asyncio.get_running_loop().time() + 10
-    while emulator.counters["delivered"] < 5 and asyncio.get_running_loop().time() < deadline:
+    async def retried() -> bool:
         await drain(runtime)
+        return bool(emulator.counters["delivered"] >= 5)
+
+    await eventually(retried, 10, "the throttled user's retry")
     assert emulator.counters["delivered"] == 5
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None and progress["counts"]["sent"] == 5

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from proactive_devtools.processes import (
     wait_for_port,
 )
 from tests.activities_data import install
+from tests.polling import eventually
 
 USERS = 300
 SINGLES = 10  # single sends (own key, own text) to the first users, alongside
@@ -219,19 +220,17 @@ def outbox_messages(users: list[str]) -> list[str]:
 
 async def wait_until(what: str, check: Any, deadline: float, app: App,
                      seen: dict[str, Any] | None = None) -> Any:
-    """Poll `check` (async, truthy when done) until the deadline; never a fixed sleep.
-    `seen`: what the check last saw, shown if it never passes."""
-    while True:
+    """Poll `check` (async, truthy when done) until the deadline, giving up early
+    if the host exited. `seen`: what the check last saw, shown if it never passes."""
+    async def alive_and_done() -> Any:
         result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within the deadline (last seen: {seen})\n"
-                                 f"{app.log_tail()}")
         assert app.proc is not None
-        if app.proc.poll() is not None:
+        if not result and app.proc.poll() is not None:
             raise AssertionError(f"the host exited with {app.proc.returncode}\n{app.log_tail()}")
-        await asyncio.sleep(0.05)
+        return result
+
+    return await eventually(alive_and_done, deadline - time.monotonic(), what,
+                            seen=lambda: f"{seen}\n{app.log_tail()}")
 
 
 async def test_every_recipient_once_through_faults_and_a_killed_worker(
@@ -360,21 +359,6 @@ OUTAGE_TEXT = "Fire drill at 11:00"
 OUTAGE_CLAIM_LEASE = 15
 OUTAGE_QUEUE_LEASE = 5
 OUTAGE_DEADLINE = 90.0
-
-
-@pytest.fixture
-def disk_settings(disk_azurite: Azurite) -> Settings:
-    return Settings(storage_connection=disk_azurite.connection_string,
-                    outbox_queue="outboxoutage", table_prefix="outage", local_dev=True)
-
-
-@pytest.fixture
-async def disk_runtime(disk_settings: Settings) -> AsyncIterator[Runtime]:
-    rt = await Runtime.create(disk_settings)
-    try:
-        yield rt
-    finally:
-        await rt.close()
 
 
 @pytest.fixture

@@ -33,22 +33,12 @@ from proactive_devtools.fake_aad import (
     self_signed_certificate,
     sha1_thumbprint,
 )
+from tests.clock import Clock
 
 APP_ID = "0f3c9a5e-1111-4222-8333-444455556666"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SECRET = "s3cr3t~Value.With-Chars_0123456789"
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Acquirer:
@@ -76,7 +66,7 @@ class Acquirer:
 
 
 async def test_token_is_cached_until_five_minutes_before_expiry():
-    clock = Clock()
+    clock = Clock(T0)
     acquire = Acquirer(clock)
     provider = CachedTokenProvider(acquire, clock=clock)
     assert await provider.get_token() == "token-1"
@@ -91,7 +81,7 @@ async def test_token_is_cached_until_five_minutes_before_expiry():
 
 
 async def test_short_lived_tokens_are_not_refetched_on_every_call():
-    clock = Clock()
+    clock = Clock(T0)
     acquire = Acquirer(clock, lifetime=120)  # shorter than the margin
     provider = CachedTokenProvider(acquire, clock=clock)
     for _ in range(10):
@@ -103,7 +93,7 @@ async def test_short_lived_tokens_are_not_refetched_on_every_call():
 
 
 async def test_refresh_hint_is_honoured():
-    clock = Clock()
+    clock = Clock(T0)
 
     def acquire() -> AccessToken:
         return AccessToken("t", clock() + 7200, refresh_at=clock() + 3600)
@@ -119,7 +109,7 @@ async def test_refresh_hint_is_honoured():
 
 
 async def test_concurrent_callers_share_one_refresh():
-    clock = Clock()
+    clock = Clock(T0)
     acquire = Acquirer(clock)
     acquire.gate = threading.Event()
     provider = CachedTokenProvider(acquire, clock=clock)
@@ -132,7 +122,7 @@ async def test_concurrent_callers_share_one_refresh():
 
 
 async def test_callers_keep_the_valid_token_while_one_refreshes():
-    clock = Clock()
+    clock = Clock(T0)
     acquire = Acquirer(clock)
     provider = CachedTokenProvider(acquire, clock=clock)
     await provider.get_token()
@@ -151,7 +141,7 @@ async def test_callers_keep_the_valid_token_while_one_refreshes():
 
 
 async def test_failure_without_a_valid_token_raises_and_backs_off(caplog):
-    clock = Clock()
+    clock = Clock(T0)
     acquire = Acquirer(clock)
     acquire.error = RuntimeError(f"server said: bad secret {SECRET}")
     provider = CachedTokenProvider(acquire, clock=clock, secrets=[SECRET])
@@ -172,7 +162,7 @@ async def test_failure_without_a_valid_token_raises_and_backs_off(caplog):
 
 
 async def test_failure_with_a_valid_token_keeps_using_it():
-    clock = Clock()
+    clock = Clock(T0)
     acquire = Acquirer(clock)
     provider = CachedTokenProvider(acquire, clock=clock)
     await provider.get_token()
@@ -387,7 +377,7 @@ async def test_msal_refreshes_short_lived_tokens_over_the_network(aad: FakeAAD):
     aad.token_lifetime = 200  # MSAL itself treats < 5 minutes as expired
     aad.register_client(APP_ID, scope=cloud.token_scope, secret=SECRET)
     settings = Settings(app_id=APP_ID, app_password=SECRET, app_tenant_id=TENANT)
-    clock = Clock()
+    clock = Clock(T0)
     http = aad.msal_http_client()
     try:
         provider = build_token_provider(settings, cloud, http_client=http, clock=clock)

@@ -8,12 +8,10 @@ than the storage client's own retries (0.1 + 0.4 + 1.6 s).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
-from proactive.config import Settings
 from proactive.errors import StorageUnavailable
 from proactive.runtime import Runtime
 from proactive.storage import deliveries as d
@@ -26,13 +24,8 @@ KEY, RECIPIENT = "outage-key", "user:00000000-0000-4000-8000-000000000001"
 
 
 @pytest.fixture
-async def rt(disk_azurite: Azurite) -> AsyncIterator[Runtime]:
-    runtime = await Runtime.create(Settings(storage_connection=disk_azurite.connection_string,
-                                            table_prefix="outage", local_dev=True))
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
+def rt(disk_runtime: Runtime) -> Runtime:
+    return disk_runtime
 
 
 def store_with_pauses(rt: Runtime, pauses: list[float]) -> DeliveryStore:

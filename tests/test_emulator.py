@@ -17,6 +17,7 @@ import pytest
 
 from proactive.errors import Unreachable
 from proactive_devtools.emulator import ConnectorEmulator, _parser, emulator_from_args, main
+from tests.clock import Clock
 
 TENANT = "tenant-1"
 BOT = "28:bot-app-id"
@@ -26,26 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHORT_READ = httpx.Timeout(5.0, read=0.3)
 
 
-class FakeClock:
-    """The emulator's clock, moved by the test instead of by sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def emulator(clock: FakeClock) -> AsyncIterator[ConnectorEmulator]:
+async def emulator(clock: Clock) -> AsyncIterator[ConnectorEmulator]:
     emu = ConnectorEmulator(clock=clock)
     await emu.start()
     try:
@@ -356,7 +344,7 @@ async def test_uninstalled_and_disabled_answer_their_403_codes(
 # ---- rate limits ---------------------------------------------------------------------------
 
 async def test_eighth_send_in_a_second_is_throttled_and_not_delivered(
-        http: httpx.AsyncClient, emulator: ConnectorEmulator, clock: FakeClock) -> None:
+        http: httpx.AsyncClient, emulator: ConnectorEmulator, clock: Clock) -> None:
     emulator.configure(rate_limits=True)
     for i in range(7):
         assert (await send(http, "a:x", f"m{i}")).status_code == 201
@@ -390,7 +378,7 @@ async def test_create_conversation_counts_against_the_conversation_window(
 
 
 async def test_tenant_limit_applies_across_conversations(
-        emulator: ConnectorEmulator, clock: FakeClock) -> None:
+        emulator: ConnectorEmulator, clock: Clock) -> None:
     emulator.configure(rate_limits=True, tenant_rps=5)
     emulator.register_conversation("a:known", tenant_id="t-3")
     base = emulator.url

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from proactive.runtime import Runtime
 from proactive_devtools.fake_graph import FakeGraph
 from proactive_devtools.processes import stop_process
 from tests.activities_data import TENANT
+from tests.polling import eventually
 from tests.test_broadcast import aad
 from tests.test_chaos import App, app_env, empty_settings_file
 
@@ -75,14 +75,17 @@ async def test_two_workers_hold_graphs_rate_and_honour_retry_after(
         await runtime.outbox.queue.send_message(json.dumps(
             {"version": 1, "op": "install", "key": KEY, "to": {"users": part}}))
 
-    deadline = time.monotonic() + DEADLINE
     progress: dict[str, Any] = {}
-    while progress.get("state") != "done":
+
+    async def done() -> bool:
+        nonlocal progress
         progress = await runtime.campaigns.progress(KEY) or {}
         for app in workers:
             assert app.proc is not None and app.proc.poll() is None, app.log_tail()
-        assert time.monotonic() < deadline, (progress, workers[0].log_tail())
-        await asyncio.sleep(0.1)
+        return progress.get("state") == "done"
+
+    await eventually(done, DEADLINE, "the install done", interval=0.1,
+                     seen=lambda: (progress, workers[0].log_tail()))
 
     counts = progress["counts"]
     # A part deferred by the shared budget between the POST and reading the

@@ -22,22 +22,12 @@ from proactive.receiving.auth import (
 )
 from proactive.teams.clouds import Cloud, resolve_cloud
 from proactive_devtools.fake_aad import FakeAAD, generate_key
+from tests.clock import Clock
 
 APP_ID = "0f3c9a5e-1111-4222-8333-444455556666"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SERVICE_URL = "https://smba.trafficmanager.net/amer/"
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ emulator: group audiences, principal names, proactive install, Graph's limits.""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_graph import FakeGraph
 from tests.activities_data import TENANT, team_install
+from tests.polling import eventually
 from tests.test_broadcast import aad, drain
 
 CATALOG = "cat-0000-1111"
@@ -52,16 +52,20 @@ def send(to: dict[str, Any], key: str) -> str:
 async def settle(rt: Runtime, key: str, total: int, seconds: float = 50) -> dict[str, int]:
     """Run the worker until `total` recipients are settled (retries come back
     after their delay), or the deadline passes."""
-    deadline = asyncio.get_running_loop().time() + seconds
     counts: dict[str, int] = {}
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def settled() -> dict[str, int] | None:
+        nonlocal counts
         await drain(rt, limit=10_000)
         progress = await rt.campaigns.progress(key)
         counts = dict(progress["counts"]) if progress else {}
-        if counts.get("sent", 0) + counts.get("failed", 0) + counts.get("skipped", 0) >= total:
-            return counts
-        await asyncio.sleep(0.2)  # retries are invisible on the queue until due
-    return counts
+        done = counts.get("sent", 0) + counts.get("failed", 0) + counts.get("skipped", 0)
+        return counts if done >= total else None
+
+    # Retries are invisible on the queue until due: no need to poll faster.
+    result: dict[str, int] = await eventually(settled, seconds, f"{total} settled",
+                                              interval=0.2, seen=lambda: counts)
+    return result
 
 
 async def test_a_thousand_group_members_never_met_are_installed_and_each_sent_once(

@@ -135,15 +135,20 @@ async def test_the_rest_client_refreshes_before_azurite_sees_an_expired_token(
     async with aiohttp.ClientSession() as session:
         client = RestTableClient.with_token(oauth_azurite.endpoint("table"), table, tokens,
                                             session=session)
-        deadline, n = time.monotonic() + 20, 0
-        # Requests without pause across four token lifetimes: Azurite refuses an
-        # expired token, so every one succeeding means each was refreshed in time.
-        while credential.calls < 5:
-            assert time.monotonic() < deadline, credential.calls
+        n = 0
+
+        async def five_refreshes() -> bool:
+            nonlocal n
             used.add(await tokens.token())
             await asyncio.gather(*(client.upsert_entity({"PartitionKey": "p", "RowKey": str(
                 n + i), "n": n + i}) for i in range(5)))
             n += 5
+            return credential.calls >= 5
+
+        # Requests without pause across four token lifetimes: Azurite refuses an
+        # expired token, so every one succeeding means each was refreshed in time.
+        await eventually(five_refreshes, 20, "five token refreshes", interval=0,
+                         seen=lambda: credential.calls)
         assert [e["n"] async for e in client.query_entities("PartitionKey eq 'p'")] == \
             sorted(range(n), key=str)
     # Each refresh was one call to the credential, and the token did change.

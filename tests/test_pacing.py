@@ -10,19 +10,9 @@ import pytest
 from proactive.config import Settings
 from proactive.delivering.conversation_pacing import ConversationPacer
 from proactive.delivering.pacing import Defer, TenantPacer
+from tests.clock import Clock
 
-
-class Clock:
-    """Time that moves only when a pacer sleeps or the test says so."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
+START = 1_000_000.0  # the pacers' clock at the start of each test
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def max_in_window(times: list[float], span: float) -> int:
 
 
 async def test_one_process_sends_at_the_tenant_rate(table: object) -> None:
-    clock = Clock()
+    clock = Clock(START)
     p = pacer(table, clock, rate=50)
     sent = []
     for _ in range(200):
@@ -60,7 +50,7 @@ async def test_one_process_sends_at_the_tenant_rate(table: object) -> None:
 
 
 async def test_two_processes_together_stay_under_one_tenant_limit(table: object) -> None:
-    clock = Clock()
+    clock = Clock(START)
     a, b = pacer(table, clock, rate=50), pacer(table, clock, rate=50)
     slots, sent = [], []
     for i in range(400):  # in turns, as two instances would run
@@ -75,7 +65,7 @@ async def test_two_processes_together_stay_under_one_tenant_limit(table: object)
 
 
 async def test_tenants_do_not_share_a_budget(table: object) -> None:
-    clock = Clock()
+    clock = Clock(START)
     p = pacer(table, clock, rate=10, batch_seconds=1.0)
     for _ in range(10):
         await p.acquire("t1")
@@ -85,7 +75,7 @@ async def test_tenants_do_not_share_a_budget(table: object) -> None:
 
 
 async def test_a_spent_budget_defers_instead_of_waiting_long(table: object) -> None:
-    clock = Clock()
+    clock = Clock(START)
     busy, other = pacer(table, clock, rate=1, batch_seconds=5.0), pacer(table, clock, rate=1)
     await busy.acquire("t1")  # reserves 5 s of t1's budget
     with pytest.raises(Defer) as deferred:
@@ -142,7 +132,7 @@ async def test_a_few_scattered_429s_keep_most_of_the_rate(table: object) -> None
 
 
 async def test_the_lowered_rate_spaces_sends_further(table: object) -> None:
-    clock = Clock()
+    clock = Clock(START)
     p = pacer(table, clock, rate=50)
     for _ in range(60):
         await p.throttled("t1")  # 50 * 0.97^60: the floor, 10/s
@@ -154,7 +144,7 @@ async def test_the_lowered_rate_spaces_sends_further(table: object) -> None:
 
 
 async def test_conversation_windows() -> None:
-    clock = Clock()
+    clock = Clock(START)
     p = ConversationPacer(clock=clock, sleep=clock.sleep, max_wait=60)
     sent = []
     for _ in range(70):
@@ -166,7 +156,7 @@ async def test_conversation_windows() -> None:
 
 
 async def test_thread_replies_count_against_their_channel() -> None:
-    clock = Clock()
+    clock = Clock(START)
     p = ConversationPacer(clock=clock, sleep=clock.sleep)
     for _ in range(7):
         await p.acquire("19:chat@thread.v2")
@@ -180,7 +170,7 @@ async def test_thread_replies_count_against_their_channel() -> None:
 
 
 async def test_conversation_wait_beyond_max_wait_defers() -> None:
-    clock = Clock()
+    clock = Clock(START)
     p = ConversationPacer(clock=clock, sleep=clock.sleep, max_wait=0.5)
     for _ in range(7):
         await p.acquire("c")

@@ -18,6 +18,7 @@ from proactive.runtime import Runtime
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_graph import FakeGraph
+from tests.polling import eventually
 from tests.test_broadcast import aad, drain
 from tests.test_install import CATALOG, GROUP, graph, reach  # noqa: F401 - fixtures
 
@@ -30,15 +31,18 @@ def install(to: dict[str, Any], key: str) -> str:
 
 async def settle(rt: Runtime, key: str, seconds: float = 30) -> dict[str, Any]:
     """Run the worker until the key's progress turns final, or the deadline passes."""
-    deadline = asyncio.get_running_loop().time() + seconds
     progress: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def done() -> dict[str, Any] | None:
+        nonlocal progress
         await drain(rt, limit=10_000)
         progress = await rt.campaigns.progress(key) or {}
-        if progress.get("state") == "done":
-            return progress
-        await asyncio.sleep(0.2)  # retries are invisible on the queue until due
-    return progress
+        return progress if progress.get("state") == "done" else None
+
+    # Retries are invisible on the queue until due: no need to poll faster.
+    result: dict[str, Any] = await eventually(done, seconds, "the pre-install done",
+                                              interval=0.2, seen=lambda: progress)
+    return result
 
 
 async def test_a_group_never_met_is_installed_once_each_and_nothing_is_sent(

@@ -15,6 +15,7 @@ from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.storage.references import BLOCKED, INSTALLED, ReferenceStore
 from tests.activities_data import TENANT, USER_AAD, activity, install, uninstall
+from tests.clock import Clock
 
 OTHER_TENANT = "00000000-0000-4000-8000-00000000beef"  # sorts before TENANT
 MOVED = "https://smba.trafficmanager.net/amer/"
@@ -30,14 +31,6 @@ class Counting:
         if name in ("get_entity", "query_entities"):
             self.calls[name] += 1
         return getattr(self.table, name)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ the Connector emulator served over TLS on an allow-listed `127.0.0.1:<port>`.
   nothing is written (tables, queues).
 * The bot's token goes to allow-listed Connector hosts only: every untrusted
   serviceUrl fails the send with `untrusted-service-url`, without retry and
-  without any HTTP request, which a recording transport under the app's own
-  httpx client proves (it also refuses anything but loopback, so no test can
-  reach the network).
+  without any HTTP request. The Connector calls go over production's own
+  aiohttp session (`proactive.runtime.connector_session`), on a connection pool
+  that records every request and refuses anything but loopback (so no test can
+  reach the network); the app's httpx client (signing keys, Graph) records into
+  the same list under the same rule.
 * Secrets (client secret, the bot's access token, inbound JWTs) never show in
   logs (every logger, DEBUG), storage, queue messages, HTTP answers or what
   the Connector received (apart from its Authorization header).
@@ -30,6 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from cryptography import x509
@@ -40,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import Reply, handle_activity
-from proactive.runtime import Runtime
+from proactive.runtime import Runtime, connector_session
 from proactive.storage import deliveries as d
 from proactive.storage.tables import safe_key
 from proactive.teams.credentials import build_token_provider
@@ -116,16 +119,24 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 # -- a transport that records every request the app makes ---------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    method: str
+    url: httpx.URL
+
+
 class RecordingTransport(httpx.AsyncBaseTransport):
     """Under the app's own httpx client: records every request, and lets only
-    loopback ones through (the rest fail as a connection error, recorded)."""
+    loopback ones through (the rest fail as a connection error, recorded).
+    `pool()` makes the same for the Connector's aiohttp session."""
 
     def __init__(self, verify: ssl.SSLContext) -> None:
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Sent] = []
+        self.verify = verify
         self._inner = httpx.AsyncHTTPTransport(verify=verify)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+        self.requests.append(Sent(request.method, request.url))
         if request.url.host not in LOOPBACK_HOSTS:
             raise httpx.ConnectError(f"test transport: {request.url.host} is not loopback",
                                      request=request)
@@ -134,8 +145,28 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+    def pool(self) -> aiohttp.TCPConnector:
+        return RecordingPool(self)
+
     def since(self, mark: int) -> list[str]:
         return [f"{r.method} {r.url}" for r in self.requests[mark:]]
+
+
+class RecordingPool(aiohttp.TCPConnector):
+    """The Connector session's connection pool, as production's (64 connections)
+    but trusting the test's certificate: aiohttp asks it for a connection on
+    every request, so it records each one and refuses any but loopback (as a
+    connection error, which the app sees as it would a real one)."""
+
+    def __init__(self, recorder: RecordingTransport) -> None:
+        super().__init__(limit=64, ssl=recorder.verify)
+        self.recorder = recorder
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        self.recorder.requests.append(Sent(req.method, httpx.URL(str(req.url))))
+        if req.url.host not in LOOPBACK_HOSTS:
+            raise aiohttp.ClientConnectionError(f"test pool: {req.url.host} is not loopback")
+        return await super().connect(req, traces, timeout)
 
 
 # -- fixtures ------------------------------------------------------------------------
@@ -195,10 +226,13 @@ def production_settings(base: Settings, aad: FakeAAD, connector: ConnectorEmulat
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, aad: FakeAAD, transport: RecordingTransport,
                        ) -> AsyncIterator[Runtime]:
-    """A Runtime on the recording transport whose bot token comes from the fake
-    AD's token endpoint through the real MSAL client (client secret)."""
+    """A Runtime on the recording transport (the Connector calls over production's
+    aiohttp session) whose bot token comes from the fake AD's token endpoint
+    through the real MSAL client (client secret)."""
     await provision(settings)
-    rt = await Runtime.create(settings, http=httpx.AsyncClient(transport=transport))
+    rt = await Runtime.create(settings, http=httpx.AsyncClient(transport=transport),
+                              connector_http=connector_session(transport.pool()))
+    assert rt.connector.session is rt.connector_http is not None  # production's path
     msal_http: LoopbackHttpClient | None = None
     try:
         if settings.app_id:

@@ -29,9 +29,8 @@ from proactive.delivering.preinstall import install_one
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unreadable
-from proactive.errors import Permanent, Reason, RetryLater, Transient
+from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
 from proactive.storage import tables
-from proactive.storage.deliveries import unavailable
 from proactive.storage.progress import (
     CANCELLED,
     PER_TRANSACTION,
@@ -167,9 +166,7 @@ async def _withdraw(rt: Runtime, standby: tuple[str, str]) -> None:
     users done: harmless."""
     try:
         await rt.outbox.withdraw(standby)
-    except Exception as exc:
-        if not unavailable(exc):
-            raise
+    except StorageUnavailable as exc:
         log.warning("a part's standby copy was not withdrawn: %s", type(exc).__name__)
 
 

@@ -25,7 +25,7 @@ from proactive.errors import (
     RetryLater,
     StorageUnavailable,
 )
-from proactive.storage.deliveries import Claim, unavailable
+from proactive.storage.deliveries import Claim
 from proactive.storage.references import UNINSTALLED
 
 if TYPE_CHECKING:
@@ -68,11 +68,6 @@ async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
     except (DeliveryFailed, RetryLater) as exc:
         extra: dict[str, Any] = {"graphInstalled": True} if noted["graphInstalled"] else {}
         return await record_failure(rt, claim, exc, what="install", **extra)
-    except Exception as exc:
-        if not unavailable(exc):
-            raise
-        return await _put_back(rt, claim, StorageUnavailable(
-            detail=f"storage failed during the install: {type(exc).__name__}"))
     await rt.deliveries.finish(claim, DeliveryState.INSTALLED, reason=reason, **fields)
     return Outcome(Action.DONE, reason)
 

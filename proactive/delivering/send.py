@@ -35,7 +35,6 @@ from proactive.storage.deliveries import (
     ON_UNKNOWN_SKIP,
     UNKNOWN_OUTCOMES,
     Claim,
-    unavailable,
     unknown_attempt,
 )
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
@@ -99,18 +98,15 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
     if claim.entity.get("ambiguous") and claim.entity.get("unknownAttempt") == \
             claim.attempts - 1:
         log.warning("delivery %s -> %s: attempt %s had an unknown outcome (%s); sending "
-                    "again (onUnknown resend)", key, target.recipient,
+                    "again (onUnknown resend)", key, log_id(target.recipient),
                     claim.entity["unknownAttempt"], claim.entity.get("unknownCause"))
     if content.unless is not None:  # a follow-up: only to who still hasn't
         from proactive.delivering.reminders import skip_reason
 
         try:
             skip = await skip_reason(rt, content.unless, target.recipient)
-        except Exception as exc:
-            if not unavailable(exc):
-                raise
-            return await _put_back(rt, claim, StorageUnavailable(
-                detail=f"the follow-up's condition could not be read: {type(exc).__name__}"))
+        except StorageUnavailable as exc:  # nothing was sent: the condition comes back
+            return await _put_back(rt, claim, exc)
         if skip is not None:
             await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=str(skip),
                                        attempts=claim.attempts - 1)
@@ -126,11 +122,6 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
     except (DeliveryFailed, RetryLater) as exc:
         return await record_failure(rt, claim, exc, what="delivery",
                                     on_unknown=content.on_unknown)
-    except Exception as exc:
-        if not unavailable(exc):
-            raise
-        return await _put_back(rt, claim, StorageUnavailable(
-            detail=f"storage failed before the Connector call: {type(exc).__name__}"))
     # Teams accepted it: from here on `sent` must be written. finish keeps
     # trying through a storage outage, or raises Unrecorded (a retry: the
     # message comes back and this process writes it then).
@@ -345,11 +336,9 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
             await rt.references.move_service_url(
                 ref, service_url, aad_id=target.id if target.kind == "user" else "",
                 team_id=target.team)
-        except Exception as exc:
+        except StorageUnavailable as exc:
             # Sent already: a storage error here must not look like a failed
             # send (it would be sent again). The next send finds the host again.
-            if not unavailable(exc):
-                raise
             log.warning("the fallback serviceUrl of tenant %s is not stored: %s",
                         ref.tenant_id, type(exc).__name__)
     fields = {"conversationId": conversation_id, "activityId": activity_id,

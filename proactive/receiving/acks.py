@@ -27,6 +27,7 @@ from proactive.delivering.ack import acknowledged, error_card, local_time
 from proactive.receiving.activities import Activity
 from proactive.storage import tables
 from proactive.storage.acks import AckOutcome, AckStore
+from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -60,7 +61,7 @@ async def answer_ack(rt: Runtime, activity: Activity, data: Any) -> dict[str, An
                                        tenant_id=activity.tenant_id, at=now)
         if done.outcome is AckOutcome.NOT_YOURS:
             continue
-        log.info("acknowledgement of %s by %s: %s", key, recipient, done.outcome)
+        log.info("acknowledgement of %s by %s: %s", key, log_id(recipient), done.outcome)
         card = await store.card(key) or {"type": "AdaptiveCard", "version": "1.4", "body": []}
         at = datetime.fromisoformat(done.at.replace("Z", "+00:00"))
         return _answer(acknowledged(card, local_time(at, activity.timezone)))

@@ -7,6 +7,11 @@ that finds it missing (`TableNotFound` / `QueueNotFound`) creates it and is
 retried once. This is the one place that happens: `on_demand` wraps a client
 (the SDK's TableClient or QueueClient, or our RestTableClient) and everything
 else uses the wrapped client as it would the original.
+
+It is also where a storage outage becomes a member of proactive.errors: an
+operation that fails for want of storage (`unavailable`) raises
+`StorageUnavailable`, so the code above storage/ catches that, never an
+azure-core exception.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from azure.core.exceptions import HttpResponseError
+
+from proactive.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,29 @@ def is_missing(exc: BaseException) -> bool:
     if not code:
         code = (getattr(exc.response, "headers", None) or {}).get("x-ms-error-code")
     return code in MISSING
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a storage call failed for want of storage (no connection, a
+    timeout, a 5xx after the client's own retries), rather than with an answer
+    about the entity (404, 409, 412) or a bug of ours."""
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, StorageUnavailable | ServiceRequestError | ServiceResponseError
+                  | TimeoutError | OSError):
+        return True
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        return status >= 500 or status in (408, 429)
+    return False
+
+
+def _translated(exc: Exception, name: str) -> Exception:
+    """`exc` as the tree's StorageUnavailable when it is an outage (`exc`
+    itself otherwise)."""
+    if isinstance(exc, StorageUnavailable) or not unavailable(exc):
+        return exc
+    return StorageUnavailable(detail=f"{name}: {type(exc).__name__}")
 
 
 class _OnDemand:
@@ -74,26 +104,38 @@ class _OnDemand:
 
     async def _awaited(self, first: Awaitable[Any], again: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            return await first
-        except HttpResponseError as exc:  # TableTransactionError is not a ResourceNotFoundError
-            if not is_missing(exc):
+            try:
+                return await first
+            except HttpResponseError as exc:  # TableTransactionError is not a ResourceNotFoundError
+                if not is_missing(exc):
+                    raise
+            await self._create()
+            return await again()
+        except Exception as exc:
+            translated = _translated(exc, self._name)
+            if translated is exc:
                 raise
-        await self._create()
-        return await again()
+            raise translated from exc
 
     async def _iterated(self, first: AsyncIterator[Any], again: Callable[[], AsyncIterator[Any]]
                         ) -> AsyncIterator[Any]:
         try:
-            async for item in first:
+            try:
+                async for item in first:
+                    yield item
+                return
+            except HttpResponseError as exc:
+                # A missing table or queue fails the first page, before any item.
+                if not is_missing(exc):
+                    raise
+            await self._create()
+            async for item in again():
                 yield item
-            return
-        except HttpResponseError as exc:
-            # A missing table or queue fails the first page, before any item.
-            if not is_missing(exc):
+        except Exception as exc:
+            translated = _translated(exc, self._name)
+            if translated is exc:
                 raise
-        await self._create()
-        async for item in again():
-            yield item
+            raise translated from exc
 
 
 def on_demand(client: C, create: Callable[[], Awaitable[None]], name: str) -> C:

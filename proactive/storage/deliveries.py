@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from proactive.delivering.outcomes import DeliveryState
 from proactive.errors import Busy, Reason, StorageUnavailable
 from proactive.storage import tables
+from proactive.storage.autocreate import unavailable
 from proactive.storage.copies import (  # noqa: F401 - part of this module's API
     UNKNOWN_FIELDS,
     copies,
@@ -97,24 +98,6 @@ class Unrecorded(StorageUnavailable):
     recording deadline. This process keeps it and writes it when the message
     comes back; the message must therefore come back (a retry, never a
     failure: don't swallow this)."""
-
-
-def unavailable(exc: BaseException) -> bool:
-    """Whether a storage call failed for want of storage (no connection, a
-    timeout, a 5xx after the client's own retries), rather than with an answer
-    about the entity (404, 409, 412) or a bug of ours."""
-    from azure.core.exceptions import (
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    if isinstance(exc, ServiceRequestError | ServiceResponseError | TimeoutError | OSError):
-        return True
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        return status >= 500 or status in (408, 429)
-    return False
 
 
 @dataclass
