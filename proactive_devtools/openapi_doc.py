@@ -276,7 +276,8 @@ def build() -> dict[str, Any]:
             {"200": {"description": "Requeued", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"requeued": {"type": "string"}}}}}},
              "400": _problem("The message (or the fix) is still invalid: nothing moved"),
-             "404": _problem("No parked message has this id")},
+             "404": _problem("No parked message has this id"),
+             "413": _problem("The fixed message is over the app's body limit")},
             parameters=[ID_PARAM],
             requestBody={"required": False, "content": {"application/json": {
                 "schema": _ref("OutboxMessage")}}})},

@@ -309,6 +309,8 @@ NEEDS: dict[tuple[str, str], list[set[str]]] = {
     ("table", "Merge Entity"): [{f"{_ENTITIES}/write"}, {f"{_ENTITIES}/update/action"}],
     ("table", "Insert Or Merge Entity"): [
         {f"{_ENTITIES}/write"}, {f"{_ENTITIES}/add/action", f"{_ENTITIES}/update/action"}],
+    ("table", "Insert Or Replace Entity"): [
+        {f"{_ENTITIES}/write"}, {f"{_ENTITIES}/add/action", f"{_ENTITIES}/update/action"}],
     ("table", "Delete Entity"): [{f"{_ENTITIES}/delete"}],
     # "Sub-operation authorizes separately": ours insert, replace and delete.
     ("table", "Entity Group Transaction"): [
@@ -349,7 +351,8 @@ METHOD_OPERATIONS: dict[str, set[tuple[str, str]]] = {
     "list_entities": {("table", "Query Entities")},
     "create_entity": {("table", "Insert Entity")},
     "update_entity": {("table", "Update Entity"), ("table", "Merge Entity")},
-    "upsert_entity": {("table", "Insert Or Merge Entity")},  # ours merge (tables.merge)
+    # tables.merge merges; the allUsers index (storage/user_index.py) replaces.
+    "upsert_entity": {("table", "Insert Or Merge Entity"), ("table", "Insert Or Replace Entity")},
     "delete_entity": {("table", "Delete Entity")},
     "submit_transaction": {("table", "Entity Group Transaction")},
     "create_queue": {("queue", "Create Queue")},

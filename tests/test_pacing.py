@@ -84,7 +84,7 @@ async def test_a_spent_budget_defers_instead_of_waiting_long(table: object) -> N
 
 
 async def test_429s_lower_the_shared_rate_and_it_recovers_quickly(table: object) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     a, b = pacer(table, clock, rate=50), pacer(table, clock, rate=50)
     await a.acquire("t1")
     # Multiplicative decrease, a little per 429, seen by every instance.
@@ -106,7 +106,7 @@ async def test_429s_lower_the_shared_rate_and_it_recovers_quickly(table: object)
 
 async def test_a_storm_bottoms_out_at_the_floor_and_recovers_within_seconds(
         table: object) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     p = pacer(table, clock, rate=50)
     for _ in range(100):  # every call answered 429 for a couple of seconds
         await p.throttled("t1")
@@ -119,7 +119,7 @@ async def test_a_storm_bottoms_out_at_the_floor_and_recovers_within_seconds(
 async def test_a_few_scattered_429s_keep_most_of_the_rate(table: object) -> None:
     """1.5 % of calls answered 429 (not our rate's doing): the tenant keeps
     most of its slots instead of sliding to the floor."""
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     p = pacer(table, clock, rate=50)
     sent = 0
     start = clock()
@@ -180,7 +180,7 @@ async def test_conversation_wait_beyond_max_wait_defers() -> None:
 
 
 async def test_a_held_conversation_waits_for_its_retry_after_and_only_it() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     p = ConversationPacer(clock=clock, sleep=clock.sleep, max_wait=2.0)
     p.hold("a:conv-1", 3.0)  # Teams: 429, Retry-After 3
     with pytest.raises(Defer) as deferred:
@@ -194,7 +194,7 @@ async def test_a_held_conversation_waits_for_its_retry_after_and_only_it() -> No
 
 
 async def test_conversation_memory_is_bounded() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     p = ConversationPacer(clock=clock, sleep=clock.sleep, size=100)
     for i in range(1000):  # a broadcast: each conversation once
         await p.acquire(f"a:conv-{i}")
@@ -213,7 +213,7 @@ async def test_a_scaled_limit_is_held_exactly_at_the_emulator(table: object, rat
     from proactive.delivering.pacing import LATE
     from proactive_devtools.emulator import ConnectorEmulator
 
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     p = pacer(table, clock, rate=rate)
     async with ConnectorEmulator(rate_limits=True, tenant_rps=rate, clock=clock) as emu, \
             aiohttp.ClientSession() as session:
@@ -242,7 +242,7 @@ async def test_requests_that_leave_very_late_still_stay_under_the_limit(
 
     from proactive_devtools.emulator import ConnectorEmulator
 
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     p = pacer(table, clock, rate=rate)
     async with ConnectorEmulator(rate_limits=True, tenant_rps=rate, clock=clock) as emu, \
             aiohttp.ClientSession() as session:
