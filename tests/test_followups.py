@@ -10,6 +10,7 @@ import io
 import json
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from proactive.storage.tables import now_utc
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import activity, install
+from tests.polling import eventually
 
 USERS = [f"6f3a8c1e-0000-4000-8000-{n:012d}" for n in range(10)]
 REMIND = {"after": "PT5M", "unless": "read", "text": "Reminder: please read the policy"}
@@ -55,8 +57,10 @@ async def post(rt: Runtime, body: dict) -> None:  # type: ignore[type-arg]
     assert (await handle_activity(rt, {}, json.dumps(body).encode())).status == 200
 
 
-async def test_the_reminder_goes_once_to_exactly_who_had_not_read(
-        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+async def sent_and_partly_read(runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    """Two sends with a follow-up to USERS; `other` is cancelled. Of `policy`:
+    0-2 read it, 3 acknowledged it (that counts as read), 4 read only an older
+    message. So its reminder is due to 4-9 alone."""
     url = emulator.url
     for n, aad in enumerate(USERS):
         await runtime.references.record(parse_activity(install(
@@ -71,8 +75,6 @@ async def test_the_reminder_goes_once_to_exactly_who_had_not_read(
     assert len(emulator.deliveries) == 20 and len(sent) == 10
     await process(runtime, json.dumps({"version": 1, "op": "cancel", "key": "other"}),
                   message_id="c")
-
-    # 0-2 read it; 3 acknowledged it (that counts as read); 4 read only an older message.
     for n in range(5):
         last = int(sent[f"a:1conv{n}"]) - (1 if n == 4 else 0)
         if n == 3:
@@ -85,6 +87,20 @@ async def test_the_reminder_goes_once_to_exactly_who_had_not_read(
                                  service_url=url, name="adaptiveCard/action",
                                  value={"action": {"type": "Action.Execute", "verb": ACK_VERB,
                                                    "data": {"key": "policy"}}}))
+
+
+async def reminder_report(runtime: Runtime) -> Counter[tuple[str, str]]:
+    text = b"".join([c async for c in send_report(runtime, "policy:reminder", "csv")]).decode()
+    return Counter((r["state"], r["reason"]) for r in csv.DictReader(io.StringIO(text)))
+
+
+DUE = {f"a:1conv{n}": 1 for n in range(4, 10)}  # each of 4-9 once, nobody else
+REMINDED = {("sent", ""): 6, ("skipped", "already-read"): 3, ("skipped", "already-acked"): 1}
+
+
+async def test_the_reminder_goes_once_to_exactly_who_had_not_read(
+        runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    await sent_and_partly_read(runtime, emulator)
     before = len(emulator.deliveries)
     assert (await tick(runtime, now_utc() + timedelta(minutes=1))).dispatched == 0  # not yet
     await drain(runtime)
@@ -93,13 +109,86 @@ async def test_the_reminder_goes_once_to_exactly_who_had_not_read(
     for _ in range(2):  # a second tick finds nothing more to do
         await tick(runtime, now_utc() + timedelta(minutes=6))
         await drain(runtime)
-    reminded = [d.conversation_id for d in emulator.deliveries[before:]]
-    assert sorted(reminded) == sorted(f"a:1conv{n}" for n in range(4, 10))
+    assert Counter(d.conversation_id for d in emulator.deliveries[before:]) == DUE
     assert all(d.text == REMIND["text"] for d in emulator.deliveries[before:])
-    text = b"".join([c async for c in send_report(runtime, "policy:reminder", "csv")]).decode()
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert Counter((r["state"], r["reason"]) for r in rows) == {
-        ("sent", ""): 6, ("skipped", "already-read"): 3, ("skipped", "already-acked"): 1}
+    assert await reminder_report(runtime) == REMINDED
+
+
+class _Killed(BaseException):
+    """The worker process dies: no `except Exception` of the product catches it."""
+
+
+async def test_the_reminder_goes_once_to_exactly_who_had_not_read_through_a_killed_worker(
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proactive.delivering import broadcast
+
+    monkeypatch.setattr(broadcast, "STANDBY", 1.0)  # 60 s in production
+    monkeypatch.setattr(broadcast, "CONCURRENCY", 1)  # the kill finds no other call in flight
+    await sent_and_partly_read(runtime, emulator)
+    before = emulator.counters["delivered"]
+    await tick(runtime, now_utc() + timedelta(minutes=6))
+
+    # The tick queued the reminder's recipients as parts. The worker dies on
+    # its way to Teams with the third reminder (two went out; its recipient
+    # is claimed): from then on it does nothing, not even a `finally` (the
+    # part's standby copy stays on the queue).
+    real = runtime.connector.send, runtime.deliveries.claim, runtime.outbox.withdraw
+    calls = 0
+
+    async def send(*args: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            raise _Killed
+        return await real[0](*args)
+
+    async def dead(*args: Any, **kwargs: Any) -> Any:
+        if calls >= 3:
+            raise _Killed
+        return await real[1](*args, **kwargs)
+
+    async def withdraw(*args: Any) -> None:
+        if calls >= 3:
+            raise _Killed
+        await real[2](*args)
+
+    runtime.connector.send, runtime.deliveries.claim = send, dead  # type: ignore[method-assign]
+    runtime.outbox.withdraw = withdraw  # type: ignore[method-assign]
+    held = []
+    with pytest.raises(_Killed):
+        while True:  # the host keeps a message it handed out for its lease (1 s here)
+            [message] = [m async for m in runtime.outbox.queue.receive_messages(
+                max_messages=1, visibility_timeout=1)]
+            held.append(message.content)
+            await process(runtime, message.content, message_id=message.id)
+            await runtime.outbox.queue.delete_message(message)
+    runtime.connector.send, runtime.deliveries.claim, runtime.outbox.withdraw = real  # type: ignore[method-assign]
+    assert emulator.counters["delivered"] == before + 2
+
+    # The part it held comes back twice (its lease ran out, and its standby
+    # copy) to a healthy worker, with the parts not yet started; the dead
+    # worker's claim has run out meanwhile (the store's clock moves on).
+    later = timedelta(seconds=runtime.settings.claim_lease_seconds + 1)
+    runtime.deliveries.clock = lambda: now_utc() + later
+    killed = json.loads(held[-1])["to"]
+
+    async def visible() -> list[Any]:
+        return [m async for m in runtime.outbox.queue.receive_messages(
+            max_messages=32, visibility_timeout=30)]
+
+    back: list[Any] = []
+    while sum(json.loads(m.content)["to"] == killed for m in back) < 2:
+        back += await eventually(visible, what="the killed part back")
+    for message in back:
+        await process(runtime, message.content, message_id=message.id)
+        await runtime.outbox.queue.delete_message(message)
+    await drain(runtime)
+
+    reminders = Counter(d.conversation_id for d in emulator.deliveries[before:])
+    assert reminders == DUE and emulator.counters["delivered"] == before + len(DUE)
+    # (The two sends before it are cards, with no text: told apart by key only.)
+    assert [d for d in emulator.duplicates() if d["text"] == REMIND["text"]] == []
+    assert await reminder_report(runtime) == REMINDED
 
 
 def test_a_reminder_that_could_never_be_sent_is_refused_with_the_send() -> None:
