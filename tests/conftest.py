@@ -119,3 +119,27 @@ async def installed(runtime, emulator):  # type: ignore[no-untyped-def]
 
     await runtime.references.record(parse_activity(install(service_url=emulator.url)))
     return runtime
+
+
+# The fixtures of the modules that run the app as a child (tests/api_support.py):
+# each module has its own module-scoped `app`; these are the same for all.
+@pytest.fixture
+async def client(app):  # type: ignore[no-untyped-def]
+    """An HTTP client of the app's API, with its function key."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=app.base, headers={"x-functions-key": app.key},
+                                 timeout=20) as c:
+        yield c
+
+
+@pytest.fixture
+async def rt(app):  # type: ignore[no-untyped-def]
+    """A Runtime on the app's storage (to read what the API wrote)."""
+    from proactive.runtime import Runtime
+
+    runtime = await Runtime.create(app.settings)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()

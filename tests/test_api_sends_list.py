@@ -5,7 +5,7 @@ built-in host against Azurite."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,22 +24,6 @@ USERS = [f"00000000-0000-0000-0000-{i:012d}" for i in range(3)]
 def app(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiApp]:
     with api_app(azurite, tmp_path_factory.mktemp("sends-list")) as running:
         yield running
-
-
-@pytest.fixture
-async def client(app: ApiApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=app.base, headers={"x-functions-key": app.key},
-                                 timeout=20) as c:
-        yield c
-
-
-@pytest.fixture
-async def rt(app: ApiApp) -> AsyncIterator[Runtime]:
-    runtime = await Runtime.create(app.settings)
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
 
 
 def broadcast(key: str, **fields: Any) -> str:

@@ -5,7 +5,7 @@ through the built-in host against Azurite."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,22 +25,6 @@ VALID = json.dumps({"version": 1, "op": "send", "key": "fixable", "to": {"user":
 def app(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiApp]:
     with api_app(azurite, tmp_path_factory.mktemp("stuck")) as running:
         yield running
-
-
-@pytest.fixture
-async def client(app: ApiApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=app.base, headers={"x-functions-key": app.key},
-                                 timeout=20) as c:
-        yield c
-
-
-@pytest.fixture
-async def rt(app: ApiApp) -> AsyncIterator[Runtime]:
-    runtime = await Runtime.create(app.settings)
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
 
 
 async def parked(client: httpx.AsyncClient) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,15 +28,6 @@ from tests.polling import eventually
 def app(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiApp]:
     with api_app(azurite, tmp_path_factory.mktemp("localdev")) as running:
         yield running
-
-
-@pytest.fixture
-async def rt(app: ApiApp) -> AsyncIterator[Runtime]:
-    runtime = await Runtime.create(app.settings)
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
 
 
 def tokenless_install() -> tuple[str, dict[str, Any]]:
