@@ -33,6 +33,19 @@ def aad(i: int) -> str:
     return f"00000000-0000-4000-8000-{i:012d}"
 
 
+
+async def _bot_in_team(rt: Any, service_url: str) -> None:
+    """The bot added to the bench team, as Teams tells it (conversationUpdate)."""
+    from proactive.receiving.activities import parse_activity
+
+    await rt.references.record(parse_activity({
+        "type": "conversationUpdate", "id": "x", "serviceUrl": service_url,
+        "channelId": "msteams", "from": {"id": "29:admin"},
+        "recipient": {"id": "28:bot"}, "membersAdded": [{"id": "28:bot"}],
+        "conversation": {"id": TEAM, "conversationType": "channel", "tenantId": TENANT},
+        "channelData": {"tenant": {"id": TENANT}, "eventType": "teamMemberAdded",
+                        "team": {"id": TEAM, "name": "Bench"}}}))
+
 async def _drain(rt: Any, key: str, seconds: float) -> dict[str, Any]:
     from proactive.worker import process
 
@@ -82,7 +95,6 @@ def _rows_check(rows: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
 
 async def team(azurite: Any, size: int) -> None:
     from proactive.delivering import audiences
-    from proactive.receiving.activities import parse_activity
     from proactive_devtools.emulator import ConnectorEmulator
 
     header(f"team of {size} (roster pages of 500, a 429 before each later page)")
@@ -92,14 +104,7 @@ async def team(azurite: Any, size: int) -> None:
             members = [{"id": f"29:m-{i}", "aadObjectId": aad(i), "name": f"M{i}"}
                        for i in range(size)] + [{"id": "28:other-bot", "name": "Bot"}]
             emulator.register_team(TEAM, tenant_id=TENANT, members=members)
-            await rt.references.record(parse_activity({
-                "type": "conversationUpdate", "id": "x", "serviceUrl": emulator.url,
-                "channelId": "msteams", "from": {"id": "29:admin"},
-                "recipient": {"id": "28:bot"}, "membersAdded": [{"id": "28:bot"}],
-                "conversation": {"id": TEAM, "conversationType": "channel",
-                                 "tenantId": TENANT},
-                "channelData": {"tenant": {"id": TENANT}, "eventType": "teamMemberAdded",
-                                "team": {"id": TEAM, "name": "Bench"}}}))
+            await _bot_in_team(rt, emulator.url)
             started = time.monotonic()
             from proactive.worker import process
             await process(rt, json.dumps({"version": 1, "op": "send", "key": "team",
@@ -153,15 +158,7 @@ async def group(azurite: Any, size: int, graph_rps: float) -> None:
                                    local_dev=True)
             rt.graph_pacer = TenantPacer(rt.graph_pacer.table, rate=graph_rps)
             graph.rate = graph_rps
-            from proactive.receiving.activities import parse_activity
-            await rt.references.record(parse_activity({
-                "type": "conversationUpdate", "id": "x", "serviceUrl": emulator.url,
-                "channelId": "msteams", "from": {"id": "29:admin"},
-                "recipient": {"id": "28:bot"}, "membersAdded": [{"id": "28:bot"}],
-                "conversation": {"id": TEAM, "conversationType": "channel",
-                                 "tenantId": TENANT},
-                "channelData": {"tenant": {"id": TENANT}, "eventType": "teamMemberAdded",
-                                "team": {"id": TEAM, "name": "Bench"}}}))
+            await _bot_in_team(rt, emulator.url)
             started = time.monotonic()
             from proactive.worker import process
             await process(rt, json.dumps({"version": 1, "op": "send", "key": "group",

@@ -5,10 +5,7 @@ counts; against real Table Storage (Azurite) and the Connector emulator."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +22,7 @@ from proactive.runtime import Runtime
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import activity, install
+from tests.test_read_receipts import drain, rows_of
 
 USERS = [f"6f3a8c1e-0000-4000-8000-{n:012d}" for n in range(200)]
 CARD = "application/vnd.microsoft.card.adaptive"
@@ -41,18 +39,6 @@ def click(aad: str, conversation: str, key: str, *, service_url: str) -> bytes:
                     value={"action": {"type": "Action.Execute", "verb": ACK_VERB,
                                       "data": {"key": key}}, "trigger": "manual"})
     return json.dumps(body).encode()
-
-
-async def drain(rt: Runtime) -> None:
-    while messages := [m async for m in rt.outbox.queue.receive_messages(max_messages=32)]:
-        for message in messages:
-            await process(rt, message.content, message_id=message.id)
-            await rt.outbox.queue.delete_message(message)
-
-
-async def rows_of(chunks: AsyncIterator[bytes]) -> list[dict[str, str]]:
-    text = b"".join([chunk async for chunk in chunks]).decode()
-    return list(csv.DictReader(io.StringIO(text)))
 
 
 def texts(card: dict[str, Any]) -> list[str]:
