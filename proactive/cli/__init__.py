@@ -58,8 +58,9 @@ from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_sett
     _status,
     storage_settings,
 )
-from proactive.config import ConfigError, Settings, storage_problems
-from proactive.contract import ON_UNKNOWN, VERSION, InvalidMessage, parse_message
+from proactive.config import Settings, storage_problems
+from proactive.contract import ON_UNKNOWN, VERSION, parse_message
+from proactive.errors import ConfigError, InvalidMessage
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> None:

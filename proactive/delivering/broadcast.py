@@ -31,11 +31,8 @@ from proactive.delivering.send import finish_unsent, send_one
 from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unreadable
 from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
 from proactive.storage import tables
-from proactive.storage.progress import (
-    CANCELLED,
-    PER_TRANSACTION,
-    result_counts,
-)
+from proactive.storage.counting import result_counts
+from proactive.storage.progress import CANCELLED, PER_TRANSACTION
 from proactive.storage.send_index import SendIndexRow
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from proactive.errors import (
     RetryLater,
     Transient,
 )
-from proactive.storage.deliveries import copies
+from proactive.storage.copies import copies
 from proactive.storage.tables import iso, now_utc
 from proactive.telemetry import log_id
 

@@ -11,7 +11,8 @@ from proactive.errors import Reason
 from proactive.storage.queues import dumps
 
 if TYPE_CHECKING:
-    from proactive.contract import InvalidMessage, OutboxMessage, Target
+    from proactive.contract import OutboxMessage, Target
+    from proactive.errors import InvalidMessage
     from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)

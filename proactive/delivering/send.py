@@ -31,11 +31,11 @@ from proactive.errors import (
     Unreachable,
 )
 from proactive.storage import tables
+from proactive.storage.copies import unknown_attempt
 from proactive.storage.deliveries import (
     ON_UNKNOWN_SKIP,
     UNKNOWN_OUTCOMES,
     Claim,
-    unknown_attempt,
 )
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
 from proactive.telemetry import log_id

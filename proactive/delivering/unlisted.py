@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from proactive.delivering.outcomes import DeliveryState
 from proactive.errors import Reason
-from proactive.storage.progress import SKIP_REASONS, result_counts
+from proactive.storage.counting import SKIP_REASONS, result_counts
 
 if TYPE_CHECKING:
     from proactive.contract import OutboxMessage, Target

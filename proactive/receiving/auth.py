@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proactive.config import ConfigError
+from proactive.errors import ConfigError
 from proactive.receiving.activities import TenantConflict, tenant_of
 from proactive.receiving.signing_keys import (
     ALGORITHM,

@@ -294,7 +294,7 @@ class ReferenceStore:
                 except tables.Conflict:
                     continue
                 await user_index.put(self.table, entity)
-                return entity["installState"] == INSTALLED
+                return bool(entity["installState"] == INSTALLED)
             current, etag = found
             before = current.get("installState", UNKNOWN)
             updated = {**current, **fields, **_state_fields(current, change, now)}

@@ -41,8 +41,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from proactive.config import ConfigError
-from proactive.errors import TokenUnavailable
+from proactive.errors import ConfigError, TokenUnavailable
 from proactive.teams.msal_sources import (
     AccessToken,
     Clock,
