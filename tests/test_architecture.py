@@ -114,6 +114,27 @@ def test_no_part_imports_the_router_above_it(part: str) -> None:
     assert offenders == {}
 
 
+def _package_of(name: str, modules: dict[str, Path]) -> str:
+    path = modules.get(name)
+    return name if path is not None and path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def test_no_module_takes_another_packages_private_names() -> None:
+    # `_name` is private to its package: its own modules may share it (rrules'
+    # helpers in scheduling, cli.storage's in cli); another package may not.
+    modules = _modules()
+    offenders = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.module or node.level:
+                continue
+            if _package_of(node.module, modules) == _package_of(name, modules):
+                continue
+            offenders += [f"{name}: {node.module}.{alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert offenders == []
+
+
 # Imports of the dev tools the product may make, each inside a function that says
 # what to do when they are missing (a deployed app has no proactive_devtools/).
 GUARDED_DEV_IMPORTS = {
