@@ -7,13 +7,13 @@ import json
 import pytest
 
 from proactive.receiving.activities import (
-    Change,
     InvalidActivity,
     TenantConflict,
     decode_body,
     parse_activity,
     tenant_of,
 )
+from proactive.teams.activity import Change
 from tests.activities_data import BOT, TENANT, activity, install, team_install, uninstall
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from proactive.contract import Content, OutboxMessage, Target
 from proactive.delivering import audiences
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.preinstall import install_one
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
@@ -34,6 +34,7 @@ from proactive.storage import tables
 from proactive.storage.counting import result_counts
 from proactive.storage.progress import CANCELLED, PER_TRANSACTION
 from proactive.storage.send_index import SendIndexRow
+from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime

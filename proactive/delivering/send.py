@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
 from proactive.contract import Content, Target
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
 from proactive.errors import (
     Busy,
@@ -38,6 +38,7 @@ from proactive.storage.deliveries import (
     Claim,
 )
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.storage.states import DeliveryState
 from proactive.telemetry import log_id
 
 if TYPE_CHECKING:

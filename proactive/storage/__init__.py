@@ -11,6 +11,7 @@ Modules, from the clients to the tables:
     queues.py        the outbox and its poison queue, in host.json's encoding
     seal.py          the app's seal on the fields only it may enqueue
     deliveries.py    delivery rows: one per (key, recipient), the send-once guard
+    states.py        the states a delivery row records (`DeliveryState`, `EditState`)
     copies.py        the copies Teams accepted; attempts of unknown outcome
     progress.py      a many-user send's counters and cancellation (`sends` table)
     counting.py      what one recipient's outcome adds to those counters
@@ -28,4 +29,4 @@ loading one table's module does not load the rest.
 
 __all__ = ["acks", "autocreate", "copies", "counting", "credentials", "deliveries",
            "preferences", "progress", "queues", "reads", "reference_keys", "references",
-           "seal", "send_index", "table_rest", "tables", "user_index"]
+           "seal", "send_index", "states", "table_rest", "tables", "user_index"]

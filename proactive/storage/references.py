@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from proactive.receiving.activities import Activity, Change
 from proactive.storage import tables, user_index
 from proactive.storage.reference_keys import conv_pk, team_pk, tenant_pk, user_pk
+from proactive.teams.activity import Activity, Change
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table

@@ -1,5 +1,6 @@
 """Talking to Teams' services: the Bot Connector and Microsoft Graph, the bot's
-token for them, and where that token may go. Below config and storage's users.
+token for them, and where that token may go. Below config: its Settings are
+Protocols of the fields each module reads.
 
 Modules, from the token to the call:
 
@@ -10,10 +11,11 @@ Modules, from the token to the call:
     service_urls.py  which serviceUrls the bot may call (and send its token to)
     transport.py     one HTTP request, its failures as members of proactive.errors
     connector.py     the Bot Connector REST API v3 client
+    activity.py      one inbound activity as the app keeps it (`Activity`, `Change`)
     graph.py         the few Graph calls that reach users the bot never met
 
 The package imports none of them itself (import the module you need).
 """
 
-__all__ = ["certificates", "clouds", "connector", "credentials", "graph", "msal_sources",
-           "service_urls", "transport"]
+__all__ = ["activity", "certificates", "clouds", "connector", "credentials", "graph",
+           "msal_sources", "service_urls", "transport"]
