@@ -185,18 +185,22 @@ def test_every_module_has_a_layer() -> None:
     assert unplaced == []
 
 
-def test_the_layer_walker_sees_lazy_and_type_only_imports() -> None:
-    # The checker itself: an import inside a function counts as an arrow, one
-    # under TYPE_CHECKING is told apart, and a made-up upward one is found.
-    known = set(_modules())
-    assert "proactive.runtime" in _imports("proactive.triggers", ROOT / "proactive" /
-                                           "triggers.py", known, type_only=False)
-    send = ROOT / "proactive" / "delivering" / "send.py"
-    assert "proactive.runtime" in _imports("proactive.delivering.send", send, known,
-                                           type_only=True)
-    assert "proactive.runtime" not in _imports("proactive.delivering.send", send, known,
-                                               type_only=False)
-    assert _layer("proactive.storage.references") < _layer("proactive.receiving.endpoint")
+def test_the_layer_walker_sees_lazy_and_type_only_imports(tmp_path: Path) -> None:
+    # The checker itself, on a made-up storage module: an upward import inside a
+    # function is found, and so is one for types only; naming the runtime's
+    # type is the one allowed.
+    probe = tmp_path / "probe.py"
+    probe.write_text("from typing import TYPE_CHECKING\n"
+                     "if TYPE_CHECKING:\n"
+                     "    from proactive.runtime import Runtime\n"
+                     "    from proactive.delivering.outcomes import Outcome\n"
+                     "def later() -> None:\n"
+                     "    from proactive.api import routes\n")
+    modules = {**_modules(), "proactive.storage.probe": probe}
+    assert [arrow for arrow in _upward(modules) if arrow.startswith("proactive.storage.probe")] \
+        == ["proactive.storage.probe -> proactive.api",  # its __init__ runs too
+            "proactive.storage.probe -> proactive.api.routes",
+            "proactive.storage.probe -> proactive.delivering.outcomes"]
     assert _layer("proactive") == _layer("proactive.errors") < _layer("proactive.teams.graph")
 
 
