@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.config import ConfigError, Settings, load_settings
+from proactive.config import Settings, load_settings
+from proactive.errors import ConfigError
 
 if TYPE_CHECKING:
     import aiohttp

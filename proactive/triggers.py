@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions: untyped __init__
 
 CONFIG_ERROR_BODY = "service unavailable: the app's configuration is invalid (see its log)"
 

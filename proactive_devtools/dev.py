@@ -24,7 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from proactive.config import ConfigError, Settings
+from proactive.config import Settings
+from proactive.errors import ConfigError
 from proactive_devtools import playground
 from proactive_devtools.feed import DeliveryFeed
 from proactive_devtools.processes import (

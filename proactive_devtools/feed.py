@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from proactive.storage.counting import SKIP_REASONS
 from proactive.storage.deliveries import FINAL
-from proactive.storage.progress import SKIP_REASONS
 
 SKEW = timedelta(seconds=5)  # rows written just before a look, with a later Timestamp
 

@@ -534,7 +534,7 @@ async def _prepare_proactive() -> None:
     does in Azure."""
     if "proactive.triggers" not in sys.modules:
         return
-    from proactive.config import ConfigError
+    from proactive.errors import ConfigError
     from proactive.runtime import get_runtime
     from proactive_devtools.provision import provision
 

@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,6 +14,13 @@ from proactive.config import Settings
 from proactive_devtools.fake_aad import FakeAAD
 from proactive_devtools.processes import Azurite, free_port, start_azurite
 from proactive_devtools.provision import provision
+
+if TYPE_CHECKING:
+    import httpx
+
+    from proactive.runtime import Runtime
+    from proactive_devtools.emulator import ConnectorEmulator
+    from tests.api_support import ApiApp
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +73,7 @@ def settings(azurite: Azurite, connector_port: int) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+async def _runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """A Runtime on `settings`, closed after the test (the body of both runtime fixtures)."""
     from proactive.runtime import Runtime
 
@@ -77,7 +85,7 @@ async def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def runtime(settings: Settings):  # type: ignore[no-untyped-def]
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await provision(settings)  # as the deployment would: the Runtime creates nothing
     async with _runtime(settings) as rt:
         yield rt
@@ -92,14 +100,14 @@ def disk_settings(disk_azurite: Azurite, connector_port: int) -> Settings:
 
 
 @pytest.fixture
-async def disk_runtime(disk_settings: Settings):  # type: ignore[no-untyped-def]
+async def disk_runtime(disk_settings: Settings) -> AsyncIterator[Runtime]:
     """A Runtime on `disk_settings`; nothing provisioned: it creates what it finds missing."""
     async with _runtime(disk_settings) as rt:
         yield rt
 
 
 @pytest.fixture
-async def emulator(connector_port: int):  # type: ignore[no-untyped-def]
+async def emulator(connector_port: int) -> AsyncIterator[ConnectorEmulator]:
     """The Connector emulator on the test's local Connector port (no limits, no faults)."""
     from proactive_devtools.emulator import ConnectorEmulator
 
@@ -112,7 +120,7 @@ async def emulator(connector_port: int):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def installed(runtime, emulator):  # type: ignore[no-untyped-def]
+async def installed(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
     """A user who installed the bot; their serviceUrl is the emulator."""
     from proactive.receiving.activities import parse_activity
     from tests.activities_data import install
@@ -124,7 +132,7 @@ async def installed(runtime, emulator):  # type: ignore[no-untyped-def]
 # The fixtures of the modules that run the app as a child (tests/api_support.py):
 # each module has its own module-scoped `app`; these are the same for all.
 @pytest.fixture
-async def client(app):  # type: ignore[no-untyped-def]
+async def client(app: ApiApp) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app's API, with its function key."""
     import httpx
 
@@ -134,7 +142,7 @@ async def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def rt(app):  # type: ignore[no-untyped-def]
+async def rt(app: ApiApp) -> AsyncIterator[Runtime]:
     """A Runtime on the app's storage (to read what the API wrote)."""
     from proactive.runtime import Runtime
 

@@ -45,6 +45,12 @@ class MintedCredential:
     async def close(self) -> None:
         pass
 
+    async def __aenter__(self) -> MintedCredential:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
 
 def trust(cert: Path) -> None:
     """Make this process's https clients trust `cert` (Azurite's), the way

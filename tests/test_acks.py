@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from proactive.api.sends import status
-from proactive.contract import InvalidMessage, parse_message
+from proactive.contract import parse_message
 from proactive.delivering.ack import ACK_VERB
+from proactive.errors import InvalidMessage
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting.reports import send_report

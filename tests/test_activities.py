@@ -7,13 +7,13 @@ import json
 import pytest
 
 from proactive.receiving.activities import (
-    Change,
     InvalidActivity,
     TenantConflict,
     decode_body,
     parse_activity,
     tenant_of,
 )
+from proactive.teams.activity import Change
 from tests.activities_data import BOT, TENANT, activity, install, team_install, uninstall
 
 
@@ -111,7 +111,7 @@ def test_unknown_activity_types_are_valid() -> None:
     (lambda a: a.pop("recipient"), "recipient.id"),
     (lambda a: a["conversation"].update(conversationType="meeting-ish"), "conversationType"),
 ])
-def test_missing_required_fields_are_refused_with_a_reason(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_missing_required_fields_are_refused_with_a_reason(mutate, reason: str) -> None:
     body = activity()
     mutate(body)
     with pytest.raises(InvalidActivity, match=reason):

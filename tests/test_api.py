@@ -155,7 +155,9 @@ async def test_invalid_message_gets_the_poison_queues_reason_and_detail(
         assert problem["detail"] == detail
     # The worker, given the same body, parks it with the same reason and detail.
     await process(rt, body.decode(), message_id="m1")
-    parked = json.loads((await rt.outbox.poison_queue.receive_message()).content)
+    received = await rt.outbox.poison_queue.receive_message()
+    assert received is not None
+    parked = json.loads(received.content)
     assert (parked["reason"], parked["detail"]) == (reason, problem["detail"])
     assert await queued(rt) == before
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ def app(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield running
 
 
-async def parked(client: httpx.AsyncClient) -> dict[str, str]:
+async def parked(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     r = await client.get("poison")
     assert r.status_code == 200, r.text
     return {item["id"]: item for item in r.json()["items"]}

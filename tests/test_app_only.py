@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from proactive.contract import refuse_app_only
+from proactive.app_only import refuse_app_only
 from proactive.errors import InvalidMessage
 from proactive.runtime import Runtime
 from proactive.storage import seal as seal_module

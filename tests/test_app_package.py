@@ -175,7 +175,7 @@ def _small_color() -> Any:
     return Image.open(ROOT / "appPackage" / "color.png").resize((96, 96))
 
 
-BROKEN = {
+BROKEN: dict[str, tuple[dict[str, Any], list[str], str]] = {
     "missing field": ({"edit_manifest": _without_privacy}, [], "$.developer.privacyUrl"),
     "bad bot id": ({}, ["--bot-id", "my-bot"], "$.bots[0].botId"),
     "unknown field": ({"edit_manifest": _with_unknown_bot_field}, [], "$.bots[0].sendsSpam"),

@@ -71,8 +71,8 @@ def test_watch_is_the_one_word_and_wait_still_works_unlisted(argv: list[str]) ->
     assert parser.parse_args([*argv, "--watch"]).watch
     assert parser.parse_args([*argv, "--wait"]).watch  # the old word, for scripts
     assert not parser.parse_args(argv).watch
-    sub = next(a for a in parser._actions if isinstance(a.choices, dict))
-    shown = sub.choices[argv[0]].format_help()
+    commands = next(a.choices for a in parser._actions if isinstance(a.choices, dict))
+    shown = commands[argv[0]].format_help()
     assert "--watch" in shown and "--wait" not in shown
 
 
@@ -89,7 +89,7 @@ def test_an_invalid_message_is_refused_before_the_queue(
 
 
 def test_account_reaches_that_storage_account_as_the_person_signed_in() -> None:
-    from proactive.cli import storage_settings
+    from proactive.cli.storage import storage_settings
     from proactive.config import Settings
 
     local = Settings(storage_connection="UseDevelopmentStorage=true", outbox_queue="out")

@@ -187,8 +187,8 @@ def test_every_command_and_option_has_help() -> None:
     from proactive.cli import _parser
 
     parser = _parser()
-    sub = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
-    for name, command in sub.choices.items():
+    commands = next(a.choices for a in parser._actions if isinstance(a.choices, dict))
+    for name, command in commands.items():
         for action in command._actions:
             if name in ("host", "emulator", "dev", "package"):
                 continue  # their own parsers, in the dev tools

@@ -207,7 +207,7 @@ async def test_a_many_user_send_counts_opted_out_users_as_skipped(
 
 
 @pytest.fixture
-async def other_instance(settings: Settings):  # type: ignore[no-untyped-def]
+async def other_instance(settings: Settings):
     """A second instance of the app (its own Runtime: caches, pacer) on the same storage."""
     rt = await Runtime.create(settings)
     try:

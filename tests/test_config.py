@@ -12,15 +12,13 @@ from typing import Any
 import pytest
 
 from proactive.config import (
-    AZURE_IF_WEBSITE,
-    AZURE_VARIABLES,
     PRODUCTION_SETTINGS,
     SETTINGS,
-    ConfigError,
     Settings,
     load_settings,
-    running_in_azure,
 )
+from proactive.errors import ConfigError
+from proactive.hosting import AZURE_IF_WEBSITE, AZURE_VARIABLES, running_in_azure
 
 LOCAL = {"PROACTIVE_LOCAL_DEV": "true"}
 APP_ID = "0f3c9a5e-1111-4222-8333-444455556666"

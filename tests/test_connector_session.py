@@ -34,7 +34,7 @@ class Server:
         answer = self.answer
         if callable(answer):
             answer = await answer()
-        return answer  # type: ignore[no-any-return]
+        return answer
 
 
 @pytest.fixture

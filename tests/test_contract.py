@@ -9,7 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from proactive.contract import InvalidMessage, activity_size, parse_message
+from proactive.contract import activity_size, parse_message
+from proactive.errors import InvalidMessage
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "proactive" / "schemas" / "outbox-message.v1.json").read_text())

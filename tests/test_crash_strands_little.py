@@ -8,6 +8,7 @@ is waited out rather than polled. Real Azurite, the Connector emulator.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -64,7 +65,7 @@ async def test_a_part_whose_worker_dies_comes_back_as_its_standby_copy(
     monkeypatch.setattr(b, "STANDBY", 1.0)  # 60 s in production
     users = await install_users(runtime, emulator.url, 10)
     await runtime.campaigns.start("k")
-    await runtime.campaigns.count("k", {"part:x:0": b.Counter(queued=10)})
+    await runtime.campaigns.count("k", {"part:x:0": Counter(queued=10)})
     await runtime.campaigns.mark_split("k", "x")
 
     # The worker dies during its fourth call to Teams (carried out: the user
@@ -72,10 +73,10 @@ async def test_a_part_whose_worker_dies_comes_back_as_its_standby_copy(
     real_send, withdraw = runtime.connector.send, runtime.outbox.withdraw
     calls = 0
 
-    async def dies_on_the_fourth(*args: Any) -> str:
+    async def dies_on_the_fourth(*args: Any, **kwargs: Any) -> str:
         nonlocal calls
         calls += 1
-        answer = await real_send(*args)
+        answer = await real_send(*args, **kwargs)
         if calls == 4:
             raise _Killed
         return answer

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from proactive.config import ConfigError, Settings
-from proactive.errors import TokenUnavailable
+from proactive.config import Settings
+from proactive.errors import ConfigError, TokenUnavailable
 from proactive.teams.clouds import GCC_HIGH, PUBLIC, Cloud, resolve_cloud
 from proactive.teams.credentials import (
     RETRY_INTERVAL,
-    AccessToken,
     CachedTokenProvider,
     authority_for,
     build_token_provider,
     shared_token_provider,
 )
+from proactive.teams.msal_sources import AccessToken
 from proactive_devtools.fake_aad import (
     FakeAAD,
     generate_key,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proactive.cli import doctor
+from proactive.cli import doctor, doctor_checks
 from proactive.config import SETTINGS, Settings, named_settings
 from proactive_devtools.processes import Azurite, free_port, stop_process, wait_for_port
 from tests.api_support import REPO_ROOT, ApiApp, api_app
@@ -114,7 +114,7 @@ def test_doctor_passes_every_check_against_the_local_stack(app: ApiApp, tmp_path
     assert "401 without a token" in _line(lines, "endpoint")
     assert f"bot {BOT_ID}" in _line(lines, "package")
 
-    async def messages() -> tuple[int, int]:
+    async def messages() -> tuple[int | None, int | None]:
         from azure.storage.queue.aio import QueueClient
 
         conn, out = app.settings.storage_connection, app.settings.outbox_queue
@@ -246,7 +246,7 @@ def test_wait_retries_until_the_timer_has_run(app: ApiApp, run_doctor: Doctor,
                                        app.settings.table_name("schedules")
                                        ).delete_entity(*HEARTBEAT)
     looks: list[bool] = []
-    real = doctor.check_timer
+    real = doctor_checks.check_timer
 
     def check_timer(target: doctor.Target) -> doctor.Result:
         try:
@@ -310,7 +310,7 @@ def test_a_configuration_error_fails_endpoint_and_config_naming_settings_not_val
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
-        wait_for_port(port, proc=host)  # type: ignore[arg-type]
+        wait_for_port(port, proc=host)
         health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=30)
         code, lines = run_doctor("--endpoint", f"http://127.0.0.1:{port}", "--skip", "storage",
                                  "--skip", "timer", "--skip", "package")
@@ -343,7 +343,7 @@ def test_named_settings_are_only_setting_names() -> None:
 # --- the marker: harmless if a worker ever takes it ----------------------------------------
 
 
-async def test_a_worker_that_takes_the_marker_drops_it_without_a_trace(runtime) -> None:  # type: ignore[no-untyped-def]
+async def test_a_worker_that_takes_the_marker_drops_it_without_a_trace(runtime) -> None:
     from proactive.storage.queues import dumps
     from proactive.worker import process
 

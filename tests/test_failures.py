@@ -20,7 +20,7 @@ from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
 from proactive.storage import deliveries as d
-from proactive.storage.references import tenant_pk, user_pk
+from proactive.storage.reference_keys import tenant_pk, user_pk
 from proactive.storage.tables import safe_key
 from proactive.teams.credentials import build_token_provider
 from proactive.worker import process

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from proactive.contract import InvalidMessage, parse_message
+from proactive.contract import parse_message
 from proactive.delivering.ack import ACK_VERB
 from proactive.delivering.followup import parse_duration
+from proactive.errors import InvalidMessage
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting.reports import send_report
@@ -53,7 +54,7 @@ async def drain(rt: Runtime) -> None:
             await rt.outbox.queue.delete_message(message)
 
 
-async def post(rt: Runtime, body: dict) -> None:  # type: ignore[type-arg]
+async def post(rt: Runtime, body: dict) -> None:
     assert (await handle_activity(rt, {}, json.dumps(body).encode())).status == 200
 
 
@@ -135,22 +136,22 @@ async def test_the_reminder_goes_once_to_exactly_who_had_not_read_through_a_kill
     real = runtime.connector.send, runtime.deliveries.claim, runtime.outbox.withdraw
     calls = 0
 
-    async def send(*args: Any) -> str:
+    async def send(*args: Any, **kwargs: Any) -> str:
         nonlocal calls
         calls += 1
         if calls >= 3:
             raise _Killed
-        return await real[0](*args)
+        return await real[0](*args, **kwargs)
 
     async def dead(*args: Any, **kwargs: Any) -> Any:
         if calls >= 3:
             raise _Killed
         return await real[1](*args, **kwargs)
 
-    async def withdraw(*args: Any) -> None:
+    async def withdraw(*args: Any, **kwargs: Any) -> None:
         if calls >= 3:
             raise _Killed
-        await real[2](*args)
+        await real[2](*args, **kwargs)
 
     runtime.connector.send, runtime.deliveries.claim = send, dead  # type: ignore[method-assign]
     runtime.outbox.withdraw = withdraw  # type: ignore[method-assign]
@@ -200,7 +201,7 @@ def test_a_reminder_that_could_never_be_sent_is_refused_with_the_send() -> None:
 
 
 def test_a_producer_cannot_set_whom_a_reminder_skips() -> None:
-    from proactive.contract import refuse_app_only
+    from proactive.app_only import refuse_app_only
 
     unless = {"key": "policy", "what": "read"}
     body = {"version": 1, "op": "send", "key": "k:reminder", "to": {"user": USERS[0]},

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proactive.config import ConfigError, Settings
+from proactive.config import Settings
+from proactive.errors import ConfigError
 from proactive.receiving.auth import (
     CLOCK_SKEW,
     ActivityAuthenticator,

@@ -106,7 +106,7 @@ async def test_every_client_of_a_runtime_shares_one_managed_identity_token(
         assert tokens is not None
         assert type(tokens.credential).__name__ == "ManagedIdentityCredential"
         # The SDK clients and the REST clients all hold the one StorageTokens.
-        assert rt.table_service.credential is tokens  # type: ignore[attr-defined]
+        assert rt.table_service.credential is tokens
         assert rt.queue_service.credential is tokens
         rest = unwrap(rt.deliveries.table)
         assert isinstance(rest, RestTableClient) and rest._tokens is tokens
@@ -120,7 +120,7 @@ async def test_every_client_of_a_runtime_shares_one_managed_identity_token(
     finally:
         await rt.close()
     assert aad.msi_requests == [{"resource": STORAGE_RESOURCE, "client_id": CLIENT_ID}]
-    assert tokens.refreshes == 1
+    assert tokens is not None and tokens.refreshes == 1
 
 
 async def test_the_rest_client_refreshes_before_azurite_sees_an_expired_token(

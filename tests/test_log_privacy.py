@@ -56,11 +56,11 @@ async def test_a_whole_scenario_at_info_logs_no_personal_data(
     emulator.inject(400, operation="send", count=1)
     await process(rt, message("send", "k-fail", to={"user": me}, text=TEXT), message_id="f")
     emulator.inject(502, operation="send", count=1)
-    for n, body in enumerate([message("send", "k-1", to={"user": me}, text=TEXT),
+    for n, text in enumerate([message("send", "k-1", to={"user": me}, text=TEXT),
                               message("send", "k-1", to={"user": me}, text=TEXT),
                               message("update", "k-1", text=EDITED),
                               message("delete", "k-1")]):
-        await process(rt, body, message_id=f"m{n}")
+        await process(rt, text, message_id=f"m{n}")
     # A group audience through Graph (install, then send), and principal names,
     # one of which Graph does not know (a failure recorded for it).
     await process(rt, message("send", "k-group", to={"group": GROUP}, text=TEXT),

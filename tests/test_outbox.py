@@ -42,7 +42,9 @@ async def queued(rt: Runtime, queue: Any = None) -> list[dict[str, Any]]:
 
 async def waiting(rt: Runtime) -> int:
     """Messages on the outbox queue, the invisible (delayed) ones too."""
-    return int((await rt.outbox.queue.get_queue_properties()).approximate_message_count)
+    count = (await rt.outbox.queue.get_queue_properties()).approximate_message_count
+    assert count is not None  # the service always returns it
+    return count
 
 
 async def receive(rt: Runtime, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -99,6 +101,7 @@ async def test_a_copy_that_finds_a_live_claim_puts_itself_back_uncounted(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     # Another worker has claimed the delivery and is calling Teams right now.
     holder = await installed.deliveries.claim("k1", f"user:{USER_AAD}")
+    assert isinstance(holder, d.Claim)
     outcomes = [await process(installed, send(), message_id=f"m{i}") for i in range(3)]
     assert [(o.state, o.reason, o.counts) for o in outcomes] == [("retry", "busy", False)] * 3
     assert emulator.counters["delivered"] == 0

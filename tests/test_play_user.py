@@ -17,7 +17,7 @@ from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.runtime import Runtime
 from proactive.storage import tables
-from proactive.storage.references import conv_pk
+from proactive.storage.reference_keys import conv_pk
 from proactive_devtools import user as play
 from proactive_devtools.fake_aad import FakeAAD
 from proactive_devtools.provision import provision

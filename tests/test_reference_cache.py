@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from azure.data.tables.aio import TableClient
 
 from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
@@ -32,6 +33,11 @@ class Counting:
             self.calls[name] += 1
         return getattr(self.table, name)
 
+    @property
+    def client(self) -> TableClient:
+        """This proxy where a store takes its table client (it forwards every call)."""
+        return cast("TableClient", self)
+
 
 @pytest.fixture
 async def table(settings: Settings) -> AsyncIterator[Counting]:
@@ -49,7 +55,7 @@ def in_tenant(body: dict[str, Any], tenant: str) -> dict[str, Any]:
 
 async def test_a_send_without_tenant_reads_by_key_once_the_tenant_is_known(
         table: Counting) -> None:
-    store = ReferenceStore(table, cache_seconds=0)  # no reuse: every lookup reads
+    store = ReferenceStore(table.client, cache_seconds=0)  # no reuse: every lookup reads
     await store.record(parse_activity(install()))
     table.calls.clear()
     for _ in range(3):
@@ -59,7 +65,7 @@ async def test_a_send_without_tenant_reads_by_key_once_the_tenant_is_known(
 
 
 async def test_a_user_in_two_tenants_is_looked_up_as_before(table: Counting) -> None:
-    store = ReferenceStore(table, cache_seconds=0)
+    store = ReferenceStore(table.client, cache_seconds=0)
     await store.record(parse_activity(install()))
     await store.record(parse_activity(in_tenant(install(), OTHER_TENANT)))
     table.calls.clear()
@@ -71,7 +77,7 @@ async def test_a_user_in_two_tenants_is_looked_up_as_before(table: Counting) -> 
 
 async def test_a_reachable_reference_is_reused_until_it_expires(table: Counting) -> None:
     clock = Clock()
-    here = ReferenceStore(table, cache_seconds=60, clock=clock)
+    here = ReferenceStore(table.client, cache_seconds=60, clock=clock)
     elsewhere = ReferenceStore(table.table)  # another instance
     await elsewhere.record(parse_activity(install()))
     assert (await here.user(USER_AAD, TENANT)).service_url != MOVED  # type: ignore[union-attr]
@@ -85,7 +91,7 @@ async def test_a_reachable_reference_is_reused_until_it_expires(table: Counting)
 
 
 async def test_a_reinstall_elsewhere_counts_at_once(table: Counting) -> None:
-    here = ReferenceStore(table, clock=Clock())
+    here = ReferenceStore(table.client, clock=Clock())
     elsewhere = ReferenceStore(table.table)
     await elsewhere.record(parse_activity(install()))
     await elsewhere.record(parse_activity(uninstall()))
@@ -96,7 +102,7 @@ async def test_a_reinstall_elsewhere_counts_at_once(table: Counting) -> None:
 
 
 async def test_what_this_store_writes_is_read_again(table: Counting) -> None:
-    store = ReferenceStore(table, clock=Clock())
+    store = ReferenceStore(table.client, clock=Clock())
     await store.record(parse_activity(install()))
     ref = await store.user(USER_AAD)
     assert ref is not None and ref.state == INSTALLED
@@ -110,7 +116,7 @@ async def test_what_this_store_writes_is_read_again(table: Counting) -> None:
 
 
 async def test_listing_a_tenants_users_spares_reading_each_again(table: Counting) -> None:
-    store = ReferenceStore(table, clock=Clock())
+    store = ReferenceStore(table.client, clock=Clock())
     users = [f"6f3a8c1e-0000-4000-8000-0000000000{i:02d}" for i in range(5)]
     for aad in users:
         await ReferenceStore(table.table).record(parse_activity(install(aad=aad)))

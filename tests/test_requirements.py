@@ -15,6 +15,7 @@ import ast
 import importlib.metadata as metadata
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_each_drift_is_caught(tmp_path: Path) -> None:
         assert any(expected in p for p in problems), (label, problems)
 
 
-def _distribution_of(module: str, owners: dict[str, str]) -> str:
+def _distribution_of(module: str, owners: Mapping[str, str]) -> str:
     """The distribution that installs `module`, by the files each one installs, so a
     namespace (azure.*, opentelemetry.*) resolves to the one that owns the sub-package."""
     parts = module.split(".")

@@ -20,7 +20,9 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from proactive import runtime as runtime_module
 from proactive import triggers
-from proactive.config import AZURE_VARIABLES, ConfigError, Settings
+from proactive.config import Settings
+from proactive.errors import ConfigError
+from proactive.hosting import AZURE_VARIABLES
 from proactive.runtime import Runtime, storage_names
 from proactive_devtools.processes import Azurite
 from proactive_devtools.provision import provision

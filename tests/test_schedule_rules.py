@@ -84,7 +84,7 @@ def test_every_occurrence_of_a_series_is_the_whole_rules_across_centuries(
         return  # never fires from this start: dateutil agrees (checked elsewhere)
     truth = list(rrulestr(rule, dtstart=start, cache=False).xafter(start, count=20, inc=True))
     plan = Plan(spec, "UTC")
-    occ, got = plan.first(start.replace(tzinfo=UTC)), []
+    occ, got = plan.first(start.replace(tzinfo=UTC)), list[datetime]()
     while occ is not None and len(got) < len(truth):
         got.append(occ.wall)
         occ = plan.after(occ, occ.instant)
@@ -97,7 +97,7 @@ def test_the_weekly_second_of_monday_and_tuesday_fires_every_tuesday() -> None:
     plan = Plan(parse_spec({"rrule": "FREQ=WEEKLY;BYDAY=MO,TU;BYSETPOS=2;BYHOUR=9;BYMINUTE=0",
                             "start": "2026-01-05T00:00"}), "UTC")
     occ = plan.first(utc("2026-01-05T00:00"))
-    days = []
+    days: list[str] = []
     while occ is not None and len(days) < 4:
         days.append(occ.wall.date().isoformat())
         occ = plan.after(occ, occ.instant)

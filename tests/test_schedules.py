@@ -28,7 +28,7 @@ def series(spec: dict, zone: str, now: str, n: int) -> list[Occurrence]:
     """The first n occurrences from `now`, each fired on time."""
     plan = Plan(parse_spec(spec), zone)
     occ = plan.first(utc(now))
-    out = []
+    out: list[Occurrence] = []
     while occ is not None and len(out) < n:
         out.append(occ)
         occ = plan.after(occ, occ.instant)

@@ -41,13 +41,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proactive.config import Settings
+from proactive.delivering.outcomes import Action, Outcome
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import Reply, handle_activity
 from proactive.runtime import Runtime, connector_session
 from proactive.storage import deliveries as d
 from proactive.storage.tables import safe_key
 from proactive.teams.credentials import build_token_provider
-from proactive.worker import Outcome, process
+from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_aad import FakeAAD, LoopbackHttpClient, generate_key
 from proactive_devtools.provision import provision
@@ -493,7 +494,7 @@ async def test_send_to_a_disallowed_tenant_makes_no_connector_call(
     }
     for name, (to, recipient) in targets.items():
         outcome = await process(rt, send_message(f"k-{name}", to), message_id=name)
-        assert outcome == Outcome("failed", "tenant-not-allowed"), name
+        assert outcome == Outcome(Action.FAILED, "tenant-not-allowed"), name
         row = await delivery(rt, f"k-{name}", recipient)
         assert (row["state"], row["reason"]) == (d.FAILED, "tenant-not-allowed")
     assert transport.since(mark) == []
@@ -538,7 +539,7 @@ async def test_untrusted_service_url_fails_the_send_without_any_request(
         await process(rt, welcome, message_id=welcome_id),
         await process(rt, send_message("k1", {"user": USER_AAD}), message_id="m1"),
     ]
-    assert outcomes == [Outcome("failed", "untrusted-service-url")] * 2
+    assert outcomes == [Outcome(Action.FAILED, "untrusted-service-url")] * 2
     rows = [dict(e) async for e in rt.deliveries.table.list_entities()]
     assert len(rows) == 2
     assert {(r["state"], r["reason"]) for r in rows} == {(d.FAILED, "untrusted-service-url")}
@@ -557,7 +558,7 @@ async def test_untrusted_tenant_service_url_is_not_used_to_create_a_chat(
     # A user never seen: the 1:1 chat would be created on the tenant's serviceUrl.
     outcome = await process(rt, send_message("k1", {"user": "new-user", "tenant": TENANT}),
                             message_id="m1")
-    assert outcome == Outcome("failed", "untrusted-service-url")
+    assert outcome == Outcome(Action.FAILED, "untrusted-service-url")
     assert transport.since(mark) == []
 
 
@@ -576,7 +577,7 @@ async def test_edits_of_a_record_with_an_untrusted_service_url_make_no_request(
     if op == "update":
         message["text"] = "edited"
     outcome = await process(rt, json.dumps(message), message_id="m1")
-    assert outcome == Outcome("done", op)
+    assert outcome == Outcome(Action.DONE, op)
     row = await delivery(rt, "k1", recipient)
     assert (row[f"{op}State"], row[f"{op}Reason"]) == ("failed", "untrusted-service-url")
     assert row["state"] == d.SENT
@@ -595,7 +596,7 @@ async def test_a_queue_message_cannot_choose_the_service_url(
 ) -> None:
     await rt.references.record(parse_activity(install()))
     outcome = await process(rt, json.dumps(message), message_id="m1")
-    assert outcome == Outcome("poisoned", "schema")
+    assert outcome == Outcome(Action.POISONED, "schema")
     assert transport.requests == []
     assert await queue_counts(rt) == (0, 1)
 
@@ -608,13 +609,13 @@ async def test_the_token_is_attached_on_an_allow_listed_host(
                        token_for(aad, connector.url))).status == 200
     [(welcome_id, welcome)] = await take_queued(rt)
     mark = len(transport.requests)
-    assert await process(rt, welcome, message_id=welcome_id) == Outcome("done", d.SENT)
+    assert await process(rt, welcome, message_id=welcome_id) == Outcome(Action.DONE, d.SENT)
     assert await process(rt, send_message("k1", {"user": USER_AAD}),
-                         message_id="m1") == Outcome("done", d.SENT)
+                         message_id="m1") == Outcome(Action.DONE, d.SENT)
     update = {"version": 1, "op": "update", "key": "k1", "text": "edited"}
-    assert await process(rt, json.dumps(update), message_id="m2") == Outcome("done", "update")
+    assert await process(rt, json.dumps(update), message_id="m2") == Outcome(Action.DONE, "update")
     delete = {"version": 1, "op": "delete", "key": "k1"}
-    assert await process(rt, json.dumps(delete), message_id="m3") == Outcome("done", "delete")
+    assert await process(rt, json.dumps(delete), message_id="m3") == Outcome(Action.DONE, "delete")
     assert connector.authorization_headers == [f"Bearer {bot_token}"] * 4
     sent = transport.requests[mark:]
     assert len(sent) == 4

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proactive.errors import UntrustedServiceUrl
 from proactive.teams.clouds import DOD, GCC, GCC_HIGH, PUBLIC, apply_override
-from proactive.teams.service_urls import UntrustedServiceUrl, check_service_url, is_loopback
+from proactive.teams.service_urls import check_service_url, is_loopback
 
 ALLOWED_PUBLIC = [
     "https://smba.trafficmanager.net/teams/",
@@ -228,7 +229,8 @@ def test_resolve_cloud_by_name_case_insensitively() -> None:
 
 @pytest.mark.parametrize("name", ["Azure", "China", "GCC-High", "publicx"])
 def test_unknown_cloud_is_a_config_error(name: str) -> None:
-    from proactive.config import ConfigError, Settings
+    from proactive.config import Settings
+    from proactive.errors import ConfigError
     from proactive.teams.clouds import resolve_cloud
 
     with pytest.raises(ConfigError):
@@ -283,7 +285,7 @@ def test_override_replaces_fields_and_warns(caplog: pytest.LogCaptureFixture) ->
     ],
 )
 def test_bad_override_is_a_config_error(override: str) -> None:
-    from proactive.config import ConfigError
+    from proactive.errors import ConfigError
     from proactive.teams.clouds import apply_override
 
     with pytest.raises(ConfigError):

@@ -26,6 +26,7 @@ from proactive.reporting.reports import send_report
 from proactive.runtime import Runtime
 from proactive.storage import deliveries as d
 from proactive.storage import tables
+from proactive.storage.copies import copies
 from proactive.storage.deliveries import Claim
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
@@ -161,7 +162,7 @@ async def test_a_late_answer_is_kept_beside_the_resent_copy_and_delete_reaches_b
                                       conversationId=CONV, serviceUrl=emulator.url)
     record = await row(installed, "k")
     assert (record["state"], record["activityId"]) == (d.SENT, second_id)
-    assert [c["activityId"] for c in d.copies(record)] == [second_id, first_id]
+    assert [c["activityId"] for c in copies(record)] == [second_id, first_id]
 
     delete = json.dumps({"version": 1, "op": "delete", "key": "k"})
     assert (await process(installed, delete, message_id="m2")).state == "done"
@@ -207,12 +208,12 @@ async def bounded(settings: Settings, emulator: ConnectorEmulator
     now = 0
     real = rt.connector.send
 
-    async def counted(*args: Any) -> str:
+    async def counted(*args: Any, **kwargs: Any) -> str:
         nonlocal now
         now += 1
         seen.append(now)
         try:
-            return await real(*args)
+            return await real(*args, **kwargs)
         finally:
             now -= 1
 
@@ -254,4 +255,4 @@ async def test_a_late_answer_landing_during_the_second_call_keeps_both(
     record = await row(installed, "k")
     assert (record["state"], record["attempts"], record["unknownCause"]) == (
         d.SENT, 2, "lease-expired")
-    assert [c["activityId"] for c in d.copies(record)] == [second_id, first_id]
+    assert [c["activityId"] for c in copies(record)] == [second_id, first_id]

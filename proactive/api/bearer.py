@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from proactive.api.problems import Problem
-from proactive.receiving.auth import _COMPACT_JWS, CLOCK_SKEW, MAX_AUTHORIZATION_LENGTH
+from proactive.receiving.auth import CLOCK_SKEW, COMPACT_JWS, MAX_AUTHORIZATION_LENGTH
 from proactive.receiving.signing_keys import ALGORITHM, KeysUnavailable, SigningKeys
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class ApiTokens:
             raise _refuse("the Authorization header is too large")
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not _COMPACT_JWS.fullmatch(token):
+        if scheme.lower() != "bearer" or not COMPACT_JWS.fullmatch(token):
             raise _refuse("the Authorization header is not a bearer token")
         try:
             header = jwt.get_unverified_header(token)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from proactive.api.problems import Problem, Reply
-from proactive.contract import parse_message, refuse_app_only
+from proactive.app_only import refuse_app_only
+from proactive.contract import parse_message
 from proactive.errors import InvalidMessage
 from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
@@ -85,12 +86,12 @@ def _one(item: Any, max_activity_bytes: int) -> dict[str, Any]:
     message = parse_message(json.dumps(item), default_key=key,
                             max_activity_bytes=max_activity_bytes)
     assert isinstance(item, dict)  # parse_message accepts JSON objects only
-    item = {**item, "key": message.key}
-    size = len(encode(dumps(item)).encode())
+    queued: dict[str, Any] = {**item, "key": message.key}
+    size = len(encode(dumps(queued)).encode())
     if size > MAX_QUEUE_MESSAGE:
         raise InvalidMessage("too-large", f"the message is {size} bytes as queued; a queue "
                                           f"message holds at most {MAX_QUEUE_MESSAGE}")
-    return item
+    return queued
 
 
 async def accept(rt: Runtime, body: bytes, *, content_type: str, base_url: str,

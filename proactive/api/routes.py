@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions: untyped __init__
 KEY = func.AuthLevel.FUNCTION
 OPENAPI = Path(__file__).with_name("openapi.json")
 
@@ -37,7 +37,7 @@ RETRY_AFTER = {"Retry-After": "10"}
 
 def _api_base(req: func.HttpRequest, marker: str) -> str:
     """The API's base URL (ending in the route prefix and '/'), from this request's."""
-    url = req.url.split("?", 1)[0]
+    url: str = req.url.split("?", 1)[0]
     return url[: url.rfind(marker)] + "/"
 
 

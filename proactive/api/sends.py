@@ -34,8 +34,9 @@ def check_key(key: str) -> str:
 async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
     from proactive.runtime import DELIVERIES_TABLE
     from proactive.scheduling import list_items
+    from proactive.storage.counting import reason_count
     from proactive.storage.deliveries import FINAL
-    from proactive.storage.progress import FINISHED, reason_count
+    from proactive.storage.progress import FINISHED
 
     check_key(key)
     view: dict[str, Any] = {"key": key}

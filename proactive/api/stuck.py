@@ -78,7 +78,9 @@ async def requeue(rt: Runtime, message_id: str, body: bytes) -> Reply:
     """Back on the outbox: the message as it came, or the fixed one in the body;
     either must pass the worker's checks first (an unfixed one would only be
     parked again)."""
-    from proactive.contract import InvalidMessage, parse_message, refuse_app_only
+    from proactive.app_only import refuse_app_only
+    from proactive.contract import parse_message
+    from proactive.errors import InvalidMessage
     from proactive.storage.queues import encode
 
     fixed = body.decode("utf-8", errors="replace") if body.strip() else None

@@ -22,6 +22,10 @@ rest. Settings come from the environment, then from local.settings.json: a
 connection string (AzureWebJobsStorage) or the identity-based AzureWebJobsStorage__*
 settings the deployment uses. `--account NAME` reaches the storage account NAME
 with your own sign-in (`az login`; DefaultAzureCredential) instead.
+
+Modules: this one parses and routes; fail.py (one-line errors, exit 2), storage.py (settings,
+queue and table reads), checks.py (warnings before enqueueing), live.py (--watch), admin.py,
+install.py, poison.py, doctor.py + doctor_checks.py (their commands), azd.py, localdev.py.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from proactive.cli.fail import (
     parse,
 )
 from proactive.cli.live import add_watch
-from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_settings: API
+from proactive.cli.storage import (
     StorageRefused,
     _enqueue,
     _known_users,
@@ -58,8 +62,11 @@ from proactive.cli.storage import (  # noqa: F401 - StorageRefused, storage_sett
     _status,
     storage_settings,
 )
-from proactive.config import ConfigError, Settings, storage_problems
-from proactive.contract import ON_UNKNOWN, VERSION, InvalidMessage, parse_message
+from proactive.config import Settings, storage_problems
+from proactive.contract import ON_UNKNOWN, VERSION, parse_message
+from proactive.errors import ConfigError, InvalidMessage
+
+__all__ = ["StorageRefused", "build_message", "load_local_settings", "main", "storage_settings"]
 
 
 def load_local_settings(path: Path = Path("local.settings.json")) -> None:

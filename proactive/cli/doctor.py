@@ -46,7 +46,8 @@ from proactive.cli.doctor_checks import (
     marker,
 )
 from proactive.cli.fail import CliError, guarded, is_local, where
-from proactive.config import ConfigError, Settings, storage_problems
+from proactive.config import Settings, storage_problems
+from proactive.errors import ConfigError
 
 __all__ = ["CHECKS", "Failed", "Result", "Target", "main", "marker", "run"]
 

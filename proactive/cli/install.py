@@ -70,7 +70,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     from proactive.cli.storage import _enqueue, _run, send_state
-    from proactive.contract import InvalidMessage, parse_message
+    from proactive.contract import parse_message
+    from proactive.errors import InvalidMessage
 
     try:  # refuse here what the worker would park in the poison queue
         message = build(args)  # OSError, ValueError: a users file

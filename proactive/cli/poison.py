@@ -161,7 +161,9 @@ def _missing(args: argparse.Namespace) -> None:
 
 
 def _valid(text: str, settings: Settings, *, edited: bool) -> None:
-    from proactive.contract import InvalidMessage, parse_message, refuse_app_only
+    from proactive.app_only import refuse_app_only
+    from proactive.contract import parse_message
+    from proactive.errors import InvalidMessage
 
     try:
         if edited:  # a fixed message is the operator's: only the app's own may carry these

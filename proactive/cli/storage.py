@@ -213,8 +213,8 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
     from collections import Counter
 
     from proactive.reporting.reports import MAX_ENGAGEMENT_ROWS
+    from proactive.storage.counting import reason_count
     from proactive.storage.deliveries import FINAL
-    from proactive.storage.progress import reason_count
 
     found = await _progress(settings, tokens, key)
     if found is not None:

@@ -24,19 +24,17 @@ from typing import TYPE_CHECKING
 
 from proactive.contract import Content, OutboxMessage, Target
 from proactive.delivering import audiences
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.preinstall import install_one
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unreadable
 from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
 from proactive.storage import tables
-from proactive.storage.progress import (
-    CANCELLED,
-    PER_TRANSACTION,
-    result_counts,
-)
+from proactive.storage.counting import result_counts
+from proactive.storage.progress import CANCELLED, PER_TRANSACTION
 from proactive.storage.send_index import SendIndexRow
+from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import OutboxMessage
-from proactive.delivering.outcomes import Action, DeliveryState, EditState, Outcome
+from proactive.delivering.outcomes import Action, Outcome
 from proactive.delivering.send import call
 from proactive.errors import (
     DeliveryFailed,
@@ -24,7 +24,8 @@ from proactive.errors import (
     RetryLater,
     Transient,
 )
-from proactive.storage.deliveries import copies
+from proactive.storage.copies import copies
+from proactive.storage.states import DeliveryState, EditState
 from proactive.storage.tables import iso, now_utc
 from proactive.telemetry import log_id
 

@@ -10,8 +10,7 @@ Outcome, as arq's `Retry(defer=...)` does for a job:
     RetryLater         -> RETRY     after its delay; keeps the attempt count
 
 proactive/delivering/requeue.py carries a RETRY or POISONED outcome out on the
-queues. The delivery states live here too (`DeliveryState`), so no module
-compares state strings of its own.
+queues. The delivery rows' states are storage's (proactive/storage/states.py).
 """
 
 from __future__ import annotations
@@ -29,32 +28,6 @@ from proactive.errors import (
 )
 
 MAX_BACKOFF = 300.0
-
-
-class DeliveryState(StrEnum):
-    """`state` of a delivery row (storage/deliveries.py):
-    sending (claimed, lease running) -> sent | failed | retrying | cancelled |
-    skipped (the recipient opted out: no Connector call) | unknown (an
-    attempt's outcome is unknown and the send says `"onUnknown": "skip"`);
-    sent -> deleted.
-    An `install` op ends in installed (reason installed / already-installed)."""
-
-    SENDING = "sending"
-    SENT = "sent"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    DELETED = "deleted"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-    INSTALLED = "installed"  # op install: the app is there for the user; nothing sent
-    UNKNOWN = "unknown"  # onUnknown skip: an attempt may have reached the user; not resent
-
-
-class EditState(StrEnum):
-    """`updateState` / `deleteState` of a delivery row."""
-
-    DONE = "done"
-    FAILED = "failed"
 
 
 class Action(StrEnum):

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import Target
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.errors import (
     Busy,
     DeliveryFailed,
@@ -27,6 +27,7 @@ from proactive.errors import (
 )
 from proactive.storage.deliveries import Claim
 from proactive.storage.references import UNINSTALLED
+from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime

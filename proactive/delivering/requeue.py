@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome
+from proactive.delivering.outcomes import Action, Outcome
 from proactive.delivering.send import finish_unsent
 from proactive.errors import Reason
 from proactive.storage.queues import dumps
+from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
-    from proactive.contract import InvalidMessage, OutboxMessage, Target
+    from proactive.contract import OutboxMessage, Target
+    from proactive.errors import InvalidMessage
     from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)

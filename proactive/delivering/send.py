@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
 from proactive.contract import Content, Target
-from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
+from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
 from proactive.errors import (
     Busy,
@@ -31,13 +31,14 @@ from proactive.errors import (
     Unreachable,
 )
 from proactive.storage import tables
+from proactive.storage.copies import unknown_attempt
 from proactive.storage.deliveries import (
     ON_UNKNOWN_SKIP,
     UNKNOWN_OUTCOMES,
     Claim,
-    unknown_attempt,
 )
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.storage.states import DeliveryState
 from proactive.telemetry import log_id
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from proactive.delivering.outcomes import DeliveryState
 from proactive.errors import Reason
-from proactive.storage.progress import SKIP_REASONS, result_counts
+from proactive.storage.counting import SKIP_REASONS, result_counts
+from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
     from proactive.contract import OutboxMessage, Target

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from proactive.contract import ADAPTIVE_CARD, MAX_KEY
 from proactive.delivering.ack import acknowledged, error_card, local_time
-from proactive.receiving.activities import Activity
 from proactive.storage import tables
 from proactive.storage.acks import AckOutcome, AckStore
+from proactive.teams.activity import Activity
 from proactive.telemetry import log_id
 
 if TYPE_CHECKING:

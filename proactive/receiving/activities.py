@@ -1,5 +1,6 @@
 """Bot Framework activities from Teams: parse, check the fields we rely on, and
-say what each one means for the stored conversation references.
+say what each one means for the stored conversation references (the `Activity`
+it builds is proactive/teams/activity.py's).
 
 Pure functions, no I/O. Teams sends more fields than we read; unknown activity
 and event types are valid and simply mean nothing to us.
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
+
+from proactive.teams.activity import Activity, Change
 
 MAX_ACTIVITY_BODY = 256 * 1024
 MAX_ID = 1024  # longer ids are not Teams'; keys and rows have limits
@@ -25,39 +26,6 @@ class InvalidActivity(ValueError):
 
 class TenantConflict(InvalidActivity):
     """The activity names two different tenants."""
-
-
-class Change(Enum):
-    NONE = "none"
-    INSTALLED = "installed"
-    UNINSTALLED = "uninstalled"
-
-
-@dataclass(frozen=True)
-class Activity:
-    id: str
-    type: str
-    service_url: str
-    channel_id: str
-    conversation_id: str
-    conversation_type: str
-    tenant_id: str
-    bot_id: str
-    from_id: str
-    from_aad_id: str
-    locale: str
-    timezone: str
-    change: Change
-    team_id: str = ""
-    team_name: str = ""
-    team_aad_group_id: str = ""
-    channel: str = ""
-    event_type: str = ""
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def scope(self) -> str:
-        return self.conversation_type
 
 
 def _obj(value: Any) -> Mapping[str, Any]:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proactive.config import ConfigError
+from proactive.errors import ConfigError
 from proactive.receiving.activities import TenantConflict, tenant_of
 from proactive.receiving.signing_keys import (
     ALGORITHM,
@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 MAX_AUTHORIZATION_LENGTH = 16 * 1024
 CLOCK_SKEW = 5 * 60
 
-_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A JWS in compact serialization (RFC 7515 7.1); the API's bearer check uses it too.
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 Clock = Callable[[], float]
 
@@ -166,7 +167,7 @@ class ActivityAuthenticator:
         if scheme.lower() != "bearer":
             raise AuthenticationError(401, "Authorization scheme is not Bearer")
         token = token.strip()
-        if not _COMPACT_JWS.fullmatch(token):
+        if not COMPACT_JWS.fullmatch(token):
             raise AuthenticationError(401, "token is not a compact JWS")
 
         import jwt

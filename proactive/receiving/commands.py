@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from proactive.contract import ADAPTIVE_CARD, VERSION
 from proactive.delivering.notification import OPT_OUT_VERB
-from proactive.receiving.activities import Activity
 from proactive.storage.preferences import ALL, valid_topic
+from proactive.teams.activity import Activity
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime

@@ -13,11 +13,15 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from proactive.receiving.activities import Activity, InvalidActivity, decode_body, parse_activity
+from proactive.receiving.activities import InvalidActivity, decode_body, parse_activity
 from proactive.receiving.welcome import welcome_message
-from proactive.runtime import Runtime
 from proactive.storage import tables
+from proactive.teams.activity import Activity
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

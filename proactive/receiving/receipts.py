@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from proactive.receiving.activities import Activity
-from proactive.runtime import Runtime
 from proactive.storage.reads import RECEIPT_EVENT, ReadStore, ReceiptOutcome
+from proactive.teams.activity import Activity
+
+if TYPE_CHECKING:
+    from proactive.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

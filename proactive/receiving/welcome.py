@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from proactive.contract import VERSION
-from proactive.receiving.activities import Activity
+from proactive.teams.activity import Activity
 
 BOT_NAME = "Proactive"
 

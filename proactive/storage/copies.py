@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proactive.delivering.outcomes import DeliveryState
+from proactive.storage.states import DeliveryState
 
 RETRYING, SENT, UNKNOWN = DeliveryState.RETRYING, DeliveryState.SENT, DeliveryState.UNKNOWN
 

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.delivering.outcomes import DeliveryState
 from proactive.errors import Busy, Reason, StorageUnavailable
 from proactive.storage import tables
 from proactive.storage.autocreate import unavailable
@@ -54,6 +53,7 @@ from proactive.storage.copies import (  # noqa: F401 - part of this module's API
     late_copy,
     unknown_attempt,
 )
+from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table

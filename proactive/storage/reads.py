@@ -143,7 +143,7 @@ class ReadStore:
                      message_id: str, at: str | None = None) -> ReceiptOutcome:
         """One point read (whose chat, how far read) and, if the receipt moves
         the mark on, one ETag-conditional write. The sender must own the chat."""
-        from proactive.storage.references import conv_pk
+        from proactive.storage.reference_keys import conv_pk
 
         position = order_of(message_id)
         if position is None:
@@ -181,7 +181,7 @@ class ReadLookup:
 
     async def of(self, row: dict[str, Any]) -> tuple[ReadState, str, bool]:
         """(state, readAt, approximate) of a delivery row."""
-        from proactive.storage.references import conv_pk
+        from proactive.storage.reference_keys import conv_pk
 
         conversation_id = str(row.get("conversationId") or "")
         activity_id = str(row.get("activityId") or "")

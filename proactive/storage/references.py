@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from proactive.receiving.activities import Activity, Change
 from proactive.storage import tables, user_index
 from proactive.storage.reference_keys import conv_pk, team_pk, tenant_pk, user_pk
+from proactive.teams.activity import Activity, Change
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -294,7 +294,7 @@ class ReferenceStore:
                 except tables.Conflict:
                     continue
                 await user_index.put(self.table, entity)
-                return entity["installState"] == INSTALLED
+                return bool(entity["installState"] == INSTALLED)
             current, etag = found
             before = current.get("installState", UNKNOWN)
             updated = {**current, **fields, **_state_fields(current, change, now)}

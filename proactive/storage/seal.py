@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import SIGNATURE, app_only_fields
+from proactive.app_only import SIGNATURE, app_only_fields
 from proactive.errors import InvalidMessage
 from proactive.storage import tables
 

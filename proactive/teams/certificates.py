@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from proactive.config import ConfigError
+from proactive.errors import ConfigError
 
 
 def _normalise_thumbprint(value: str) -> str:

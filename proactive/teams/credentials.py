@@ -41,8 +41,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from proactive.config import ConfigError
-from proactive.errors import TokenUnavailable
+from proactive.errors import ConfigError, TokenUnavailable
 from proactive.teams.msal_sources import (
     AccessToken,
     Clock,
@@ -53,10 +52,32 @@ from proactive.teams.msal_sources import (
 )
 
 if TYPE_CHECKING:
-    from proactive.config import Settings
     from proactive.teams.clouds import Cloud
 
 log = logging.getLogger(__name__)
+
+
+class Settings(Protocol):
+    """The bot's identity settings (proactive.config.Settings has them; teams/
+    sits below config, as clouds.py's Settings does)."""
+
+    @property
+    def app_id(self) -> str: ...
+
+    @property
+    def app_password(self) -> str: ...
+
+    @property
+    def app_tenant_id(self) -> str: ...
+
+    @property
+    def app_type(self) -> str: ...
+
+    @property
+    def certificate_path(self) -> str: ...
+
+    @property
+    def certificate_thumbprint(self) -> str: ...
 
 REFRESH_MARGIN = 5 * 60.0
 RETRY_INTERVAL = 10.0
