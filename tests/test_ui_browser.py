@@ -225,6 +225,12 @@ def test_one_send_counts_equal_the_apis_and_its_recipients_filter_search_page(
                        if k.startswith(("skipped_", "failed_"))}
     assert page.inner_text("#send-state") == "done"
     assert page.inner_text("#rcpt-page") == f"page 1 of 8 ({USERS})"
+    # Each recipient's result time (the API's lastAttemptAt) in its row and the timeline.
+    first = api(stack, f"sends/{quote(MAIN_KEY, safe='')}/recipients", limit="1").json()
+    updated = page.locator("#rcpt-table tbody tr").first.locator("td time")
+    assert (updated.get_attribute("datetime") or "")[:16] == first["items"][0]["lastAttemptAt"][:16]
+    assert page.get_attribute("#timeline svg", "aria-label").startswith(
+        "Deliveries per minute over ")
     shot(page, "send")
     page.click("#rcpt-next")
     assert page.inner_text("#rcpt-page").startswith("page 2 of 8")
