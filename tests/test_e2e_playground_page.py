@@ -7,22 +7,20 @@ in test_ui_browser.py. The acknowledged card's screenshot goes to
 `python -m proactive_devtools shots ack-card`; its ✅ needs an emoji font,
 Debian's fonts-noto-color-emoji, else Chromium draws a box).
 
-Why the page needs help (@microsoft/m365agentsplayground 0.2.28, its client
-bundle dist/client/static/js/main.*.js): pressing an `Action.Execute` makes the
-page's Adaptive Cards renderer run `prepareForExecution`, which copies the
-action's `data` with `JSON.stringify`. The renderer parses `data` into a
+Why the button's data is `{"sendKey": …}` and not `{"key": …}`
+(@microsoft/m365agentsplayground 0.2.28, its client bundle
+dist/client/static/js/main.*.js): pressing an `Action.Execute` makes the page's
+Adaptive Cards renderer run `prepareForExecution`, which copies the action's
+`data` with `JSON.stringify`. The renderer parses `data` into a
 `SubmitActionData` object that keeps the card's own object as its raw
 properties (`preserveSourcePropertiesOnParse`) and whose schema inherits the
 renderer's `key` property (`keyProperty = new StringProperty(v1_0, "key")`,
 its React key); serialising writes `key` back into that object, which is part
-of the page's frozen Redux state. With `data` holding a `key` field (ours:
-`{"key": <send key>}`) that write throws "Cannot assign to read only property
-'key'", the click handler ends there and no `/_conversation/v1/invoke` request
-leaves the page; a `data` without `key` (the opt-out button's `{"topic": …}`)
-goes through. Teams is not concerned (it does not run this renderer); the
-page is made to work by leaving its state unfrozen (`Object.freeze` a no-op
-before its script runs), and the first test below proves the bug is still
-there, so the day the Playground fixes it, it fails and the help can go.
+of the page's frozen Redux state. With a `key` field in `data` that write
+throws "Cannot assign to read only property 'key'", the click handler ends
+there and no `/_conversation/v1/invoke` request leaves the page. This test
+presses the button as a developer does, with nothing patched, so it fails if
+the button's data takes such a field again.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium "
                                  "(scripts/setup installs it as root with apt-get)")]
 
-UNFROZEN = "Object.freeze = (o) => o;"  # see the module's docstring
 INVOKE = "/_conversation/v1/invoke"
 
 
@@ -71,16 +68,14 @@ class Page:
         return [u for u in self.requests if u.endswith(INVOKE)]
 
 
-async def open_page(browser: Any, stack: Stack, *,  # noqa: F811
-                    unfrozen: bool) -> tuple[Any, Page]:
-    context = await browser.new_context(viewport={"width": 1000, "height": 480})
+async def open_page(browser: Any, stack: Stack) -> tuple[Any, Page]:  # noqa: F811
+    """The page opened on a fresh Playground: it installs the app in the personal
+    chat, and the app's welcome card (sent once, on the first install) shows."""
+    context = await browser.new_context(viewport={"width": 1000, "height": 780})
     page = await context.new_page()
-    if unfrozen:
-        await page.add_init_script(UNFROZEN)
     watched = Page(page)
     await page.goto(f"http://localhost:{stack.apps.playground_port}/")
-    await eventually(lambda: stack.references.user(stack.user, stack.config["tenantId"]),
-                     what="the page installed the app (the user's reference stored)")
+    await page.locator(".ac-adaptiveCard", has_text="Welcome to").wait_for(timeout=30_000)
     return context, watched
 
 
@@ -99,29 +94,13 @@ async def send_policy(stack: Stack) -> str:  # noqa: F811
 
 
 def card_of(page: Any) -> Any:
-    """The newest card of `send_policy` in the page (a page shows what arrives
-    after it opened, so it is the one this test sent)."""
+    """The newest card of `send_policy` in the page."""
     return page.locator(".ac-adaptiveCard", has_text="New travel policy").last
-
-
-async def test_the_playground_page_still_throws_on_a_button_whose_data_has_key(
-        stack: Stack, browser: Any) -> None:  # noqa: F811
-    context, watched = await open_page(browser, stack, unfrozen=False)
-    try:
-        key = await send_policy(stack)
-        card = card_of(watched.page)
-        await card.get_by_role("button", name="Got it").click(timeout=30_000)
-        await eventually(lambda: watched.errors, what="the page's error")
-        assert "Cannot assign to read only property 'key'" in watched.errors[0]
-        assert watched.invokes() == []
-        assert not (await stack.delivery(key)).get("ackedAt")
-    finally:
-        await context.close()
 
 
 async def test_got_it_pressed_in_the_page_is_recorded_and_shows_the_acknowledged_card(
         stack: Stack, browser: Any) -> None:  # noqa: F811
-    context, watched = await open_page(browser, stack, unfrozen=True)
+    context, watched = await open_page(browser, stack)
     try:
         key = await send_policy(stack)
         card = card_of(watched.page)
