@@ -3,8 +3,9 @@
 Not part of the product and never deployed (.funcignore leaves this folder out):
 the built-in Functions host (`localhost`), the Connector emulator (`emulator`),
 a fake Azure AD (`fake_aad`), the Agents Playground driver (`playground`), the
-one-command dev launcher (`dev`), process helpers (`processes`), and the
-Teams app package builder (`package`: app_package, manifest_check, app_icons).
+one-command dev launcher (`dev`), process helpers (`processes`), the Teams
+app package builder (`package`: app_package, manifest_check, app_icons), the
+Teams user played (`user`) and the docs' screenshots copied small (`shots`).
 
 `python -m proactive host|emulator|dev|package` hands over here; `python -m
 proactive_devtools host|emulator|dev|package` is the same.
@@ -12,7 +13,7 @@ proactive_devtools host|emulator|dev|package` is the same.
 
 from __future__ import annotations
 
-TOOLS = ("host", "emulator", "dev", "package", "user")
+TOOLS = ("host", "emulator", "dev", "package", "user", "shots")
 
 
 def run_tool(name: str, argv: list[str]) -> int:
@@ -36,4 +37,8 @@ def run_tool(name: str, argv: list[str]) -> int:
         from .user import main as user_main
 
         return user_main(argv)
+    if name == "shots":  # the browser tests' screenshots into docs/ui/, small
+        from .docs_shots import main as shots_main
+
+        return shots_main(argv)
     raise ValueError(f"unknown tool {name!r}; one of {', '.join(TOOLS)}")

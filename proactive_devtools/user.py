@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from proactive.delivering.ack import ACK_VERB
+from proactive.delivering.ack import ACK_VERB, ack_action
 from proactive.storage.reads import RECEIPT_EVENT
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class User:
     def ack_press(self, key: str) -> dict[str, Any]:
         return self._activity("invoke", name="adaptiveCard/action",
                               value={"action": {"type": "Action.Execute", "verb": ACK_VERB,
-                                                "data": {"key": key}},
+                                                "data": ack_action(key, "")["data"]},
                                      "trigger": "manual"})
 
 

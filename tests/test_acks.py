@@ -14,7 +14,7 @@ import pytest
 
 from proactive.api.sends import status
 from proactive.contract import parse_message
-from proactive.delivering.ack import ACK_VERB
+from proactive.delivering.ack import ACK_VERB, ack_action
 from proactive.errors import InvalidMessage
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
@@ -29,16 +29,18 @@ USERS = [f"6f3a8c1e-0000-4000-8000-{n:012d}" for n in range(200)]
 CARD = "application/vnd.microsoft.card.adaptive"
 
 
-def click(aad: str, conversation: str, key: str, *, service_url: str) -> bytes:
+def click(aad: str, conversation: str, key: str, *, service_url: str,
+          data: dict[str, Any] | None = None) -> bytes:
     # An Action.Execute press as Teams posts it (Microsoft Learn, Universal
     # Actions for Adaptive Cards: the adaptiveCard/action invoke request):
-    # value.action {type, verb, data}, value.trigger "manual"; the client's
-    # zone in localTimezone and a clientInfo entity.
+    # value.action {type, verb, data} with the button's data, value.trigger
+    # "manual"; the client's zone in localTimezone and a clientInfo entity.
     body = activity("invoke", aad=aad, conversation=conversation, service_url=service_url,
                     name="adaptiveCard/action", localTimezone="Europe/Paris",
                     entities=[{"type": "clientInfo", "timezone": "Europe/Paris"}],
                     value={"action": {"type": "Action.Execute", "verb": ACK_VERB,
-                                      "data": {"key": key}}, "trigger": "manual"})
+                                      "data": ack_action(key, "")["data"] if data is None
+                                      else data}, "trigger": "manual"})
     return json.dumps(body).encode()
 
 
@@ -59,7 +61,9 @@ def test_the_contract_takes_true_or_a_label_and_refuses_anything_else() -> None:
     activity_ = labelled.content.activity("k")
     assert "text" not in activity_  # plain text + ack: a card carrying the text
     card = activity_["attachments"][0]["content"]
-    assert texts(card) == ["hi"] and ack_buttons(card)[0]["data"] == {"key": "k"}
+    # Not `key`: the Agents Playground's renderer can't press a button whose data has
+    # a field of that name (README "Trying it locally: playing the user").
+    assert texts(card) == ["hi"] and ack_buttons(card)[0]["data"] == {"sendKey": "k"}
     assert ack_buttons(card)[0]["title"] == "Confirm"
     assert parse_message(json.dumps(base)).content.activity("k")["text"] == "hi"  # type: ignore[union-attr]
     for bad in ("yes", 1, {"label": ""}, {"label": "x" * 41}, {"text": "x"}, None):
@@ -111,13 +115,18 @@ async def test_clicks_count_once_for_their_own_recipient_and_forgeries_change_no
     for body in [*forged, json.dumps(nokey).encode()]:
         card = await press(body)
         assert texts(card)[0].startswith("This acknowledgement could not be recorded")
+    # A card sent before the button's data field was renamed carries {"key": ...}:
+    # its press still counts.
+    legacy = await press(click(USERS[40], "a:1conv40", "drill", service_url=url,
+                               data={"key": "drill"}))
+    assert not ack_buttons(legacy) and "Fire drill at 3" in texts(legacy)
 
     rows = {row["conversationId"]: row
             for row in await rows_of(send_report(runtime, "drill", "csv"))}
-    assert {c for c, row in rows.items() if row["ackedAt"]} == {f"a:1conv{n}" for n in range(40)}
+    assert {c for c, row in rows.items() if row["ackedAt"]} == {f"a:1conv{n}" for n in range(41)}
     assert rows["a:1conv0"]["ackedAt"] == first["a:1conv0"]
     view = json.loads((await status(runtime, "drill", base_url="http://x/")).body)
-    assert view["counts"]["acked"] == 40 and view["counts"]["sent"] == 200
+    assert view["counts"]["acked"] == 41 and view["counts"]["sent"] == 200
 
     # An update keeps each recipient's state: the button, or when they acknowledged.
     await process(runtime, json.dumps({"version": 1, "op": "update", "key": "drill",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from proactive.contract import parse_message
-from proactive.delivering.ack import ACK_VERB
+from proactive.delivering.ack import ACK_VERB, ack_action
 from proactive.delivering.followup import parse_duration
 from proactive.errors import InvalidMessage
 from proactive.receiving.activities import parse_activity
@@ -87,7 +87,7 @@ async def sent_and_partly_read(runtime: Runtime, emulator: ConnectorEmulator) ->
     await post(runtime, activity("invoke", aad=USERS[3], conversation="a:1conv3",
                                  service_url=url, name="adaptiveCard/action",
                                  value={"action": {"type": "Action.Execute", "verb": ACK_VERB,
-                                                   "data": {"key": "policy"}}}))
+                                                   "data": ack_action("policy", "")["data"]}}))
 
 
 async def reminder_report(runtime: Runtime) -> Counter[tuple[str, str]]:

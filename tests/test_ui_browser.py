@@ -20,13 +20,16 @@ import httpx
 import pytest
 
 from proactive.receiving.activities import parse_activity
+from proactive.receiving.endpoint import handle_activity
 from proactive.runtime import Runtime
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.processes import Azurite
 from tests.activities_data import TENANT, install
 from tests.api_support import REPO_ROOT, ApiApp, api_app
+from tests.test_acks import click
 from tests.test_broadcast import drain
+from tests.test_read_receipts import receipt
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -41,6 +44,7 @@ OPTED_OUT = range(15, 22)  # opted out of the topic
 MAIN_KEY = "all-hands <script>alert(1)</script>"
 MAIN_TEXT = "<img src=x onerror=alert(1)> All-hands at 15:00"
 SMALL_SENDS = 26  # more than a page of the list (25)
+READ, ACKED = 120, 70  # of the main send's sent: read receipts, then "Got it" presses
 
 
 def aad(i: int) -> str:
@@ -75,10 +79,12 @@ async def _seed(app: ApiApp) -> None:
             for i in OPTED_OUT:
                 await rt.opt_outs.stop(aad(i), "news", via="test", tenant_id=TENANT)
             message = {"version": 1, "op": "send", "key": MAIN_KEY, "topic": "news",
-                       "to": {"allUsers": True, "tenant": TENANT}, "text": MAIN_TEXT}
+                       "to": {"allUsers": True, "tenant": TENANT}, "text": MAIN_TEXT,
+                       "ack": True}
             await process(rt, json.dumps(message), message_id="main")
             while await drain(rt):
                 pass
+            await _read_and_ack(rt, emu.url)
             for n in range(SMALL_SENDS):
                 await process(rt, json.dumps({
                     "version": 1, "op": "send", "key": f"small-{n:02d}",
@@ -103,6 +109,20 @@ async def _seed(app: ApiApp) -> None:
             await rt.close()
 
 
+async def _read_and_ack(rt: Runtime, service_url: str) -> None:
+    """READ of the main send's recipients read it and ACKED of those press its
+    button, posted as Teams posts them (tests/test_read_receipts.py, test_acks.py)."""
+    sent = sorted((row for row, _ in await rt.deliveries.by_key(MAIN_KEY)
+                   if row.get("state") == "sent"), key=lambda row: row["recipient"])
+    for n, row in enumerate(sent[:READ]):
+        user, chat = row["recipient"].removeprefix("user:"), row["conversationId"]
+        activities = [receipt(user, chat, row["activityId"], service_url=service_url)]
+        if n < ACKED:
+            activities.append(click(user, chat, MAIN_KEY, service_url=service_url))
+        for body in activities:
+            assert (await handle_activity(rt, {}, body)).status == 200
+
+
 async def _drain_app(app: ApiApp) -> None:
     rt = await Runtime.create(app.settings)
     try:
@@ -118,7 +138,9 @@ def stack(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         r = httpx.get(f"{app.base}sends/{quote(MAIN_KEY, safe='')}",
                       headers={"x-functions-key": app.key})
         assert r.status_code == 200, r.text
-        yield Stack(app, r.json()["counts"])
+        counts = r.json()["counts"]
+        assert (counts["read"], counts["acked"]) == (READ, ACKED), counts
+        yield Stack(app, counts)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +247,12 @@ def test_one_send_counts_equal_the_apis_and_its_recipients_filter_search_page(
                        if k.startswith(("skipped_", "failed_"))}
     assert page.inner_text("#send-state") == "done"
     assert page.inner_text("#rcpt-page") == f"page 1 of 8 ({USERS})"
+    # Each recipient's result time (the API's lastAttemptAt) in its row and the timeline.
+    first = api(stack, f"sends/{quote(MAIN_KEY, safe='')}/recipients", limit="1").json()
+    updated = page.locator("#rcpt-table tbody tr").first.locator("td time")
+    assert (updated.get_attribute("datetime") or "")[:16] == first["items"][0]["lastAttemptAt"][:16]
+    assert page.get_attribute("#timeline svg", "aria-label").startswith(
+        "Deliveries per minute over ")
     shot(page, "send")
     page.click("#rcpt-next")
     assert page.inner_text("#rcpt-page").startswith("page 2 of 8")

@@ -23,6 +23,12 @@ ACK_VERB = "proactive.ack"
 DEFAULT_LABEL = "Got it"
 MAX_LABEL = 40
 ACK_ID = "proactive-ack"  # the action's id, so a refresh finds and removes it
+# The button's data is {"sendKey": <key>}. Not "key": the Microsoft 365 Agents
+# Playground's Adaptive Cards renderer writes a property of its own named `key`
+# into an action's data when it is pressed, which throws on its frozen page
+# state, so the press never leaves the page (README "Trying it locally"). Cards
+# sent before carry {"key": <key>}; their presses are read too (`pressed_key`).
+ACK_DATA = "sendKey"
 
 
 def parse_ack(value: Any) -> str:
@@ -42,7 +48,15 @@ def parse_ack(value: Any) -> str:
 
 def ack_action(key: str, label: str) -> dict[str, Any]:
     return {"type": "Action.Execute", "id": ACK_ID, "title": label or DEFAULT_LABEL,
-            "verb": ACK_VERB, "data": {"key": key}, "style": "positive"}
+            "verb": ACK_VERB, "data": {ACK_DATA: key}, "style": "positive"}
+
+
+def pressed_key(data: Any) -> str | None:
+    """The send key in a press's `data` (the button's), if it names one."""
+    if not isinstance(data, Mapping):
+        return None
+    key = data.get(ACK_DATA, data.get("key"))
+    return key if isinstance(key, str) else None
 
 
 def text_card(text: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The acknowledgement button pressed: `invoke` `adaptiveCard/action` with verb
-`proactive.ack` and data `{"key": ...}` (proactive/delivering/ack.py).
+`proactive.ack` and data `{"sendKey": ...}` (`{"key": ...}` on cards sent
+before; proactive/delivering/ack.py).
 
 Authenticated like every activity before this runs. Valid only from the
 recipient the card was sent to: the delivery row of (key, `user:` the
@@ -23,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import ADAPTIVE_CARD, MAX_KEY
-from proactive.delivering.ack import acknowledged, error_card, local_time
+from proactive.delivering.ack import acknowledged, error_card, local_time, pressed_key
 from proactive.storage import tables
 from proactive.storage.acks import AckOutcome, AckStore
 from proactive.teams.activity import Activity
@@ -51,8 +52,8 @@ async def _recipients(rt: Runtime, activity: Activity) -> list[str]:
 
 
 async def answer_ack(rt: Runtime, activity: Activity, data: Any) -> dict[str, Any]:
-    key = data.get("key") if isinstance(data, Mapping) else None
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY or not activity.from_aad_id:
+    key = pressed_key(data)
+    if not key or len(key) > MAX_KEY or not activity.from_aad_id:
         return _answer(error_card(NOT_YOURS))
     store = AckStore(rt.deliveries.table, rt.campaigns.table)
     now = tables.iso()

@@ -119,7 +119,7 @@ function drawRecipients() {
   const shown = rows.slice(sendView.page * PAGE, (sendView.page + 1) * PAGE).map((r) => {
     const tr = el("tr");
     const at = el("td");
-    at.append(when(r.updatedAt || r.createdAt));
+    at.append(when(r.lastAttemptAt || r.firstAttemptAt));
     tr.append(el("td", r.recipient, { class: "key" }), el("td", r.state), el("td", r.reason || ""),
               el("td", r.attempts ?? ""), at);
     return tr;

@@ -95,10 +95,11 @@ function drawReasons(counts) {
 }
 
 function drawTimeline(recipients) {
-  // Deliveries per minute, from each recipient's last update (their result).
+  // Deliveries per minute, from each recipient's last attempt (their result; the
+  // report's lastAttemptAt, the delivery row's updatedAt).
   const perMinute = new Map();
   for (const r of recipients) {
-    const t = Date.parse(r.updatedAt || r.createdAt || "");
+    const t = Date.parse(r.lastAttemptAt || r.firstAttemptAt || "");
     if (Number.isNaN(t) || !["sent", "failed", "skipped"].includes(r.state)) continue;
     const m = Math.floor(t / 60000);
     perMinute.set(m, (perMinute.get(m) || 0) + 1);
