@@ -95,4 +95,4 @@ class AckStore:
             except tables.Conflict:
                 continue
             return Acknowledged(AckOutcome.RECORDED, at)
-        raise tables.Conflict(f"delivery {key} -> {recipient} kept changing")
+        raise tables.Conflict(detail=f"delivery {key} -> {recipient} kept changing")

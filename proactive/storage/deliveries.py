@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 from proactive.delivering.outcomes import DeliveryState
 from proactive.errors import Busy, Reason, StorageUnavailable
 from proactive.storage import tables
-from proactive.storage.autocreate import unavailable
 from proactive.storage.copies import (  # noqa: F401 - part of this module's API
     UNKNOWN_FIELDS,
     copies,
@@ -152,9 +151,7 @@ class DeliveryStore:
         claim_id = uuid.uuid4().hex
         try:
             claim = await self._take(key, recipient, claim_id, on_unknown)
-        except Exception as exc:
-            if not unavailable(exc):
-                raise
+        except StorageUnavailable as exc:
             # It may have landed: ours to take back, uncounted.
             self._remember_unused(where, claim_id)
             raise StorageUnavailable(detail=f"the claim could not be written: "
@@ -231,9 +228,7 @@ class DeliveryStore:
                   "leaseUntil": ""}
         try:
             claim.etag = await tables.replace_if(self.table, entity, claim.etag)
-        except Exception as exc:
-            if not unavailable(exc) and not isinstance(exc, tables.Conflict):
-                raise
+        except (StorageUnavailable, tables.Conflict) as exc:
             self._remember_unused(claim.where, claim.id)
             log.warning("delivery %s -> %s: claim not given back (%s); this process "
                         "takes it back when the message returns", *_logged(claim.where),
@@ -262,10 +257,7 @@ class DeliveryStore:
         while True:
             try:
                 claim.etag = await self._write_outcome(claim)
-            except Exception as exc:
-                if not unavailable(exc):
-                    self._unrecorded.pop(claim.where, None)
-                    raise
+            except StorageUnavailable as exc:
                 left = (claim.record_by - self.clock()).total_seconds()
                 if left <= 0:
                     log.error("delivery %s -> %s: outcome %s not written (%s); kept in this "
@@ -279,6 +271,9 @@ class DeliveryStore:
                 await self.sleep(min(pause, left))
                 pause = min(pause * 2, PAUSES[1])
                 continue
+            except Exception:
+                self._unrecorded.pop(claim.where, None)
+                raise
             self._unrecorded.pop(claim.where, None)
             return
 
@@ -318,7 +313,7 @@ class DeliveryStore:
         log.error("delivery %s -> %s: claim lost before its outcome %s was written",
                   *_logged(claim.where), claim.entity["state"])
         self._unrecorded.pop(claim.where, None)
-        raise tables.Conflict(f"the claim on {claim.where} was lost")
+        raise tables.Conflict(detail=f"the claim on {claim.where} was lost")
 
     async def by_key(self, key: str) -> list[tuple[dict[str, Any], str]]:
         rows = []

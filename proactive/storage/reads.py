@@ -168,7 +168,7 @@ class ReadStore:
             except tables.Conflict:
                 continue
             return ReceiptOutcome.RECORDED
-        raise tables.Conflict(f"{pk} kept changing")
+        raise tables.Conflict(detail=f"{pk} kept changing")
 
 
 class ReadLookup:

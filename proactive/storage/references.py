@@ -276,7 +276,7 @@ class ReferenceStore:
                 return
             except tables.Conflict:
                 continue
-        raise tables.Conflict("team row kept changing")
+        raise tables.Conflict(detail="team row kept changing")
 
     async def _transition(self, fields: dict[str, Any], change: Change, now: str) -> bool:
         """Merge `fields` into the row, applying the install change with an
@@ -305,7 +305,7 @@ class ReferenceStore:
             await user_index.put(self.table, updated)
             return before != INSTALLED and updated["installState"] == INSTALLED \
                 and change is Change.INSTALLED
-        raise tables.Conflict(f"{pk} kept changing")
+        raise tables.Conflict(detail=f"{pk} kept changing")
 
     async def mark(self, reference: Reference, state: str, *, aad_id: str = "") -> None:
         """Record what a Connector answer taught us (blocked, uninstalled...)."""
