@@ -35,8 +35,8 @@ Catch by meaning, not by where the error came from:
         │                                400, a 403, no token (`unauthorized`)
         ├── NotFound                     the entity, table or queue is not there
         └── Conflict(index)              another writer got there first: control flow
-            │                            of the read-modify-write loops (read again,
-            │                            retry) and of claims
+            │                            of read-modify-write (read again, retry:
+            │                            storage.tables.update) and of claims
             │                            ("taken"), not a failure
             └── PreconditionFailed       an ETag-conditional write found it changed
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive.errors import Conflict, NotFound, PreconditionFailed
 from proactive.storage.faults import translated
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from proactive.storage.table_rest import RestTableClient
 
     Table = TableClient | RestTableClient
+
+T = TypeVar("T")
 
 # Table keys may not hold these; '%' is escaped too so the mapping is reversible.
 _UNSAFE = {"%": "%25", "/": "%2F", "\\": "%5C", "#": "%23", "?": "%3F"}
@@ -95,6 +97,33 @@ async def write_if(table: Table, entity: dict[str, Any], etag: str) -> str:
     if etag:
         return await replace_if(table, entity, etag)
     return await create(table, entity)
+
+
+async def update(table: Table, pk: str, rk: str,
+                 change: Callable[[dict[str, Any] | None], tuple[dict[str, Any] | None, T]],
+                 *, rounds: int = 12, what: str = "") -> T:
+    """Read-modify-write of one entity, retried when another writer gets there
+    first: read (pk, rk), ask `change` what to write given the entity (None:
+    absent), write that only if the entity is still as read (a create when it
+    was absent, else a replace if its ETag is unchanged), and on a Conflict
+    read again and ask again, for at most `rounds` rounds (then Conflict).
+
+    `change` returns (what to write, or None for nothing; the result to
+    return once written); it may be asked more than once, so it decides from
+    the entity it is given, not from what an earlier round saw. One read and
+    at most one write per round: what the loops it replaced did."""
+    async for _ in attempts(rounds):
+        found = await read(table, pk, rk)
+        entity, etag = found if found is not None else (None, "")
+        new, result = change(entity)
+        if new is None:
+            return result
+        try:
+            await write_if(table, new, etag)
+        except Conflict:
+            continue
+        return result
+    raise Conflict(detail=f"{what or f'{pk}/{rk}'} kept changing")
 
 
 async def merge(table: Table, entity: dict[str, Any]) -> None:
