@@ -44,7 +44,7 @@ async def measure(azurite: Any, log: Path, emulator_url: str) -> dict[str, Count
     from proactive_devtools.user import User
 
     tag = uuid.uuid4().hex[:8]
-    settings = Settings.from_env(app_settings(azurite.connection_string, tag, 50))
+    settings = Settings.from_env(app_settings(azurite.connection_string, tag, 50, emulator_url))
     await provision(settings)
     rt = await Runtime.create(settings)
     aad, tenant = str(uuid.uuid4()), str(uuid.uuid4())
