@@ -53,6 +53,7 @@ from proactive.storage.copies import (  # noqa: F401 - part of this module's API
     late_copy,
     unknown_attempt,
 )
+from proactive.storage.delivery_rows import DeliveryRow
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -315,17 +316,18 @@ class DeliveryStore:
         self._unrecorded.pop(claim.where, None)
         raise tables.Conflict(detail=f"the claim on {claim.where} was lost")
 
-    async def by_key(self, key: str) -> list[tuple[dict[str, Any], str]]:
+    async def by_key(self, key: str) -> list[tuple[DeliveryRow, str]]:
         rows = []
         async for entity in self.table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)}
         ):
-            rows.append((dict(entity), str(entity.metadata["etag"])))
+            rows.append((DeliveryRow.from_entity(dict(entity)), str(entity.metadata["etag"])))
         return rows
 
-    async def save(self, entity: dict[str, Any], etag: str) -> str:
-        entity["updatedAt"] = tables.iso()
-        return await tables.replace_if(self.table, entity, etag)
+    async def save(self, row: DeliveryRow, etag: str) -> str:
+        """Write `row` back if unchanged since `etag` (Conflict otherwise)."""
+        row.updated_at = tables.iso()
+        return await tables.replace_if(self.table, row.to_entity(), etag)
 
 
 def _busy_for(lease_until: str, now: datetime, lease: timedelta) -> float:
