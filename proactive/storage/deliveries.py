@@ -134,7 +134,7 @@ class DeliveryStore:
         self._unused: dict[tuple[str, str], set[str]] = {}
 
     async def claim(self, key: str, recipient: str, *,
-                    on_unknown: str = "resend") -> Claim | dict[str, Any]:
+                    on_unknown: str = "resend") -> Claim | DeliveryRow:
         """A Claim to go ahead, or the finished row (sent/failed/deleted) to
         report instead. Raises Busy while another worker's claim is live, and
         StorageUnavailable if the claim can't be written (nothing may be sent).
@@ -148,7 +148,7 @@ class DeliveryStore:
             # rather than ask again.
             await self._record(pending)
             if pending.entity["state"] in FINAL:
-                return dict(pending.entity)
+                return DeliveryRow.from_entity(dict(pending.entity))
         claim_id = uuid.uuid4().hex
         try:
             claim = await self._take(key, recipient, claim_id, on_unknown)
@@ -159,7 +159,8 @@ class DeliveryStore:
                                             f"{type(exc).__name__}") from exc
         if isinstance(claim, Claim):
             self._unused.pop(where, None)
-        return claim
+            return claim
+        return DeliveryRow.from_entity(claim)
 
     async def _take(self, key: str, recipient: str, claim_id: str,
                     on_unknown: str) -> Claim | dict[str, Any]:
