@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from proactive.delivering.outcomes import DeliveryState, EditState
-from proactive.storage.deliveries import Claim, DeliveryStore
+from proactive.storage.deliveries import SENT, Claim, DeliveryStore
 from proactive.storage.delivery_rows import DeliveryRow
 
 
@@ -37,7 +36,7 @@ async def test_a_stored_row_reads_and_writes_back_unchanged(table: TableClient) 
     store = DeliveryStore(table)
     claim = await store.claim("k/1", "user:a")
     assert isinstance(claim, Claim)
-    await store.finish(claim, DeliveryState.SENT, activityId="1:a", conversationId="a:1",
+    await store.finish(claim, SENT, activityId="1:a", conversationId="a:1",
                        serviceUrl="https://smba.example/", tenantId="t", ackLabel="Got it",
                        lastStatus=201)
     # A property this version does not name (written by another one).
@@ -50,7 +49,7 @@ async def test_a_stored_row_reads_and_writes_back_unchanged(table: TableClient) 
     assert row.extra["futureField"] == "kept" and row.extra["lastStatus"] == 201
     assert row.to_entity() == before  # same names, same values, nothing added
 
-    row.edited("update", EditState.DONE, "")
+    row.edited("update", "done", "")  # EditState.DONE
     await store.save(row, etag)
     after = await stored(table)
     assert after.pop("updatedAt") >= before.pop("updatedAt")

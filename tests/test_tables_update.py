@@ -72,7 +72,7 @@ def add_one(entity: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
 
 async def test_a_write_slipped_in_between_is_kept(clients: tuple[Any, TableClient]) -> None:
     table, other = clients
-    racing = Racing(table, other, races=2)
+    racing: Any = Racing(table, other, races=2)
     # Absent when read: the other writer creates it first (our create conflicts),
     # then changes it once more before our replace.
     assert await tables.update(racing, "p", "r", add_one) == 3
@@ -83,7 +83,7 @@ async def test_a_write_slipped_in_between_is_kept(clients: tuple[Any, TableClien
 
 async def test_it_gives_up_after_its_rounds(clients: tuple[Any, TableClient]) -> None:
     table, other = clients
-    racing = Racing(table, other, races=10)
+    racing: Any = Racing(table, other, races=10)
     with pytest.raises(Conflict, match="the row kept changing"):
         await tables.update(racing, "p", "r", add_one, rounds=4, what="the row")
     assert (racing.reads, racing.writes) == (4, 4)
@@ -91,7 +91,7 @@ async def test_it_gives_up_after_its_rounds(clients: tuple[Any, TableClient]) ->
 
 async def test_nothing_to_write_is_no_write(clients: tuple[Any, TableClient]) -> None:
     table, other = clients
-    racing = Racing(table, other, races=0)
+    racing: Any = Racing(table, other, races=0)
     assert await tables.update(racing, "p", "r", lambda entity: (None, "as it is")) \
         == "as it is"
     assert (racing.reads, racing.writes) == (1, 0)
