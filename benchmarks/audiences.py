@@ -19,9 +19,12 @@ import dataclasses
 import json
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import figure, header, note
+
+if TYPE_CHECKING:
+    from proactive.storage.delivery_rows import DeliveryRow
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 TEAM = "19:bench-team@thread.tacv2"
@@ -85,10 +88,10 @@ async def _runtime(azurite: Any) -> Any:
     return await Runtime.create(settings)
 
 
-def _rows_check(rows: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
+def _rows_check(rows: list[tuple[DeliveryRow, str]]) -> dict[str, int]:
     states: dict[str, int] = {}
     for row, _ in rows:
-        name = f"{row.get('state')}/{row.get('reason') or '-'}"
+        name = f"{row.state}/{row.reason or '-'}"
         states[name] = states.get(name, 0) + 1
     return states
 

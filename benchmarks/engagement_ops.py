@@ -61,7 +61,7 @@ async def measure(azurite: Any, log: Path, emulator_url: str) -> dict[str, Count
                                           "text": f"message {n}", "ack": n == MESSAGES - 1}),
                           message_id=f"m{n}")
             row = await rt.deliveries.by_key(f"m{tag}-{n}")
-            last = str(row[0][0]["activityId"])
+            last = str(row[0][0].activity_id)
         for name, activity in (("read receipt covering 50 messages", megan.read_receipt(last)),
                                ("ack press", megan.ack_press(f"m{tag}-{MESSAGES - 1}"))):
             start = await settled_size(log)

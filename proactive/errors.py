@@ -6,7 +6,9 @@ Catch by meaning, not by where the error came from:
     ├── ConfigError(*problems)           settings that can't work: the app refuses to
     │                                    start (locally) or to act (in Azure)
     ├── InvalidMessage(reason, detail)   the message breaks the contract: poisoned,
-    │                                    never retried
+    │   │                                never retried
+    │   └── scheduling.ScheduleError     a schedule that can't be kept (a bad time,
+    │                                    zone or rule)
     ├── api.problems.Problem(status, reason, detail)
     │                                    a request the API refuses (an HTTP answer)
     ├── DeliveryFailed(reason, detail)   one recipient's attempt did not succeed
@@ -22,11 +24,28 @@ Catch by meaning, not by where the error came from:
     │       ├── ServiceUnavailable       412, 502, 503, 504, timeout, connection error
     │       ├── TokenUnavailable         the bot's token can't be obtained right now
     │       └── StorageUnavailable       Table or Queue storage did not answer
-    └── RetryLater(delay, reason)        not a failure: come back after `delay`
-        │                                without using up an attempt (the tenant's
-        │                                budget is spent: pacing.Defer; the send an
-        │                                edit needs is waiting)
-        └── Busy                         another worker holds the delivery's claim
+    │           └── storage.deliveries.Unrecorded
+    │                                    Teams answered; the outcome is not written yet
+    ├── RetryLater(delay, reason)        not a failure: come back after `delay`
+    │   │                                without using up an attempt (the tenant's
+    │   │                                budget is spent: pacing.Defer; the send an
+    │   │                                edit needs is waiting)
+    │   └── Busy                         another worker holds the delivery's claim
+    └── StorageError(reason, detail)     storage answered no (not an outage): a
+        │                                400, a 403, no token (`unauthorized`)
+        ├── NotFound                     the entity, table or queue is not there
+        └── Conflict(index)              another writer got there first: control flow
+            │                            of read-modify-write (read again, retry:
+            │                            storage.tables.update) and of claims
+            │                            ("taken"), not a failure
+            └── PreconditionFailed       an ETag-conditional write found it changed
+
+StorageUnavailable and the StorageError branch are raised in place of
+azure-core's exceptions by one mapping, at the storage edge
+(`proactive.storage.faults`): nothing above proactive/storage/ imports them.
+A StorageError has no outcome: the caller that expects one catches it (a
+missing table is an empty listing); one no caller expected reaches the worker
+as a bug would, and `outcome_of` raises it on (the host retries the message).
 
 `reason` is a stable kebab-case name (it is written to delivery rows and the
 poison queue); `detail` says what happened, for people, and never holds a
@@ -51,10 +70,8 @@ stable `reason` to write to a row.
                                   a report asked for wrongly: the API answers 400,
                                   the CLI one line and exit 2
     cli.fail.CliError(what, hint) a CLI mistake or an unusable service: one line and
-                                  an exit code, never a traceback (cli/ only)
-    storage.tables.Conflict       an ETag or create precondition lost to another
-                                  writer: control flow of the read-modify-write loops
-                                  (read again, retry), not a failure
+                                  an exit code, never a traceback (cli/ only; its
+                                  StorageRefused: storage refused the person)
     delivering.send._OptedOut, cli.doctor_checks.Failed, cli.live._Missing
                                   private control flow inside one module
 """
@@ -223,10 +240,54 @@ class TokenUnavailable(Transient):
 
 class StorageUnavailable(Transient):
     """Table or Queue storage did not answer: raised for every outage by the
-    storage edge (`proactive.storage.autocreate`, which wraps each Runtime
-    client), so nothing above proactive/storage/ catches azure-core's errors."""
+    storage edge (`proactive.storage.faults`, through the wrapper of each
+    Runtime client), so nothing above proactive/storage/ catches azure-core's
+    errors. `status` and `code`: storage's answer, when it gave one (a 503)."""
 
     reason = Reason.STORAGE_UNAVAILABLE
+
+
+class StorageError(ProactiveError):
+    """Table or Queue storage answered, and the answer is no: not an outage
+    (that is StorageUnavailable) but a refusal about the entity, table or
+    queue, or a request storage won't take (a 400, a 403). Raised by the
+    storage edge (`proactive.storage.faults`) in place of azure-core's errors.
+    `status` and `code` are storage's answer (its x-ms-error-code)."""
+
+    reason = "storage-error"
+
+    def __init__(self, reason: str = "", detail: str = "", *, status: int = 0,
+                 code: str = "") -> None:
+        super().__init__(reason, detail)
+        self.status = status
+        self.code = code
+
+
+class NotFound(StorageError):
+    """The entity, or the table or queue itself, is not there (404)."""
+
+    reason = Reason.NOT_FOUND
+
+
+class Conflict(StorageError):
+    """Another writer got there first: the entity exists already (409), or an
+    ETag-conditional write found it changed or gone (412, or 404 for a
+    replace). The caller of a read-modify-write reads again; for a claim it
+    means "taken". `index`: which operation of an entity-group transaction
+    failed (None outside one)."""
+
+    reason = "conflict"
+
+    def __init__(self, reason: str = "", detail: str = "", *, status: int = 0,
+                 code: str = "", index: int | None = None) -> None:
+        super().__init__(reason, detail, status=status, code=code)
+        self.index = index
+
+
+class PreconditionFailed(Conflict):
+    """An ETag-conditional write or delete found the entity changed (412)."""
+
+    reason = Reason.PRECONDITION_FAILED
 
 
 class RetryLater(ProactiveError):

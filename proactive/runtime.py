@@ -128,9 +128,15 @@ class Runtime:
         them through `opt_outs`, which tells the other instances."""
         return self.opt_outs.store
 
-    def sdk_table(self, base: str) -> TableClient:
-        """The SDK client of table `base` (prefixed), created on first use if missing."""
-        return _sdk_table(self.table_service, self.settings.table_name(base))
+    def sdk_table(self, base: str, *, create: bool = True) -> TableClient:
+        """The SDK client of table `base` (prefixed), created on first use if
+        missing (`create` off: a missing table is a NotFound, for a listing)."""
+        if create:
+            return _sdk_table(self.table_service, self.settings.table_name(base))
+        from proactive.storage.autocreate import checked
+
+        name = self.settings.table_name(base)
+        return checked(self.table_service.get_table_client(name), f"table {name}")
 
     @classmethod
     async def create(cls, settings: Settings, *, http: httpx.AsyncClient | None = None,

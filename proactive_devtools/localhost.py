@@ -55,6 +55,7 @@ from multidict import CIMultiDict
 
 from proactive.api.problems import problem
 from proactive.config import Settings
+from proactive.errors import Conflict
 from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
 from proactive.storage import credentials
 from proactive.storage.credentials import StorageTokens
@@ -385,7 +386,8 @@ class LocalHost:
 
     async def _ensure_queue(self, client: QueueClient) -> None:
         if client.queue_name not in self._created:
-            with contextlib.suppress(ResourceExistsError):
+            # Conflict: the identity case's client (storage.credentials) translates.
+            with contextlib.suppress(ResourceExistsError, Conflict):
                 await client.create_queue()
             self._created.add(client.queue_name)
 

@@ -143,7 +143,7 @@ async def test_an_opted_out_user_is_skipped_without_a_connector_call(
     assert (outcome.state, outcome.reason) == ("done", "opted-out")
     assert emulator.deliveries == []
     [(row, _)] = await rt.deliveries.by_key("k1")
-    assert (row["state"], row["reason"], row["attempts"]) == ("skipped", "opted-out", 0)
+    assert (row.state, row.reason, row.attempts) == ("skipped", "opted-out", 0)
     # Another topic, and no topic, still go out.
     await process(rt, send("k2", topic="builds"), message_id="m2")
     await process(rt, send("k3"), message_id="m3")
@@ -153,7 +153,7 @@ async def test_an_opted_out_user_is_skipped_without_a_connector_call(
     await process(rt, send("k4", topic="builds"), message_id="m4")
     await process(rt, await app_made(rt, send("k5", service=True)), message_id="m5")
     assert len(emulator.deliveries) == 3
-    assert (await rt.deliveries.by_key("k4"))[0][0]["state"] == "skipped"
+    assert (await rt.deliveries.by_key("k4"))[0][0].state == "skipped"
 
 
 @pytest.mark.parametrize("with_tenant", [True, False])
@@ -170,7 +170,7 @@ async def test_a_send_by_the_personal_chats_conversation_id_obeys_its_owners_sto
     assert (outcome.state, outcome.reason) == ("done", "opted-out")
     assert emulator.deliveries == []
     [(row, _)] = await rt.deliveries.by_key("by-conv")
-    assert (row["state"], row["reason"]) == ("skipped", "opted-out")
+    assert (row.state, row.reason) == ("skipped", "opted-out")
     # After `start` the same send goes out: the owner's choice, not the address.
     await handle_activity(rt, {}, body(activity("message", service_url=emulator.url, text="start")))
     outcome = await process(rt, json.dumps({"version": 1, "op": "send", "key": "by-conv-2",

@@ -61,7 +61,7 @@ async def test_teams_answer_is_written_once_storage_is_back_not_sent_again(
     answer = await asyncio.wait_for(copy, 60)
 
     assert not isinstance(answer, Claim), "the copy would send again"
-    assert answer["state"] == d.SENT
+    assert answer.state == d.SENT
     stored = await row(store)
     assert (stored["state"], stored["attempts"], stored["activityId"]) == (
         d.SENT, 1, "1:answered")

@@ -126,7 +126,7 @@ class Stack:
     async def delivery(self, key: str) -> dict[str, Any]:
         rows = await self.deliveries.by_key(key)
         assert len(rows) <= 1, rows
-        return rows[0][0] if rows else {}
+        return rows[0][0].to_entity() if rows else {}
 
     async def delivered(self, key: str, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Wait until the send of `key` reached the Playground and is recorded:

@@ -44,7 +44,7 @@ async def test_a_send_to_the_team_audience_reaches_its_members(stack: Stack) -> 
 
 
 async def _sent_rows(on: Stack, key: str, count: int) -> list[dict] | None:
-    rows = [row for row, _ in await on.deliveries.by_key(key)]
+    rows = [row.to_entity() for row, _ in await on.deliveries.by_key(key)]
     return rows if len(rows) == count and all(r["state"] == "sent" for r in rows) else None
 
 

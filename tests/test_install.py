@@ -101,7 +101,7 @@ async def test_principal_names_are_resolved_and_an_unknown_one_is_recorded(
     counts = await settle(rt, "k", 3, seconds=20)
     assert counts == {"queued": 3, "sent": 2, "failed": 1, "failed_not_found": 1}
     assert emulator.counters["delivered"] == 2
-    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("k")}
+    rows = {r.recipient: r.to_entity() for r, _ in await rt.deliveries.by_key("k")}
     assert rows["conv:upn:nobody@contoso.com"]["reason"] == "not-found"
     assert rows[f"user:{aad(1)}"]["state"] == "sent"
 
@@ -163,7 +163,7 @@ async def test_a_group_with_devices_disabled_users_and_guests(
     assert progress["counts"] == {"queued": 7, "sent": 5, "sent_guest": 1, "skipped": 2,
                                   "skipped_disabled_account": 2}
     assert emulator.counters["delivered"] == 5
-    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("mixed")}
+    rows = {r.recipient: r.to_entity() for r, _ in await rt.deliveries.by_key("mixed")}
     assert rows[f"user:{users[4]}"]["state"] == "sent"
     assert rows[f"user:{users[4]}"]["reason"] == "guest"
     assert rows[f"user:{users[5]}"]["reason"] == "disabled-account"
@@ -198,7 +198,7 @@ async def test_a_chat_that_never_appears_fails_saying_so(
     graph.add_user(aad(2))
     counts = await settle(rt, "never", 2, seconds=30)
     assert counts.get("failed_no_conversation") == 2, counts
-    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("never")}
+    rows = {r.recipient: r.to_entity() for r, _ in await rt.deliveries.by_key("never")}
     row = rows[f"user:{aad(1)}"]
     assert row["state"] == "failed" and row["reason"] == "no-conversation"
     assert "no chat for the installation" in row["detail"]

@@ -418,7 +418,7 @@ async def test_the_full_path_runs_keyless_against_azurite_over_https_with_oauth(
 
 
 async def _sent(deliveries: DeliveryStore, key: str) -> list[dict[str, Any]]:
-    rows = [row for row, _ in await deliveries.by_key(key)]
+    rows = [row.to_entity() for row, _ in await deliveries.by_key(key)]
     return rows if rows and all(r.get("state") == "sent" for r in rows) else []
 
 

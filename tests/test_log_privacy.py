@@ -72,8 +72,8 @@ async def test_a_whole_scenario_at_info_logs_no_personal_data(
 
     rows = [row for key in ("k-fail", "k-1", "k-group", "k-upn")
             for row, _ in await rt.deliveries.by_key(key)]
-    assert {r["state"] for r in rows} >= {"deleted", "sent", "failed"}
-    conversations = {r["conversationId"] for r in rows if r.get("conversationId")}
+    assert {r.state for r in rows} >= {"deleted", "sent", "failed"}
+    conversations = {r.conversation_id for r in rows if r.conversation_id}
     assert conversation in conversations and len(conversations) >= 4
     logged = caplog.text + "\n".join(json.dumps(r.args, default=str) for r in caplog.records)
     # The lines are there, ids hashed: the Connector calls, the principal name's failure.

@@ -62,7 +62,7 @@ async def test_a_group_never_met_is_installed_once_each_and_nothing_is_sent(
     assert progress["total_installed"] == 45
     assert graph.counters["installs"] == 45 and graph.counters["conflict"] == 5
     assert emulator.counters["delivered"] == 0  # an install sends nothing
-    rows = {r["recipient"]: r for r, _ in await rt.deliveries.by_key("pre")}
+    rows = {r.recipient: r.to_entity() for r, _ in await rt.deliveries.by_key("pre")}
     assert len(rows) == 50
     assert {(r["state"], r["reason"]) for r in rows.values()} == {
         ("installed", "installed"), ("installed", "already-installed")}

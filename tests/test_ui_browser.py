@@ -113,10 +113,10 @@ async def _read_and_ack(rt: Runtime, service_url: str) -> None:
     """READ of the main send's recipients read it and ACKED of those press its
     button, posted as Teams posts them (tests/test_read_receipts.py, test_acks.py)."""
     sent = sorted((row for row, _ in await rt.deliveries.by_key(MAIN_KEY)
-                   if row.get("state") == "sent"), key=lambda row: row["recipient"])
+                   if row.state == "sent"), key=lambda row: row.recipient)
     for n, row in enumerate(sent[:READ]):
-        user, chat = row["recipient"].removeprefix("user:"), row["conversationId"]
-        activities = [receipt(user, chat, row["activityId"], service_url=service_url)]
+        user, chat = row.recipient.removeprefix("user:"), str(row.conversation_id)
+        activities = [receipt(user, chat, str(row.activity_id), service_url=service_url)]
         if n < ACKED:
             activities.append(click(user, chat, MAIN_KEY, service_url=service_url))
         for body in activities:

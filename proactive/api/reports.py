@@ -63,12 +63,11 @@ async def reach(rt: Runtime, group: str = "") -> Reply:
     and who can't be reached, with why and when (at most MAX_REACH_ROWS); with
     `group`, also that Entra ID group's members who never installed the bot
     (one paced Graph call each: for small groups; the CLI for large ones)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.reporting.reports import REACH_COLUMNS, ReportError, reach_rows
     from proactive.runtime import REFERENCES_TABLE
 
-    table = rt.table_service.get_table_client(rt.settings.table_name(REFERENCES_TABLE))
+    table = rt.sdk_table(REFERENCES_TABLE, create=False)
     counts: dict[str, Counter[str]] = {}
     rows, partial = 0, False
     try:
@@ -78,7 +77,7 @@ async def reach(rt: Runtime, group: str = "") -> Reply:
                 partial = True
                 break
             counts.setdefault(str(row.get("RowKey")), Counter())[str(row.get("kind"))] += 1
-    except ResourceNotFoundError:
+    except NotFound:
         pass
     tenants = [{"tenant": tenant, "counts": dict(kinds)}
                for tenant, kinds in sorted(counts.items())]

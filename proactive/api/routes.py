@@ -47,7 +47,7 @@ async def _serve(req: func.HttpRequest, handler: Handler, *,
     `bearer`: the API's optional Entra ID token check applies (not to the page's
     data, which App Service authentication guards: `proactive.api.page_auth`)."""
     from proactive.api.problems import Problem, problem
-    from proactive.errors import ConfigError, StorageUnavailable
+    from proactive.errors import ConfigError, StorageError, StorageUnavailable
     from proactive.runtime import get_api_runtime
 
     async def serve() -> Reply:
@@ -75,16 +75,13 @@ async def _serve(req: func.HttpRequest, handler: Handler, *,
     except StorageUnavailable as exc:
         reply = problem(503, "storage-unavailable", exc.detail or "storage is unreachable",
                         headers=RETRY_AFTER)
-    except Exception as exc:
-        from azure.core.exceptions import AzureError
-
-        if not isinstance(exc, AzureError):
-            log.exception("API request failed: %s %s", req.method, req.url.split("?", 1)[0])
-            reply = problem(500, "internal", "the request failed; see the app's log")
-        else:  # storage refused or unreachable: the caller may retry
-            log.warning("API request: storage error: %s", type(exc).__name__)
-            reply = problem(503, "storage-unavailable", f"storage answered {type(exc).__name__}",
-                            headers=RETRY_AFTER)
+    except StorageError as exc:  # storage refused: the caller may retry
+        log.warning("API request: storage error: %s", exc.detail)
+        reply = problem(503, "storage-unavailable", f"storage answered {type(exc).__name__}",
+                        headers=RETRY_AFTER)
+    except Exception:
+        log.exception("API request failed: %s %s", req.method, req.url.split("?", 1)[0])
+        reply = problem(500, "internal", "the request failed; see the app's log")
     return func.HttpResponse(reply.body, status_code=reply.status, headers=reply.headers,
                              mimetype=reply.content_type)
 

@@ -95,16 +95,14 @@ async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
                              continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the key's recipients, in recipient order, with the send
     report's columns (those with a value), and the token of the next page."""
-    # The plain SDK client: its pager continues from a token (the on-demand
-    # wrapper's generator doesn't); a missing table is an empty page.
-    from azure.core.exceptions import ResourceNotFoundError
-
+    # A pager that continues from a token; a missing table is an empty page.
+    from proactive.errors import NotFound
     from proactive.reporting.reports import SEND_COLUMNS
     from proactive.runtime import DELIVERIES_TABLE
 
     check_key(key)
     size, token = paging.page_size(limit), paging.decode_token(continuation)
-    table = rt.table_service.get_table_client(rt.settings.table_name(DELIVERIES_TABLE))
+    table = rt.sdk_table(DELIVERIES_TABLE, create=False)
     pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)},
                                  results_per_page=size,
                                  select=list(set(SEND_COLUMNS.values()))).by_page(
@@ -123,7 +121,7 @@ async def page_of_recipients(rt: Runtime, key: str, *, limit: str | None,
                 read = await read_columns(reads, row)
                 items.append({**item, **{k: v for k, v in read.items() if v is not None}})
             break
-    except ResourceNotFoundError:
+    except NotFound:
         pass
     return items, paging.encode_token(getattr(pages, "continuation_token", None))
 
@@ -155,8 +153,7 @@ async def listing(rt: Runtime, *, limit: str | None, continuation: str | None,
                   state: str | None, topic: str | None, text: str | None) -> Reply:
     """Sends to many recipients, newest first, from the send index (never a
     scan of deliveries): each with its state, audience and counts."""
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.runtime import SENDS_TABLE
     from proactive.storage import send_index
     from proactive.storage.send_index import SendIndexRow, SendState
@@ -168,7 +165,7 @@ async def listing(rt: Runtime, *, limit: str | None, continuation: str | None,
     for name, value in (("topic", topic), ("text", text)):
         if value and len(value) > MAX_KEY:
             raise Problem(400, "schema", f"'{name}' must be at most {MAX_KEY} characters")
-    table = rt.table_service.get_table_client(rt.settings.table_name(SENDS_TABLE))
+    table = rt.sdk_table(SENDS_TABLE, create=False)
     query = "PartitionKey eq @pk and RowKey lt @below"
     params = {"pk": send_index.PARTITION, "below": send_index.ROWS_BELOW}
     if topic:  # an exact match the service can filter itself
@@ -188,7 +185,7 @@ async def listing(rt: Runtime, *, limit: str | None, continuation: str | None,
             next_token = getattr(pages, "continuation_token", None)
             if len(found) >= size or scanned >= MAX_SCANNED or not next_token:
                 break
-    except ResourceNotFoundError:
+    except NotFound:
         next_token = None
     # A page may hold more matches than asked for: all are returned rather
     # than a token that could not resume inside a page.

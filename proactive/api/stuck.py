@@ -64,12 +64,12 @@ async def poison(rt: Runtime) -> Reply:
     """The first PEEK parked messages and how many that is (`more`: maybe others
     behind them; `python -m proactive poison count` counts them all). Peeked
     only: the same queue operation as the worker's reads, nothing hidden."""
-    from azure.core.exceptions import ResourceNotFoundError
+    from proactive.errors import NotFound
 
     try:
         items = [ParkedMessage.from_queue(m).to_json()
                  for m in await rt.outbox.poison_queue.peek_messages(max_messages=PEEK)]
-    except ResourceNotFoundError:
+    except NotFound:
         items = []
     return Reply.json(200, {"count": len(items), "more": len(items) == PEEK, "items": items})
 
@@ -114,7 +114,7 @@ async def purge(rt: Runtime, message_id: str) -> Reply:
 async def _found(queue: QueueClient, message_id: str) -> Any:
     """The message with this id, received (hidden); every message received
     on the way, and this one unless the caller deleted it, back in view after."""
-    from azure.core.exceptions import ResourceNotFoundError
+    from proactive.errors import NotFound
 
     received: list[Any] = []
     target = None
@@ -123,7 +123,7 @@ async def _found(queue: QueueClient, message_id: str) -> Any:
             try:
                 batch = [m async for m in queue.receive_messages(
                     messages_per_page=PEEK, max_messages=PEEK, visibility_timeout=HIDE_S)]
-            except ResourceNotFoundError:
+            except NotFound:
                 batch = []
             if not batch:
                 break
@@ -134,7 +134,7 @@ async def _found(queue: QueueClient, message_id: str) -> Any:
         yield target
     finally:
         for item in received:
-            with contextlib.suppress(ResourceNotFoundError):  # deleted: nothing to show
+            with contextlib.suppress(NotFound):  # deleted: nothing to show
                 await queue.update_message(item, visibility_timeout=0)
 
 

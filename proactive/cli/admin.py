@@ -66,7 +66,11 @@ class _Tables:
     service: TableServiceClient
 
     def sdk_table(self, base: str) -> TableClient:
-        return self.service.get_table_client(self.settings.table_name(base))
+        """A missing table is a NotFound here: the CLI creates nothing to read it."""
+        from proactive.storage.autocreate import checked
+
+        name = self.settings.table_name(base)
+        return checked(self.service.get_table_client(name), f"table {name}")
 
     @property
     def preferences(self) -> PreferenceStore:
@@ -85,14 +89,13 @@ class _Tables:
 
     async def tenant_of(self, aad_id: str) -> str:
         """The tenant of the user's stored conversation; CliError if none."""
-        from azure.core.exceptions import ResourceNotFoundError
-
+        from proactive.errors import NotFound
         from proactive.runtime import REFERENCES_TABLE
         from proactive.storage.references import ReferenceStore
 
         try:
             ref = await ReferenceStore(self.sdk_table(REFERENCES_TABLE)).user(aad_id, None)
-        except ResourceNotFoundError:  # no references table yet
+        except NotFound:  # no references table yet
             ref = None
         if ref is None or not ref.tenant_id:
             raise CliError("the user's tenant is not known (no conversation with them is "
@@ -111,12 +114,12 @@ async def _write(chunks: AsyncIterator[bytes], path: str | None) -> None:
 
 
 async def _stream(chunks: AsyncIterator[bytes], out: BinaryIO) -> None:
-    from azure.core.exceptions import ResourceNotFoundError
+    from proactive.errors import NotFound
 
     try:
         async for chunk in chunks:
             out.write(chunk)
-    except ResourceNotFoundError:
+    except NotFound:
         pass  # no such table yet: nothing to report
 
 

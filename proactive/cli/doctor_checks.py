@@ -79,8 +79,7 @@ def check_storage(target: Target) -> Result:
 async def _storage(settings: Settings, tokens: StorageTokens | None) -> str:
     """Only operations the app's own code makes (credentials.OPERATIONS), which the
     deployment's data roles grant you: a read of each table, a peek at each queue."""
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.runtime import storage_names
     from proactive.storage import credentials
     from proactive.storage.queues import dumps, encode
@@ -93,13 +92,13 @@ async def _storage(settings: Settings, tokens: StorageTokens | None) -> str:
                 async for _ in table.query_entities("PartitionKey eq 'doctor'",
                                                     results_per_page=1):
                     break
-            except ResourceNotFoundError:
+            except NotFound:
                 missing.append(f"table {name}")
     for name in names.queues:
         async with credentials.queue_client(settings, name, tokens) as queue:
             try:
                 peeked = len(await queue.peek_messages(max_messages=32))
-            except ResourceNotFoundError:
+            except NotFound:
                 missing.append(f"queue {name}")
                 continue
             waiting = peeked if name == settings.outbox_queue else waiting
@@ -219,13 +218,13 @@ def check_timer(target: Target) -> Result:
     settings = target.settings
 
     async def read(tokens: StorageTokens | None) -> dict[str, Any] | None:
-        from azure.core.exceptions import ResourceNotFoundError
+        from proactive.errors import NotFound
 
         name = settings.table_name(SCHEDULES_TABLE)
         async with credentials.table_client(settings, name, tokens) as table:
             try:
                 return dict(await table.get_entity(*HEARTBEAT))
-            except ResourceNotFoundError:
+            except NotFound:
                 return None
 
     row = _run_storage(target, read)

@@ -138,12 +138,12 @@ def command(args: argparse.Namespace, settings: Settings, run: Runner) -> int:
         _confirm(args, f"delete {what} from {settings.poison_queue}?")
 
     async def work(tokens: StorageTokens | None) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
+        from proactive.errors import NotFound
 
         async with credentials.queue_client(settings, settings.poison_queue, tokens) as queue:
             try:
                 return await _act(args, settings, tokens, queue)
-            except ResourceNotFoundError:
+            except NotFound:
                 return None if args.action in ("list", "count") else _missing(args)
 
     result = run(settings, work)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from proactive.cli import fail
 from proactive.cli.fail import CliError, probe
 from proactive.config import Settings
+from proactive.errors import Reason, StorageError, StorageUnavailable
 from proactive.storage import credentials
 
 if TYPE_CHECKING:
@@ -24,8 +25,7 @@ T = TypeVar("T")
 
 async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
                      active_only: bool) -> list[dict[str, Any]]:
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.runtime import SCHEDULES_TABLE
     from proactive.scheduling import list_items
 
@@ -33,7 +33,7 @@ async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
     async with credentials.table_client(settings, name, tokens) as table:
         try:
             return await list_items(table, key, active_only=active_only)
-        except ResourceNotFoundError:
+        except NotFound:
             return []
 
 
@@ -48,8 +48,7 @@ async def _enqueue(settings: Settings, tokens: StorageTokens | None,
 
 async def _status(settings: Settings, tokens: StorageTokens | None,
                   key: str) -> list[dict[str, Any]]:
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.reporting.reports import read_columns
     from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
     from proactive.storage.reads import ReadLookup
@@ -67,15 +66,14 @@ async def _status(settings: Settings, tokens: StorageTokens | None,
                 row = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
                 read = await read_columns(reads, entity)
                 rows.append({**row, **{k: v for k, v in read.items() if v is not None}})
-        except ResourceNotFoundError:
+        except NotFound:
             pass
     return rows
 
 
 async def _progress(settings: Settings, tokens: StorageTokens | None,
                     key: str) -> dict[str, Any] | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.runtime import SENDS_TABLE
     from proactive.storage.progress import Campaigns
 
@@ -83,12 +81,12 @@ async def _progress(settings: Settings, tokens: StorageTokens | None,
     async with credentials.table_client(settings, name, tokens) as table:
         try:
             return await Campaigns(table).progress(key)
-        except ResourceNotFoundError:
+        except NotFound:
             return None
 
 
 async def _poison(settings: Settings, tokens: StorageTokens | None, limit: int) -> list[Any]:
-    from azure.core.exceptions import ResourceNotFoundError
+    from proactive.errors import NotFound
 
     out: list[Any] = []
     async with credentials.queue_client(settings, settings.poison_queue, tokens) as queue:
@@ -99,7 +97,7 @@ async def _poison(settings: Settings, tokens: StorageTokens | None, limit: int) 
                     out.append(json.loads(text))
                 except ValueError:
                     out.append(text)
-        except ResourceNotFoundError:
+        except NotFound:
             pass
     return out
 
@@ -137,20 +135,17 @@ def storage_endpoints(settings: Settings) -> dict[str, str]:
 def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]]) -> T:
     """Run `work` with the process's storage token source (identity-based
     storage: one credential for every client), closed at the end."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-    )
+    from proactive.storage.faults import translated
 
     async def go() -> T:
         tokens = credentials.storage_tokens(settings)
         try:
-            if tokens is not None:
-                # Signed in before the first storage call: the SDKs retry a token
-                # failure like a network one (for over a minute).
-                await tokens.token()
-            return await work(tokens)
+            with translated():  # the token source's own errors too
+                if tokens is not None:
+                    # Signed in before the first storage call: the SDKs retry a token
+                    # failure like a network one (for over a minute).
+                    await tokens.token()
+                return await work(tokens)
         finally:
             if tokens is not None:
                 await tokens.close()
@@ -167,32 +162,38 @@ def _run(settings: Settings, work: Callable[[StorageTokens | None], Awaitable[T]
         logger.setLevel(logging.CRITICAL)
     try:
         return asyncio.run(go())
-    except ClientAuthenticationError as exc:
-        first = (str(exc).splitlines() or [""])[0][:300]
-        hint = " (sign in with 'az login')" if settings.storage_by_identity else ""
-        raise StorageRefused(f"could not sign in to {where}{hint}: {first}") from None
-    except HttpResponseError as exc:
-        code = getattr(exc, "error_code", None) or exc.reason
-        if exc.status_code not in (401, 403):
-            raise CliError(f"{where} answered {exc.status_code} {code}",
-                           "try again; if it persists, check the account") from None
-        code = getattr(exc, "error_code", None) or exc.reason
-        raise StorageRefused(
-            f"{where} refused the request ({exc.status_code} {code}): your identity needs "
-            "the Storage Queue Data Contributor and Storage Table Data Contributor roles on "
-            "the account") from None
-    except ServiceRequestError as exc:
-        raise StorageRefused(f"could not reach {where}: {str(exc)[:200]}") from None
+    except (StorageError, StorageUnavailable) as exc:
+        raise _refused(exc, where, settings) from None
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
 
 
+def _refused(exc: StorageError | StorageUnavailable, where: str,
+             settings: Settings) -> CliError:
+    """The one line for storage's refusal `exc` (translated by the storage
+    edge; its cause, azure-core's error, has the words storage used)."""
+    cause = exc.__cause__ or exc
+    code = exc.code or getattr(cause, "reason", None) or ""
+    if exc.reason == Reason.UNAUTHORIZED:
+        first = (str(cause).splitlines() or [""])[0][:300]
+        hint = " (sign in with 'az login')" if settings.storage_by_identity else ""
+        return StorageRefused(f"could not sign in to {where}{hint}: {first}")
+    if exc.status in (401, 403):
+        return StorageRefused(
+            f"{where} refused the request ({exc.status} {code}): your identity needs "
+            "the Storage Queue Data Contributor and Storage Table Data Contributor roles on "
+            "the account")
+    if exc.status:
+        return CliError(f"{where} answered {exc.status} {code}",
+                        "try again; if it persists, check the account")
+    return StorageRefused(f"could not reach {where}: {str(cause)[:200]}")
+
+
 async def _known_users(settings: Settings, tokens: StorageTokens | None, tenant: str) -> int:
     """How many users of `tenant` have a stored personal chat (0 or 1 is enough
     to know whether an all-users send reaches anybody)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.runtime import REFERENCES_TABLE
     from proactive.storage.references import ReferenceStore
 
@@ -201,7 +202,7 @@ async def _known_users(settings: Settings, tokens: StorageTokens | None, tenant:
         try:
             async for _ in ReferenceStore(table).users_of_tenant(tenant):
                 return 1
-        except ResourceNotFoundError:
+        except NotFound:
             pass
     return 0
 

@@ -31,6 +31,7 @@ from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
+    from proactive.storage.delivery_rows import DeliveryRow
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
         # The send may still be on its way (queue order is not guaranteed).
         raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
     _wait_for_pending_sends([row for row, _ in rows])
-    label = next((str(row["ackLabel"]) for row, _ in rows if row.get("ackLabel")), "")
+    label = next((row.ack_label for row, _ in rows if row.ack_label), "")
     if message.op == "update" and message.content is not None \
             and (label or message.content.ack):
         # What a recipient who acknowledges from now on sees again: once per update.
@@ -77,29 +78,27 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     retry: DeliveryFailed | RetryLater | None = None
     unsent: list[str] = []
     for row, etag in rows:
-        state = row.get("state")
+        state = row.state
         if state in _UNSENT:
             # The send ended without a message to edit: the edit fails with its reason.
-            reason = str(row.get("reason") or state)
-            row.update({f"{message.op}State": EditState.FAILED, f"{message.op}Reason": reason})
+            reason = str(row.reason or state)
+            row.edited(message.op, EditState.FAILED, reason)
             unsent.append(reason)
         elif state == DeliveryState.SENT:
             try:
                 await _edit_one(rt, message, row)
             except Permanent as exc:
-                row.update({f"{message.op}State": EditState.FAILED,
-                            f"{message.op}Reason": exc.reason})
+                row.edited(message.op, EditState.FAILED, exc.reason)
                 log.warning("%s of %s -> %s failed: %s", message.op, message.key,
-                            log_id(str(row.get("recipient"))), exc.reason)
+                            log_id(row.recipient), exc.reason)
             except (DeliveryFailed, RetryLater) as exc:  # try this one again later
                 retry = exc
                 continue
             else:
                 if message.op == "delete":
-                    row["state"] = DeliveryState.DELETED
-                    row["deletedAt"] = iso()
-                row.update({f"{message.op}State": EditState.DONE, f"{message.op}Reason": "",
-                            "updates": int(row.get("updates", 0)) + (message.op == "update")})
+                    row.state, row.deleted_at = DeliveryState.DELETED, iso()
+                row.edited(message.op, EditState.DONE, "")
+                row.updates = int(row.updates or 0) + (message.op == "update")
         else:
             continue  # deleted: nothing left to edit
         await rt.deliveries.save(row, etag)
@@ -111,7 +110,7 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
 
 
 async def _updated_activity(rt: Runtime, message: OutboxMessage,
-                            row: dict[str, Any]) -> dict[str, Any]:
+                            row: DeliveryRow) -> dict[str, Any]:
     """The new content as this recipient sees it: a card sent with the
     acknowledgement button keeps it, or, once acknowledged, shows when instead
     (README "Read, acknowledged, reminded")."""
@@ -121,28 +120,27 @@ async def _updated_activity(rt: Runtime, message: OutboxMessage,
     from proactive.delivering.ack import acknowledged, local_time
 
     assert message.content is not None
-    label = str(row.get("ackLabel") or "") or message.content.ack
+    label = row.ack_label or message.content.ack
     if not label:
         return message.content.activity(message.key)
-    row["ackLabel"] = label  # an update may ask for the button too (saved with the edit)
+    row.ack_label = label  # an update may ask for the button too (saved with the edit)
     content = replace(message.content, ack=message.content.ack or label)
     activity = content.activity(message.key)
     card = content.card_to_send(message.key)
     assert card is not None
-    if row.get("ackedAt"):
-        ref = await rt.references.conversation(str(row["conversationId"]),
-                                               str(row.get("tenantId") or "") or None)
-        at = datetime.fromisoformat(str(row["ackedAt"]).replace("Z", "+00:00"))
+    if row.acked_at:
+        ref = await rt.references.conversation(str(row.conversation_id), row.tenant_id or None)
+        at = datetime.fromisoformat(row.acked_at.replace("Z", "+00:00"))
         shown = acknowledged(card, local_time(at, ref.timezone if ref else ""))
         activity["attachments"] = [{"contentType": ADAPTIVE_CARD, "content": shown}]
     return activity
 
 
-def _wait_for_pending_sends(rows: list[dict[str, Any]]) -> None:
+def _wait_for_pending_sends(rows: list[DeliveryRow]) -> None:
     """Raise RetryLater until the key's sends are no longer on their way: until
     the next retry a waiting send has recorded, or shortly while one is being
     sent. A send overdue by SEND_OVERDUE looks lost: then a counted retry."""
-    pending = [row for row in rows if row.get("state") in _PENDING]
+    pending = [row for row in rows if row.state in _PENDING]
     if not pending:
         return
     now = now_utc()
@@ -150,7 +148,7 @@ def _wait_for_pending_sends(rows: list[dict[str, Any]]) -> None:
     live = [due for due in dues if due is not None and due + SEND_OVERDUE > now]
     if not live:
         raise Transient(Reason.SEND_PENDING, "the send under this key is overdue")
-    if any(row.get("state") == DeliveryState.SENDING for row in pending):
+    if any(row.state == DeliveryState.SENDING for row in pending):
         raise RetryLater(0, Reason.SEND_PENDING, "the send under this key is being sent")
     # Just after the send's next attempt (a few seconds when that is late).
     delay = (min(live) - now).total_seconds() + 1
@@ -158,26 +156,25 @@ def _wait_for_pending_sends(rows: list[dict[str, Any]]) -> None:
                      "the send under this key waits for its retry")
 
 
-def _due(row: dict[str, Any]) -> datetime | None:
+def _due(row: DeliveryRow) -> datetime | None:
     """When a pending send is next expected to move: its retry, or the end
     of its claim's lease."""
-    text = row.get("retryAt") if row.get("state") == DeliveryState.RETRYING \
-        else row.get("leaseUntil")
+    text = row.retry_at if row.state == DeliveryState.RETRYING else row.lease_until
     try:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
 
 
-async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) -> None:
+async def _edit_one(rt: Runtime, message: OutboxMessage, row: DeliveryRow) -> None:
     """Edit every copy the row knows Teams accepted: its own, and those a
     late answer added after an attempt with an unknown outcome (`otherCopies`)."""
     # One activity for every copy: the row's own ack state (button or acknowledged).
     activity = await _updated_activity(rt, message, row) if message.op != "delete" else None
-    for n, copy in enumerate(copies(row)):
-        service_url = await _edit_copy(rt, message, row.get("tenantId", ""), copy, activity)
+    for n, copy in enumerate(copies(row.to_entity())):
+        service_url = await _edit_copy(rt, message, row.tenant_id or "", copy, activity)
         if n == 0:
-            row["serviceUrl"] = service_url  # the fallback host, when Teams asked for it
+            row.service_url = service_url  # the fallback host, when Teams asked for it
 
 
 async def _edit_copy(rt: Runtime, message: OutboxMessage, tenant: str,

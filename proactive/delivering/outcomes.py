@@ -8,6 +8,7 @@ Outcome, as arq's `Retry(defer=...)` does for a job:
     Permanent          -> FAILED    (recorded, never retried)
     Transient          -> RETRY     after Retry-After or backoff; uses up an attempt
     RetryLater         -> RETRY     after its delay; keeps the attempt count
+    StorageError       -> raised on: the queue trigger fails, the host retries it
 
 proactive/delivering/requeue.py carries a RETRY or POISONED outcome out on the
 queues. The delivery rows' states are storage's (proactive/storage/states.py).
@@ -24,6 +25,7 @@ from proactive.errors import (
     Permanent,
     ProactiveError,
     RetryLater,
+    StorageError,
     Transient,
 )
 
@@ -67,5 +69,7 @@ def outcome_of(exc: ProactiveError, attempt: int) -> Outcome:
     if isinstance(exc, RetryLater):
         return Outcome(Action.RETRY, exc.reason, delay=exc.delay or backoff(1, None),
                        counts=False)
+    if isinstance(exc, StorageError):
+        raise exc  # an answer of storage no caller expected: the host retries the message
     raise TypeError(f"no outcome for {type(exc).__name__}")  # a new branch of the tree
 

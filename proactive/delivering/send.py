@@ -94,7 +94,7 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
         return outcome_of(exc, 1)
     if not isinstance(claim, Claim):
         log.info("delivery %s -> %s already %s", key, log_id(target.recipient),
-                 claim.get("state"))
+                 claim.state)
         return Outcome(Action.DONE, Reason.DUPLICATE)
     if claim.entity.get("ambiguous") and claim.entity.get("unknownAttempt") == \
             claim.attempts - 1:

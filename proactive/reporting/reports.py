@@ -271,8 +271,7 @@ async def engagement(rt: Runtime, key: str) -> dict[str, int] | None:
     when the key has more than MAX_ENGAGEMENT_ROWS deliveries."""
     from collections import Counter
 
-    from azure.core.exceptions import ResourceNotFoundError
-
+    from proactive.errors import NotFound
     from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
     from proactive.storage.reads import ReadLookup, ReadState
 
@@ -292,6 +291,6 @@ async def engagement(rt: Runtime, key: str) -> dict[str, int] | None:
                 counts[READ_UNKNOWN if state == ReadState.UNKNOWN else state] += 1
             if entity.get("ackedAt"):
                 counts["acked"] += 1
-    except ResourceNotFoundError:
+    except NotFound:
         pass
     return {name: counts[name] for name in sorted(counts)}

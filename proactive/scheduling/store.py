@@ -277,23 +277,10 @@ class ScheduleStore:
     async def submit(self, ops: list[Any]) -> None:
         """One entity-group transaction; Conflict when a condition failed (a row
         changed, exists already, or is gone)."""
-        from azure.data.tables import TableTransactionError
-
-        try:
-            await self.table.submit_transaction(ops)
-        except TableTransactionError as exc:
-            if exc.status_code in (404, 409, 412):
-                raise tables.Conflict(str(exc.status_code)) from exc
-            raise
+        await tables.submit(self.table, ops)
 
 
-def if_match(etag: str) -> dict[str, Any]:
-    """Transaction options of an ETag-conditional replace."""
-    from azure.core import MatchConditions
-    from azure.data.tables import UpdateMode
-
-    return {"mode": UpdateMode.REPLACE, "etag": etag,
-            "match_condition": MatchConditions.IfNotModified}
+if_match = tables.if_match  # transaction options of an ETag-conditional replace
 
 
 async def list_items(table: TableClient, key: str = "", *,

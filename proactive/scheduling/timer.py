@@ -112,12 +112,8 @@ async def tick(rt: Runtime, now: datetime | None = None, *, budget: float = BUDG
 
 async def _drop_due_row(table: TableClient, row: Mapping[str, Any], etag: str) -> None:
     """Delete a leftover due row, unless it was written again since it was read."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
-    with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-        await table.delete_entity(row["PartitionKey"], row["RowKey"], etag=etag,
-                                  match_condition=MatchConditions.IfNotModified)
+    with contextlib.suppress(tables.Conflict):
+        await tables.delete_if(table, row["PartitionKey"], row["RowKey"], etag)
 
 
 async def _claim(store: ScheduleStore, row: dict[str, Any], row_etag: str, now: datetime,

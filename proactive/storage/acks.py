@@ -78,21 +78,15 @@ class AckStore:
         """Record the click on the delivery row of (key, recipient) if that
         delivery was sent with the button into this very conversation and
         tenant; first click wins."""
-        pk, rk = tables.safe_key(key), tables.safe_key(recipient)
-        async for _ in tables.attempts():
-            found = await tables.read(self.deliveries, pk, rk)
-            if found is None:
-                return Acknowledged(AckOutcome.NOT_YOURS)
-            row, etag = found
-            if row.get("state") != "sent" or not row.get("ackLabel") \
+        def click(row: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Acknowledged]:
+            if row is None or row.get("state") != "sent" or not row.get("ackLabel") \
                     or row.get("conversationId") != conversation_id \
                     or str(row.get("tenantId", "")).lower() != tenant_id.lower():
-                return Acknowledged(AckOutcome.NOT_YOURS)
+                return None, Acknowledged(AckOutcome.NOT_YOURS)
             if row.get("ackedAt"):
-                return Acknowledged(AckOutcome.ALREADY, str(row["ackedAt"]))
-            try:
-                await tables.replace_if(self.deliveries, {**row, "ackedAt": at}, etag)
-            except tables.Conflict:
-                continue
-            return Acknowledged(AckOutcome.RECORDED, at)
-        raise tables.Conflict(f"delivery {key} -> {recipient} kept changing")
+                return None, Acknowledged(AckOutcome.ALREADY, str(row["ackedAt"]))
+            return {**row, "ackedAt": at}, Acknowledged(AckOutcome.RECORDED, at)
+
+        return await tables.update(self.deliveries, tables.safe_key(key),
+                                   tables.safe_key(recipient), click,
+                                   what=f"delivery {key} -> {recipient}")

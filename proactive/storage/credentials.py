@@ -218,12 +218,18 @@ def table_service(settings: Settings, tokens: StorageTokens | None = None,
 
 def table_client(settings: Settings, name: str, tokens: StorageTokens | None = None,
                  **options: Any) -> TableClient:
+    """The SDK client of table `name` for the CLI and tools: it raises the
+    tree's errors (a missing table: NotFound) and creates nothing."""
     from azure.data.tables.aio import TableClient
 
+    from proactive.storage.autocreate import checked
+
     if not settings.storage_by_identity:
-        return TableClient.from_connection_string(settings.storage_connection, name, **options)
-    return TableClient(endpoint=settings.storage_url("table"), table_name=name,
-                       credential=_need(tokens), **options)
+        client = TableClient.from_connection_string(settings.storage_connection, name, **options)
+    else:
+        client = TableClient(endpoint=settings.storage_url("table"), table_name=name,
+                             credential=_need(tokens), **options)
+    return checked(client, f"table {name}")
 
 
 def queue_service(settings: Settings, tokens: StorageTokens | None = None,
@@ -238,12 +244,17 @@ def queue_service(settings: Settings, tokens: StorageTokens | None = None,
 
 def queue_client(settings: Settings, name: str, tokens: StorageTokens | None = None,
                  **options: Any) -> QueueClient:
+    """The SDK client of queue `name`, as `table_client`."""
     from azure.storage.queue.aio import QueueClient
 
+    from proactive.storage.autocreate import checked
+
     if not settings.storage_by_identity:
-        return QueueClient.from_connection_string(settings.storage_connection, name, **options)
-    return QueueClient(account_url=settings.storage_url("queue"), queue_name=name,
-                       credential=_need(tokens), **options)
+        client = QueueClient.from_connection_string(settings.storage_connection, name, **options)
+    else:
+        client = QueueClient(account_url=settings.storage_url("queue"), queue_name=name,
+                             credential=_need(tokens), **options)
+    return checked(client, f"queue {name}")
 
 
 def rest_table(settings: Settings, name: str, session: aiohttp.ClientSession,

@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 from proactive.errors import Busy, Reason, StorageUnavailable
 from proactive.storage import tables
-from proactive.storage.autocreate import unavailable
 from proactive.storage.copies import (  # noqa: F401 - part of this module's API
     UNKNOWN_FIELDS,
     copies,
     late_copy,
     unknown_attempt,
 )
+from proactive.storage.delivery_rows import DeliveryRow
 from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class DeliveryStore:
         self._unused: dict[tuple[str, str], set[str]] = {}
 
     async def claim(self, key: str, recipient: str, *,
-                    on_unknown: str = "resend") -> Claim | dict[str, Any]:
+                    on_unknown: str = "resend") -> Claim | DeliveryRow:
         """A Claim to go ahead, or the finished row (sent/failed/deleted) to
         report instead. Raises Busy while another worker's claim is live, and
         StorageUnavailable if the claim can't be written (nothing may be sent).
@@ -148,20 +148,19 @@ class DeliveryStore:
             # rather than ask again.
             await self._record(pending)
             if pending.entity["state"] in FINAL:
-                return dict(pending.entity)
+                return DeliveryRow.from_entity(dict(pending.entity))
         claim_id = uuid.uuid4().hex
         try:
             claim = await self._take(key, recipient, claim_id, on_unknown)
-        except Exception as exc:
-            if not unavailable(exc):
-                raise
+        except StorageUnavailable as exc:
             # It may have landed: ours to take back, uncounted.
             self._remember_unused(where, claim_id)
             raise StorageUnavailable(detail=f"the claim could not be written: "
                                             f"{type(exc).__name__}") from exc
         if isinstance(claim, Claim):
             self._unused.pop(where, None)
-        return claim
+            return claim
+        return DeliveryRow.from_entity(claim)
 
     async def _take(self, key: str, recipient: str, claim_id: str,
                     on_unknown: str) -> Claim | dict[str, Any]:
@@ -231,9 +230,7 @@ class DeliveryStore:
                   "leaseUntil": ""}
         try:
             claim.etag = await tables.replace_if(self.table, entity, claim.etag)
-        except Exception as exc:
-            if not unavailable(exc) and not isinstance(exc, tables.Conflict):
-                raise
+        except (StorageUnavailable, tables.Conflict) as exc:
             self._remember_unused(claim.where, claim.id)
             log.warning("delivery %s -> %s: claim not given back (%s); this process "
                         "takes it back when the message returns", *_logged(claim.where),
@@ -262,10 +259,7 @@ class DeliveryStore:
         while True:
             try:
                 claim.etag = await self._write_outcome(claim)
-            except Exception as exc:
-                if not unavailable(exc):
-                    self._unrecorded.pop(claim.where, None)
-                    raise
+            except StorageUnavailable as exc:
                 left = (claim.record_by - self.clock()).total_seconds()
                 if left <= 0:
                     log.error("delivery %s -> %s: outcome %s not written (%s); kept in this "
@@ -279,6 +273,9 @@ class DeliveryStore:
                 await self.sleep(min(pause, left))
                 pause = min(pause * 2, PAUSES[1])
                 continue
+            except Exception:
+                self._unrecorded.pop(claim.where, None)
+                raise
             self._unrecorded.pop(claim.where, None)
             return
 
@@ -318,19 +315,20 @@ class DeliveryStore:
         log.error("delivery %s -> %s: claim lost before its outcome %s was written",
                   *_logged(claim.where), claim.entity["state"])
         self._unrecorded.pop(claim.where, None)
-        raise tables.Conflict(f"the claim on {claim.where} was lost")
+        raise tables.Conflict(detail=f"the claim on {claim.where} was lost")
 
-    async def by_key(self, key: str) -> list[tuple[dict[str, Any], str]]:
+    async def by_key(self, key: str) -> list[tuple[DeliveryRow, str]]:
         rows = []
         async for entity in self.table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": tables.safe_key(key)}
         ):
-            rows.append((dict(entity), str(entity.metadata["etag"])))
+            rows.append((DeliveryRow.from_entity(dict(entity)), str(entity.metadata["etag"])))
         return rows
 
-    async def save(self, entity: dict[str, Any], etag: str) -> str:
-        entity["updatedAt"] = tables.iso()
-        return await tables.replace_if(self.table, entity, etag)
+    async def save(self, row: DeliveryRow, etag: str) -> str:
+        """Write `row` back if unchanged since `etag` (Conflict otherwise)."""
+        row.updated_at = tables.iso()
+        return await tables.replace_if(self.table, row.to_entity(), etag)
 
 
 def _busy_for(lease_until: str, now: datetime, lease: timedelta) -> float:

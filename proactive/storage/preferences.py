@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from proactive.errors import NotFound
 from proactive.storage import tables
+from proactive.storage.faults import translated
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -79,15 +81,14 @@ class PreferenceStore:
     async def opt_in(self, aad_id: str, topic: str | None = None) -> list[str]:
         """Clear the user's opt-out of `topic`, or every opt-out of theirs
         (None). Returns the topics cleared."""
-        from azure.core.exceptions import ResourceNotFoundError
-
         cleared = []
         for found in await self.of_user(aad_id):
             if topic is not None and found.topic != topic:
                 continue
             try:
-                await self.table.delete_entity(user_pk(aad_id), found.topic)
-            except ResourceNotFoundError:
+                with translated():
+                    await self.table.delete_entity(user_pk(aad_id), found.topic)
+            except NotFound:
                 continue
             cleared.append(found.topic)
         return cleared

@@ -207,9 +207,6 @@ class Campaigns:
 
     async def _count(self, key: str, results: Mapping[str, Counter[str]],
                      people: Mapping[str, str]) -> None:
-        from azure.core import MatchConditions
-        from azure.data.tables import TableTransactionError, UpdateMode
-
         pk, pending, recheck = tables.safe_key(key), dict(results), False
         aliases = {who: person for who, person in people.items()
                    if who in pending and person != who}
@@ -234,18 +231,12 @@ class Campaigns:
                     marker = {"PartitionKey": pk, "RowKey": _marker(marked),
                               "counts": json.dumps(results.get(who, counts)), "by": who,
                               "countedAt": tables.iso()}
-                    ops.append(("update", marker, {
-                        "mode": UpdateMode.REPLACE, "etag": replacing[who],
-                        "match_condition": MatchConditions.IfNotModified})
-                        if who in replacing else ("create", marker))
-            ops.append(("update", row, {"mode": UpdateMode.REPLACE, "etag": etag,
-                                        "match_condition": MatchConditions.IfNotModified})
-                       if etag else ("create", row))
+                    ops.append(("update", marker, tables.if_match(replacing[who]))
+                               if who in replacing else ("create", marker))
+            ops.append(("update", row, tables.if_match(etag)) if etag else ("create", row))
             try:
-                answers = await self.table.submit_transaction(ops)
-            except TableTransactionError as exc:
-                if exc.status_code not in (404, 409, 412):
-                    raise
+                answers = await tables.submit(self.table, ops)
+            except tables.Conflict as exc:
                 # The shard is the last operation: only it failing means the
                 # markers are still free.
                 recheck = exc.index != len(ops) - 1
@@ -254,7 +245,7 @@ class Campaigns:
                 self._shard_written.clear()
             self._shard_written[pk] = row, str(answers[-1].get("etag") or "")
             return
-        raise tables.Conflict(f"counters of {key} kept changing")
+        raise tables.Conflict(detail=f"counters of {key} kept changing")
 
     async def _uncounted(self, pk: str, pending: dict[str, Counter[str]],
                          aliases: dict[str, str], results: Mapping[str, Counter[str]]

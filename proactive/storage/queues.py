@@ -17,7 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proactive.errors import Conflict, NotFound
 from proactive.storage import tables
+from proactive.storage.faults import translated
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,7 @@ def encode(text: str, encoding: str | None = None) -> str:
 
 
 async def ensure_queue(client: QueueClient) -> None:
-    from azure.core.exceptions import ResourceExistsError
-
-    with contextlib.suppress(ResourceExistsError):
+    with contextlib.suppress(Conflict), translated():
         await client.create_queue()
 
 
@@ -108,9 +108,7 @@ class Outbox:
 
     async def withdraw(self, standby: tuple[str, str]) -> None:
         """Delete a standby copy; gone already (it ran) is fine."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        with contextlib.suppress(ResourceNotFoundError):
+        with contextlib.suppress(NotFound), translated():
             await self.queue.delete_message(*standby)
 
     async def poison(self, original: str, *, reason: str, detail: str,

@@ -148,27 +148,24 @@ class ReadStore:
         position = order_of(message_id)
         if position is None:
             return ReceiptOutcome.BAD_ID
-        pk, rk = conv_pk(conversation_id), tables.safe_key(tenant_id)
-        async for _ in tables.attempts():
-            found = await tables.read(self.table, pk, rk)
-            if found is None:
-                return ReceiptOutcome.UNKNOWN_CHAT
-            entity, etag = found
+        def receipt(entity: dict[str, Any] | None
+                    ) -> tuple[dict[str, Any] | None, ReceiptOutcome]:
+            if entity is None:
+                return None, ReceiptOutcome.UNKNOWN_CHAT
             current = LastRead.from_entity(entity)
             if current.conversation_type != "personal":
-                return ReceiptOutcome.NOT_PERSONAL
+                return None, ReceiptOutcome.NOT_PERSONAL
             if not aad_id or current.aad_id.lower() != aad_id.lower():
-                return ReceiptOutcome.NOT_OWNER
+                return None, ReceiptOutcome.NOT_OWNER
             last = current.last
             if last is not None and last >= position:
-                return ReceiptOutcome.ALREADY
+                return None, ReceiptOutcome.ALREADY
             updated = current.with_mark(Mark(message_id, at or tables.iso()))
-            try:
-                await tables.replace_if(self.table, {**entity, **updated.to_entity()}, etag)
-            except tables.Conflict:
-                continue
-            return ReceiptOutcome.RECORDED
-        raise tables.Conflict(f"{pk} kept changing")
+            return {**entity, **updated.to_entity()}, ReceiptOutcome.RECORDED
+
+        pk = conv_pk(conversation_id)
+        return await tables.update(self.table, pk, tables.safe_key(tenant_id), receipt,
+                                   what=pk)
 
 
 class ReadLookup:

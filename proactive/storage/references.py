@@ -257,26 +257,17 @@ class ReferenceStore:
             channels.add(activity.channel)
         channels.add(activity.conversation_id.split(";", 1)[0])
         self._forget(team["PartitionKey"], team["RowKey"])
-        async for _ in tables.attempts():
-            found = await tables.read(self.table, team["PartitionKey"], team["RowKey"])
-            if found:
-                entity, etag = found
-                known = set(json.loads(entity.get("channelIds") or "[]"))
-                merged = {**entity, **team, "channelIds": json.dumps(sorted(known | channels))}
-                merged.update(_state_fields(entity, activity.change, now))
-                try:
-                    await tables.replace_if(self.table, merged, etag)
-                    return
-                except tables.Conflict:
-                    continue
-            fresh = {**team, "firstSeen": now, "channelIds": json.dumps(sorted(channels)),
-                     **_state_fields({}, activity.change, now)}
-            try:
-                await tables.create(self.table, fresh)
-                return
-            except tables.Conflict:
-                continue
-        raise tables.Conflict("team row kept changing")
+
+        def merged(entity: dict[str, Any] | None) -> tuple[dict[str, Any], None]:
+            if entity is None:
+                return {**team, "firstSeen": now, "channelIds": json.dumps(sorted(channels)),
+                        **_state_fields({}, activity.change, now)}, None
+            known = set(json.loads(entity.get("channelIds") or "[]"))
+            return {**entity, **team, "channelIds": json.dumps(sorted(known | channels)),
+                    **_state_fields(entity, activity.change, now)}, None
+
+        await tables.update(self.table, team["PartitionKey"], team["RowKey"], merged,
+                            what="team row")
 
     async def _transition(self, fields: dict[str, Any], change: Change, now: str) -> bool:
         """Merge `fields` into the row, applying the install change with an
@@ -285,27 +276,21 @@ class ReferenceStore:
         concurrent writers sees True)."""
         pk, rk = fields["PartitionKey"], fields["RowKey"]
         self._forget(pk, rk)
-        async for _ in tables.attempts():
-            found = await tables.read(self.table, pk, rk)
-            if found is None:
+
+        def moved(current: dict[str, Any] | None
+                  ) -> tuple[dict[str, Any], tuple[dict[str, Any], bool]]:
+            if current is None:
                 entity = {**fields, "firstSeen": now, **_state_fields({}, change, now)}
-                try:
-                    await tables.create(self.table, entity)
-                except tables.Conflict:
-                    continue
-                await user_index.put(self.table, entity)
-                return bool(entity["installState"] == INSTALLED)
-            current, etag = found
+                return entity, (entity, bool(entity["installState"] == INSTALLED))
             before = current.get("installState", UNKNOWN)
             updated = {**current, **fields, **_state_fields(current, change, now)}
-            try:
-                await tables.replace_if(self.table, updated, etag)
-            except tables.Conflict:
-                continue
-            await user_index.put(self.table, updated)
-            return before != INSTALLED and updated["installState"] == INSTALLED \
-                and change is Change.INSTALLED
-        raise tables.Conflict(f"{pk} kept changing")
+            return updated, (updated, before != INSTALLED
+                             and updated["installState"] == INSTALLED
+                             and change is Change.INSTALLED)
+
+        written, installed = await tables.update(self.table, pk, rk, moved, what=pk)
+        await user_index.put(self.table, written)
+        return installed
 
     async def mark(self, reference: Reference, state: str, *, aad_id: str = "") -> None:
         """Record what a Connector answer taught us (blocked, uninstalled...)."""

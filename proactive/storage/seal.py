@@ -79,25 +79,21 @@ class Seal:
 
     async def _load(self) -> None:
         """Read the row (create it when absent) into the cache."""
-        for _ in range(5):
-            found = await tables.read(self.table, PK, RK)
-            if found is None:
-                kid, key = _new_key()
-                entity = {"PartitionKey": PK, "RowKey": RK, "current": kid,
-                          "keys": json.dumps({kid: {"key": key, "since": tables.iso()}})}
-                try:
-                    await tables.create(self.table, entity)
-                except tables.Conflict:
-                    continue  # another instance made it first: use theirs
-                found = entity, ""
-            entity = found[0]
-            keys = json.loads(entity["keys"])
-            self._keys = {kid: base64.b64decode(v["key"]) for kid, v in keys.items()}
-            self._current = str(entity["current"])
-            self._read_at = self._clock()
-            self._unknown = set()
-            return
-        raise tables.Conflict
+
+        def made(found: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+            if found is not None:  # (another instance made it first: theirs is used)
+                return None, found
+            kid, key = _new_key()
+            entity = {"PartitionKey": PK, "RowKey": RK, "current": kid,
+                      "keys": json.dumps({kid: {"key": key, "since": tables.iso()}})}
+            return entity, entity
+
+        entity = await tables.update(self.table, PK, RK, made, rounds=5, what="the seal's keys")
+        keys = json.loads(entity["keys"])
+        self._keys = {kid: base64.b64decode(v["key"]) for kid, v in keys.items()}
+        self._current = str(entity["current"])
+        self._read_at = self._clock()
+        self._unknown = set()
 
     async def _ensure(self, *, kid: str = "") -> None:
         async with self._lock:
@@ -142,21 +138,18 @@ class Seal:
     async def rotate(self) -> str:
         """Sign with a new key from now on (every instance within
         CACHE_SECONDS); keys older than KEEP_DAYS are dropped. Returns its id."""
-        async for _ in tables.attempts():
-            found = await tables.read(self.table, PK, RK)
-            keys: dict[str, Any] = json.loads(found[0]["keys"]) if found else {}
+        def rotated(found: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+            keys: dict[str, Any] = json.loads(found["keys"]) if found else {}
             oldest = tables.iso(tables.now_utc() - timedelta(days=KEEP_DAYS))
             keys = {kid: v for kid, v in keys.items() if v.get("since", "") >= oldest}
             kid, key = _new_key()
             keys[kid] = {"key": key, "since": tables.iso()}
-            entity = {"PartitionKey": PK, "RowKey": RK, "current": kid, "keys": json.dumps(keys)}
-            try:
-                await tables.write_if(self.table, entity, found[1] if found else "")
-            except tables.Conflict:
-                continue
-            self._read_at = float("-inf")  # this process signs with it at once
-            return kid
-        raise tables.Conflict
+            return {"PartitionKey": PK, "RowKey": RK, "current": kid,
+                    "keys": json.dumps(keys)}, kid
+
+        kid = await tables.update(self.table, PK, RK, rotated, what="the seal's keys")
+        self._read_at = float("-inf")  # this process signs with it at once
+        return kid
 
 
 def _new_key() -> tuple[str, str]:

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from proactive.errors import Conflict, NotFound, PreconditionFailed
+from proactive.storage.faults import translated
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from proactive.storage.table_rest import RestTableClient
 
     Table = TableClient | RestTableClient
+
+T = TypeVar("T")
 
 # Table keys may not hold these; '%' is escaped too so the mapping is reversible.
 _UNSAFE = {"%": "%25", "/": "%2F", "\\": "%5C", "#": "%23", "?": "%3F"}
@@ -42,8 +47,7 @@ def iso(moment: datetime | None = None) -> str:
     return (moment or now_utc()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Conflict(Exception):
-    """Another writer changed or created the entity first."""
+__all__ = ["Conflict", "NotFound", "PreconditionFailed"]  # re-exported for storage's callers
 
 
 async def attempts(count: int = 12) -> AsyncIterator[int]:
@@ -57,37 +61,33 @@ async def attempts(count: int = 12) -> AsyncIterator[int]:
 
 async def read(table: Table, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
     """The entity as a plain dict, with its ETag; None when absent."""
-    from azure.core.exceptions import ResourceNotFoundError
-
     try:
-        entity = await table.get_entity(pk, rk)
-    except ResourceNotFoundError:
+        with translated():
+            entity = await table.get_entity(pk, rk)
+    except NotFound:
         return None
     return dict(entity), str(entity.metadata["etag"])
 
 
 async def create(table: Table, entity: dict[str, Any]) -> str:
     """Insert; raise Conflict if it exists. Returns the new ETag."""
-    from azure.core.exceptions import ResourceExistsError
-
-    try:
+    with translated():
         meta = await table.create_entity(entity)
-    except ResourceExistsError as exc:
-        raise Conflict from exc
     return str(meta["etag"])
 
 
 async def replace_if(table: Table, entity: dict[str, Any], etag: str) -> str:
-    """Replace only if unchanged since `etag`; raise Conflict otherwise."""
+    """Replace only if unchanged since `etag`; raise Conflict otherwise (the
+    entity changed, or is gone)."""
     from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
     from azure.data.tables import UpdateMode
 
     try:
-        meta = await table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                         match_condition=MatchConditions.IfNotModified)
-    except (ResourceModifiedError, ResourceNotFoundError) as exc:
-        raise Conflict from exc
+        with translated():
+            meta = await table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified)
+    except NotFound as exc:
+        raise Conflict(Conflict.reason, exc.detail, status=exc.status, code=exc.code) from exc
     return str(meta["etag"])
 
 
@@ -99,7 +99,65 @@ async def write_if(table: Table, entity: dict[str, Any], etag: str) -> str:
     return await create(table, entity)
 
 
+async def update(table: Table, pk: str, rk: str,
+                 change: Callable[[dict[str, Any] | None], tuple[dict[str, Any] | None, T]],
+                 *, rounds: int = 12, what: str = "") -> T:
+    """Read-modify-write of one entity, retried when another writer gets there
+    first: read (pk, rk), ask `change` what to write given the entity (None:
+    absent), write that only if the entity is still as read (a create when it
+    was absent, else a replace if its ETag is unchanged), and on a Conflict
+    read again and ask again, for at most `rounds` rounds (then Conflict).
+
+    `change` returns (what to write, or None for nothing; the result to
+    return once written); it may be asked more than once, so it decides from
+    the entity it is given, not from what an earlier round saw. One read and
+    at most one write per round: what the loops it replaced did."""
+    async for _ in attempts(rounds):
+        found = await read(table, pk, rk)
+        entity, etag = found if found is not None else (None, "")
+        new, result = change(entity)
+        if new is None:
+            return result
+        try:
+            await write_if(table, new, etag)
+        except Conflict:
+            continue
+        return result
+    raise Conflict(detail=f"{what or f'{pk}/{rk}'} kept changing")
+
+
 async def merge(table: Table, entity: dict[str, Any]) -> None:
     from azure.data.tables import UpdateMode
 
     await table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+
+def if_match(etag: str) -> dict[str, Any]:
+    """Options of an ETag-conditional replace (update_entity's, or a
+    transaction operation's third item)."""
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    return {"mode": UpdateMode.REPLACE, "etag": etag,
+            "match_condition": MatchConditions.IfNotModified}
+
+
+async def delete_if(table: TableClient, pk: str, rk: str, etag: str) -> None:
+    """Delete only if unchanged since `etag`; raise Conflict otherwise (the
+    entity changed, or is gone)."""
+    from azure.core import MatchConditions
+
+    try:
+        with translated():
+            await table.delete_entity(pk, rk, etag=etag,
+                                      match_condition=MatchConditions.IfNotModified)
+    except NotFound as exc:
+        raise Conflict(Conflict.reason, exc.detail, status=exc.status, code=exc.code) from exc
+
+
+async def submit(table: TableClient, ops: list[Any]) -> list[Any]:
+    """One entity-group transaction (SDK client only); Conflict when one of its
+    conditions failed (a row changed, exists already, or is gone), with the
+    failed operation's `index`."""
+    with translated():
+        return list(await table.submit_transaction(ops))

@@ -33,7 +33,9 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from proactive.errors import NotFound
 from proactive.storage import tables
+from proactive.storage.faults import translated
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
@@ -85,9 +87,7 @@ async def put(table: Table, user_row: dict[str, Any]) -> None:
 
 async def change(table: Table, tenant_id: str, aad_id: str, fields: dict[str, Any]) -> None:
     """Change fields of an index row that exists (a user never listed stays out)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    with contextlib.suppress(ResourceNotFoundError):
+    with contextlib.suppress(NotFound), translated():
         await table.update_entity({"PartitionKey": index_pk(tenant_id),
                                    "RowKey": index_rk(aad_id), **fields},
                                   mode="merge")
