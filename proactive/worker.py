@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from proactive import telemetry
 from proactive.contract import OutboxMessage, parse_message
 from proactive.delivering import broadcast
+from proactive.delivering.ack import card_as_sent
 from proactive.delivering.edit import edit
 from proactive.delivering.followup import SUFFIX
 from proactive.delivering.outcomes import Action, Outcome, outcome_of
+from proactive.delivering.render import checked
 from proactive.delivering.requeue import refuse, retry_later
 from proactive.delivering.send import send_one
 from proactive.errors import InvalidMessage, ProactiveError
@@ -37,8 +39,8 @@ async def process(rt: Runtime, body: str, *, message_id: str,
     """Handle one queue message; never raises for a bad message."""
     body = lenient_text(body)
     try:
-        message = parse_message(body, default_key=f"msg:{message_id}",
-                                max_activity_bytes=rt.settings.max_activity_bytes)
+        message = checked(parse_message(body, default_key=f"msg:{message_id}"),
+                          rt.settings.max_activity_bytes)
         if message.needs_seal:  # app-only fields: acted on only if the app signed them
             # Before anything else, and outside _settle: a storage error here
             # fails the invocation (the host retries the text as it came); a
@@ -117,7 +119,7 @@ async def _keep_ack_card(rt: Runtime, message: OutboxMessage) -> None:
     from proactive.storage.acks import AckStore
 
     assert message.content is not None
-    card = message.content.card_to_send(message.key)
+    card = card_as_sent(message.content, message.key)
     if card is not None:
         await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
 
@@ -137,8 +139,9 @@ async def _plan_follow_up(rt: Runtime, message: OutboxMessage) -> None:
     follow_up = message.content.follow_up
     due = now_utc() + follow_up.after
     due -= timedelta(microseconds=due.microsecond)
-    body = reminder(message.key, message.target.to_json(), follow_up, iso_instant(due))
-    await store_send(rt, replace(parse_message(json.dumps(body)), part=message.part))
+    due_reminder = reminder(message.key, message.target, follow_up, iso_instant(due))
+    await store_send(rt, replace(checked(due_reminder, rt.settings.max_activity_bytes),
+                                 part=message.part))
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:

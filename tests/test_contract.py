@@ -9,7 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from proactive.contract import InvalidMessage, activity_size, parse_message
+from proactive.contract import InvalidMessage, parse_message
+from proactive.delivering.render import activity, activity_size, checked
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "proactive" / "schemas" / "outbox-message.v1.json").read_text())
@@ -239,21 +240,20 @@ def test_content_over_the_teams_limit_is_refused_before_any_send() -> None:
     # only 60,000 characters long.
     message = {"version": 1, "op": "send", "to": {"user": "u"}, "text": "界" * 60_000}
     with pytest.raises(InvalidMessage) as caught:
-        parse_message(json.dumps(message), default_key="k")
+        checked(parse_message(json.dumps(message), default_key="k"))
     assert caught.value.reason == "too-large"
     ok = {**message, "text": "界" * 50_000}
-    assert parse_message(json.dumps(ok), default_key="k").content is not None
+    assert checked(parse_message(json.dumps(ok), default_key="k")).content is not None
 
 
 def test_activity_shape_for_text_card_and_summary() -> None:
     parsed = parse_message(json.dumps(VALID[2]))
     assert parsed.content is not None
-    activity = parsed.content.activity()
-    assert activity == {"type": "message", "text": "**hi**", "textFormat": "markdown",
-                        "summary": "s"}
+    assert activity(parsed.content) == {"type": "message", "text": "**hi**",
+                                        "textFormat": "markdown", "summary": "s"}
     carded = parse_message(json.dumps(VALID[1]), default_key="k").content
     assert carded is not None
-    attachment = carded.activity()["attachments"][0]
+    attachment = activity(carded)["attachments"][0]
     assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
     # The producer's card, plus the way out (README "Opt-out, opt-in, help").
     content = attachment["content"]

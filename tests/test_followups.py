@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from proactive.contract import InvalidMessage, parse_message
+from proactive.contract.fields import parse_duration
 from proactive.delivering.ack import ACK_VERB
-from proactive.delivering.followup import parse_duration
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting.reports import send_report

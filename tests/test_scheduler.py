@@ -56,7 +56,7 @@ class Recorder:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("the process died here")
-        self.sent.append((dict(message), delay))
+        self.sent.append((message.to_json(), delay))
         return await self._put(message, delay=delay)
 
     @property

@@ -17,6 +17,7 @@ from proactive.config import Settings
 from proactive.storage import credentials
 
 if TYPE_CHECKING:
+    from proactive.contract import OutboxMessage
     from proactive.storage.credentials import StorageTokens
 
 T = TypeVar("T")
@@ -38,12 +39,13 @@ async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
 
 
 async def _enqueue(settings: Settings, tokens: StorageTokens | None,
-                   message: dict[str, Any]) -> None:
+                   message: OutboxMessage) -> None:
+    """A producer's message onto the outbox (not signed: it carries no app-only field)."""
     from proactive.storage.queues import dumps, encode, ensure_queue
 
     async with credentials.queue_client(settings, settings.outbox_queue, tokens) as queue:
         await ensure_queue(queue)
-        await queue.send_message(encode(dumps(message)))
+        await queue.send_message(encode(dumps(message.to_json())))
 
 
 async def _status(settings: Settings, tokens: StorageTokens | None,

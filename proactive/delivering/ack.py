@@ -17,27 +17,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from proactive.contract.fields import DEFAULT_LABEL
+
+if TYPE_CHECKING:
+    from proactive.contract import Content
 
 ACK_VERB = "proactive.ack"
-DEFAULT_LABEL = "Got it"
-MAX_LABEL = 40
 ACK_ID = "proactive-ack"  # the action's id, so a refresh finds and removes it
-
-
-def parse_ack(value: Any) -> str:
-    """The contract's `"ack": true` or `{"label": "..."}`: the button's label,
-    "" for no button. Raises ValueError."""
-    if value is False:
-        return ""
-    if value is True:
-        return DEFAULT_LABEL
-    label = value.get("label") if isinstance(value, Mapping) else None
-    if not isinstance(value, Mapping) or set(value) - {"label"} or not isinstance(label, str) \
-            or not label.strip() or len(label) > MAX_LABEL:
-        raise ValueError(f"'ack' must be true, false or {{\"label\": \"...\"}} "
-                         f"(1 to {MAX_LABEL} characters)")
-    return label.strip()
 
 
 def ack_action(key: str, label: str) -> dict[str, Any]:
@@ -52,25 +40,7 @@ def text_card(text: str) -> dict[str, Any]:
             "version": "1.4", "body": [{"type": "TextBlock", "text": text, "wrap": True}]}
 
 
-class Sendable(Protocol):
-    """What of proactive.contract.Content makes its card (not imported: the
-    contract imports this module)."""
-
-    @property
-    def text(self) -> str: ...
-    @property
-    def card(self) -> Mapping[str, Any] | None: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def notification(self) -> Mapping[str, Any] | None: ...
-    @property
-    def service(self) -> bool: ...
-    @property
-    def ack(self) -> str: ...
-
-
-def card_as_sent(content: Sendable, key: str) -> Mapping[str, Any] | None:
+def card_as_sent(content: Content, key: str) -> Mapping[str, Any] | None:
     """A Content's card as sent: the producer's or the notification's, with the
     opt-out action unless it is the bot's own message, and the ack button (for
     `key`) when asked; plain text with `ack` becomes a card carrying it."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from proactive.contract import Target
+from proactive.contract import Target, TargetKind
 from proactive.errors import Permanent, Reason, Unreachable
 from proactive.storage.references import UNINSTALLED
 
@@ -43,7 +43,7 @@ class Page:
 
 async def page(rt: Runtime, target: Target) -> Page:
     """One page of the audience. Raises members of proactive.errors."""
-    if target.kind == "teamMembers":
+    if target.kind == TargetKind.TEAM_MEMBERS:
         return await _team_page(rt, target)
     return await _group_page(rt, target)
 

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import OutboxMessage
+from proactive.delivering.ack import card_as_sent
 from proactive.delivering.outcomes import Action, DeliveryState, EditState, Outcome
+from proactive.delivering.render import activity as activity_of
 from proactive.delivering.send import call
 from proactive.errors import (
     DeliveryFailed,
@@ -69,8 +71,8 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
 
         from proactive.storage.acks import AckStore
 
-        card = replace(message.content, ack=message.content.ack or label).card_to_send(
-            message.key)
+        card = card_as_sent(replace(message.content, ack=message.content.ack or label),
+                            message.key)
         if card is not None:
             await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
     retry: DeliveryFailed | RetryLater | None = None
@@ -122,11 +124,11 @@ async def _updated_activity(rt: Runtime, message: OutboxMessage,
     assert message.content is not None
     label = str(row.get("ackLabel") or "") or message.content.ack
     if not label:
-        return message.content.activity(message.key)
+        return activity_of(message.content, message.key)
     row["ackLabel"] = label  # an update may ask for the button too (saved with the edit)
     content = replace(message.content, ack=message.content.ack or label)
-    activity = content.activity(message.key)
-    card = content.card_to_send(message.key)
+    activity = activity_of(content, message.key)
+    card = card_as_sent(content, message.key)
     assert card is not None
     if row.get("ackedAt"):
         ref = await rt.references.conversation(str(row["conversationId"]),

@@ -21,6 +21,7 @@ from proactive.errors import (
     Busy,
     DeliveryFailed,
     InvalidMessage,
+    Poison,
     Reason,
     RetryLater,
     StorageUnavailable,
@@ -40,9 +41,10 @@ ALREADY_INSTALLED = "already-installed"
 def check_enabled(rt: Runtime) -> None:
     """An install message when the deployment can't install: parked, not retried."""
     if not rt.settings.graph_install:
-        raise InvalidMessage("install-disabled", "op 'install' needs proactive install through "
-                                                 "Microsoft Graph: set PROACTIVE_GRAPH_APP_"
-                                                 "CATALOG_ID or PROACTIVE_GRAPH_APP_MANIFEST_ID")
+        raise InvalidMessage(Poison.INSTALL_DISABLED,
+                             "op 'install' needs proactive install through Microsoft Graph: "
+                             "set PROACTIVE_GRAPH_APP_CATALOG_ID or "
+                             "PROACTIVE_GRAPH_APP_MANIFEST_ID")
 
 
 async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:

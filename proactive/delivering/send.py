@@ -17,9 +17,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
-from proactive.contract import Content, Target
+from proactive.contract import Content, Target, TargetKind
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
+from proactive.delivering.render import activity as activity_of
 from proactive.errors import (
     Busy,
     DeliveryFailed,
@@ -193,7 +194,7 @@ def _recorded(exc: DeliveryFailed | RetryLater, outcome: Outcome,
 
 async def _reference(rt: Runtime, target: Target) -> Reference:
     tenant = target.tenant or None
-    if target.kind == "user":
+    if target.kind == TargetKind.USER:
         ref = await rt.references.user(target.id, tenant)
         if (ref is None or not ref.conversation_id) and rt.settings.graph_install \
                 and not (ref and ref.user_id):
@@ -206,7 +207,7 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
                                           known=ref)
         elif ref is None or not ref.conversation_id:
             ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
-    elif target.kind == "conversation":
+    elif target.kind == TargetKind.CONVERSATION:
         ref = await rt.references.conversation(target.id, tenant)
         if ref is None:
             raise Permanent(Reason.UNKNOWN_CONVERSATION,
@@ -295,18 +296,18 @@ def _same_host(a: str, b: str) -> bool:
 async def _deliver(rt: Runtime, target: Target, content: Content,
                    key: str = "") -> dict[str, Any]:
     ref = await _reference(rt, target)
-    activity = content.activity(key)
+    activity = activity_of(content, key)
     ready = None
     # A send into someone's 1:1 chat is a send to that person, whatever
     # address it used: by user, or by the chat's conversation id.
-    owner = target.id if target.kind == "user" else ref.owner
+    owner = target.id if target.kind == TargetKind.USER else ref.owner
     if owner and not content.service:
         async def ready() -> None:
             stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
     try:
-        if target.kind == "channel" and not target.reply_to:
+        if target.kind == TargetKind.CHANNEL and not target.reply_to:
             (conversation_id, activity_id), service_url = await call(
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
@@ -314,27 +315,27 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                     activity=activity))
         else:
             conversation_id = ref.conversation_id
-            if target.kind == "channel":
+            if target.kind == TargetKind.CHANNEL:
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
                                                                 activity, ready)
             except Permanent as exc:
-                if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != "user":
+                if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != TargetKind.USER:
                     raise
                 # The stored 1:1 conversation is stale: create it again, once.
-                ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
+                ref = await _create_personal(rt, Target(TargetKind.USER, target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
                                                                 activity, ready)
     except Unreachable as exc:
         await rt.references.mark(ref, _MARKS[Reason(exc.reason)],
-                                 aad_id=target.id if target.kind == "user" else "")
+                                 aad_id=target.id if target.kind == TargetKind.USER else "")
         raise
     if service_url != ref.service_url:  # Teams answered on the fallback host
         try:
             await rt.references.move_service_url(
-                ref, service_url, aad_id=target.id if target.kind == "user" else "",
+                ref, service_url, aad_id=target.id if target.kind == TargetKind.USER else "",
                 team_id=target.team)
         except StorageUnavailable as exc:
             # Sent already: a storage error here must not look like a failed

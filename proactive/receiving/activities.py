@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from proactive.contract.fields import encodable
+
 MAX_ACTIVITY_BODY = 256 * 1024
 MAX_ID = 1024  # longer ids are not Teams'; keys and rows have limits
 MAX_NAME = 256
@@ -104,15 +106,6 @@ def decode_body(body: bytes) -> Mapping[str, Any]:
     if not encodable(data):
         raise InvalidActivity("body holds invalid unicode (lone surrogates)")
     return data
-
-
-def encodable(data: Any) -> bool:
-    """JSON may escape lone surrogates (\\ud800) that no storage can write."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def timezone_of(raw: Mapping[str, Any]) -> str:
