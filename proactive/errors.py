@@ -125,6 +125,12 @@ class Reason(StrEnum):
     DISPATCHING = "dispatching"
 
 
+# Teams' answers that say a recipient can't be reached until they act (raised
+# as Unreachable): the reference row is marked with the same word
+# (storage/references.py InstallState), and later sends fail fast on it.
+UNREACHABLE = frozenset({Reason.BLOCKED, Reason.UNINSTALLED, Reason.DISABLED})
+
+
 class Poison(StrEnum):
     """Why a queue message is parked in the poison queue (InvalidMessage's
     reason, or the retries' end): the parked envelope's `reason`, stable."""

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from proactive import telemetry
-from proactive.contract import OutboxMessage, parse_message
+from proactive.contract import Op, OutboxMessage, parse_message
 from proactive.delivering import broadcast
 from proactive.delivering.ack import card_as_sent
 from proactive.delivering.edit import edit
@@ -84,30 +84,30 @@ async def _settle(rt: Runtime, message: OutboxMessage, body: str, message_id: st
 
 
 async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str) -> Outcome:
-    if message.op == "cancel":
+    if message.op == Op.CANCEL:
         return await _cancel(rt, message)
     target = message.target
-    if message.schedule is not None and message.op == "send" and target is not None \
+    if message.schedule is not None and message.op == Op.SEND and target is not None \
             and (not target.is_broadcast or message.part):
         # Later: stored per recipient; the timer puts it back here when due.
         # (A many-user send is split first; each part schedules its users.)
         from proactive.scheduling import store_send
 
         return Outcome(Action.DONE, await store_send(rt, message))  # ScheduleError: poison
-    if message.op == "send" and message.content is not None and message.content.ack:
+    if message.op == Op.SEND and message.content is not None and message.content.ack:
         await _keep_ack_card(rt, message)
-    if message.op == "send" and message.content is not None \
+    if message.op == Op.SEND and message.content is not None \
             and message.content.follow_up is not None and target is not None \
             and (not target.is_broadcast or message.part):
         await _plan_follow_up(rt, message)
-    if message.op == "install":  # split and paced as a send; each user installed, not sent to
+    if message.op == Op.INSTALL:  # split and paced as a send; each user installed, not sent to
         from proactive.delivering.preinstall import check_enabled
 
         check_enabled(rt)  # InvalidMessage: poison, with what to set
         return await broadcast.run(rt, message)
     if target is not None and target.is_broadcast:
         return await broadcast.run(rt, message)
-    if message.op == "send":
+    if message.op == Op.SEND:
         assert target is not None and message.content is not None
         return await send_one(rt, message.key, target, message.content)
     return await edit(rt, message)

@@ -328,3 +328,17 @@ def test_retries_and_parts_are_made_from_the_message() -> None:
                     "text": "x", "summary": "s", "attempt": 2, "part": True}
     jsonschema.validate(part, SCHEMA)
     assert "attempt" not in message.for_users(["a"]).retry(attempt=1).to_json()
+
+
+def test_only_the_contract_writes_a_message_version() -> None:
+    """OutboxMessage (proactive/contract/) is the one way the app makes a queue
+    message: a `"version": 1` written anywhere else is a message built by hand."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "proactive"
+    by_hand = re.compile(r"""["']version["']\s*:\s*(?:1|VERSION)\b""")
+    found = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py")
+             if "contract" not in path.relative_to(root).parts
+             for n, line in enumerate(path.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert found == []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from proactive.contract import Target, TargetKind
 from proactive.errors import Permanent, Reason, Unreachable
-from proactive.storage.references import UNINSTALLED
+from proactive.storage.reference_keys import InstallState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -81,7 +81,7 @@ async def _team_page(rt: Runtime, target: Target) -> Page:
     if team is None:
         raise Permanent(Reason.UNKNOWN_TEAM, "the bot has no stored reference for this team "
                                              "(install it in the team first)")
-    if team.get("installState") == UNINSTALLED:
+    if team.get("installState") == InstallState.UNINSTALLED:
         raise Unreachable(Reason.UNINSTALLED, "the bot was removed from this team")
     tenant = str(team.get("tenantId") or target.tenant)
     (members, token), _ = await call(

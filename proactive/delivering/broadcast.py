@@ -32,11 +32,10 @@ from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unre
 from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
 from proactive.storage import tables
 from proactive.storage.progress import (
-    CANCELLED,
     PER_TRANSACTION,
     result_counts,
 )
-from proactive.storage.send_index import SendIndexRow
+from proactive.storage.send_index import SendIndexRow, SendState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -67,8 +66,8 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
             if summary.get("reason") == Reason.GRAPH_PERMISSION else ""
         standby = await rt.outbox.standby(message, delay=STANDBY)
         try:
-            return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED,
-                                       graph_refused=refused)
+            cancelled = summary["state"] == SendState.CANCELLED
+            return await _deliver_part(rt, message, cancelled=cancelled, graph_refused=refused)
         finally:
             await _withdraw(rt, standby)
     # Several messages may share a key (an audience too big for one message):

@@ -14,7 +14,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import OutboxMessage
+from proactive.contract import Op, OutboxMessage
 from proactive.delivering.ack import card_as_sent
 from proactive.delivering.outcomes import Action, DeliveryState, EditState, Outcome
 from proactive.delivering.render import activity as activity_of
@@ -52,7 +52,7 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     scheduled = await manage(rt, message)
     if scheduled.busy:
         raise Transient(Reason.DISPATCHING, "a timer run is putting the key's items on the queue")
-    if message.op == "update" and message.content is None:  # a new time only
+    if message.op == Op.UPDATE and message.content is None:  # a new time only
         if scheduled.found:
             return Outcome(Action.DONE, "rescheduled" if scheduled.changed else "not-scheduled")
         raise Transient(Reason.UNKNOWN_KEY, "nothing is scheduled under this key (yet)")
@@ -64,7 +64,7 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
         raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
     _wait_for_pending_sends([row for row, _ in rows])
     label = next((str(row["ackLabel"]) for row, _ in rows if row.get("ackLabel")), "")
-    if message.op == "update" and message.content is not None \
+    if message.op == Op.UPDATE and message.content is not None \
             and (label or message.content.ack):
         # What a recipient who acknowledges from now on sees again: once per update.
         from dataclasses import replace
@@ -96,11 +96,11 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
                 retry = exc
                 continue
             else:
-                if message.op == "delete":
+                if message.op == Op.DELETE:
                     row["state"] = DeliveryState.DELETED
                     row["deletedAt"] = iso()
                 row.update({f"{message.op}State": EditState.DONE, f"{message.op}Reason": "",
-                            "updates": int(row.get("updates", 0)) + (message.op == "update")})
+                            "updates": int(row.get("updates", 0)) + (message.op == Op.UPDATE)})
         else:
             continue  # deleted: nothing left to edit
         await rt.deliveries.save(row, etag)
@@ -174,7 +174,7 @@ async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) ->
     """Edit every copy the row knows Teams accepted: its own, and those a
     late answer added after an attempt with an unknown outcome (`otherCopies`)."""
     # One activity for every copy: the row's own ack state (button or acknowledged).
-    activity = await _updated_activity(rt, message, row) if message.op != "delete" else None
+    activity = await _updated_activity(rt, message, row) if message.op != Op.DELETE else None
     for n, copy in enumerate(copies(row)):
         service_url = await _edit_copy(rt, message, row.get("tenantId", ""), copy, activity)
         if n == 0:
@@ -184,7 +184,7 @@ async def _edit_one(rt: Runtime, message: OutboxMessage, row: dict[str, Any]) ->
 async def _edit_copy(rt: Runtime, message: OutboxMessage, tenant: str,
                      copy: dict[str, str], activity: dict[str, Any] | None) -> str:
     conversation_id, activity_id = copy["conversationId"], copy["activityId"]
-    if message.op == "delete":
+    if message.op == Op.DELETE:
         _, service_url = await call(
             rt, tenant, conversation_id, copy["serviceUrl"],
             lambda url: rt.connector.delete(url, conversation_id, activity_id))

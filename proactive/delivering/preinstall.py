@@ -27,7 +27,7 @@ from proactive.errors import (
     StorageUnavailable,
 )
 from proactive.storage.deliveries import Claim
-from proactive.storage.references import UNINSTALLED
+from proactive.storage.reference_keys import InstallState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -79,7 +79,7 @@ async def _install(rt: Runtime, aad_id: str, tenant: str,
     from proactive.delivering.install import install_for
 
     ref = await rt.references.user(aad_id, tenant or None)
-    if ref is not None and ref.conversation_id and ref.state != UNINSTALLED:
+    if ref is not None and ref.conversation_id and ref.state != InstallState.UNINSTALLED:
         # The bot has its chat: the app is there (installed by an earlier
         # attempt of this delivery, when Graph said 201 to it).
         reason = INSTALLED if noted["graphInstalled"] else ALREADY_INSTALLED

@@ -22,6 +22,7 @@ from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcom
 from proactive.delivering.pacing import Defer
 from proactive.delivering.render import activity as activity_of
 from proactive.errors import (
+    UNREACHABLE,
     Busy,
     DeliveryFailed,
     Permanent,
@@ -38,7 +39,8 @@ from proactive.storage.deliveries import (
     Claim,
     unknown_attempt,
 )
-from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.storage.reference_keys import InstallState
+from proactive.storage.references import Reference
 from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
@@ -47,12 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# States of a reference that make a send fail fast, without a Connector call.
-_UNREACHABLE = {UNINSTALLED: Reason.UNINSTALLED, BLOCKED: Reason.BLOCKED,
-                DISABLED: Reason.DISABLED}
-# What an Unreachable answer teaches us about the recipient.
-_MARKS = {Reason.BLOCKED: BLOCKED, Reason.UNINSTALLED: UNINSTALLED,
-          Reason.DISABLED: DISABLED}
 
 
 async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliveryState,
@@ -222,10 +218,9 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
             raise Permanent(Reason.UNKNOWN_CHANNEL, "no reference is stored for this channel "
                                                     "(give its team, or install the bot in it)")
     _check_tenant(rt, ref.tenant_id)
-    reason = _UNREACHABLE.get(ref.state)
-    if reason:
-        raise Unreachable(reason, f"the recipient is {ref.state}; a new install or a "
-                                  f"message from them clears it")
+    if ref.state in UNREACHABLE:  # fail fast, without a Connector call
+        raise Unreachable(Reason(ref.state), f"the recipient is {ref.state}; a new install "
+                                             f"or a message from them clears it")
     return ref
 
 
@@ -329,7 +324,8 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
                                                                 activity, ready)
     except Unreachable as exc:
-        await rt.references.mark(ref, _MARKS[Reason(exc.reason)],
+        # What the answer teaches us about the recipient: the same word.
+        await rt.references.mark(ref, InstallState(exc.reason),
                                  aad_id=target.id if target.kind == TargetKind.USER else "")
         raise
     if service_url != ref.service_url:  # Teams answered on the fallback host
