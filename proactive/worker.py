@@ -129,9 +129,9 @@ async def _plan_follow_up(rt: Runtime, message: OutboxMessage) -> None:
     scheduler, due `after` from now; idempotent per (reminder key, recipient)."""
     from datetime import timedelta
 
+    from proactive.contract.schedule.zones import iso_instant
     from proactive.delivering.followup import reminder
     from proactive.scheduling import store_send
-    from proactive.scheduling.zones import iso_instant
     from proactive.storage.tables import now_utc
 
     assert message.content is not None and message.content.follow_up is not None

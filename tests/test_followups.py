@@ -231,8 +231,8 @@ async def test_a_group_chat_is_not_reminded_since_its_reading_cannot_be_known(
 
 async def test_a_scheduled_send_plans_its_reminder_when_it_goes_out(
         runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    from proactive.contract.schedule.zones import iso_instant
     from proactive.scheduling import list_items
-    from proactive.scheduling.zones import iso_instant
 
     await runtime.references.record(parse_activity(install(
         service_url=emulator.url, aad=USERS[0], conversation="a:1conv0")))

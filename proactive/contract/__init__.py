@@ -5,8 +5,7 @@ queue and what the app puts there itself, one shape for both.
      "to": {"user": "<AAD object id>"},
      "text": "Deployed **4711**", "summary": "Deploy finished"}
 
-Modules (each imports only errors.py, app_only.py and its siblings; the
-`schedule` object is read by proactive/scheduling/spec.py, on first use):
+Modules (each imports only errors.py, app_only.py and its siblings):
 
     shapes.py        `OutboxMessage`, `Target`, `Content`, `Op`, `TargetKind`:
                      the only way the app makes a message (`to_json`)
@@ -14,6 +13,8 @@ Modules (each imports only errors.py, app_only.py and its siblings; the
                      InvalidMessage naming the field (`parse_message`, `build`)
     fields.py        follow-up, ack, topic: field shapes more layers share
     notification.py  the `notification` facts checked (rendered in delivering/)
+    schedule/        the `schedule` object (`Spec`) and the time rules it is
+                     written in; loaded only for a message that has one
 
 The app-only fields and the seal on them: proactive/app_only.py.
 """

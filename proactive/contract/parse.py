@@ -33,7 +33,7 @@ from proactive.contract.shapes import (
 from proactive.errors import InvalidMessage, Poison
 
 if TYPE_CHECKING:
-    from proactive.scheduling.spec import Spec
+    from proactive.contract.schedule.spec import Spec
 
 # Contract v1's top-level fields.
 _TOP = {"version", "op", "key", "to", "text", "card", "summary", "attempt", "part", "schedule",
@@ -218,7 +218,7 @@ def _message(data: Mapping[str, Any], op: Op, attempt: int, default_key: str) ->
 
 def _schedule(data: Any, key: str) -> Spec:
     # Imported here: only scheduled messages pay for the time zone machinery.
-    from proactive.scheduling.spec import message_spec
+    from proactive.contract.schedule.spec import message_spec
 
     return message_spec(data, key)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from proactive.contract.fields import Condition, FollowUp, fields_json
 
 if TYPE_CHECKING:
-    from proactive.scheduling.spec import Spec
+    from proactive.contract.schedule.spec import Spec
 
 VERSION = 1
 MAX_KEY = 200

@@ -81,7 +81,7 @@ def _is_ack(action: Any) -> bool:
 def local_time(at: datetime, zone_name: str) -> str:
     """"14:02" in the user's zone (the activity's clientInfo / localTimezone);
     "14:02 UTC" when their zone is unknown."""
-    from proactive.scheduling.zones import zone_or_none
+    from proactive.contract.schedule.zones import zone_or_none
 
     zone = zone_or_none(zone_name) if zone_name else None
     if zone is None:

@@ -131,7 +131,7 @@ def timezone_of(raw: Mapping[str, Any]) -> str:
 
 
 def _is_iana(name: str) -> bool:
-    from proactive.scheduling.zones import zone_or_none
+    from proactive.contract.schedule.zones import zone_or_none
 
     return len(name) <= 64 and zone_or_none(name) is not None
 

@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import Op, OutboxMessage, parse_target
-from proactive.scheduling.errors import ScheduleError
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.spec import Spec, split_occurrence_key
+from proactive.contract.schedule.zones import iso_instant
 from proactive.scheduling.placing import first_occurrence, place
 from proactive.scheduling.recurrence import Plan
-from proactive.scheduling.spec import Spec, split_occurrence_key
 from proactive.scheduling.store import ScheduleItem, ScheduleStore, State, if_match
-from proactive.scheduling.zones import iso_instant
 from proactive.storage import tables
 
 if TYPE_CHECKING:

@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive.contract import Content, Op, OutboxMessage, Target, TargetKind, build, parse_target
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.spec import Spec
+from proactive.contract.schedule.zones import iso_instant, load_zone, zone_or_none
 from proactive.errors import InvalidMessage
-from proactive.scheduling.errors import ScheduleError
 from proactive.scheduling.recurrence import Occurrence, Plan, default_start, lateness
-from proactive.scheduling.spec import Spec
 from proactive.scheduling.store import (
     ScheduleItem,
     ScheduleStore,
@@ -30,7 +31,6 @@ from proactive.scheduling.store import (
     due_row,
     if_match,
 )
-from proactive.scheduling.zones import iso_instant, load_zone, zone_or_none
 from proactive.storage import tables
 from proactive.storage.queues import dumps
 from proactive.telemetry import log_id
