@@ -342,3 +342,16 @@ def test_only_the_contract_writes_a_message_version() -> None:
              if "contract" not in path.relative_to(root).parts
              for n, line in enumerate(path.read_text().splitlines(), 1) if by_hand.search(line)]
     assert found == []
+
+
+def test_the_contract_imports_only_what_is_below_it() -> None:
+    """The message's shapes sit under every layer that makes or reads one: the
+    contract imports errors.py, app_only.py and itself, nothing that renders,
+    stores or schedules (rendering is delivering/render.py's)."""
+    from tests.test_architecture import _graph
+
+    below = ("proactive.contract", "proactive.errors", "proactive.app_only")
+    upward = {f"{name} -> {dep}" for name, deps in _graph().items()
+              if name == "proactive.contract" or name.startswith("proactive.contract.")
+              for dep in deps if not any(dep == b or dep.startswith(b + ".") for b in below)}
+    assert upward == set()
