@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
-from proactive.contract import Content, Target, TargetKind
+from proactive.contract import Content, OnUnknown, Target, TargetKind
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
 from proactive.delivering.render import activity as activity_of
@@ -34,7 +34,6 @@ from proactive.errors import (
 )
 from proactive.storage import tables
 from proactive.storage.deliveries import (
-    ON_UNKNOWN_SKIP,
     UNKNOWN_OUTCOMES,
     Claim,
     unknown_attempt,
@@ -149,7 +148,7 @@ async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryL
         # Teams may have delivered it: the answer was lost on the way. (An
         # install is safe to repeat: Graph answers 409 to a second one.)
         claim.entity.update(unknown_attempt(claim.entity, exc.reason))
-        if on_unknown == ON_UNKNOWN_SKIP:
+        if on_unknown == OnUnknown.SKIP:
             await rt.deliveries.finish(claim, DeliveryState.UNKNOWN,
                                        reason=Reason.OUTCOME_UNKNOWN, detail=exc.detail, **extra)
             return Outcome(Action.DONE, Reason.OUTCOME_UNKNOWN, ambiguous=True)
