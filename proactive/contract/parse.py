@@ -75,7 +75,7 @@ def parse_target(data: Any) -> Target:
     kinds = [kind for kind in _TARGETS if kind in data]
     if len(kinds) != 1:
         raise InvalidMessage(Poison.SCHEMA, "'to' needs exactly one of "
-                                       f"{', '.join(repr(str(k)) for k in _TARGETS)}")
+                                            f"{', '.join(repr(str(k)) for k in _TARGETS)}")
     kind = kinds[0]
     extra = set(data) - _TARGETS[kind]
     if extra:
@@ -113,7 +113,7 @@ def _content(data: Mapping[str, Any]) -> Content:
     card = data.get("card")
     if card is not None and (not isinstance(card, Mapping) or card.get("type") != "AdaptiveCard"):
         raise InvalidMessage(Poison.SCHEMA, "'card' must be an Adaptive Card object "
-                                       "(\"type\": \"AdaptiveCard\")")
+                                            "(\"type\": \"AdaptiveCard\")")
     text = _text(data, "text", limit=1 << 20)
     notification = _notification(data)
     if (card is not None) + (notification is not None) > 1:
@@ -202,10 +202,10 @@ def _message(data: Mapping[str, Any], op: Op, attempt: int, default_key: str) ->
         return _install(data, key, attempt)
     if op == Op.UPDATE and "to" in data:
         raise InvalidMessage(Poison.SCHEMA, "'to' is not allowed with op 'update': "
-                                       "the key names the message")
+                                            "the key names the message")
     if op == Op.UPDATE and "onUnknown" in data:
         raise InvalidMessage(Poison.SCHEMA, "'onUnknown' is not allowed with op 'update': it "
-                                       "belongs to the send")
+                                            "belongs to the send")
     target = parse_target(data.get("to")) if op == Op.SEND else None
     schedule = _schedule(data["schedule"], key) if "schedule" in data else None
     if op == Op.UPDATE and schedule is not None \
@@ -230,10 +230,10 @@ def _install(data: Mapping[str, Any], key: str, attempt: int) -> OutboxMessage:
                  "onUnknown"):
         if name in data:
             raise InvalidMessage(Poison.SCHEMA, f"'{name}' is not allowed with op 'install': "
-                                           f"it installs the app and sends nothing")
+                                                f"it installs the app and sends nothing")
     target = parse_target(data.get("to"))
     if not target.is_broadcast:
         raise InvalidMessage(Poison.SCHEMA, "op 'install' needs an audience in 'to': "
-                                       f"{', '.join(repr(str(k)) for k in AUDIENCES)}")
+                                            f"{', '.join(repr(str(k)) for k in AUDIENCES)}")
     return OutboxMessage(op=Op.INSTALL, key=key, target=target, attempt=attempt,
                          part=bool(data.get("part")))
