@@ -405,7 +405,7 @@ def summarize_profile(path: str, messages: int) -> None:
         print(f"    {area:<44} {seconds / total * 100:5.1f} %")
     print("  worker CPU by step of the path (cumulative, so nested steps overlap):")
     steps = (("message handled (triggers.outbox)", "proactive/triggers.py", "outbox"),
-             ("parse + validate (contract.parse_message)", "proactive/contract.py",
+             ("parse + validate (contract.parse_message)", "proactive/contract/parse.py",
               "parse_message"),
              ("delivery claim (deliveries.claim)", "proactive/deliveries.py", "claim"),
              ("reference lookup (outbox._reference)", "proactive/outbox.py", "_reference"),

@@ -1,14 +1,14 @@
 """The outbox contract's app-only fields: what only the app sets, on what it
 enqueues for itself. A queue message carrying one is acted on only with the
 app's `signature` (proactive/storage/seal.py); the HTTP API and the CLI refuse
-them. Part of the contract (proactive/contract.py re-exports it)."""
+them. Part of the contract (proactive/contract/ re-exports it)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from proactive.errors import InvalidMessage
+from proactive.errors import InvalidMessage, Poison
 
 # Retries, parts, the next page of an audience, its own messages, reminders.
 APP_ONLY = ("attempt", "part", "service", "unless")
@@ -29,5 +29,5 @@ def refuse_app_only(data: Any) -> None:
     field only the app may set."""
     if isinstance(data, Mapping):
         for name in [*app_only_fields(data), *([SIGNATURE] if SIGNATURE in data else [])]:
-            raise InvalidMessage("app-only-field", f"'{name}' is set by the app only: "
-                                                   f"leave it out")
+            raise InvalidMessage(Poison.APP_ONLY_FIELD,
+                                 f"'{name}' is set by the app only: leave it out")

@@ -142,6 +142,27 @@ class Reason(StrEnum):
     DISPATCHING = "dispatching"
 
 
+# Teams' answers that say a recipient can't be reached until they act (raised
+# as Unreachable): the reference row is marked with the same word
+# (storage/references.py InstallState), and later sends fail fast on it.
+UNREACHABLE = frozenset({Reason.BLOCKED, Reason.UNINSTALLED, Reason.DISABLED})
+
+
+class Poison(StrEnum):
+    """Why a queue message is parked in the poison queue (InvalidMessage's
+    reason, or the retries' end): the parked envelope's `reason`, stable."""
+
+    SCHEMA = "schema"  # the contract is broken: `detail` names the field
+    NOT_JSON = "not-json"
+    UNSUPPORTED_VERSION = "unsupported-version"
+    UNKNOWN_OP = "unknown-op"
+    TOO_LARGE = "too-large"  # the activity is over Teams' limit, or the queue's
+    APP_ONLY_FIELD = "app-only-field"  # unsigned (SECURITY.md "The app's seal")
+    INSTALL_DISABLED = "install-disabled"
+    RETRIES_EXHAUSTED = Reason.RETRIES_EXHAUSTED.value
+    NO_CONVERSATION = Reason.NO_CONVERSATION.value
+
+
 class ProactiveError(Exception):
     """Base of every error this package raises on purpose."""
 

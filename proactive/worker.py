@@ -18,11 +18,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from proactive import telemetry
-from proactive.contract import OutboxMessage, parse_message
+from proactive.contract import Op, OutboxMessage, parse_message
 from proactive.delivering import broadcast
+from proactive.delivering.ack import card_as_sent
 from proactive.delivering.edit import edit
 from proactive.delivering.followup import SUFFIX
 from proactive.delivering.outcomes import Action, Outcome, outcome_of
+from proactive.delivering.render import checked
 from proactive.delivering.requeue import refuse, retry_later
 from proactive.delivering.send import send_one
 from proactive.errors import InvalidMessage, ProactiveError
@@ -37,8 +39,8 @@ async def process(rt: Runtime, body: str, *, message_id: str,
     """Handle one queue message; never raises for a bad message."""
     body = lenient_text(body)
     try:
-        message = parse_message(body, default_key=f"msg:{message_id}",
-                                max_activity_bytes=rt.settings.max_activity_bytes)
+        message = checked(parse_message(body, default_key=f"msg:{message_id}"),
+                          rt.settings.max_activity_bytes)
         if message.needs_seal:  # app-only fields: acted on only if the app signed them
             # Before anything else, and outside _settle: a storage error here
             # fails the invocation (the host retries the text as it came); a
@@ -82,30 +84,30 @@ async def _settle(rt: Runtime, message: OutboxMessage, body: str, message_id: st
 
 
 async def _route(rt: Runtime, message: OutboxMessage, body: str, message_id: str) -> Outcome:
-    if message.op == "cancel":
+    if message.op == Op.CANCEL:
         return await _cancel(rt, message)
     target = message.target
-    if message.schedule is not None and message.op == "send" and target is not None \
+    if message.schedule is not None and message.op == Op.SEND and target is not None \
             and (not target.is_broadcast or message.part):
         # Later: stored per recipient; the timer puts it back here when due.
         # (A many-user send is split first; each part schedules its users.)
         from proactive.scheduling import store_send
 
         return Outcome(Action.DONE, await store_send(rt, message))  # ScheduleError: poison
-    if message.op == "send" and message.content is not None and message.content.ack:
+    if message.op == Op.SEND and message.content is not None and message.content.ack:
         await _keep_ack_card(rt, message)
-    if message.op == "send" and message.content is not None \
+    if message.op == Op.SEND and message.content is not None \
             and message.content.follow_up is not None and target is not None \
             and (not target.is_broadcast or message.part):
         await _plan_follow_up(rt, message)
-    if message.op == "install":  # split and paced as a send; each user installed, not sent to
+    if message.op == Op.INSTALL:  # split and paced as a send; each user installed, not sent to
         from proactive.delivering.preinstall import check_enabled
 
         check_enabled(rt)  # InvalidMessage: poison, with what to set
         return await broadcast.run(rt, message)
     if target is not None and target.is_broadcast:
         return await broadcast.run(rt, message)
-    if message.op == "send":
+    if message.op == Op.SEND:
         assert target is not None and message.content is not None
         return await send_one(rt, message.key, target, message.content)
     return await edit(rt, message)
@@ -117,7 +119,7 @@ async def _keep_ack_card(rt: Runtime, message: OutboxMessage) -> None:
     from proactive.storage.acks import AckStore
 
     assert message.content is not None
-    card = message.content.card_to_send(message.key)
+    card = card_as_sent(message.content, message.key)
     if card is not None:
         await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
 
@@ -127,9 +129,9 @@ async def _plan_follow_up(rt: Runtime, message: OutboxMessage) -> None:
     scheduler, due `after` from now; idempotent per (reminder key, recipient)."""
     from datetime import timedelta
 
+    from proactive.contract.schedule.zones import iso_instant
     from proactive.delivering.followup import reminder
     from proactive.scheduling import store_send
-    from proactive.scheduling.zones import iso_instant
     from proactive.storage.tables import now_utc
 
     assert message.content is not None and message.content.follow_up is not None
@@ -137,8 +139,9 @@ async def _plan_follow_up(rt: Runtime, message: OutboxMessage) -> None:
     follow_up = message.content.follow_up
     due = now_utc() + follow_up.after
     due -= timedelta(microseconds=due.microsecond)
-    body = reminder(message.key, message.target.to_json(), follow_up, iso_instant(due))
-    await store_send(rt, replace(parse_message(json.dumps(body)), part=message.part))
+    due_reminder = reminder(message.key, message.target, follow_up, iso_instant(due))
+    await store_send(rt, replace(checked(due_reminder, rt.settings.max_activity_bytes),
+                                 part=message.part))
 
 
 async def _cancel(rt: Runtime, message: OutboxMessage) -> Outcome:

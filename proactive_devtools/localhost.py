@@ -55,8 +55,13 @@ from multidict import CIMultiDict
 
 from proactive.api.problems import problem
 from proactive.config import Settings
+from proactive.contract.schedule.cron import (
+    Schedule,
+    next_occurrence,
+    parse_schedule,
+    parse_timespan,
+)
 from proactive.errors import Conflict
-from proactive.scheduling.cron import Schedule, next_occurrence, parse_schedule, parse_timespan
 from proactive.storage import credentials
 from proactive.storage.credentials import StorageTokens
 from proactive.telemetry import quiet_libraries

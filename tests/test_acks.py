@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from proactive.api.sends import status
-from proactive.contract import parse_message
+from proactive.contract import InvalidMessage, parse_message
 from proactive.delivering.ack import ACK_VERB, ack_action
-from proactive.errors import InvalidMessage
+from proactive.delivering.render import activity as rendered
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting.reports import send_report
@@ -58,14 +58,14 @@ def test_the_contract_takes_true_or_a_label_and_refuses_anything_else() -> None:
     labelled = parse_message(json.dumps({**base, "ack": {"label": "Confirm"}}))
     assert labelled.content is not None and labelled.content.ack == "Confirm"
     assert parse_message(json.dumps(labelled.to_json())).content == labelled.content
-    activity_ = labelled.content.activity("k")
+    activity_ = rendered(labelled.content, "k")
     assert "text" not in activity_  # plain text + ack: a card carrying the text
     card = activity_["attachments"][0]["content"]
     # Not `key`: the Agents Playground's renderer can't press a button whose data has
     # a field of that name (README "Trying it locally: playing the user").
     assert texts(card) == ["hi"] and ack_buttons(card)[0]["data"] == {"sendKey": "k"}
     assert ack_buttons(card)[0]["title"] == "Confirm"
-    assert parse_message(json.dumps(base)).content.activity("k")["text"] == "hi"  # type: ignore[union-attr]
+    assert rendered(parse_message(json.dumps(base)).content, "k")["text"] == "hi"  # type: ignore[arg-type]
     for bad in ("yes", 1, {"label": ""}, {"label": "x" * 41}, {"text": "x"}, None):
         with pytest.raises(InvalidMessage):
             parse_message(json.dumps({**base, "ack": bad}))
@@ -143,9 +143,9 @@ def test_the_cli_asks_for_an_acknowledgement_with_ack() -> None:
 
     def built(*argv: str) -> dict[str, Any]:
         return build_message(_parser().parse_args(["send", "--to", USERS[0], "--text", "hi",
-                                                   *argv]))
+                                                   *argv])).to_json()
 
-    assert built("--ack")["ack"] is True
+    assert built("--ack")["ack"] == {"label": "Got it"}  # the default label, written out
     assert built("--ack", "Confirm")["ack"] == {"label": "Confirm"}
     assert "ack" not in built()
 
@@ -155,7 +155,7 @@ def test_a_notification_with_ack_keeps_its_opt_out_and_gets_the_button_first() -
         "version": 1, "op": "send", "key": "n1", "to": {"user": USERS[0]}, "topic": "hr",
         "ack": True, "notification": {"title": "New policy", "what": "Read it by Friday."}}))
     assert message.content is not None
-    card = message.content.activity("n1")["attachments"][0]["content"]
+    card = rendered(message.content, "n1")["attachments"][0]["content"]
     verbs = [action.get("verb") for action in card["actions"]]
     assert verbs[0] == ACK_VERB and "proactive.optout" in verbs
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from proactive.app_only import refuse_app_only
+from proactive.contract import Content, Op, OutboxMessage, Target, refuse_app_only
 from proactive.errors import InvalidMessage
 from proactive.runtime import Runtime
 from proactive.storage import seal as seal_module
@@ -135,15 +135,15 @@ async def test_a_producers_part_attempt_or_service_is_parked_without_a_call(
 async def test_the_apps_own_message_is_signed_and_carried_out(
         installed: Runtime, emulator: ConnectorEmulator) -> None:
     rt = installed
-    await rt.outbox.put({"version": 1, "op": "send", "key": "own", "to": {"user": USER_AAD},
-                         "text": "welcome", "service": True})
+    await rt.outbox.put(OutboxMessage(Op.SEND, "own", target=Target.user(USER_AAD),
+                                      content=Content(text="welcome", service=True)))
     [message] = [m async for m in rt.outbox.queue.receive_messages()]
     assert json.loads(message.content)["signature"]
     await rt.opt_outs.stop(USER_AAD, via="command", tenant_id=TENANT)  # service: not skipped
     outcome = await process(rt, message.content, message_id=message.id)
     assert (outcome.state, outcome.reason) == ("done", "sent")
     # A producer's message without app-only fields is enqueued as it is.
-    await rt.outbox.put({"version": 1, "op": "cancel", "key": "own"})
+    await rt.outbox.put(OutboxMessage(Op.CANCEL, "own"))
     [plain] = [json.loads(m.content) for m in await rt.outbox.queue.peek_messages()]
     assert "signature" not in plain
 

@@ -126,16 +126,17 @@ def test_the_product_has_no_import_cycle() -> None:
 # The layers, from the ground up: a module imports only from its own layer or
 # those below it, every import counted (at the top, inside a function, or for
 # types only). Derived from the imports (farm-studio's floors): the ground;
-# teams/ (Teams' services and their rules, which config checks settings by);
-# config; storage/; the contract; the parts; the runtime that composes them;
-# and on top what routes to them and reads them.
+# the contract (the message and its rules, pure data); teams/ (Teams' services
+# and their rules, which config checks settings by); config; storage/; the
+# parts; the runtime that composes them; and on top what routes to them and
+# reads them.
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"proactive", "proactive.errors", "proactive.app_only", "proactive.hosting",
      "proactive.setting_ids", "proactive.telemetry", "proactive.users_file"},
+    {"proactive.contract"},
     {"proactive.teams"},
     {"proactive.config"},
     {"proactive.storage"},
-    {"proactive.contract"},
     {"proactive.scheduling", "proactive.delivering", "proactive.receiving"},
     {"proactive.runtime"},
     {"proactive.reporting", "proactive.worker", "proactive.triggers", "proactive.api",
@@ -144,15 +145,6 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
 # The parts are handed the runtime (`rt: Runtime`) that composes them: they may
 # name its type (under `if TYPE_CHECKING:`), never run it.
 TYPE_ONLY_FROM_BELOW = {"proactive.runtime"}
-# Removed by the contract move (the wire model stops rendering cards and
-# parsing schedules itself): delete these when it lands.
-UPWARD_FOR_NOW = {
-    ("proactive.contract", "proactive.delivering.ack"),
-    ("proactive.contract", "proactive.delivering.followup"),
-    ("proactive.contract", "proactive.delivering.notification"),
-    ("proactive.contract", "proactive.receiving.activities"),
-    ("proactive.contract", "proactive.scheduling.spec"),
-}
 
 
 def _layer(name: str) -> int:
@@ -170,7 +162,7 @@ def _upward(modules: dict[str, Path]) -> list[str]:
         run = _imports(name, path, known, type_only=False)
         typed = _imports(name, path, known, type_only=True) - TYPE_ONLY_FROM_BELOW
         for dep in sorted(run | typed):
-            if _layer(dep) > _layer(name) and (name, dep) not in UPWARD_FOR_NOW:
+            if _layer(dep) > _layer(name):
                 found.append(f"{name} -> {dep}")
     return found
 
@@ -206,12 +198,6 @@ def test_the_layer_walker_sees_lazy_and_type_only_imports(tmp_path: Path) -> Non
 
 def test_no_layer_imports_one_above_it() -> None:
     assert _upward(_modules()) == []
-
-
-def test_the_exceptions_for_now_still_exist() -> None:
-    # An exception the code no longer needs is deleted, not kept "just in case".
-    graph = _graph()
-    assert {(a, b) for a, b in UPWARD_FOR_NOW if b not in graph.get(a, set())} == set()
 
 
 @pytest.mark.parametrize("part", PARTS)

@@ -12,7 +12,7 @@ from proactive.cli import _parser, build_message, main
 
 
 def message(*argv: str) -> dict:
-    return build_message(_parser().parse_args(list(argv)))
+    return build_message(_parser().parse_args(list(argv))).to_json()
 
 
 def test_send_to_one_user_with_text_and_summary() -> None:
@@ -59,7 +59,7 @@ def test_topic_and_notification_file_reach_the_message(tmp_path: Path) -> None:
     (tmp_path / "facts.json").write_text(json.dumps(facts))
     args = _parser().parse_args(["send", "--to", "u", "--topic", "builds",
                                  "--notification", str(tmp_path / "facts.json")])
-    message = build_message(args)
+    message = build_message(args).to_json()
     assert message["topic"] == "builds" and message["notification"] == facts
     assert "text" not in message and "card" not in message
 

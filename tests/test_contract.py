@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from proactive.contract import activity_size, parse_message
-from proactive.errors import InvalidMessage
+from proactive.contract import InvalidMessage, parse_message
+from proactive.delivering.render import activity, activity_size, checked
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "proactive" / "schemas" / "outbox-message.v1.json").read_text())
@@ -240,21 +240,20 @@ def test_content_over_the_teams_limit_is_refused_before_any_send() -> None:
     # only 60,000 characters long.
     message = {"version": 1, "op": "send", "to": {"user": "u"}, "text": "界" * 60_000}
     with pytest.raises(InvalidMessage) as caught:
-        parse_message(json.dumps(message), default_key="k")
+        checked(parse_message(json.dumps(message), default_key="k"))
     assert caught.value.reason == "too-large"
     ok = {**message, "text": "界" * 50_000}
-    assert parse_message(json.dumps(ok), default_key="k").content is not None
+    assert checked(parse_message(json.dumps(ok), default_key="k")).content is not None
 
 
 def test_activity_shape_for_text_card_and_summary() -> None:
     parsed = parse_message(json.dumps(VALID[2]))
     assert parsed.content is not None
-    activity = parsed.content.activity()
-    assert activity == {"type": "message", "text": "**hi**", "textFormat": "markdown",
-                        "summary": "s"}
+    assert activity(parsed.content) == {"type": "message", "text": "**hi**",
+                                        "textFormat": "markdown", "summary": "s"}
     carded = parse_message(json.dumps(VALID[1]), default_key="k").content
     assert carded is not None
-    attachment = carded.activity()["attachments"][0]
+    attachment = activity(carded)["attachments"][0]
     assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
     # The producer's card, plus the way out (README "Opt-out, opt-in, help").
     content = attachment["content"]
@@ -329,3 +328,30 @@ def test_retries_and_parts_are_made_from_the_message() -> None:
                     "text": "x", "summary": "s", "attempt": 2, "part": True}
     jsonschema.validate(part, SCHEMA)
     assert "attempt" not in message.for_users(["a"]).retry(attempt=1).to_json()
+
+
+def test_only_the_contract_writes_a_message_version() -> None:
+    """OutboxMessage (proactive/contract/) is the one way the app makes a queue
+    message: a `"version": 1` written anywhere else is a message built by hand."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "proactive"
+    by_hand = re.compile(r"""["']version["']\s*:\s*(?:1|VERSION)\b""")
+    found = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py")
+             if "contract" not in path.relative_to(root).parts
+             for n, line in enumerate(path.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert found == []
+
+
+def test_the_contract_imports_only_what_is_below_it() -> None:
+    """The message's shapes sit under every layer that makes or reads one: the
+    contract imports errors.py, app_only.py and itself, nothing that renders,
+    stores or schedules (rendering is delivering/render.py's)."""
+    from tests.test_architecture import _graph
+
+    below = ("proactive.contract", "proactive.errors", "proactive.app_only")
+    upward = {f"{name} -> {dep}" for name, deps in _graph().items()
+              if name == "proactive.contract" or name.startswith("proactive.contract.")
+              for dep in deps if not any(dep == b or dep.startswith(b + ".") for b in below)}
+    assert upward == set()

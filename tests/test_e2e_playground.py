@@ -31,7 +31,8 @@ from azure.storage.queue.aio import QueueClient
 from proactive.config import Settings
 from proactive.runtime import DELIVERIES_TABLE, REFERENCES_TABLE
 from proactive.storage.deliveries import DeliveryStore
-from proactive.storage.references import INSTALLED, Reference, ReferenceStore
+from proactive.storage.reference_keys import InstallState
+from proactive.storage.references import Reference, ReferenceStore
 from proactive.telemetry import log_url
 from proactive_devtools import playground as pg
 from proactive_devtools.processes import REPO_ROOT, Azurite, free_port, stop_process, wait_for_port
@@ -187,12 +188,12 @@ async def test_install_stores_the_reference_and_sends_one_welcome(
     assert installed.tenant_id == config["tenantId"]
     assert installed.bot_id == config["bot"]["id"]
     assert installed.conversation_type == "personal"
-    assert installed.state == INSTALLED
+    assert installed.state == InstallState.INSTALLED
     # The fixture waited for the `user:` row; the `conv:` row is written after
     # it (a moment later under load): wait for that one too.
     async def conversation_installed() -> bool:
         found = await stack.references.conversation(stack.chat, config["tenantId"])
-        return found is not None and found.state == INSTALLED
+        return found is not None and found.state == InstallState.INSTALLED
     await eventually(conversation_installed, what="the conversation's row stored as installed")
 
     # Both install events reached the app and were answered 200.

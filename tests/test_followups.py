@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from proactive.contract import parse_message
+from proactive.contract import InvalidMessage, parse_message
+from proactive.contract.fields import parse_duration
 from proactive.delivering.ack import ACK_VERB, ack_action
-from proactive.delivering.followup import parse_duration
-from proactive.errors import InvalidMessage
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import handle_activity
 from proactive.reporting.reports import send_report
@@ -232,8 +231,8 @@ async def test_a_group_chat_is_not_reminded_since_its_reading_cannot_be_known(
 
 async def test_a_scheduled_send_plans_its_reminder_when_it_goes_out(
         runtime: Runtime, emulator: ConnectorEmulator) -> None:
+    from proactive.contract.schedule.zones import iso_instant
     from proactive.scheduling import list_items
-    from proactive.scheduling.zones import iso_instant
 
     await runtime.references.record(parse_activity(install(
         service_url=emulator.url, aad=USERS[0], conversation="a:1conv0")))

@@ -34,7 +34,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
 from proactive.config import DEV_KEY, Settings, load_settings
-from proactive.contract import parse_message
+from proactive.contract import Op, OutboxMessage, parse_message
 from proactive.runtime import DELIVERIES_TABLE, Runtime
 from proactive.storage import credentials
 from proactive.storage.autocreate import unwrap
@@ -113,7 +113,7 @@ async def test_every_client_of_a_runtime_shares_one_managed_identity_token(
         await provision(settings, tokens)
         # A burst of work on every kind of client at once, from cold.
         await asyncio.gather(
-            *(rt.outbox.put({"n": n}) for n in range(10)),
+            *(rt.outbox.put(OutboxMessage(Op.CANCEL, f"k-{n}")) for n in range(10)),
             *(rt.references.user(f"u-{n}") for n in range(10)),
             *(rt.deliveries.by_key(f"k-{n}") for n in range(10)),
             rt.schedules_table.create_entity({"PartitionKey": "p", "RowKey": "r"}))

@@ -12,7 +12,7 @@ import pytest
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
 from proactive.storage import deliveries as d
-from proactive.storage.references import BLOCKED, UNINSTALLED
+from proactive.storage.reference_keys import InstallState
 from proactive.storage.tables import safe_key
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
@@ -169,7 +169,7 @@ async def test_a_user_who_blocked_the_bot_is_marked_and_skipped_next_time(
     record = await row(installed, "k1")
     assert (record["state"], record["reason"]) == (d.FAILED, "blocked")
     ref = await installed.references.user(USER_AAD)
-    assert ref is not None and ref.state == BLOCKED
+    assert ref is not None and ref.state == InstallState.BLOCKED
     calls = emulator.counters["requests"]
     await process(installed, send("k2"), message_id="m2")
     assert (await row(installed, "k2"))["reason"] == "blocked"
@@ -187,7 +187,7 @@ async def test_bot_removed_from_roster_marks_the_reference_uninstalled(
     await process(installed, send(), message_id="m")
     assert (await row(installed, "k1"))["reason"] == "uninstalled"
     ref = await installed.references.user(USER_AAD)
-    assert ref is not None and ref.state == UNINSTALLED
+    assert ref is not None and ref.state == InstallState.UNINSTALLED
 
 
 async def test_throttling_requeues_with_retry_after_and_keeps_the_key(

@@ -14,7 +14,8 @@ from azure.data.tables.aio import TableClient
 
 from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
-from proactive.storage.references import BLOCKED, INSTALLED, ReferenceStore
+from proactive.storage.reference_keys import InstallState
+from proactive.storage.references import ReferenceStore
 from tests.activities_data import TENANT, USER_AAD, activity, install, uninstall
 from tests.clock import Clock
 
@@ -95,24 +96,24 @@ async def test_a_reinstall_elsewhere_counts_at_once(table: Counting) -> None:
     elsewhere = ReferenceStore(table.table)
     await elsewhere.record(parse_activity(install()))
     await elsewhere.record(parse_activity(uninstall()))
-    assert (await here.user(USER_AAD)).state != INSTALLED  # type: ignore[union-attr]
+    assert (await here.user(USER_AAD)).state != InstallState.INSTALLED  # type: ignore[union-attr]
     await elsewhere.record(parse_activity(install()))
     ref = await here.user(USER_AAD)
-    assert ref is not None and ref.state == INSTALLED
+    assert ref is not None and ref.state == InstallState.INSTALLED
 
 
 async def test_what_this_store_writes_is_read_again(table: Counting) -> None:
     store = ReferenceStore(table.client, clock=Clock())
     await store.record(parse_activity(install()))
     ref = await store.user(USER_AAD)
-    assert ref is not None and ref.state == INSTALLED
-    await store.mark(ref, BLOCKED, aad_id=USER_AAD)
+    assert ref is not None and ref.state == InstallState.INSTALLED
+    await store.mark(ref, InstallState.BLOCKED, aad_id=USER_AAD)
     again = await store.user(USER_AAD)
-    assert again is not None and again.state == BLOCKED
+    assert again is not None and again.state == InstallState.BLOCKED
     await store.move_service_url(again, MOVED, aad_id=USER_AAD)
     await store.record(parse_activity(activity()))  # unblocks
     moved = await store.user(USER_AAD)
-    assert moved is not None and moved.state == INSTALLED
+    assert moved is not None and moved.state == InstallState.INSTALLED
 
 
 async def test_listing_a_tenants_users_spares_reading_each_again(table: Counting) -> None:
@@ -124,5 +125,5 @@ async def test_listing_a_tenants_users_spares_reading_each_again(table: Counting
     table.calls.clear()
     for aad in users:
         ref = await store.user(aad, TENANT)
-        assert ref is not None and ref.state == INSTALLED
+        assert ref is not None and ref.state == InstallState.INSTALLED
     assert not table.calls

@@ -10,7 +10,8 @@ import pytest
 
 from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
-from proactive.storage.references import BLOCKED, INSTALLED, UNINSTALLED, ReferenceStore
+from proactive.storage.reference_keys import InstallState
+from proactive.storage.references import ReferenceStore
 from tests.activities_data import (
     SERVICE_URL,
     TENANT,
@@ -40,14 +41,14 @@ async def test_personal_install_stores_everything_a_send_needs(store: ReferenceS
     assert ref.conversation_id == "a:1personal-conversation"
     assert ref.service_url == SERVICE_URL  # verbatim, trailing slash and region kept
     assert ref.tenant_id == TENANT
-    assert ref.state == INSTALLED
+    assert ref.state == InstallState.INSTALLED
     assert ref.timezone == "Europe/Berlin"
     assert ref.user_id == USER_ID
     assert ref.locale == "en-GB"
     # Looked up by tenant too, and by conversation id.
     assert await store.user(USER_AAD.upper(), TENANT) == ref
     conv = await store.conversation("a:1personal-conversation")
-    assert conv is not None and conv.state == INSTALLED
+    assert conv is not None and conv.state == InstallState.INSTALLED
     assert await store.tenant_service_url(TENANT) == (SERVICE_URL, ref.bot_id)
 
 
@@ -63,7 +64,7 @@ async def test_uninstall_keeps_the_row_and_reinstall_welcomes_again(
     assert await store.record(parse_activity(install()))
     assert not await store.record(parse_activity(uninstall()))
     ref = await store.user(USER_AAD)
-    assert ref is not None and ref.state == UNINSTALLED
+    assert ref is not None and ref.state == InstallState.UNINSTALLED
     found = await store._find("user:" + USER_AAD, TENANT)
     assert found is not None and found["uninstalledAt"] and found["firstSeen"]
     assert await store.record(parse_activity(install()))
@@ -89,12 +90,12 @@ async def test_a_message_from_a_blocked_user_clears_the_mark(store: ReferenceSto
     await store.record(parse_activity(install()))
     ref = await store.user(USER_AAD)
     assert ref is not None
-    await store.mark(ref, BLOCKED, aad_id=USER_AAD)
+    await store.mark(ref, InstallState.BLOCKED, aad_id=USER_AAD)
     blocked = await store.user(USER_AAD)
-    assert blocked is not None and blocked.state == BLOCKED
+    assert blocked is not None and blocked.state == InstallState.BLOCKED
     await store.record(parse_activity(activity()))
     again = await store.user(USER_AAD)
-    assert again is not None and again.state == INSTALLED
+    assert again is not None and again.state == InstallState.INSTALLED
 
 
 async def test_group_chat_and_team_scopes(store: ReferenceStore) -> None:
@@ -104,7 +105,8 @@ async def test_group_chat_and_team_scopes(store: ReferenceStore) -> None:
         membersAdded=[{"id": "28:11111111-2222-3333-4444-555555555555"}])))
     assert welcome is False  # welcomes are for personal installs
     ref = await store.conversation(chat)
-    assert ref is not None and ref.conversation_type == "groupChat" and ref.state == INSTALLED
+    assert ref is not None and ref.conversation_type == "groupChat"
+    assert ref.state == InstallState.INSTALLED
 
     team = "19:team-general@thread.tacv2"
     await store.record(parse_activity(team_install(team)))
@@ -115,6 +117,6 @@ async def test_group_chat_and_team_scopes(store: ReferenceStore) -> None:
     await store.record(parse_activity(body))
     row = await store.team(team)
     assert row is not None
-    assert row["installState"] == INSTALLED
+    assert row["installState"] == InstallState.INSTALLED
     assert json.loads(row["channelIds"]) == sorted([team, other])
     assert row["teamName"] == "Ops"

@@ -20,7 +20,7 @@ from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.reporting.reports import ReportError, reach_report, send_report
 from proactive.runtime import Runtime
-from proactive.storage.references import BLOCKED
+from proactive.storage.reference_keys import InstallState
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.processes import REPO_ROOT
@@ -39,7 +39,7 @@ async def three(runtime: Runtime, emulator: ConnectorEmulator) -> Runtime:
     await runtime.opt_outs.stop(OTHER, "news", via="card", tenant_id=TENANT)
     ref = await runtime.references.user(GONE)
     assert ref is not None
-    await runtime.references.mark(ref, BLOCKED, aad_id=GONE)
+    await runtime.references.mark(ref, InstallState.BLOCKED, aad_id=GONE)
     return runtime
 
 

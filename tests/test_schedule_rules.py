@@ -291,7 +291,7 @@ def test_any_fraction_of_a_second_rounds_up(at: str, expected: str) -> None:
     assert parse_spec({"at": at}).to_json() == {"at": expected}
 
 
-# --- hourly and minutely rules a day at a time (scheduling/grid.py) ------------------------
+# --- hourly and minutely rules a day at a time (contract/schedule/grid.py) ------------------------
 
 ISSUE_RULE = "FREQ=MINUTELY;INTERVAL=7;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO;BYHOUR=23;BYMINUTE=59"
 
@@ -336,8 +336,8 @@ _SUB_DAILY = st.builds(
 @example(rule="FREQ=HOURLY;INTERVAL=5;BYMINUTE=0,30", start=datetime(2026, 1, 5, 9, 31))
 def test_hourly_and_minutely_rules_are_dateutils_own(rule: str, start: datetime) -> None:
     """A day at a time gives what dateutil gives, over the next two years."""
-    from proactive.scheduling.rrules import split_rrule
-    from proactive.scheduling.walls import wall_times
+    from proactive.contract.schedule.rrules import split_rrule
+    from proactive.contract.schedule.walls import wall_times
 
     start = start.replace(microsecond=0)
     horizon = start + timedelta(days=2 * 366)

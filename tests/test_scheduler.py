@@ -56,7 +56,7 @@ class Recorder:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("the process died here")
-        self.sent.append((dict(message), delay))
+        self.sent.append((message.to_json(), delay))
         return await self._put(message, delay=delay)
 
     @property
@@ -548,3 +548,26 @@ def test_the_timer_is_registered_and_the_app_imports_cheaply() -> None:
     # run_on_startup off: on Flex every new instance would tick as it starts.
     assert out == ["0", "*/1", "*", "*", "*", "*", "False", "False"]
 
+
+
+async def test_an_occurrence_the_contract_now_refuses_is_parked_and_the_tick_goes_on(
+        rt: Runtime, queue: Recorder) -> None:
+    """Content stored under older rules that today's contract refuses: the
+    occurrence is parked with the reason (as the worker would have), the
+    other items still go out."""
+    assert await schedule(rt, send("old", {"at": "2026-11-30T13:00:00Z"})) == "scheduled"
+    assert await schedule(rt, send("new", {"at": "2026-11-30T13:00:00Z"},
+                                   to={"user": NY_USER})) == "scheduled"
+    [entity] = [e async for e in rt.schedules_table.list_entities()
+                if e.get("kind") == "item" and e.get("key") == "old"]
+    data = json.loads(entity["data"])
+    data["content"]["topic"] = "Not a topic!"
+    await rt.schedules_table.update_entity({**entity, "data": json.dumps(data)})
+    report = await tick(rt, at("2026-11-30T12:59:20"))
+    assert report.dispatched == 2
+    assert [m["key"] for m, _ in queue.sent] == ["new"]
+    received = await rt.outbox.poison_queue.receive_message()
+    assert received is not None
+    parked = json.loads(received.content)
+    assert (parked["reason"], json.loads(parked["message"])["key"]) == ("schema", "old")
+    assert "'topic'" in parked["detail"]

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dateutil.rrule import rrulestr
 
-from proactive.scheduling.errors import ScheduleError
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.spec import occurrence_key, parse_spec, split_occurrence_key
+from proactive.contract.schedule.zones import load_zone, to_instant
 from proactive.scheduling.recurrence import Occurrence, Plan
-from proactive.scheduling.spec import occurrence_key, parse_spec, split_occurrence_key
-from proactive.scheduling.zones import load_zone, to_instant
 
 NY, BERLIN = "America/New_York", "Europe/Berlin"
 

@@ -41,11 +41,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proactive.config import Settings
+from proactive.contract import Content, Op, OutboxMessage, Target
 from proactive.delivering.outcomes import Action, Outcome
 from proactive.receiving.activities import parse_activity
 from proactive.receiving.endpoint import Reply, handle_activity
 from proactive.runtime import Runtime, connector_session
 from proactive.storage import deliveries as d
+from proactive.storage.queues import dumps, encode
 from proactive.storage.tables import safe_key
 from proactive.teams.credentials import build_token_provider
 from proactive.worker import process
@@ -699,13 +701,10 @@ async def test_secrets_never_leak(
         await work()
         # A send that succeeds after one retry, one that fails, an untrusted one.
         connector.inject(503, count=1, retry_after=0, operation="send")
-        await rt.outbox.put({"version": 1, "op": "send", "key": "k1", "to": {"user": "alice"},
-                             "text": "hello"})
-        await rt.outbox.put({"version": 1, "op": "send", "key": "k2", "to": {"user": "bob"},
-                             "text": "hello"})
-        await rt.outbox.put({"version": 1, "op": "send", "key": "k3",
-                             "to": {"user": "mallory"}, "text": "hello"})
-        await rt.outbox.put({"version": 1, "op": "explode"})  # poisoned
+        for key, user in (("k1", "alice"), ("k2", "bob"), ("k3", "mallory")):
+            await rt.outbox.put(OutboxMessage(Op.SEND, key, target=Target.user(user),
+                                              content=Content(text="hello")))
+        await rt.outbox.queue.send_message(encode(dumps({"version": 1, "op": "explode"})))
         await work()
         await work()  # the retry
         # Refused activities: forged, and a genuine token replayed elsewhere.

@@ -16,7 +16,8 @@ from azure.data.tables.aio import TableClient
 from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.storage import tables, user_index
-from proactive.storage.references import BLOCKED, INSTALLED, UNINSTALLED, ReferenceStore
+from proactive.storage.reference_keys import InstallState
+from proactive.storage.references import ReferenceStore
 from tests.activities_data import TENANT, install, uninstall
 
 
@@ -73,15 +74,15 @@ async def test_the_index_follows_install_uninstall_block_and_a_moved_host(
     store = ReferenceStore(table.client)
     [user] = await install_users(store, 1)
     row = await index_row(table, user)
-    assert row is not None and row["installState"] == INSTALLED
+    assert row is not None and row["installState"] == InstallState.INSTALLED
     assert row["conversationId"] == "a:conv-0"
     await store.record(parse_activity(uninstall(aad=user, conversation="a:conv-0")))
-    assert (await index_row(table, user) or {})["installState"] == UNINSTALLED
+    assert (await index_row(table, user) or {})["installState"] == InstallState.UNINSTALLED
     await store.record(parse_activity(install(aad=user, conversation="a:conv-0")))
     ref = await store.user(user, TENANT)
     assert ref is not None
-    await store.mark(ref, BLOCKED, aad_id=user)
-    assert (await index_row(table, user) or {})["installState"] == BLOCKED
+    await store.mark(ref, InstallState.BLOCKED, aad_id=user)
+    assert (await index_row(table, user) or {})["installState"] == InstallState.BLOCKED
     await store.move_service_url(ref, "https://smba.example/moved/", aad_id=user)
     assert (await index_row(table, user) or {})["serviceUrl"] == "https://smba.example/moved/"
 
@@ -105,7 +106,7 @@ async def test_all_users_reads_the_tenant_index_not_the_whole_table(table: Count
     assert [u async for u in store.users_of_tenant(TENANT)] == users  # in index order
     assert table.filters == ["PartitionKey eq @pk"]  # one partition: no scan
     # A user who uninstalled is listed (their delivery is recorded skipped).
-    assert (await index_row(table, users[2]) or {})["installState"] == UNINSTALLED
+    assert (await index_row(table, users[2]) or {})["installState"] == InstallState.UNINSTALLED
 
 
 async def test_a_part_reads_its_references_in_one_query(table: Counting) -> None:
@@ -118,7 +119,7 @@ async def test_a_part_reads_its_references_in_one_query(table: Counting) -> None
         refs = [await fresh.user(user, TENANT) for user in users]
     assert table.calls == {"query_entities": 1, "get_entity": 1}  # the uninstalled one
     assert [r.conversation_id for r in refs if r] == [f"a:conv-{i}" for i in range(10)]
-    assert refs[4] is not None and refs[4].state == UNINSTALLED
+    assert refs[4] is not None and refs[4].state == InstallState.UNINSTALLED
     # Held for the part only.
     table.calls.clear()
     await fresh.user(users[0], TENANT)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from proactive.api.problems import Problem, Reply
-from proactive.app_only import refuse_app_only
-from proactive.contract import parse_message
-from proactive.errors import InvalidMessage
+from proactive.contract import OutboxMessage, parse_message, refuse_app_only
+from proactive.delivering.render import checked
+from proactive.errors import InvalidMessage, Poison
 from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def check_json_type(content_type: str) -> None:
                       f"the body must be application/json, not {kind}")
 
 
-def validate(body: bytes, *, max_activity_bytes: int) -> tuple[list[dict[str, Any]], bool]:
+def validate(body: bytes, *, max_activity_bytes: int) -> tuple[list[OutboxMessage], bool]:
     """The messages to enqueue, each with its key, and whether the body was a
     batch; Problem when any is refused."""
     check_size(body)
@@ -61,7 +62,7 @@ def validate(body: bytes, *, max_activity_bytes: int) -> tuple[list[dict[str, An
     items = data if batch else [data]
     if batch and not 1 <= len(items) <= MAX_BATCH:
         raise Problem(400, "schema", f"a batch holds 1 to {MAX_BATCH} messages")
-    out: list[dict[str, Any]] = []
+    out: list[OutboxMessage] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
@@ -78,20 +79,17 @@ def validate(body: bytes, *, max_activity_bytes: int) -> tuple[list[dict[str, An
     return out, batch
 
 
-def _one(item: Any, max_activity_bytes: int) -> dict[str, Any]:
+def _one(item: Any, max_activity_bytes: int) -> OutboxMessage:
     # Re-encoded as ASCII JSON: parse_message sees what the queue will carry,
     # and a lone surrogate reaches its own check instead of failing to encode.
     key = f"api-{uuid.uuid4().hex}"
     refuse_app_only(item)  # a producer never sets what only the app may
-    message = parse_message(json.dumps(item), default_key=key,
-                            max_activity_bytes=max_activity_bytes)
-    assert isinstance(item, dict)  # parse_message accepts JSON objects only
-    queued: dict[str, Any] = {**item, "key": message.key}
-    size = len(encode(dumps(queued)).encode())
+    message = checked(parse_message(json.dumps(item), default_key=key), max_activity_bytes)
+    size = len(encode(dumps(message.to_json())).encode())
     if size > MAX_QUEUE_MESSAGE:
-        raise InvalidMessage("too-large", f"the message is {size} bytes as queued; a queue "
-                                          f"message holds at most {MAX_QUEUE_MESSAGE}")
-    return queued
+        raise InvalidMessage(Poison.TOO_LARGE, f"the message is {size} bytes as queued; a "
+                                               f"queue message holds at most {MAX_QUEUE_MESSAGE}")
+    return message
 
 
 async def accept(rt: Runtime, body: bytes, *, content_type: str, base_url: str,
@@ -108,8 +106,8 @@ async def accept(rt: Runtime, body: bytes, *, content_type: str, base_url: str,
         for message in messages:
             # A failure here leaves the earlier ones queued: resending the batch
             # is safe, the keys make each delivery happen once.
-            await rt.outbox.put(telemetry.inject(message))
-            accepted.append({"key": message["key"],
-                             "status": base_url + status_path(message["key"])})
+            parent = message.traceparent or telemetry.traceparent()
+            await rt.outbox.put(replace(message, traceparent=parent))
+            accepted.append({"key": message.key, "status": base_url + status_path(message.key)})
     answer = {"accepted": accepted} if batch else accepted[0]
     return Reply.json(202, answer, Location=accepted[0]["status"])

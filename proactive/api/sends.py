@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from proactive.api import paging
 from proactive.api.problems import Problem, Reply
-from proactive.contract import MAX_KEY, VERSION
+from proactive.contract import MAX_KEY, Op, OutboxMessage
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ async def cancel(rt: Runtime, key: str, *, base_url: str) -> Reply:
     """Queue a cancel, as `python -m proactive cancel` does: the worker carries it
     out in order with the key's other messages (README "Sends to many users")."""
     check_key(key)
-    await rt.outbox.put({"version": VERSION, "op": "cancel", "key": key})
+    await rt.outbox.put(OutboxMessage(Op.CANCEL, key))
     return Reply.json(202, {"key": key, "status": base_url}, Location=base_url)
 
 

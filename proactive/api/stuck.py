@@ -78,9 +78,8 @@ async def requeue(rt: Runtime, message_id: str, body: bytes) -> Reply:
     """Back on the outbox: the message as it came, or the fixed one in the body;
     either must pass the worker's checks first (an unfixed one would only be
     parked again)."""
-    from proactive.app_only import refuse_app_only
-    from proactive.contract import parse_message
-    from proactive.errors import InvalidMessage
+    from proactive.contract import InvalidMessage, parse_message, refuse_app_only
+    from proactive.delivering.render import checked
     from proactive.storage.queues import encode
 
     fixed = body.decode("utf-8", errors="replace") if body.strip() else None
@@ -93,8 +92,7 @@ async def requeue(rt: Runtime, message_id: str, body: bytes) -> Reply:
                 with contextlib.suppress(ValueError, RecursionError):
                     data = json.loads(text)
                 refuse_app_only(data)
-            parse_message(text, default_key="check",
-                          max_activity_bytes=rt.settings.max_activity_bytes)
+            checked(parse_message(text, default_key="check"), rt.settings.max_activity_bytes)
         except InvalidMessage as exc:
             raise Problem(400, exc.reason, f"the message is still invalid: {exc.detail}") \
                 from None

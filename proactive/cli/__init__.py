@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proactive.cli import admin, doctor, install
 from proactive.cli.fail import (
@@ -60,24 +60,17 @@ from proactive.cli.storage import (
     _run,
     _schedules,
     _status,
+    load_local_settings,
     storage_settings,
 )
 from proactive.config import Settings, storage_problems
-from proactive.contract import ON_UNKNOWN, VERSION, parse_message
+from proactive.contract import OnUnknown, Op, OutboxMessage, TargetKind, build
 from proactive.errors import ConfigError, InvalidMessage
 
+if TYPE_CHECKING:
+    from proactive.scheduling import Spec
+
 __all__ = ["StorageRefused", "build_message", "load_local_settings", "main", "storage_settings"]
-
-
-def load_local_settings(path: Path = Path("local.settings.json")) -> None:
-    """Like the Functions host: Values into the environment, without
-    overriding what is already set."""
-    try:
-        values = json.loads(path.read_text()).get("Values", {})
-    except (OSError, ValueError):
-        return
-    for name, value in values.items():
-        os.environ.setdefault(name, str(value))
 
 
 def _target(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,8 +110,10 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
     return target
 
 
-def build_message(args: argparse.Namespace) -> dict[str, Any]:
-    message: dict[str, Any] = {"version": VERSION, "op": args.command}
+def build_message(args: argparse.Namespace) -> OutboxMessage:
+    """The message these flags ask for; CliError, or InvalidMessage naming a
+    contract field (`in_flags` tells it as a flag)."""
+    message: dict[str, Any] = {}
     message["key"] = args.key or (f"cli-{uuid.uuid4().hex[:12]}" if args.command == "send" else "")
     if args.command == "send":
         message["to"] = _target(args)
@@ -142,7 +137,7 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
         schedule = _schedule(args)
         if schedule:
             message["schedule"] = schedule
-    return message
+    return build(Op(args.command), **message)
 
 
 def _schedule(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,11 +150,10 @@ def _schedule(args: argparse.Namespace) -> dict[str, Any]:
     return schedule
 
 
-def _check_schedule(settings: Settings, message: dict[str, Any]) -> None:
+def _check_schedule(settings: Settings, spec: Spec) -> None:
     """Refuse a schedule with nothing left to fire (the worker would park it)."""
-    from proactive.scheduling import Plan, ScheduleError, parse_spec
+    from proactive.scheduling import Plan, ScheduleError
 
-    spec = parse_spec(message["schedule"])
     zone = spec.timezone or settings.default_timezone  # the recipient's is known later
     if Plan(spec, zone).first(datetime.now(UTC)) is None:
         raise ScheduleError("the schedule has no occurrence from now on")
@@ -203,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
                                   "--to that is not a GUID, --all-users to a tenant with no "
                                   "known users); without it the CLI asks, or refuses when not "
                                   "at a terminal")
-            cmd.add_argument("--on-unknown", choices=ON_UNKNOWN, default="resend",
+            cmd.add_argument("--on-unknown", choices=list(OnUnknown), default="resend",
                              help="a recipient whose attempt's outcome is unknown (a worker "
                                   "died mid-call, a lost answer): resend = at least once "
                                   "(default), skip = at most once (recorded unknown)")
@@ -325,24 +319,27 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     """send / update / delete / cancel: build, check, then put on the outbox."""
+    from proactive.delivering.render import checked
+
     try:  # refuse here what the worker would park in the poison queue
-        message = build_message(args)  # OSError, ValueError: a users file
-        parse_message(json.dumps(message), max_activity_bytes=settings.max_activity_bytes)
-        if "schedule" in message:
-            _check_schedule(settings, message)
+        # OSError, ValueError: a users file
+        message = checked(build_message(args), settings.max_activity_bytes)
+        if message.schedule is not None:
+            _check_schedule(settings, message.schedule)
     except (InvalidMessage, ValueError, OSError) as exc:  # ValueError: ScheduleError
         raise CliError(in_flags(str(getattr(exc, "detail", exc)), args)) from None
     from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
-    if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
+    if len(encode(dumps(message.to_json())).encode()) > MAX_QUEUE_MESSAGE:
         raise CliError("the message is over the 64 KB a storage queue message can hold",
                        "send a shorter text or card, or a --users @FILE to fewer users")
-    if args.command == "send" and "allUsers" in message["to"] and not message["to"].get(
-            "tenant") and not settings.app_tenant_id:
+    to = message.target
+    if to is not None and to.kind == TargetKind.ALL_USERS and not to.tenant \
+            and not settings.app_tenant_id:
         from proactive.cli.localdev import PLAYGROUND, playground_tenant
 
         if tenant := playground_tenant(settings):  # local: the Playground's (./scripts/dev)
-            message["to"]["tenant"] = tenant
+            message = replace(message, target=replace(to, tenant=tenant))
             print(f"tenant: {tenant} (the Agents Playground's, from {PLAYGROUND})",
                   file=sys.stderr)
     async def put(tokens: Any) -> None:  # one storage session (one sign-in) for all of it
@@ -351,22 +348,23 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
             from proactive.cli.storage import send_state
 
             # What the checks may ask, read up front in this session.
-            earlier = await send_state(settings, tokens, message["key"]) \
+            earlier = await send_state(settings, tokens, message.key) \
                 if getattr(args, "key", None) else None
-            known = await _known_users(settings, tokens, message["to"].get("tenant") or
+            assert message.target is not None
+            known = await _known_users(settings, tokens, message.target.tenant or
                                        settings.app_tenant_id) if args.all_users else 0
             confirm_send(args, message, lambda: known, lambda: earlier)
         await _enqueue(settings, tokens, message)
 
     _run(settings, put)
-    print(json.dumps({"queued": settings.outbox_queue, "op": message["op"],
-                      "key": message["key"]}))
+    print(json.dumps({"queued": settings.outbox_queue, "op": str(message.op),
+                      "key": message.key}))
     if getattr(args, "watch", False):
         from proactive.cli.live import watch
         from proactive.cli.storage import send_state
 
-        return watch(lambda: _run(settings, lambda t: send_state(settings, t, message["key"])),
-                     message["key"], interval=args.interval)
+        return watch(lambda: _run(settings, lambda t: send_state(settings, t, message.key)),
+                     message.key, interval=args.interval)
     return 0
 
 

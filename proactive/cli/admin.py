@@ -124,8 +124,9 @@ async def _stream(chunks: AsyncIterator[bytes], out: BinaryIO) -> None:
 
 
 def command(args: argparse.Namespace, settings: Settings, run: Run) -> int:
+    from proactive.contract.fields import valid_topic
     from proactive.reporting.reports import ReportError, reach_report, send_report
-    from proactive.storage.preferences import ALL, valid_topic
+    from proactive.storage.preferences import ALL
 
     topic = getattr(args, "topic", None)
     if topic is not None and not valid_topic(topic):

@@ -15,9 +15,12 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proactive.cli.fail import CliError
+
+if TYPE_CHECKING:
+    from proactive.contract import OutboxMessage
 
 # An object id is a GUID; loosely (hex and dashes, 32+ hex digits), because the
 # Agents Playground's default user has one digit too many and is still right.
@@ -49,7 +52,7 @@ def used_key(key: str, state: dict[str, Any]) -> str:
             "for, so these get nothing again; give a new --key (or none) to send again")
 
 
-def doubts(args: argparse.Namespace, message: dict[str, Any],
+def doubts(args: argparse.Namespace, message: OutboxMessage,
            known_users: Callable[[], int], *, now: datetime | None = None,
            earlier: Callable[[], dict[str, Any] | None] = lambda: None) -> list[str]:
     """What looks like a mistake in this send, one sentence each; `earlier`:
@@ -61,13 +64,14 @@ def doubts(args: argparse.Namespace, message: dict[str, Any],
     at = _instant(args.at) if getattr(args, "at", None) else None
     if at is not None and at < now:
         found.append(f"--at {args.at} is in the past: the message goes out now")
-    bad = [u for u in ([args.to] if args.to else []) + list(message["to"].get("users", []))
+    to = message.target
+    bad = [u for u in ([args.to] if args.to else []) + list(to.users if to else ())
            if not GUID.fullmatch(u)]
     if bad:
         found.append(f"{bad[0]!r} is not an Azure AD object id (a GUID): --to and --users "
                      "take the user's object id, not a name or e-mail address")
     if args.all_users and known_users() == 0:
-        tenant = message["to"].get("tenant")
+        tenant = to.tenant if to else ""
         which = (f"tenant {tenant}" if tenant else
                  "the app's own tenant (MicrosoftAppTenantId; or give --tenant)")
         found.append(f"no user of {which} has a stored personal chat (nobody installed "
@@ -87,7 +91,7 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def confirm_send(args: argparse.Namespace, message: dict[str, Any],
+def confirm_send(args: argparse.Namespace, message: OutboxMessage,
                  known_users: Callable[[], int],
                  earlier: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
     """Raise CliError for a doubtful send unless --force, or the person at the

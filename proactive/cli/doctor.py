@@ -149,8 +149,7 @@ def _marks(out: Any) -> tuple[str, str]:
 def resolve(args: argparse.Namespace, now: Callable[[], datetime]) -> Target:
     """The storage and the app to check: flags, then azd's environment, then the
     local settings. CliError (exit 2) for a flag that can't be used."""
-    from proactive.cli import load_local_settings
-    from proactive.cli.storage import storage_settings
+    from proactive.cli.storage import load_local_settings, storage_settings
 
     azd = azd_values()
     env = {**azd, **os.environ}

@@ -116,8 +116,10 @@ async def _storage(settings: Settings, tokens: StorageTokens | None) -> str:
 
 
 def marker() -> dict[str, Any]:
-    """The message doctor puts on the outbox (see MARKER_HIDDEN)."""
-    return {"version": 1, "op": "cancel", "key": f"doctor-{uuid.uuid4().hex}"}
+    """The message doctor puts on the outbox (see MARKER_HIDDEN): contract JSON."""
+    from proactive.contract import Op, OutboxMessage
+
+    return OutboxMessage(Op.CANCEL, f"doctor-{uuid.uuid4().hex}").to_json()
 
 
 def _http(method: str, url: str, **kwargs: Any) -> Any:

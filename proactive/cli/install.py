@@ -16,6 +16,7 @@ from typing import Any
 
 from proactive.cli.fail import CliError, from_file
 from proactive.config import Settings
+from proactive.contract import InvalidMessage, Op, OutboxMessage, build
 
 AUDIENCE_FLAGS = ("--group", "--users-file", "--team", "--users", "--all-users")
 
@@ -41,8 +42,9 @@ def add_parser(sub: Any, storage: argparse.ArgumentParser) -> None:
     add_watch(cmd, "then show the install's progress live until it is done")
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """The contract message for these flags; CliError for a mistake."""
+def build_install(args: argparse.Namespace) -> OutboxMessage:
+    """The contract message for these flags; CliError or InvalidMessage for a
+    mistake."""
     from proactive.users_file import read_users_file
 
     given = [flag for flag in AUDIENCE_FLAGS if getattr(args, flag[2:].replace("-", "_"))]
@@ -64,30 +66,26 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         to["users"] = [u.strip() for u in text.replace(",", "\n").splitlines() if u.strip()]
     if args.tenant:
         to["tenant"] = args.tenant
-    return {"version": 1, "op": "install", "key": args.key or f"cli-{uuid.uuid4().hex[:12]}",
-            "to": to}
+    return build(Op.INSTALL, key=args.key or f"cli-{uuid.uuid4().hex[:12]}", to=to)
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     from proactive.cli.storage import _enqueue, _run, send_state
-    from proactive.contract import parse_message
-    from proactive.errors import InvalidMessage
 
     try:  # refuse here what the worker would park in the poison queue
-        message = build(args)  # OSError, ValueError: a users file
-        parse_message(json.dumps(message))
+        message = build_install(args)  # OSError, ValueError: a users file
     except (InvalidMessage, ValueError, OSError) as exc:
         raise CliError(str(getattr(exc, "detail", exc))) from None
     from proactive.storage.queues import MAX_QUEUE_MESSAGE, dumps, encode
 
-    if len(encode(dumps(message)).encode()) > MAX_QUEUE_MESSAGE:
+    if len(encode(dumps(message.to_json())).encode()) > MAX_QUEUE_MESSAGE:
         raise CliError("the message is over the 64 KB a storage queue message can hold",
                        "use --group or --team, or several installs under the same --key")
     _run(settings, lambda t: _enqueue(settings, t, message))
-    print(json.dumps({"queued": settings.outbox_queue, "op": "install", "key": message["key"]}))
+    print(json.dumps({"queued": settings.outbox_queue, "op": "install", "key": message.key}))
     if args.watch:
         from proactive.cli.live import watch
 
-        return watch(lambda: _run(settings, lambda t: send_state(settings, t, message["key"])),
-                     message["key"], interval=args.interval)
+        return watch(lambda: _run(settings, lambda t: send_state(settings, t, message.key)),
+                     message.key, interval=args.interval)
     return 0

@@ -161,9 +161,8 @@ def _missing(args: argparse.Namespace) -> None:
 
 
 def _valid(text: str, settings: Settings, *, edited: bool) -> None:
-    from proactive.app_only import refuse_app_only
-    from proactive.contract import parse_message
-    from proactive.errors import InvalidMessage
+    from proactive.contract import InvalidMessage, parse_message, refuse_app_only
+    from proactive.delivering.render import checked
 
     try:
         if edited:  # a fixed message is the operator's: only the app's own may carry these
@@ -171,7 +170,7 @@ def _valid(text: str, settings: Settings, *, edited: bool) -> None:
             with contextlib.suppress(ValueError, RecursionError):  # parse_message says why
                 data = json.loads(text)
             refuse_app_only(data)
-        parse_message(text, default_key="check", max_activity_bytes=settings.max_activity_bytes)
+        checked(parse_message(text, default_key="check"), settings.max_activity_bytes)
     except InvalidMessage as exc:
         raise CliError(f"the message is still invalid ({exc.reason}): {exc.detail}",
                        "fix it and requeue with --file") from None

@@ -8,7 +8,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive.cli import fail
@@ -18,9 +20,21 @@ from proactive.errors import Reason, StorageError, StorageUnavailable
 from proactive.storage import credentials
 
 if TYPE_CHECKING:
+    from proactive.contract import OutboxMessage
     from proactive.storage.credentials import StorageTokens
 
 T = TypeVar("T")
+
+
+def load_local_settings(path: Path = Path("local.settings.json")) -> None:
+    """Like the Functions host: Values into the environment, without
+    overriding what is already set."""
+    try:
+        values = json.loads(path.read_text()).get("Values", {})
+    except (OSError, ValueError):
+        return
+    for name, value in values.items():
+        os.environ.setdefault(name, str(value))
 
 
 async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
@@ -38,12 +52,13 @@ async def _schedules(settings: Settings, tokens: StorageTokens | None, key: str,
 
 
 async def _enqueue(settings: Settings, tokens: StorageTokens | None,
-                   message: dict[str, Any]) -> None:
+                   message: OutboxMessage) -> None:
+    """A producer's message onto the outbox (not signed: it carries no app-only field)."""
     from proactive.storage.queues import dumps, encode, ensure_queue
 
     async with credentials.queue_client(settings, settings.outbox_queue, tokens) as queue:
         await ensure_queue(queue)
-        await queue.send_message(encode(dumps(message)))
+        await queue.send_message(encode(dumps(message.to_json())))
 
 
 async def _status(settings: Settings, tokens: StorageTokens | None,

@@ -17,11 +17,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from proactive.contract.fields import DEFAULT_LABEL
+
+if TYPE_CHECKING:
+    from proactive.contract import Content
 
 ACK_VERB = "proactive.ack"
-DEFAULT_LABEL = "Got it"
-MAX_LABEL = 40
 ACK_ID = "proactive-ack"  # the action's id, so a refresh finds and removes it
 # The button's data is {"sendKey": <key>}. Not "key": the Microsoft 365 Agents
 # Playground's Adaptive Cards renderer writes a property of its own named `key`
@@ -29,21 +32,6 @@ ACK_ID = "proactive-ack"  # the action's id, so a refresh finds and removes it
 # state, so the press never leaves the page (README "Trying it locally"). Cards
 # sent before carry {"key": <key>}; their presses are read too (`pressed_key`).
 ACK_DATA = "sendKey"
-
-
-def parse_ack(value: Any) -> str:
-    """The contract's `"ack": true` or `{"label": "..."}`: the button's label,
-    "" for no button. Raises ValueError."""
-    if value is False:
-        return ""
-    if value is True:
-        return DEFAULT_LABEL
-    label = value.get("label") if isinstance(value, Mapping) else None
-    if not isinstance(value, Mapping) or set(value) - {"label"} or not isinstance(label, str) \
-            or not label.strip() or len(label) > MAX_LABEL:
-        raise ValueError(f"'ack' must be true, false or {{\"label\": \"...\"}} "
-                         f"(1 to {MAX_LABEL} characters)")
-    return label.strip()
 
 
 def ack_action(key: str, label: str) -> dict[str, Any]:
@@ -66,25 +54,7 @@ def text_card(text: str) -> dict[str, Any]:
             "version": "1.4", "body": [{"type": "TextBlock", "text": text, "wrap": True}]}
 
 
-class Sendable(Protocol):
-    """What of proactive.contract.Content makes its card (not imported: the
-    contract imports this module)."""
-
-    @property
-    def text(self) -> str: ...
-    @property
-    def card(self) -> Mapping[str, Any] | None: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def notification(self) -> Mapping[str, Any] | None: ...
-    @property
-    def service(self) -> bool: ...
-    @property
-    def ack(self) -> str: ...
-
-
-def card_as_sent(content: Sendable, key: str) -> Mapping[str, Any] | None:
+def card_as_sent(content: Content, key: str) -> Mapping[str, Any] | None:
     """A Content's card as sent: the producer's or the notification's, with the
     opt-out action unless it is the bot's own message, and the ack button (for
     `key`) when asked; plain text with `ack` becomes a card carrying it."""
@@ -125,7 +95,7 @@ def _is_ack(action: Any) -> bool:
 def local_time(at: datetime, zone_name: str) -> str:
     """"14:02" in the user's zone (the activity's clientInfo / localTimezone);
     "14:02 UTC" when their zone is unknown."""
-    from proactive.scheduling.zones import zone_or_none
+    from proactive.contract.schedule.zones import zone_or_none
 
     zone = zone_or_none(zone_name) if zone_name else None
     if zone is None:

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from proactive.contract import Target
+from proactive.contract import Target, TargetKind
 from proactive.errors import Permanent, Reason, Unreachable
-from proactive.storage.references import UNINSTALLED
+from proactive.storage.reference_keys import InstallState
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime
@@ -43,7 +43,7 @@ class Page:
 
 async def page(rt: Runtime, target: Target) -> Page:
     """One page of the audience. Raises members of proactive.errors."""
-    if target.kind == "teamMembers":
+    if target.kind == TargetKind.TEAM_MEMBERS:
         return await _team_page(rt, target)
     return await _group_page(rt, target)
 
@@ -81,7 +81,7 @@ async def _team_page(rt: Runtime, target: Target) -> Page:
     if team is None:
         raise Permanent(Reason.UNKNOWN_TEAM, "the bot has no stored reference for this team "
                                              "(install it in the team first)")
-    if team.get("installState") == UNINSTALLED:
+    if team.get("installState") == InstallState.UNINSTALLED:
         raise Unreachable(Reason.UNINSTALLED, "the bot was removed from this team")
     tenant = str(team.get("tenantId") or target.tenant)
     (members, token), _ = await call(

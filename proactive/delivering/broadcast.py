@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from proactive.contract import Content, OutboxMessage, Target
+from proactive.contract import Content, OutboxMessage, Target, TargetKind
 from proactive.delivering import audiences
 from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.preinstall import install_one
@@ -32,8 +32,8 @@ from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unre
 from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
 from proactive.storage import tables
 from proactive.storage.counting import result_counts
-from proactive.storage.progress import CANCELLED, PER_TRANSACTION
-from proactive.storage.send_index import SendIndexRow
+from proactive.storage.progress import PER_TRANSACTION
+from proactive.storage.send_index import SendIndexRow, SendState
 from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
@@ -60,13 +60,13 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     listed = SendIndexRow(key=message.key, created_at="", topic=content.topic,
                           text=content.text or content.summary, audience=target.kind)
     summary, new = await rt.campaigns.start(message.key, expected=message.part, listed=listed)
-    if message.part and target.kind == "users" and len(target.users) <= PART:
+    if message.part and target.kind == TargetKind.USERS and len(target.users) <= PART:
         refused = str(summary.get("detail") or "refused") \
             if summary.get("reason") == Reason.GRAPH_PERMISSION else ""
-        standby = await rt.outbox.standby(message.to_json(), delay=STANDBY)
+        standby = await rt.outbox.standby(message, delay=STANDBY)
         try:
-            return await _deliver_part(rt, message, cancelled=summary["state"] == CANCELLED,
-                                       graph_refused=refused)
+            cancelled = summary["state"] == SendState.CANCELLED
+            return await _deliver_part(rt, message, cancelled=cancelled, graph_refused=refused)
         finally:
             await _withdraw(rt, standby)
     # Several messages may share a key (an audience too big for one message):
@@ -83,11 +83,11 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
             # Another message of a send that had finished: it runs again.
             await rt.campaigns.reopen(message.key,
                                       again=Reason.GRAPH_PERMISSION if again else "")
-    if target.kind in ("teamMembers", "group"):
+    if target.kind in (TargetKind.TEAM_MEMBERS, TargetKind.GROUP):
         return await _split_page(rt, message, audience)
     queued, uncounted = 0, {}
     async for users in _audience(rt, target):
-        await rt.outbox.put(message.for_users(users).retry(attempt=1).to_json())
+        await rt.outbox.put(message.for_users(users).retry(attempt=1))
         queued += len(users)
         # Each person once, even if a crash makes the split run again or
         # another message of the key names them too; all before `mark_split`
@@ -99,7 +99,7 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     if uncounted:
         await rt.campaigns.count(message.key, uncounted)
     await rt.campaigns.mark_split(message.key, audience)
-    if queued == 0 and target.kind == "allUsers":
+    if queued == 0 and target.kind == TargetKind.ALL_USERS:
         tenant = target.tenant or rt.settings.app_tenant_id
         await rt.campaigns.finish_empty(message.key, "no-recipients",
                                         f"no user of tenant {tenant!r} has a stored personal "
@@ -143,7 +143,7 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
         for start in range(0, len(listed), PART):
             users = listed[start:start + PART]
             await rt.outbox.put(message.for_users(users, found.tenant, guests=guests)
-                                .retry(attempt=1).to_json())
+                                .retry(attempt=1))
             counts.update(queued_entries(users))
     if found.continuation:  # announced before it is put: the key waits for it
         counts[f"next:{root}:{digest_of(found.continuation)}"] = Counter(pages=1)
@@ -151,7 +151,7 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
         counts[f"page:{root}:{digest_of(target.continuation)}"] = Counter(pages=-1)
     await rt.campaigns.count(message.key, counts)
     if found.continuation:
-        await rt.outbox.put(message.next_page(found.continuation).to_json())
+        await rt.outbox.put(message.next_page(found.continuation))
     await rt.campaigns.mark_split(message.key, audience)
     await rt.campaigns.settle(message.key)  # every part may be done already
     log.info("send %s: a page of %d users split", message.key, len(found.users))
@@ -177,7 +177,7 @@ async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int,
 
 async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
     """The users in parts of at most PART, without listing them all at once."""
-    if target.kind == "users":
+    if target.kind == TargetKind.USERS:
         for start in range(0, len(target.users), PART):
             yield list(target.users[start:start + PART])
         return
@@ -222,7 +222,7 @@ async def _deliver_users(rt: Runtime, message: OutboxMessage, cancelled: bool,
     started = time.monotonic()
 
     async def one(user: str) -> None:
-        target = Target("user", user, tenant=tenant)
+        target = Target(TargetKind.USER, user, tenant=tenant)
         name = name_of(user)
         async with gate:
             if paced_delay:
@@ -246,7 +246,7 @@ async def _deliver_users(rt: Runtime, message: OutboxMessage, cancelled: bool,
                                       outcome_of(exc, message.attempt), message_id="",
                                       target=target)
                     return
-                if target.kind != "user":  # no such user, or Graph refused: recorded
+                if target.kind != TargetKind.USER:  # no such user, or Graph refused: recorded
                     results[name] = result_counts(target.reply_to)
                     people[name] = target.recipient
                     return
@@ -289,7 +289,7 @@ async def _deliver_users(rt: Runtime, message: OutboxMessage, cancelled: bool,
         await asyncio.gather(*(one(user) for user in rest))
     if paced:
         # Not a failure: the same part, smaller, when the budget frees up.
-        await rt.outbox.put(message.for_users(paced).to_json(), delay=min(paced_delay))
+        await rt.outbox.put(message.for_users(paced), delay=min(paced_delay))
     if refusal["detail"] and not graph_refused:  # the first part to meet it: said once
         log.warning("send %s: Graph refused the app; no more installs for it",
                     message.key)
@@ -305,7 +305,7 @@ async def _resolved(rt: Runtime, key: str, target: Target) -> tuple[Target, bool
     recorded (returned as a `upn:` target whose reply_to says why)."""
     from proactive.delivering.install import directory_user
 
-    missing = Target("conversation", f"upn:{target.id.lower()}", tenant=target.tenant)
+    missing = Target(TargetKind.CONVERSATION, f"upn:{target.id.lower()}", tenant=target.tenant)
     try:
         found = await directory_user(rt, target.tenant or rt.settings.app_tenant_id,
                                      target.id)
@@ -318,7 +318,7 @@ async def _resolved(rt: Runtime, key: str, target: Target) -> tuple[Target, bool
                             detail=WHY[Reason.DISABLED_ACCOUNT], aadObjectId=found.id)
         return replace(missing, reply_to=Reason.DISABLED_ACCOUNT), False
     if found is not None:
-        return Target("user", found.id, tenant=target.tenant), found.guest
+        return Target(TargetKind.USER, found.id, tenant=target.tenant), found.guest
     await finish_unsent(rt, key, missing, DeliveryState.FAILED, Reason.NOT_FOUND,
                         detail="Graph knows no user by this principal name")
     return replace(missing, reply_to=Reason.NOT_FOUND), False

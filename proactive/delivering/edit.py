@@ -14,8 +14,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import OutboxMessage
+from proactive.contract import Op, OutboxMessage
+from proactive.delivering.ack import card_as_sent
 from proactive.delivering.outcomes import Action, Outcome
+from proactive.delivering.render import activity as activity_of
 from proactive.delivering.send import call
 from proactive.errors import (
     DeliveryFailed,
@@ -52,7 +54,7 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
     scheduled = await manage(rt, message)
     if scheduled.busy:
         raise Transient(Reason.DISPATCHING, "a timer run is putting the key's items on the queue")
-    if message.op == "update" and message.content is None:  # a new time only
+    if message.op == Op.UPDATE and message.content is None:  # a new time only
         if scheduled.found:
             return Outcome(Action.DONE, "rescheduled" if scheduled.changed else "not-scheduled")
         raise Transient(Reason.UNKNOWN_KEY, "nothing is scheduled under this key (yet)")
@@ -64,15 +66,15 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
         raise Transient(Reason.UNKNOWN_KEY, "no send is recorded under this key (yet)")
     _wait_for_pending_sends([row for row, _ in rows])
     label = next((row.ack_label for row, _ in rows if row.ack_label), "")
-    if message.op == "update" and message.content is not None \
+    if message.op == Op.UPDATE and message.content is not None \
             and (label or message.content.ack):
         # What a recipient who acknowledges from now on sees again: once per update.
         from dataclasses import replace
 
         from proactive.storage.acks import AckStore
 
-        card = replace(message.content, ack=message.content.ack or label).card_to_send(
-            message.key)
+        card = card_as_sent(replace(message.content, ack=message.content.ack or label),
+                            message.key)
         if card is not None:
             await AckStore(rt.deliveries.table, rt.campaigns.table).keep_card(message.key, card)
     retry: DeliveryFailed | RetryLater | None = None
@@ -95,10 +97,10 @@ async def edit(rt: Runtime, message: OutboxMessage) -> Outcome:
                 retry = exc
                 continue
             else:
-                if message.op == "delete":
+                if message.op == Op.DELETE:
                     row.state, row.deleted_at = DeliveryState.DELETED, iso()
                 row.edited(message.op, EditState.DONE, "")
-                row.updates = int(row.updates or 0) + (message.op == "update")
+                row.updates = int(row.updates or 0) + (message.op == Op.UPDATE)
         else:
             continue  # deleted: nothing left to edit
         await rt.deliveries.save(row, etag)
@@ -122,11 +124,11 @@ async def _updated_activity(rt: Runtime, message: OutboxMessage,
     assert message.content is not None
     label = row.ack_label or message.content.ack
     if not label:
-        return message.content.activity(message.key)
+        return activity_of(message.content, message.key)
     row.ack_label = label  # an update may ask for the button too (saved with the edit)
     content = replace(message.content, ack=message.content.ack or label)
-    activity = content.activity(message.key)
-    card = content.card_to_send(message.key)
+    activity = activity_of(content, message.key)
+    card = card_as_sent(content, message.key)
     assert card is not None
     if row.acked_at:
         ref = await rt.references.conversation(str(row.conversation_id), row.tenant_id or None)
@@ -170,7 +172,7 @@ async def _edit_one(rt: Runtime, message: OutboxMessage, row: DeliveryRow) -> No
     """Edit every copy the row knows Teams accepted: its own, and those a
     late answer added after an attempt with an unknown outcome (`otherCopies`)."""
     # One activity for every copy: the row's own ack state (button or acknowledged).
-    activity = await _updated_activity(rt, message, row) if message.op != "delete" else None
+    activity = await _updated_activity(rt, message, row) if message.op != Op.DELETE else None
     for n, copy in enumerate(copies(row.to_entity())):
         service_url = await _edit_copy(rt, message, row.tenant_id or "", copy, activity)
         if n == 0:
@@ -180,7 +182,7 @@ async def _edit_one(rt: Runtime, message: OutboxMessage, row: DeliveryRow) -> No
 async def _edit_copy(rt: Runtime, message: OutboxMessage, tenant: str,
                      copy: dict[str, str], activity: dict[str, Any] | None) -> str:
     conversation_id, activity_id = copy["conversationId"], copy["activityId"]
-    if message.op == "delete":
+    if message.op == Op.DELETE:
         _, service_url = await call(
             rt, tenant, conversation_id, copy["serviceUrl"],
             lambda url: rt.connector.delete(url, conversation_id, activity_id))

@@ -21,12 +21,13 @@ from proactive.errors import (
     Busy,
     DeliveryFailed,
     InvalidMessage,
+    Poison,
     Reason,
     RetryLater,
     StorageUnavailable,
 )
 from proactive.storage.deliveries import Claim
-from proactive.storage.references import UNINSTALLED
+from proactive.storage.reference_keys import InstallState
 from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:
@@ -41,9 +42,10 @@ ALREADY_INSTALLED = "already-installed"
 def check_enabled(rt: Runtime) -> None:
     """An install message when the deployment can't install: parked, not retried."""
     if not rt.settings.graph_install:
-        raise InvalidMessage("install-disabled", "op 'install' needs proactive install through "
-                                                 "Microsoft Graph: set PROACTIVE_GRAPH_APP_"
-                                                 "CATALOG_ID or PROACTIVE_GRAPH_APP_MANIFEST_ID")
+        raise InvalidMessage(Poison.INSTALL_DISABLED,
+                             "op 'install' needs proactive install through Microsoft Graph: "
+                             "set PROACTIVE_GRAPH_APP_CATALOG_ID or "
+                             "PROACTIVE_GRAPH_APP_MANIFEST_ID")
 
 
 async def install_one(rt: Runtime, key: str, target: Target) -> Outcome:
@@ -78,7 +80,7 @@ async def _install(rt: Runtime, aad_id: str, tenant: str,
     from proactive.delivering.install import install_for
 
     ref = await rt.references.user(aad_id, tenant or None)
-    if ref is not None and ref.conversation_id and ref.state != UNINSTALLED:
+    if ref is not None and ref.conversation_id and ref.state != InstallState.UNINSTALLED:
         # The bot has its chat: the app is there (installed by an earlier
         # attempt of this delivery, when Graph said 201 to it).
         reason = INSTALLED if noted["graphInstalled"] else ALREADY_INSTALLED

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proactive.delivering.followup import Condition, Skip, Unless
+from proactive.contract.fields import Condition, Unless
+from proactive.delivering.followup import Skip
 
 if TYPE_CHECKING:
     from proactive.runtime import Runtime

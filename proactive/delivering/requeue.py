@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from proactive.contract import TargetKind
 from proactive.delivering.outcomes import Action, Outcome
 from proactive.delivering.send import finish_unsent
 from proactive.errors import Reason
@@ -34,7 +35,7 @@ async def retry_later(rt: Runtime, message: OutboxMessage, outcome: Outcome, *,
     failed and the message parked in the poison queue."""
     attempt = message.attempt + outcome.counts
     if attempt <= rt.settings.max_attempts:
-        await rt.outbox.put(message.retry(attempt=attempt).to_json(), delay=outcome.delay)
+        await rt.outbox.put(message.retry(attempt=attempt), delay=outcome.delay)
         return outcome
     detail = f"gave up after {rt.settings.max_attempts} attempts; last: {outcome.reason}"
     # An installation whose chat never appeared fails as that (what to look
@@ -48,7 +49,7 @@ async def retry_later(rt: Runtime, message: OutboxMessage, outcome: Outcome, *,
     if target is not None and not target.is_broadcast:
         await finish_unsent(rt, message.key, target, DeliveryState.FAILED, reason,
                             detail=detail)
-    elif target is not None and target.kind in ("teamMembers", "group"):
+    elif target is not None and target.kind in (TargetKind.TEAM_MEMBERS, TargetKind.GROUP):
         # A page that could not be read: the send must still end, saying so.
         from proactive.delivering.unlisted import unreadable
 

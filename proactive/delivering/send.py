@@ -17,10 +17,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
-from proactive.contract import Content, Target
+from proactive.contract import Content, OnUnknown, Target, TargetKind
 from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
+from proactive.delivering.render import activity as activity_of
 from proactive.errors import (
+    UNREACHABLE,
     Busy,
     DeliveryFailed,
     Permanent,
@@ -33,11 +35,11 @@ from proactive.errors import (
 from proactive.storage import tables
 from proactive.storage.copies import unknown_attempt
 from proactive.storage.deliveries import (
-    ON_UNKNOWN_SKIP,
     UNKNOWN_OUTCOMES,
     Claim,
 )
-from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
+from proactive.storage.reference_keys import InstallState
+from proactive.storage.references import Reference
 from proactive.storage.states import DeliveryState
 from proactive.telemetry import log_id
 
@@ -47,12 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# States of a reference that make a send fail fast, without a Connector call.
-_UNREACHABLE = {UNINSTALLED: Reason.UNINSTALLED, BLOCKED: Reason.BLOCKED,
-                DISABLED: Reason.DISABLED}
-# What an Unreachable answer teaches us about the recipient.
-_MARKS = {Reason.BLOCKED: BLOCKED, Reason.UNINSTALLED: UNINSTALLED,
-          Reason.DISABLED: DISABLED}
 
 
 async def finish_unsent(rt: Runtime, key: str, target: Target, state: DeliveryState,
@@ -153,7 +149,7 @@ async def record_failure(rt: Runtime, claim: Claim, exc: DeliveryFailed | RetryL
         # Teams may have delivered it: the answer was lost on the way. (An
         # install is safe to repeat: Graph answers 409 to a second one.)
         claim.entity.update(unknown_attempt(claim.entity, exc.reason))
-        if on_unknown == ON_UNKNOWN_SKIP:
+        if on_unknown == OnUnknown.SKIP:
             await rt.deliveries.finish(claim, DeliveryState.UNKNOWN,
                                        reason=Reason.OUTCOME_UNKNOWN, detail=exc.detail, **extra)
             return Outcome(Action.DONE, Reason.OUTCOME_UNKNOWN, ambiguous=True)
@@ -194,7 +190,7 @@ def _recorded(exc: DeliveryFailed | RetryLater, outcome: Outcome,
 
 async def _reference(rt: Runtime, target: Target) -> Reference:
     tenant = target.tenant or None
-    if target.kind == "user":
+    if target.kind == TargetKind.USER:
         ref = await rt.references.user(target.id, tenant)
         if (ref is None or not ref.conversation_id) and rt.settings.graph_install \
                 and not (ref and ref.user_id):
@@ -207,7 +203,7 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
                                           known=ref)
         elif ref is None or not ref.conversation_id:
             ref = await _create_personal(rt, target, member_id=ref.user_id if ref else "")
-    elif target.kind == "conversation":
+    elif target.kind == TargetKind.CONVERSATION:
         ref = await rt.references.conversation(target.id, tenant)
         if ref is None:
             raise Permanent(Reason.UNKNOWN_CONVERSATION,
@@ -222,10 +218,9 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
             raise Permanent(Reason.UNKNOWN_CHANNEL, "no reference is stored for this channel "
                                                     "(give its team, or install the bot in it)")
     _check_tenant(rt, ref.tenant_id)
-    reason = _UNREACHABLE.get(ref.state)
-    if reason:
-        raise Unreachable(reason, f"the recipient is {ref.state}; a new install or a "
-                                  f"message from them clears it")
+    if ref.state in UNREACHABLE:  # fail fast, without a Connector call
+        raise Unreachable(Reason(ref.state), f"the recipient is {ref.state}; a new install "
+                                             f"or a message from them clears it")
     return ref
 
 
@@ -296,18 +291,18 @@ def _same_host(a: str, b: str) -> bool:
 async def _deliver(rt: Runtime, target: Target, content: Content,
                    key: str = "") -> dict[str, Any]:
     ref = await _reference(rt, target)
-    activity = content.activity(key)
+    activity = activity_of(content, key)
     ready = None
     # A send into someone's 1:1 chat is a send to that person, whatever
     # address it used: by user, or by the chat's conversation id.
-    owner = target.id if target.kind == "user" else ref.owner
+    owner = target.id if target.kind == TargetKind.USER else ref.owner
     if owner and not content.service:
         async def ready() -> None:
             stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
     try:
-        if target.kind == "channel" and not target.reply_to:
+        if target.kind == TargetKind.CHANNEL and not target.reply_to:
             (conversation_id, activity_id), service_url = await call(
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
@@ -315,27 +310,28 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                     activity=activity))
         else:
             conversation_id = ref.conversation_id
-            if target.kind == "channel":
+            if target.kind == TargetKind.CHANNEL:
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
                                                                 activity, ready)
             except Permanent as exc:
-                if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != "user":
+                if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != TargetKind.USER:
                     raise
                 # The stored 1:1 conversation is stale: create it again, once.
-                ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
+                ref = await _create_personal(rt, Target(TargetKind.USER, target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
                                                                 activity, ready)
     except Unreachable as exc:
-        await rt.references.mark(ref, _MARKS[Reason(exc.reason)],
-                                 aad_id=target.id if target.kind == "user" else "")
+        # What the answer teaches us about the recipient: the same word.
+        await rt.references.mark(ref, InstallState(exc.reason),
+                                 aad_id=target.id if target.kind == TargetKind.USER else "")
         raise
     if service_url != ref.service_url:  # Teams answered on the fallback host
         try:
             await rt.references.move_service_url(
-                ref, service_url, aad_id=target.id if target.kind == "user" else "",
+                ref, service_url, aad_id=target.id if target.kind == TargetKind.USER else "",
                 team_id=target.team)
         except StorageUnavailable as exc:
             # Sent already: a storage error here must not look like a failed

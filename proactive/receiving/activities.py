@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from proactive.contract.fields import encodable
 from proactive.teams.activity import Activity, Change
 
 MAX_ACTIVITY_BODY = 256 * 1024
@@ -74,15 +75,6 @@ def decode_body(body: bytes) -> Mapping[str, Any]:
     return data
 
 
-def encodable(data: Any) -> bool:
-    """JSON may escape lone surrogates (\\ud800) that no storage can write."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def timezone_of(raw: Mapping[str, Any]) -> str:
     """The sender's IANA zone, from a `clientInfo` entity or the root
     `localTimezone`. Teams clients on Windows may send a Windows name ("W.
@@ -106,7 +98,7 @@ def timezone_of(raw: Mapping[str, Any]) -> str:
 
 
 def _is_iana(name: str) -> bool:
-    from proactive.scheduling.zones import zone_or_none
+    from proactive.contract.schedule.zones import zone_or_none
 
     return len(name) <= 64 and zone_or_none(name) is not None
 

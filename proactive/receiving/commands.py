@@ -20,9 +20,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import ADAPTIVE_CARD, VERSION
+from proactive.contract import ADAPTIVE_CARD, Content, Op, OutboxMessage, Target
+from proactive.contract.fields import valid_topic
 from proactive.delivering.notification import OPT_OUT_VERB
-from proactive.storage.preferences import ALL, valid_topic
+from proactive.storage.preferences import ALL
 from proactive.teams.activity import Activity
 
 if TYPE_CHECKING:
@@ -86,13 +87,13 @@ def started_card(topic: str, cleared: list[str], still: list[str]) -> dict[str, 
     return _card("Started", *lines)
 
 
-def reply_message(activity: Activity, card: dict[str, Any], summary: str) -> dict[str, Any]:
+def reply_message(activity: Activity, card: dict[str, Any], summary: str) -> OutboxMessage:
     """The outbox message answering `activity`: one per activity, however often
     Teams delivers it (the key)."""
     digest = hashlib.sha256(f"{activity.conversation_id}\n{activity.id}".encode()).hexdigest()
-    return {"version": VERSION, "op": "send", "key": f"reply:{digest[:40]}",
-            "to": {"user": activity.from_aad_id, "tenant": activity.tenant_id},
-            "summary": summary, "card": card, "service": True}
+    return OutboxMessage(Op.SEND, f"reply:{digest[:40]}",
+                         target=Target.user(activity.from_aad_id, activity.tenant_id),
+                         content=Content(summary=summary, card=card, service=True))
 
 
 async def answer_message(rt: Runtime, activity: Activity) -> None:

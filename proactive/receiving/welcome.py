@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proactive.contract import VERSION
+from proactive.contract import Content, Op, OutboxMessage, Target
 from proactive.teams.activity import Activity
 
 BOT_NAME = "Proactive"
@@ -39,16 +39,12 @@ def welcome_card(bot_name: str) -> dict[str, Any]:
     }
 
 
-def welcome_message(activity: Activity, bot_name: str = BOT_NAME) -> dict[str, Any]:
+def welcome_message(activity: Activity, bot_name: str = BOT_NAME) -> OutboxMessage:
     """The outbox message for a user who just installed the bot."""
-    return {
-        "version": VERSION,
-        "op": "send",
-        # One welcome per install event; the install transition is guarded, so
-        # the two events Teams sends for one install produce one welcome.
-        "key": f"welcome:{activity.id}",
-        "to": {"user": activity.from_aad_id, "tenant": activity.tenant_id},
-        "summary": f"Welcome to {bot_name}",
-        "card": welcome_card(bot_name),
-        "service": True,  # never skipped for an opt-out, no opt-out button
-    }
+    # One welcome per install event; the install transition is guarded, so
+    # the two events Teams sends for one install produce one welcome.
+    return OutboxMessage(Op.SEND, f"welcome:{activity.id}",
+                         target=Target.user(activity.from_aad_id, activity.tenant_id),
+                         content=Content(summary=f"Welcome to {bot_name}",
+                                         card=welcome_card(bot_name),
+                                         service=True))  # never skipped for an opt-out

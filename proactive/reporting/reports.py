@@ -17,6 +17,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from proactive.errors import UNREACHABLE
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ REPORT_COLUMNS = (*SEND_COLUMNS, *READ_COLUMNS)
 # The count of sent deliveries whose read state is unknown (ids that don't compare).
 READ_UNKNOWN = "read_unknown"
 REACH_COLUMNS = ("user", "tenantId", "status", "topic", "at", "via")
-UNREACHABLE = ("blocked", "uninstalled", "disabled")
 
 
 class ReportError(ValueError):
@@ -124,7 +124,7 @@ async def _unreachable(rt: Runtime) -> AsyncIterator[dict[str, Any]]:
     from proactive.runtime import REFERENCES_TABLE
 
     table = rt.sdk_table(REFERENCES_TABLE)
-    states = " or ".join(f"installState eq '{state}'" for state in UNREACHABLE)
+    states = " or ".join(f"installState eq '{state}'" for state in sorted(UNREACHABLE))
     async for entity in table.query_entities(f"kind eq 'user' and ({states})",
                                              results_per_page=PAGE):
         state = str(entity.get("installState"))
@@ -161,7 +161,7 @@ async def never_installed(rt: Runtime, group: str) -> AsyncIterator[dict[str, An
 
     from proactive.delivering import install
     from proactive.errors import DeliveryFailed, Reason
-    from proactive.storage.references import INSTALLED
+    from proactive.storage.reference_keys import InstallState
     from proactive.teams.graph import DirectoryUser
 
     app_rt: AppRuntime = rt  # type: ignore[assignment]  # the full Runtime: it has Graph
@@ -184,7 +184,7 @@ async def never_installed(rt: Runtime, group: str) -> AsyncIterator[dict[str, An
         if not member.enabled:
             return row(member, Reason.DISABLED_ACCOUNT)
         ref = await app_rt.references.user(member.id)
-        if ref is not None and (ref.state == INSTALLED or ref.state in UNREACHABLE):
+        if ref is not None and (ref.state == InstallState.INSTALLED or ref.state in UNREACHABLE):
             return None  # installed, or in the report already under its own status
         tenant_id = ref.tenant_id if ref else tenant
         async with gate:

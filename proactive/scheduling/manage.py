@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import OutboxMessage, parse_target
-from proactive.scheduling.errors import ScheduleError
+from proactive.contract import Op, OutboxMessage, parse_target
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.spec import Spec, split_occurrence_key
+from proactive.contract.schedule.zones import iso_instant
 from proactive.scheduling.placing import first_occurrence, place
 from proactive.scheduling.recurrence import Plan
-from proactive.scheduling.spec import Spec, split_occurrence_key
 from proactive.scheduling.store import ScheduleItem, ScheduleStore, State, if_match
-from proactive.scheduling.zones import iso_instant
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ async def manage(rt: Runtime, message: OutboxMessage, *, now: datetime | None = 
             await _manage_item(rt, store, message, item, etag, now, result)
         return result
     parts = split_occurrence_key(message.key)
-    if parts is None or (message.op == "update" and message.content is None):
+    if parts is None or (message.op == Op.UPDATE and message.content is None):
         return result
     series, instant = parts
     for item, etag in await store.by_key(series):
@@ -68,7 +68,7 @@ async def _manage_item(rt: Runtime, store: ScheduleStore, message: OutboxMessage
         if not item.state.active:
             return
         try:
-            if message.op in ("cancel", "delete"):
+            if message.op in (Op.CANCEL, Op.DELETE):
                 await _cancel(store, item, etag, now)
             else:
                 if message.schedule is not None and item.state == State.DISPATCHING:
@@ -117,7 +117,7 @@ async def _manage_occurrence(store: ScheduleStore, message: OutboxMessage, item:
     async for _ in tables.attempts(6):
         if not item.state.active or not _is_pending(item, instant):
             return
-        if message.op in ("cancel", "delete"):
+        if message.op in (Op.CANCEL, Op.DELETE):
             item.skips = sorted({*item.skips, stamp})
         else:
             assert message.content is not None

@@ -16,10 +16,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proactive.contract import Content, OutboxMessage, Target, parse_target
-from proactive.scheduling.errors import ScheduleError
+from proactive.contract import Content, Op, OutboxMessage, Target, TargetKind, build, parse_target
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.spec import Spec
+from proactive.contract.schedule.zones import iso_instant, load_zone, zone_or_none
+from proactive.errors import InvalidMessage
 from proactive.scheduling.recurrence import Occurrence, Plan, default_start, lateness
-from proactive.scheduling.spec import Spec
 from proactive.scheduling.store import (
     ScheduleItem,
     ScheduleStore,
@@ -29,8 +31,8 @@ from proactive.scheduling.store import (
     due_row,
     if_match,
 )
-from proactive.scheduling.zones import iso_instant, load_zone, zone_or_none
 from proactive.storage import tables
+from proactive.storage.queues import dumps
 from proactive.telemetry import log_id
 
 if TYPE_CHECKING:
@@ -47,9 +49,9 @@ async def recipient_zone(rt: Runtime, target: Target) -> str:
     """The zone captured from the recipient's activities ('' when unknown).
     Only a person has one: a user, or a personal conversation."""
     ref = None
-    if target.kind == "user":
+    if target.kind == TargetKind.USER:
         ref = await rt.references.user(target.id, target.tenant or None)
-    elif target.kind == "conversation":
+    elif target.kind == TargetKind.CONVERSATION:
         ref = await rt.references.conversation(target.id, target.tenant or None)
         if ref is not None and ref.conversation_type != "personal":
             ref = None
@@ -93,17 +95,15 @@ async def plan_of(rt: Runtime, item: ScheduleItem) -> tuple[Plan, int]:
 
 # --- one occurrence onto the queue ----------------------------------------------------
 
-def _message(item: ScheduleItem, occ: Occurrence, content: dict[str, Any]) -> dict[str, Any]:
+def _message(item: ScheduleItem, occ: Occurrence, content: dict[str, Any]) -> OutboxMessage:
     """The ordinary outbox send of one occurrence."""
     to = item.target
-    message = {"version": 1, "op": "send", "key": item.send_key(occ), "to": to, **content}
     if item.broadcast:
         # One user of a many-user send: as a part of one, so the key's
         # progress counters and its cancel apply.
-        message["to"] = {"users": [to["user"]], **({"tenant": to["tenant"]}
-                                                   if to.get("tenant") else {})}
-        message["part"] = True
-    return message
+        users = {"users": [to["user"]], **({"tenant": to["tenant"]} if to.get("tenant") else {})}
+        return build(Op.SEND, key=item.send_key(occ), to=users, part=True, **content)
+    return build(Op.SEND, key=item.send_key(occ), to=to, **content)
 
 
 async def dispatch(rt: Runtime, item: ScheduleItem, occ: Occurrence, now: datetime) -> bool:
@@ -119,7 +119,14 @@ async def dispatch(rt: Runtime, item: ScheduleItem, occ: Occurrence, now: dateti
                  log_id(item.recipient), stamp)
     else:
         delay = max(0.0, (occ.instant - now).total_seconds())
-        await rt.outbox.put(_message(item, occ, content), delay=math.ceil(delay))
+        try:
+            message = _message(item, occ, content)
+        except InvalidMessage as exc:  # stored under older rules: parked, as the worker would
+            raw = {**OutboxMessage(Op.SEND, item.send_key(occ)).to_json(), "to": item.target,
+                   **content}
+            await rt.outbox.poison(dumps(raw), reason=exc.reason, detail=exc.detail)
+        else:
+            await rt.outbox.put(message, delay=math.ceil(delay))
         late = lateness(occ.instant, now)
         item.fired += 1
         item.last_lateness, item.last_key = late, item.send_key(occ)
@@ -236,7 +243,7 @@ async def _store_part(rt: Runtime, message: OutboxMessage, now: datetime | None)
 
     async def one(user: str) -> str:
         async with gate:
-            single = replace(message, target=Target("user", user, tenant=tenant))
+            single = replace(message, target=Target(TargetKind.USER, user, tenant=tenant))
             return await schedule(rt, single, now=now, broadcast=True)
 
     results = await asyncio.gather(*(one(u) for u in message.target.users),

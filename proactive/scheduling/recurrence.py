@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from proactive.scheduling import cron
-from proactive.scheduling.errors import ScheduleError
-from proactive.scheduling.rrules import Rule, can_match_a_day, split_rrule
-from proactive.scheduling.spec import Spec, Until, check_cron, parse_until
-from proactive.scheduling.walls import wall_times
-from proactive.scheduling.zones import ONE_SECOND, iso_wall, load_zone, to_instant, wall_of
+from proactive.contract.schedule import cron
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.rrules import Rule, can_match_a_day, split_rrule
+from proactive.contract.schedule.spec import Spec, Until, check_cron, parse_until
+from proactive.contract.schedule.walls import wall_times
+from proactive.contract.schedule.zones import ONE_SECOND, iso_wall, load_zone, to_instant, wall_of
 
 # Occurrences a series may have before `now` when it is scheduled (a rule
 # started long ago); past this, give a later start.

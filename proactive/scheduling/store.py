@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from proactive.contract.schedule.spec import Spec, occurrence_key, parse_spec, split_occurrence_key
+from proactive.contract.schedule.zones import iso_instant, iso_wall, load_zone
 from proactive.scheduling.recurrence import Occurrence
-from proactive.scheduling.spec import Spec, occurrence_key, parse_spec, split_occurrence_key
-from proactive.scheduling.zones import iso_instant, iso_wall, load_zone
 from proactive.storage import tables
 
 if TYPE_CHECKING:

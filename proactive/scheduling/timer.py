@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive import telemetry
+from proactive.contract.schedule.zones import iso_instant
 from proactive.scheduling.placing import LOOKAHEAD, dispatch, forget, place, plan_of
 from proactive.scheduling.recurrence import lateness
 from proactive.scheduling.store import SHARDS, ScheduleItem, ScheduleStore, State
-from proactive.scheduling.zones import iso_instant
 from proactive.storage import tables
 from proactive.telemetry import log_id
 

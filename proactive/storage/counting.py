@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from proactive.errors import UNREACHABLE, Reason
+
 # Reasons a recipient was passed over without a Connector call.
-SKIP_REASONS = frozenset({"blocked", "uninstalled", "disabled", "cancelled", "opted-out",
-                          "disabled-account"})
+SKIP_REASONS = UNREACHABLE | {Reason.CANCELLED, Reason.OPTED_OUT, Reason.DISABLED_ACCOUNT}
 # Recipients one of whose attempts had an unknown outcome (sent again: maybe
 # two copies; or, onUnknown skip, recorded unknown): counted beside the above.
 AMBIGUOUS = "ambiguous"

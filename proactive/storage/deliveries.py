@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from proactive.contract import OnUnknown
 from proactive.errors import Busy, Reason, StorageUnavailable
 from proactive.storage import tables
 from proactive.storage.copies import (  # noqa: F401 - part of this module's API
@@ -76,7 +77,6 @@ FINAL = frozenset({SENT, FAILED, DELETED, CANCELLED, SKIPPED, UNKNOWN, DeliveryS
 # The answers after which Teams may or may not have delivered: the request went
 # out and its answer was lost on the way (or the gateway gave up waiting).
 UNKNOWN_OUTCOMES = frozenset({Reason.TIMEOUT, Reason.GATEWAY_TIMEOUT})
-ON_UNKNOWN_SKIP = "skip"  # contract.ON_UNKNOWN: at most once
 # Failures a later message of the key tries again: Graph refused the app
 # itself (a permission not granted yet), not anything about the recipient.
 AGAIN = frozenset({"graph-permission"})
@@ -192,7 +192,7 @@ class DeliveryStore:
         if state == SENDING and not unused:
             # Its holder died between claim and record: its call may have gone through.
             entity.update(unknown_attempt(entity, "lease-expired"))
-        if on_unknown == ON_UNKNOWN_SKIP and entity.get("ambiguous"):
+        if on_unknown == OnUnknown.SKIP and entity.get("ambiguous"):  # at most once
             entity.update(state=UNKNOWN, reason=Reason.OUTCOME_UNKNOWN, claimId=claim_id,
                           updatedAt=tables.iso(now), leaseUntil="")
             try:

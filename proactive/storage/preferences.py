@@ -14,7 +14,6 @@ only in a tenant where somebody opted out.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,12 +26,6 @@ if TYPE_CHECKING:
     from proactive.storage.tables import Table
 
 ALL = "*"
-# A topic is a short producer-chosen name (contract v1, `topic`).
-TOPIC = re.compile(r"^[a-z0-9._-]{1,64}$")
-
-
-def valid_topic(value: str) -> bool:
-    return bool(TOPIC.match(value))
 
 
 def user_pk(aad_id: str) -> str:

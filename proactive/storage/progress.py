@@ -68,10 +68,8 @@ SHARDS = 8
 PER_TRANSACTION = 99
 # Keys whose last-written shard a process remembers (then it forgets them all).
 REMEMBERED_KEYS = 1024
-RUNNING = "running"
-CANCELLED = "cancelled"
-DONE = "done"
-FAILED = "failed"  # an audience could not be read (`refuse`): its reason in `reason`
+# A campaign's `state` is a SendState (storage/send_index.py); FAILED: an
+# audience could not be read (`refuse`), its reason in `reason`.
 # Row keys of the per-recipient markers start with this; it sorts after
 # "shard-*", "split-*" and "summary", so `RowKey lt MARKER` skips the markers.
 MARKER = "~"
@@ -107,7 +105,7 @@ class Campaigns:
         index = replace(listed or SendIndexRow(key=key, created_at=created), key=key,
                         created_at=created)
         entity = {"PartitionKey": pk, "RowKey": "summary", "key": key,
-                  "state": RUNNING, "createdAt": created, "indexRow": index.row_key}
+                  "state": SendState.RUNNING, "createdAt": created, "indexRow": index.row_key}
         try:
             await tables.create(self.table, entity)
         except tables.Conflict:
@@ -151,7 +149,7 @@ class Campaigns:
         they don't count as finished."""
         pk = tables.safe_key(key)
         found = await tables.read(self.table, pk, "summary")
-        if found is None or found[0].get("state") == CANCELLED:
+        if found is None or found[0].get("state") == SendState.CANCELLED:
             return
         # Finished, or refused by Graph (sent again once it is granted).
         entity = {k: v for k, v in found[0].items()
@@ -159,7 +157,7 @@ class Campaigns:
                   and not k.startswith("total_")}
         # Changed meanwhile (cancelled, or reopened by another copy): left as it is.
         with contextlib.suppress(tables.Conflict):
-            await tables.replace_if(self.table, {**entity, "state": RUNNING,
+            await tables.replace_if(self.table, {**entity, "state": SendState.RUNNING,
                                                  **({"again": again} if again else {})},
                                     found[1])
 
@@ -170,13 +168,14 @@ class Campaigns:
         if found is None:
             return False
         await tables.merge(self.table, {"PartitionKey": pk, "RowKey": "summary",
-                                        "state": CANCELLED, "cancelledAt": tables.iso()})
-        await self._list_state(found[0], CANCELLED)
+                                        "state": SendState.CANCELLED,
+                                        "cancelledAt": tables.iso()})
+        await self._list_state(found[0], SendState.CANCELLED)
         return True
 
     async def cancelled(self, key: str) -> bool:
         found = await tables.read(self.table, tables.safe_key(key), "summary")
-        return bool(found) and found[0].get("state") == CANCELLED  # type: ignore[index]
+        return bool(found) and found[0].get("state") == SendState.CANCELLED  # type: ignore[index]
 
     async def count(self, key: str, results: Mapping[str, Counter[str]],
                     people: Mapping[str, str] | None = None) -> None:
@@ -343,7 +342,7 @@ class Campaigns:
         if summary.get("finishedAt") or totals.get("queued", 0):
             return False
         # `done`, not `failed`: nothing went wrong, there was nobody to send to.
-        return await self._finish({**summary, "state": DONE, "reason": reason,
+        return await self._finish({**summary, "state": SendState.DONE, "reason": reason,
                                    "detail": detail}, etag, totals) is not None
 
     async def _finish(self, summary: dict[str, Any], etag: str,
@@ -357,8 +356,8 @@ class Campaigns:
         except ValueError:
             duration = 0.0
         state = summary.get("state")
-        if state == RUNNING:
-            state = FAILED if summary.get("reason") else DONE
+        if state == SendState.RUNNING:
+            state = SendState.FAILED if summary.get("reason") else SendState.DONE
         final = {**summary, "state": state, "finishedAt": tables.iso(now),
                  "durationSeconds": duration,
                  **{f"total_{name}": totals.get(name, 0)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
+    from proactive.contract import OutboxMessage
     from proactive.storage.seal import Seal
 
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
@@ -86,24 +87,25 @@ class Outbox:
         self.poison_queue = poison
         self.seal = seal
 
-    async def put(self, message: Mapping[str, Any], *, delay: float = 0) -> str:
+    async def put(self, message: OutboxMessage, *, delay: float = 0) -> str:
         """Enqueue a message of the app's: every internal enqueue (retries,
         parts, an audience's next page, the welcome and answers, scheduled
         occurrences, the HTTP API) comes through here, and a message carrying
         an app-only field is signed here (proactive/storage/seal.py)."""
         delay_s = min(MAX_VISIBILITY_DELAY, max(0, round(delay)))
-        sent = await self.queue.send_message(encode(dumps(await self.seal.sign(message))),
+        sent = await self.queue.send_message(encode(dumps(await self.seal.sign(
+            message.to_json()))),
                                              visibility_timeout=delay_s or None)
         return str(sent.id)
 
-    async def standby(self, message: Mapping[str, Any], *, delay: float) -> tuple[str, str]:
+    async def standby(self, message: OutboxMessage, *, delay: float) -> tuple[str, str]:
         """A copy of `message` that turns visible after `delay` unless taken
         back (`withdraw`): it stands in for a worker that dies holding the
         message, whose own copy the Functions host keeps invisible for ten
         minutes (README "Exactly once, as far as Teams allows"). Returns what
         `withdraw` needs: the copy's id and pop receipt. Signed like `put`."""
-        sent = await self.queue.send_message(encode(dumps(await self.seal.sign(message))),
-                                             visibility_timeout=max(1, round(delay)))
+        sent = await self.queue.send_message(encode(dumps(await self.seal.sign(
+            message.to_json()))), visibility_timeout=max(1, round(delay)))
         return str(sent.id), str(sent.pop_receipt)
 
     async def withdraw(self, standby: tuple[str, str]) -> None:

@@ -1,9 +1,23 @@
 """The partition keys of the references table: one per user, conversation,
-team and tenant (storage/references.py describes the rows)."""
+team and tenant; and a row's `installState` (storage/references.py describes
+the rows)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+from proactive.errors import Reason
 from proactive.storage import tables
+
+
+class InstallState(StrEnum):
+    """A reference's `installState`; the unreachable ones are spelled as
+    Teams' reasons (proactive.errors.UNREACHABLE), which mark them."""
+    INSTALLED = "installed"
+    UNINSTALLED = Reason.UNINSTALLED.value
+    BLOCKED = Reason.BLOCKED.value
+    DISABLED = Reason.DISABLED.value
+    UNKNOWN = "unknown"
 
 
 def user_pk(aad_id: str) -> str:

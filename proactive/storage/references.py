@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables, user_index
-from proactive.storage.reference_keys import conv_pk, team_pk, tenant_pk, user_pk
+from proactive.storage.reference_keys import (
+    InstallState,
+    conv_pk,
+    team_pk,
+    tenant_pk,
+    user_pk,
+)
 from proactive.teams.activity import Activity, Change
 
 if TYPE_CHECKING:
     from proactive.storage.tables import Table
-
-INSTALLED = "installed"
-UNINSTALLED = "uninstalled"
-BLOCKED = "blocked"
-DISABLED = "disabled"
-UNKNOWN = "unknown"
 
 # How long a reachable reference read here is used again without a storage
 # read (per process). Only `installed` rows are kept: a cached row can only be
@@ -85,7 +85,7 @@ class Reference:
             tenant_id=entity.get("tenantId", ""),
             bot_id=entity.get("botId", ""),
             conversation_type=entity.get("conversationType", ""),
-            state=entity.get("installState", UNKNOWN),
+            state=entity.get("installState", InstallState.UNKNOWN),
             timezone=entity.get("timezone", ""),
             locale=entity.get("locale", ""),
             user_id=entity.get("userId", ""),
@@ -150,7 +150,7 @@ class ReferenceStore:
 
     def _keep(self, entity: dict[str, Any]) -> None:
         key = (entity.get("PartitionKey", ""), entity.get("RowKey", ""))
-        if self._ttl <= 0 or entity.get("installState", UNKNOWN) != INSTALLED:
+        if self._ttl <= 0 or entity.get("installState") != InstallState.INSTALLED:
             self._rows.pop(key, None)
             return
         self._rows[key] = (self._clock() + self._ttl, entity)
@@ -281,11 +281,11 @@ class ReferenceStore:
                   ) -> tuple[dict[str, Any], tuple[dict[str, Any], bool]]:
             if current is None:
                 entity = {**fields, "firstSeen": now, **_state_fields({}, change, now)}
-                return entity, (entity, bool(entity["installState"] == INSTALLED))
-            before = current.get("installState", UNKNOWN)
+                return entity, (entity, bool(entity["installState"] == InstallState.INSTALLED))
+            before = current.get("installState", InstallState.UNKNOWN)
             updated = {**current, **fields, **_state_fields(current, change, now)}
-            return updated, (updated, before != INSTALLED
-                             and updated["installState"] == INSTALLED
+            return updated, (updated, before != InstallState.INSTALLED
+                             and updated["installState"] == InstallState.INSTALLED
                              and change is Change.INSTALLED)
 
         written, installed = await tables.update(self.table, pk, rk, moved, what=pk)
@@ -372,13 +372,13 @@ class ReferenceStore:
 
 
 def _state_fields(current: dict[str, Any], change: Change, now: str) -> dict[str, Any]:
-    state = current.get("installState", UNKNOWN)
+    state = current.get("installState", InstallState.UNKNOWN)
     if change is Change.INSTALLED:
-        return {"installState": INSTALLED, "installedAt": now}
+        return {"installState": InstallState.INSTALLED, "installedAt": now}
     if change is Change.UNINSTALLED:
-        return {"installState": UNINSTALLED, "uninstalledAt": now}
-    if state == DISABLED:
+        return {"installState": InstallState.UNINSTALLED, "uninstalledAt": now}
+    if state == InstallState.DISABLED:
         return {"installState": state}
     # Any other activity from the conversation shows the bot is there, and a
     # user who had blocked it talks to it again.
-    return {"installState": INSTALLED}
+    return {"installState": InstallState.INSTALLED}

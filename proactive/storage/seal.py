@@ -41,7 +41,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from proactive.app_only import SIGNATURE, app_only_fields
-from proactive.errors import InvalidMessage
+from proactive.errors import InvalidMessage, Poison
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ PK, RK = "App", "SigningKeys"
 CACHE_SECONDS = 600.0
 REFRESH_SECONDS = 10.0
 KEEP_DAYS = 8
-REASON = "app-only-field"
+REASON = Poison.APP_ONLY_FIELD
 
 
 def canonical(message: Mapping[str, Any]) -> bytes:

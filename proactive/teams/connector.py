@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from proactive import telemetry
 from proactive.errors import (
+    UNREACHABLE,
     DeliveryFailed,
     NoCredentials,
     Permanent,
@@ -61,7 +62,6 @@ _STATUS_REASONS = {400: Reason.BAD_REQUEST, 401: Reason.UNAUTHORIZED, 403: Reaso
                    503: Reason.UNAVAILABLE, 504: Reason.GATEWAY_TIMEOUT}
 # Worth trying again later (README "What happens to each message").
 _TRANSIENT_STATUSES = frozenset({412, 502, 503, 504})
-_UNREACHABLE = frozenset({Reason.BLOCKED, Reason.UNINSTALLED, Reason.DISABLED})
 
 
 def error_code(body: bytes) -> str:
@@ -110,7 +110,7 @@ def to_error(status: int, body: bytes, retry_after: str | None = None) -> Delive
     if status in _TRANSIENT_STATUSES:
         return ServiceUnavailable(reason, detail, status=status, code=code,
                                   retry_after=_retry_after(retry_after))
-    kind = Unreachable if reason in _UNREACHABLE else Permanent
+    kind = Unreachable if reason in UNREACHABLE else Permanent
     return kind(reason, detail, status=status, code=code)
 
 

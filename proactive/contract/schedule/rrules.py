@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from proactive.scheduling.errors import ScheduleError
+from proactive.contract.schedule.errors import ScheduleError
 
 MAX_COUNT = 100_000
 FREQS = ("YEARLY", "MONTHLY", "WEEKLY", "DAILY", "HOURLY", "MINUTELY", "SECONDLY")

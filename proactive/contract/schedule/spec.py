@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from proactive.scheduling import cron
-from proactive.scheduling.errors import ScheduleError
-from proactive.scheduling.rrules import MAX_COUNT, Rule, can_match_a_day, split_rrule
-from proactive.scheduling.zones import ceil_second, iso_instant, iso_wall, load_zone
+from proactive.contract.schedule import cron
+from proactive.contract.schedule.errors import ScheduleError
+from proactive.contract.schedule.rrules import MAX_COUNT, Rule, can_match_a_day, split_rrule
+from proactive.contract.schedule.zones import ceil_second, iso_instant, iso_wall, load_zone
 
 __all__ = ["INSTANT", "KINDS", "MAX_SERIES_KEY", "UNTIL", "WALL", "ScheduleError", "Spec",
            "Until", "check_cron", "occurrence_key", "parse_spec", "parse_until",
@@ -201,7 +201,7 @@ def _check_rrule(rule: Rule, start: datetime | None) -> None:
         raise ScheduleError(f"the RRULE {rule.text!r} never fires: no day of the calendar "
                             f"matches its BYxxx parts")
     if start is not None:
-        from proactive.scheduling.walls import wall_times
+        from proactive.contract.schedule.walls import wall_times
 
         if next(wall_times(rule, start), None) is None:
             raise ScheduleError(f"the RRULE {rule.text!r} never fires from its start "

@@ -19,7 +19,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from proactive.scheduling.rrules import _DAY_PARTS, DAYS, HOURLY, MINUTELY, Rule, _run, _truncate
+from proactive.contract.schedule.rrules import (
+    _DAY_PARTS,
+    DAYS,
+    HOURLY,
+    MINUTELY,
+    Rule,
+    _run,
+    _truncate,
+)
 
 ONE_DAY = timedelta(days=1)
 _LAST_DAY = datetime(9999, 12, 1)  # as rrules: dateutil's last month is left alone

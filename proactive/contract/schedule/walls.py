@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from proactive.scheduling import grid
-from proactive.scheduling.rrules import (
+from proactive.contract.schedule import grid
+from proactive.contract.schedule.rrules import (
     _END,
     _LAST_CYCLE,
     CYCLE,

@@ -1,4 +1,5 @@
-"""The one error of the scheduling package: a branch of proactive.errors."""
+"""The one error of the schedule object (scheduling too raises it): a branch of
+proactive.errors."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """NCRONTAB / cron schedules: parsing and the next occurrence. Pure, cheap to
 import; used by the local Functions host (timer triggers) and by scheduled
-messages (`proactive.scheduling.spec`).
+messages (`proactive.contract.schedule.spec`).
 
 Six fields `sec min hour day month dow` (Sunday is 0 or 7), or classic five
 fields (seconds 0), or a .NET TimeSpan interval ("hh:mm:ss"). As in NCrontab,

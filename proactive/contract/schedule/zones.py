@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from proactive.scheduling.errors import ScheduleError
+from proactive.contract.schedule.errors import ScheduleError
 
 ONE_SECOND = timedelta(seconds=1)
 
