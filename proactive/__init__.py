@@ -5,10 +5,10 @@ tests/test_architecture.py holds it):
 
     errors.py, app_only.py, hosting.py, setting_ids.py, telemetry.py, users_file.py
                  the failure model, the app-only contract fields, where it runs, logs
+    contract/    the outbox message (contract v1): OutboxMessage, parsed and checked
     teams/       Teams' services: the Connector, Graph, the bot's token, clouds
     config.py    the settings, validated all at once
     storage/     Table and Queue Storage: every row and queue message
-    contract.py  the outbox message (contract v1), parsed and checked
     scheduling/, delivering/, receiving/   the parts: scheduled sends, what the
                  worker sends, what Teams sends the bot
     runtime.py   the process's shared clients and stores, handed to the parts as `rt`
