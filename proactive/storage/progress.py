@@ -39,10 +39,8 @@ each part is counted, and every progress read does it too, so a worker dying
 between its count and its check leaves the flip to the next reader. The flip
 is an ETag-conditional replace of the summary: exactly one writer makes it.
 
-The summary leaves this module as a typed `CampaignRow` (a progress read as
-a `CampaignProgress`, storage/campaign_rows.py); a state change that names a
-few properties (`cancel`, `refuse`) stays a merge of those, and the shard and
-marker rows stay entities: pieces of one transaction.
+The summary leaves as a `CampaignRow` (storage/campaign_rows.py); `cancel` and
+`refuse` stay merges of a few properties, shards and markers stay entities.
 """
 
 from __future__ import annotations
