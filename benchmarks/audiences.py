@@ -53,7 +53,7 @@ async def _drain(rt: Any, key: str, seconds: float) -> dict[str, Any]:
     from proactive.worker import process
 
     deadline = time.monotonic() + seconds
-    progress: dict[str, Any] = {}
+    progress: dict[str, Any] = {}  # the last progress seen, as the CLI shows it
     failures: list[str] = []
     while time.monotonic() < deadline:
         batch = [m async for m in rt.outbox.queue.receive_messages(
@@ -65,8 +65,9 @@ async def _drain(rt: Any, key: str, seconds: float) -> dict[str, Any]:
                 failures.append(type(answer).__name__)
                 continue
             await rt.outbox.queue.delete_message(m)
-        progress = await rt.campaigns.progress(key) or {}
-        if progress.get("state") in ("done", "failed", "cancelled"):
+        found = await rt.campaigns.progress(key)
+        progress = found.view() if found is not None else progress
+        if found is not None and found.summary.state in ("done", "failed", "cancelled"):
             if failures:
                 note(f"invocations that raised (their message came back): {len(failures)} "
                      f"({', '.join(sorted(set(failures)))})")

@@ -393,7 +393,8 @@ async def run_case(bench: Bench, case: Case) -> Result:
             select=["state", "attempts", "conversationId", "Timestamp"]):
         result.states[str(entity.get("state"))] += 1
         result.rows.append({**entity, "written": entity.metadata.get("timestamp")})
-    result.progress = (await bench.rt.campaigns.progress(case.key) or {}).get("counts", {})
+    found = await bench.rt.campaigns.progress(case.key)
+    result.progress = found.counts if found is not None else {}
     poison = bench.rt.outbox.poison_queue
     result.poison = await queue_count(poison)
     if result.poison:

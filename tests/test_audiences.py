@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from proactive.delivering import audiences
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
+from proactive.storage.campaign_rows import CampaignProgress
 from proactive_devtools.emulator import ConnectorEmulator
 from tests.activities_data import TENANT, team_install
 from tests.polling import eventually
@@ -46,9 +46,9 @@ async def test_a_team_audience_is_listed_page_by_page_and_each_member_gets_it_on
     progress = await runtime.campaigns.progress("team-news")
     assert progress is not None
     # The roster's member without an AAD id is counted (once) with its reason.
-    assert progress["counts"] == {"queued": 121, "sent": 120, "failed": 1,
+    assert progress.counts == {"queued": 121, "sent": 120, "failed": 1,
                                   "failed_no_aad_id": 1}
-    assert progress["state"] == "done" and progress["total_queued"] == 121
+    assert progress.summary.state == "done" and progress.summary.totals["queued"] == 121
     # ... and has a row in the report saying why.
     rows = {row["recipient"]: row for row in await report(runtime, "team-news")}
     assert rows["member:28:another-bot"]["reason"] == "no-aad-id"
@@ -89,13 +89,13 @@ async def test_a_team_is_done_only_once_every_page_is_split(
             await runtime.outbox.queue.delete_message(m)
     assert emulator.counters["delivered"] == 50 and len(held) == 1
     progress = await runtime.campaigns.progress("pages")
-    assert progress is not None and progress["state"] == "running"
-    assert not settled(progress)  # --watch / --wait go on
+    assert progress is not None and progress.summary.state == "running"
+    assert not settled(progress.view())  # --watch / --wait go on
     await process(runtime, held[0], message_id="p2")
     await drain(runtime, limit=1000)
     progress = await runtime.campaigns.progress("pages")
-    assert progress is not None and progress["state"] == "done"
-    assert progress["total_queued"] == progress["total_sent"] == 130
+    assert progress is not None and progress.summary.state == "done"
+    assert progress.summary.totals["queued"] == progress.summary.totals["sent"] == 130
     assert emulator.counters["delivered"] == 130 and not emulator.duplicates()
 
 
@@ -109,10 +109,10 @@ async def test_a_team_the_bot_does_not_know_is_failed_and_counted(
     assert outcome.reason == "unknown-team"
     progress = await runtime.campaigns.progress("k")
     assert progress is not None
-    assert progress["counts"] == {"queued": 1, "failed": 1, "failed_unknown_team": 1}
+    assert progress.counts == {"queued": 1, "failed": 1, "failed_unknown_team": 1}
     # The send ends, failed with the reason, and the report says why.
-    assert progress["state"] == "failed" and progress["reason"] == "unknown-team"
-    assert settled(progress)
+    assert progress.summary.state == "failed" and progress.summary.reason == "unknown-team"
+    assert settled(progress.view())
     [row] = await report(runtime, "k")
     assert row["recipient"] == "audience:teamMembers:19:nope@thread.tacv2"
     assert row["state"] == "failed" and row["reason"] == "unknown-team"
@@ -131,14 +131,14 @@ async def test_overlapping_messages_under_one_key_count_each_person_once(
     await drain(runtime)
     # The first is done before the second arrives: the second runs it again.
     first = await runtime.campaigns.progress("two")
-    assert first is not None and first["state"] == "done"
+    assert first is not None and first.summary.state == "done"
     await process(runtime, broadcast({"users": [u.upper() for u in users[20:]]}, key="two"),
                   message_id="m2")
     await drain(runtime)
     progress = await runtime.campaigns.progress("two")
     assert progress is not None
-    assert progress["counts"] == {"queued": 60, "sent": 60}
-    assert progress["state"] == "done" and progress["total_sent"] == 60
+    assert progress.counts == {"queued": 60, "sent": 60}
+    assert progress.summary.state == "done" and progress.summary.totals["sent"] == 60
     assert emulator.counters["delivered"] == 60 and not emulator.duplicates()
 
 
@@ -155,8 +155,8 @@ async def test_the_roster_as_microsoft_documents_it_objectid_or_both(
     await process(runtime, broadcast({"teamMembers": TEAM}, key="doc"), message_id="d")
     await drain(runtime, limit=1000)
     progress = await runtime.campaigns.progress("doc")
-    assert progress is not None and progress["state"] == "done"
-    assert progress["counts"] == {"queued": 60, "sent": 60}
+    assert progress is not None and progress.summary.state == "done"
+    assert progress.counts == {"queued": 60, "sent": 60}
     assert emulator.counters["delivered"] == 60
 
 
@@ -177,15 +177,15 @@ async def test_a_roster_throttled_between_pages_still_reaches_everyone_once(
     await runtime.references.record(parse_activity(team_install(service_url=emulator.url)))
     await process(runtime, broadcast({"teamMembers": TEAM}, key="slow"), message_id="s")
 
-    async def finished() -> dict[str, Any] | None:
+    async def finished() -> CampaignProgress | None:
         await drain(runtime, limit=1000)
         progress = await runtime.campaigns.progress("slow")
-        return progress if progress and progress["state"] != "running" else None
+        return progress if progress and progress.summary.state != "running" else None
 
     # The retried page is invisible until Retry-After: no need to poll faster.
     progress = await eventually(finished, 60, "the send finished", interval=0.2)
-    assert progress is not None and progress["state"] == "done"
-    assert progress["total_queued"] == progress["total_sent"] == 160
+    assert progress is not None and progress.summary.state == "done"
+    assert progress.summary.totals["queued"] == progress.summary.totals["sent"] == 160
     assert emulator.counters["roster_throttled"] == 3
     assert emulator.counters["delivered"] == 160 and not emulator.duplicates()
 
@@ -205,8 +205,8 @@ async def test_a_page_that_cannot_be_read_after_its_retries_ends_the_send_failed
     emulator.inject(503, count=10, operation="members")  # every later page read fails
     await drain(runtime, limit=1000)
     progress = await runtime.campaigns.progress("lost")
-    assert progress is not None and settled(progress)
-    assert progress["state"] == "failed" and progress["reason"] == "retries-exhausted"
-    assert progress["counts"]["sent"] == 50  # the first page's members got it
+    assert progress is not None and settled(progress.view())
+    assert progress.summary.state == "failed" and progress.summary.reason == "retries-exhausted"
+    assert progress.counts["sent"] == 50  # the first page's members got it
     rows = {row["recipient"]: row for row in await report(runtime, "lost")}
     assert rows[f"audience:teamMembers:{TEAM}"]["reason"] == "retries-exhausted"

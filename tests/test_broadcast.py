@@ -67,7 +67,7 @@ async def test_a_list_is_split_and_each_user_gets_it_once(
     assert not emulator.duplicates()
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
-    assert progress["counts"] == {"queued": 60, "sent": 60}
+    assert progress.counts == {"queued": 60, "sent": 60}
 
 
 async def test_all_users_of_a_tenant_skipping_who_left(
@@ -80,7 +80,7 @@ async def test_all_users_of_a_tenant_skipping_who_left(
     assert emulator.counters["delivered"] == 29
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
-    assert progress["counts"] == {"queued": 30, "sent": 29, "skipped": 1,
+    assert progress.counts == {"queued": 30, "sent": 29, "skipped": 1,
                                   "skipped_uninstalled": 1}
 
 
@@ -91,8 +91,9 @@ async def test_all_users_of_a_tenant_nobody_installed_in_is_done_at_once_saying_
     assert outcome.reason == "no-recipients"
     assert await runtime.outbox.queue.peek_messages(max_messages=1) == []  # no parts
     progress = await runtime.campaigns.progress("empty-1")
-    assert progress is not None and progress["state"] == "done"  # not `running` forever
-    assert progress["reason"] == "no-recipients" and "'t-nobody'" in progress["detail"]
+    assert progress is not None and progress.summary.state == "done"  # not `running` forever
+    assert progress.summary.reason == "no-recipients"
+    assert "'t-nobody'" in str(progress.summary.detail)
 
 
 async def test_failures_of_some_users_do_not_stop_the_others(
@@ -105,9 +106,9 @@ async def test_failures_of_some_users_do_not_stop_the_others(
     assert emulator.counters["delivered"] == 8
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
-    assert progress["counts"]["sent"] == 8
-    assert progress["counts"]["skipped_blocked"] == 1
-    assert progress["counts"]["failed_service_error"] == 1
+    assert progress.counts["sent"] == 8
+    assert progress.counts["skipped_blocked"] == 1
+    assert progress.counts["failed_service_error"] == 1
 
 
 async def test_a_transient_failure_retries_that_user_alone(
@@ -125,7 +126,7 @@ async def test_a_transient_failure_retries_that_user_alone(
     await eventually(retried, 10, "the throttled user's retry")
     assert emulator.counters["delivered"] == 5
     progress = await runtime.campaigns.progress("all-hands")
-    assert progress is not None and progress["counts"]["sent"] == 5
+    assert progress is not None and progress.counts["sent"] == 5
 
 
 async def test_a_429_holds_that_conversation_for_its_retry_after_not_the_tenant(
@@ -162,9 +163,9 @@ async def test_cancel_skips_what_was_not_sent_yet(runtime: Runtime,
     assert emulator.counters["delivered"] == PART
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
-    assert progress["state"] == "cancelled"
-    assert progress["counts"]["sent"] == PART
-    assert progress["counts"]["skipped_cancelled"] == 2 * PART
+    assert progress.summary.state == "cancelled"
+    assert progress.counts["sent"] == PART
+    assert progress.counts["skipped_cancelled"] == 2 * PART
     row = await runtime.deliveries.table.get_entity("all-hands", f"user:{users[-1]}")
     assert row["state"] == d.CANCELLED
 
@@ -184,7 +185,7 @@ async def test_several_messages_under_one_key_each_split_once(
     assert emulator.counters["delivered"] == 40
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
-    assert progress["counts"] == {"queued": 40, "sent": 40}
+    assert progress.counts == {"queued": 40, "sent": 40}
 
 
 async def test_a_list_too_long_to_keep_whole_in_a_row_is_split(
@@ -217,7 +218,7 @@ async def test_a_part_put_off_by_the_tenant_budget_goes_back_whole(
     assert len(rows) <= 1  # at most the user that found the budget spent was claimed
     assert all(r["state"] == d.RETRYING and r["reason"] == "paced" for r in rows)
     progress = await runtime.campaigns.progress("all-hands")
-    assert progress is not None and progress["counts"] == {}
+    assert progress is not None and progress.counts == {}
     # The next part of the send, while the budget is still booked: this worker
     # knows it now, and puts the part off without claiming anyone (a claim
     # and its release would be two writes for nothing).
@@ -246,7 +247,7 @@ async def test_a_split_run_again_after_a_crash_counts_queued_once(
     assert emulator.counters["delivered"] == 30
     progress = await runtime.campaigns.progress("all-hands")
     assert progress is not None
-    assert progress["counts"] == {"queued": 30, "sent": 30}
+    assert progress.counts == {"queued": 30, "sent": 30}
 
 
 async def test_more_entries_than_one_transaction_holds_are_each_counted_once(
@@ -258,7 +259,7 @@ async def test_more_entries_than_one_transaction_holds_are_each_counted_once(
     await runtime.campaigns.count("many", entries)
     await runtime.campaigns.count("many", entries)  # reported twice: counted once
     progress = await runtime.campaigns.progress("many")
-    assert progress is not None and progress["counts"] == {"queued": 500}
+    assert progress is not None and progress.counts == {"queued": 500}
 
 
 async def test_a_process_writes_its_last_counter_shard_back_without_reading_it(
@@ -286,7 +287,7 @@ async def test_a_process_writes_its_last_counter_shard_back_without_reading_it(
         await theirs.count("k", {f"t{i}": Counter(sent=1)})
         await ours.count("k", {f"o{i}": Counter(sent=1), "a": Counter(sent=1)})
     progress = await ours.progress("k")
-    assert progress is not None and progress["counts"] == {"sent": 26}
+    assert progress is not None and progress.counts == {"sent": 26}
 
 
 class _Killed(BaseException):
@@ -342,5 +343,5 @@ async def test_a_crash_at_any_point_of_the_split_loses_and_doubles_nothing(
         assert reached == sorted(f"a:conv-{i}" for i in range(len(users))), kill_at
         progress = await runtime.campaigns.progress(key)
         assert progress is not None
-        assert progress["counts"] == {"queued": 18, "sent": 18}, kill_at
-        assert progress["state"] == "done", kill_at
+        assert progress.counts == {"queued": 18, "sent": 18}, kill_at
+        assert progress.summary.state == "done", kill_at

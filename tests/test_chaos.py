@@ -49,6 +49,7 @@ from proactive.config import Settings
 from proactive.receiving.activities import parse_activity
 from proactive.runtime import Runtime
 from proactive.storage import deliveries as d
+from proactive.storage.campaign_rows import CampaignProgress
 from proactive_devtools.processes import (
     REPO_ROOT,
     Azurite,
@@ -272,9 +273,9 @@ async def test_every_recipient_once_through_faults_and_a_killed_worker(
             seen["states"] = Counter(r["state"] for r in rows)
             return rows if all(r["state"] in d.FINAL for r in rows) else None
 
-        async def counted() -> dict[str, Any] | None:
+        async def counted() -> CampaignProgress | None:
             progress = await runtime.campaigns.progress(KEY)
-            counts = seen["counts"] = (progress or {}).get("counts", {})
+            counts = seen["counts"] = progress.counts if progress else {}
             done = sum(counts.get(k, 0) for k in ("sent", "failed", "skipped"))
             return progress if counts.get("queued") == USERS and done >= USERS else None
 
@@ -307,7 +308,7 @@ async def test_every_recipient_once_through_faults_and_a_killed_worker(
           f"chaos: delivery rows by attempts {dict(sorted(attempts.items()))}: "
           f"{sum((a - 1) * n for a, n in attempts.items())} attempts beyond the first "
           f"(faults, and claims the killed worker held taken again)\n"
-          f"chaos: counters {progress['counts']}\n"
+          f"chaos: counters {progress.counts}\n"
           f"chaos: poison {[(p.get('reason'), p.get('detail')) for p in poison]}")
 
     # Every recipient has it.
@@ -329,12 +330,12 @@ async def test_every_recipient_once_through_faults_and_a_killed_worker(
     # Every row final and sent; the counters add up, with nothing failed.
     assert len(rows) == USERS + SINGLES
     assert Counter(r["state"] for r in rows) == {d.SENT: USERS + SINGLES}
-    assert progress["state"] == "done"  # every recipient settled: final by itself
+    assert progress.summary.state == "done"  # every recipient settled: final by itself
     # Ambiguous: the duplicates, and the rows whose unknown attempt turned
     # out not to have reached the user (a claim held while the worker died,
     # a 504 gateway timeout): the counters say how many.
     ambiguous = sum(1 for r in rows if r.get("ambiguous") and r["key"] == KEY)
-    assert progress["counts"] == {"queued": USERS, "sent": USERS,
+    assert progress.counts == {"queued": USERS, "sent": USERS,
                                   **({"ambiguous": ambiguous} if ambiguous else {})}
     # The poison queue: only the permanent failure put there on purpose, with why.
     assert [(p.get("reason"), json.loads(p.get("message", "{}")).get("key"))
@@ -429,9 +430,9 @@ async def test_every_recipient_once_through_a_storage_restart(
             return rows if len(rows) == OUTAGE_USERS and all(
                 r["state"] in d.FINAL for r in rows) else None
 
-        async def counted() -> dict[str, Any] | None:
+        async def counted() -> CampaignProgress | None:
             progress = await rt.campaigns.progress(OUTAGE_KEY)
-            counts = seen["counts"] = (progress or {}).get("counts", {})
+            counts = seen["counts"] = progress.counts if progress else {}
             done = sum(counts.get(k, 0) for k in ("sent", "failed", "skipped"))
             return progress if counts.get("queued") == OUTAGE_USERS and done >= OUTAGE_USERS \
                 else None
@@ -457,12 +458,12 @@ async def test_every_recipient_once_through_a_storage_restart(
           f"storage restart: duplicates {sum(len(t) - 1 for t in duplicates.values())} "
           f"({len(duplicates)} users), wrong rows {len(wrong)} "
           f"{Counter((r['state'], r.get('attempts')) for r in wrong)}\n"
-          f"storage restart: Connector {state['counters']}, counters {progress['counts']}")
+          f"storage restart: Connector {state['counters']}, counters {progress.counts}")
 
     assert duplicates == {}, sorted(duplicates)
     assert len(emulator.reached(OUTAGE_TEXT)) == OUTAGE_USERS
     assert state["counters"]["delivered"] == OUTAGE_USERS
     # Every row true: sent, after the one Connector call that happened.
     assert wrong == [], wrong[:5]
-    assert progress["counts"] == {"queued": OUTAGE_USERS, "sent": OUTAGE_USERS}
+    assert progress.counts == {"queued": OUTAGE_USERS, "sent": OUTAGE_USERS}
     assert poison == []

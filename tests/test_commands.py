@@ -200,7 +200,9 @@ async def test_a_many_user_send_counts_opted_out_users_as_skipped(
     await process(rt, message, message_id="m1")
     for part in await queued(rt):
         await process(rt, json.dumps(part), message_id="p")
-    counts = (await rt.campaigns.progress("b1") or {})["counts"]
+    progress = await rt.campaigns.progress("b1")
+    assert progress is not None
+    counts = progress.counts
     assert counts["sent"] == 1
     assert counts["skipped"] == 1 and counts["skipped_opted_out"] == 1
     assert len(emulator.deliveries) == 1

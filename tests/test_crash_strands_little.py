@@ -106,8 +106,8 @@ async def test_a_part_whose_worker_dies_comes_back_as_its_standby_copy(
     assert {d.conversation_id for d in emulator.deliveries} == {
         f"a:conv-{i}" for i in range(10)}
     progress = await runtime.campaigns.progress("k")
-    assert progress is not None and progress["state"] == "done"
-    counts = progress["counts"]
+    assert progress is not None and progress.summary.state == "done"
+    counts = progress.counts
     assert (counts["queued"], counts["sent"]) == (10, 10)
     # The users the dead worker had claimed: resent (one was surely carried out), and said so.
     assert 1 <= counts["ambiguous"] <= runtime.settings.max_calls_in_flight

@@ -14,12 +14,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from proactive.config import Settings
 from proactive.runtime import Runtime
+from proactive.storage.campaign_rows import CampaignProgress
 from proactive_devtools.fake_graph import FakeGraph
 from proactive_devtools.processes import stop_process
 from tests.activities_data import TENANT
@@ -75,19 +75,20 @@ async def test_two_workers_hold_graphs_rate_and_honour_retry_after(
         await runtime.outbox.queue.send_message(json.dumps(
             {"version": 1, "op": "install", "key": KEY, "to": {"users": part}}))
 
-    progress: dict[str, Any] = {}
+    progress: CampaignProgress | None = None
 
     async def done() -> bool:
         nonlocal progress
-        progress = await runtime.campaigns.progress(KEY) or {}
+        progress = await runtime.campaigns.progress(KEY)
         for app in workers:
             assert app.proc is not None and app.proc.poll() is None, app.log_tail()
-        return progress.get("state") == "done"
+        return progress is not None and progress.summary.state == "done"
 
     await eventually(done, DEADLINE, "the install done", interval=0.1,
                      seen=lambda: (progress, workers[0].log_tail()))
 
-    counts = progress["counts"]
+    assert progress is not None
+    counts = progress.counts
     # A part deferred by the shared budget between the POST and reading the
     # chat comes back to a 409; the delivery row remembers Graph's 201 to its
     # earlier attempt, so every user is counted installed, none already-installed.

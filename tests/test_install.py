@@ -58,7 +58,7 @@ async def settle(rt: Runtime, key: str, total: int, seconds: float = 50) -> dict
         nonlocal counts
         await drain(rt, limit=10_000)
         progress = await rt.campaigns.progress(key)
-        counts = dict(progress["counts"]) if progress else {}
+        counts = dict(progress.counts) if progress else {}
         done = counts.get("sent", 0) + counts.get("failed", 0) + counts.get("skipped", 0)
         return counts if done >= total else None
 
@@ -137,8 +137,8 @@ async def test_a_user_named_by_principal_name_and_object_id_counts_once(
     await settle(rt, "once", 2, seconds=20)
     progress = await rt.campaigns.progress("once")
     assert progress is not None
-    assert progress["counts"] == {"queued": 2, "sent": 2}
-    assert progress["state"] == "done" and progress["total_sent"] == 2
+    assert progress.counts == {"queued": 2, "sent": 2}
+    assert progress.summary.state == "done" and progress.summary.totals["sent"] == 2
     assert emulator.counters["delivered"] == 2 and not emulator.duplicates()
 
 
@@ -157,10 +157,10 @@ async def test_a_group_with_devices_disabled_users_and_guests(
     await process(rt, send({"users": ["off@contoso.com"]}, "mixed"), message_id="m2")
     await settle(rt, "mixed", 7, seconds=30)
     progress = await rt.campaigns.progress("mixed")
-    assert progress is not None and progress["state"] == "done"
+    assert progress is not None and progress.summary.state == "done"
     # Five sent (one a guest, said so), two disabled accounts not sent to, the
     # device not a recipient at all.
-    assert progress["counts"] == {"queued": 7, "sent": 5, "sent_guest": 1, "skipped": 2,
+    assert progress.counts == {"queued": 7, "sent": 5, "sent_guest": 1, "skipped": 2,
                                   "skipped_disabled_account": 2}
     assert emulator.counters["delivered"] == 5
     rows = {r.recipient: r.to_entity() for r, _ in await rt.deliveries.by_key("mixed")}
@@ -218,9 +218,9 @@ async def test_graph_refusing_the_app_stops_the_audience_and_a_resend_retries_it
     await settle(rt, "consent", 60, seconds=30)
     progress = await rt.campaigns.progress("consent")
     assert progress is not None
-    assert progress["state"] == "failed" and progress["reason"] == "graph-permission"
-    assert "Missing role permissions" in progress["detail"]
-    assert progress["counts"] == {"queued": 60, "failed": 60, "failed_graph_permission": 60}
+    assert progress.summary.state == "failed" and progress.summary.reason == "graph-permission"
+    assert "Missing role permissions" in str(progress.summary.detail)
+    assert progress.counts == {"queued": 60, "failed": 60, "failed_graph_permission": 60}
     # One refusal stops the audience: not a POST per member.
     asked = [p for _, _, p in graph.calls if "installedApps" in p]
     assert len(asked) <= 3
@@ -229,9 +229,9 @@ async def test_graph_refusing_the_app_stops_the_audience_and_a_resend_retries_it
     await process(rt, message, message_id="m-again")
     counts = await settle(rt, "consent", 60, seconds=30)
     progress = await rt.campaigns.progress("consent")
-    assert progress is not None and progress["state"] == "done", progress
+    assert progress is not None and progress.summary.state == "done", progress
     assert counts == {"queued": 60, "sent": 60, "failed": 0, "failed_graph_permission": 0}
-    assert progress["total_sent"] == 60 and progress["total_failed"] == 0
+    assert progress.summary.totals["sent"] == 60 and progress.summary.totals["failed"] == 0
     assert emulator.counters["delivered"] == 60 and not emulator.duplicates()
 
 
@@ -246,4 +246,4 @@ async def test_one_users_403_fails_that_user_only(
     counts = await settle(rt, "one", 5, seconds=30)
     assert counts == {"queued": 5, "sent": 4, "failed": 1, "failed_forbidden": 1}
     progress = await rt.campaigns.progress("one")
-    assert progress is not None and progress["state"] == "done"
+    assert progress is not None and progress.summary.state == "done"

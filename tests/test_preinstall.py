@@ -15,6 +15,7 @@ from typing import Any
 
 from proactive.config import Settings
 from proactive.runtime import Runtime
+from proactive.storage.campaign_rows import CampaignProgress
 from proactive.worker import process
 from proactive_devtools.emulator import ConnectorEmulator
 from proactive_devtools.fake_graph import FakeGraph
@@ -29,19 +30,19 @@ def install(to: dict[str, Any], key: str) -> str:
     return json.dumps({"version": 1, "op": "install", "key": key, "to": to})
 
 
-async def settle(rt: Runtime, key: str, seconds: float = 30) -> dict[str, Any]:
+async def settle(rt: Runtime, key: str, seconds: float = 30) -> CampaignProgress:
     """Run the worker until the key's progress turns final, or the deadline passes."""
-    progress: dict[str, Any] = {}
+    progress: CampaignProgress | None = None
 
-    async def done() -> dict[str, Any] | None:
+    async def done() -> CampaignProgress | None:
         nonlocal progress
         await drain(rt, limit=10_000)
-        progress = await rt.campaigns.progress(key) or {}
-        return progress if progress.get("state") == "done" else None
+        progress = await rt.campaigns.progress(key)
+        return progress if progress is not None and progress.summary.state == "done" else None
 
     # Retries are invisible on the queue until due: no need to poll faster.
-    result: dict[str, Any] = await eventually(done, seconds, "the pre-install done",
-                                              interval=0.2, seen=lambda: progress)
+    result: CampaignProgress = await eventually(done, seconds, "the pre-install done",
+                                                interval=0.2, seen=lambda: progress)
     return result
 
 
@@ -57,9 +58,9 @@ async def test_a_group_never_met_is_installed_once_each_and_nothing_is_sent(
     graph.rate = 300
     await process(rt, install({"group": GROUP}, "pre"), message_id="m")
     progress = await settle(rt, "pre")
-    assert progress["state"] == "done"
-    assert progress["counts"] == {"queued": 50, "installed": 45, "already_installed": 5}
-    assert progress["total_installed"] == 45
+    assert progress.summary.state == "done"
+    assert progress.counts == {"queued": 50, "installed": 45, "already_installed": 5}
+    assert progress.summary.totals["installed"] == 45
     assert graph.counters["installs"] == 45 and graph.counters["conflict"] == 5
     assert emulator.counters["delivered"] == 0  # an install sends nothing
     rows = {r.recipient: r.to_entity() for r, _ in await rt.deliveries.by_key("pre")}
@@ -78,12 +79,13 @@ async def test_a_group_never_met_is_installed_once_each_and_nothing_is_sent(
     await drain(rt, limit=10_000)
     assert graph.counters["installs"] == 45 and graph.counters["conflict"] == 5
     assert graph.counters["POST"] == calls["POST"]
-    assert (await rt.campaigns.progress("pre") or {})["counts"]["installed"] == 45
+    pre = await rt.campaigns.progress("pre")
+    assert pre is not None and pre.counts["installed"] == 45
 
     # A new key: users with a usable chat are already-installed, without Graph.
     await process(rt, install({"users": users[:10]}, "again"), message_id="m4")
     again = await settle(rt, "again")
-    assert again["counts"] == {"queued": 10, "already_installed": 10}
+    assert again.counts == {"queued": 10, "already_installed": 10}
     assert graph.counters["POST"] == calls["POST"]
 
 
@@ -93,8 +95,8 @@ async def test_an_unknown_user_fails_with_its_reason_and_the_others_are_installe
     rt = await reach(runtime, emulator, graph)
     await process(rt, install({"users": [aad(1), aad(2)]}, "k"), message_id="m")
     progress = await settle(rt, "k")
-    assert progress["counts"] == {"queued": 2, "installed": 1, "failed": 1,
-                                  "failed_not_found": 1}
+    assert progress.counts == {"queued": 2, "installed": 1, "failed": 1,
+                               "failed_not_found": 1}
 
 
 async def test_install_is_refused_to_poison_when_graph_install_is_off(

@@ -117,6 +117,6 @@ async def test_group_chat_and_team_scopes(store: ReferenceStore) -> None:
     await store.record(parse_activity(body))
     row = await store.team(team)
     assert row is not None
-    assert row["installState"] == InstallState.INSTALLED
-    assert json.loads(row["channelIds"]) == sorted([team, other])
-    assert row["teamName"] == "Ops"
+    assert row.install_state == InstallState.INSTALLED
+    assert json.loads(str(row.channel_ids)) == sorted([team, other])
+    assert row.team_name == "Ops"

@@ -86,14 +86,16 @@ async def test_a_many_user_send_turns_done_once_every_recipient_is_settled(
     await broadcast(three, "r2")
     progress = await three.campaigns.progress("r2")
     assert progress is not None
-    assert progress["state"] == "done"
-    assert progress["finishedAt"] >= progress["createdAt"]
-    assert progress["durationSeconds"] >= 0
-    assert (progress["total_queued"], progress["total_sent"], progress["total_skipped"],
-            progress["total_failed"]) == (3, 1, 2, 0)
-    finished = progress["finishedAt"]
+    assert progress.summary.state == "done"
+    summary = progress.summary
+    assert summary.finished_at and summary.created_at
+    assert summary.finished_at >= summary.created_at
+    assert summary.duration_seconds is not None and summary.duration_seconds >= 0
+    assert summary.totals == {"queued": 3, "sent": 1, "skipped": 2, "failed": 0}
+    finished = summary.finished_at
     assert await three.campaigns.settle("r2") is False  # once
-    assert (await three.campaigns.progress("r2") or {})["finishedAt"] == finished
+    again = await three.campaigns.progress("r2")
+    assert again is not None and again.summary.finished_at == finished
 
 
 async def test_a_send_still_going_is_not_done_and_a_reader_settles_it(
@@ -101,7 +103,8 @@ async def test_a_send_still_going_is_not_done_and_a_reader_settles_it(
     message = {"version": 1, "op": "send", "key": "r3", "to": {"users": [USER_AAD, OTHER]},
                "text": "hi"}
     await process(three, json.dumps(message), message_id="m")  # split only
-    assert (await three.campaigns.progress("r3") or {})["state"] == "running"
+    running = await three.campaigns.progress("r3")
+    assert running is not None and running.summary.state == "running"
     # A part counted by a worker that died before its check: the next read settles it.
     settle = three.campaigns.settle
     three.campaigns.settle = _never  # type: ignore[method-assign]
@@ -110,7 +113,7 @@ async def test_a_send_still_going_is_not_done_and_a_reader_settles_it(
     finally:
         three.campaigns.settle = settle  # type: ignore[method-assign]
     summary = await three.campaigns.progress("r3")
-    assert summary is not None and summary["state"] == "done"
+    assert summary is not None and summary.summary.state == "done"
 
 
 async def _never(key: str) -> bool:
@@ -126,8 +129,8 @@ async def test_a_cancelled_send_stays_cancelled_when_it_finishes(three: Runtime)
     await drain(three)
     summary = await three.campaigns.progress("r4")
     assert summary is not None
-    assert summary["state"] == "cancelled" and summary["finishedAt"]
-    assert summary["total_skipped"] == 2
+    assert summary.summary.state == "cancelled" and summary.summary.finished_at
+    assert summary.summary.totals["skipped"] == 2
 
 
 async def test_the_reach_report_names_who_blocked_and_who_opted_out_with_when(

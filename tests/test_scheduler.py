@@ -181,7 +181,7 @@ async def test_local_time_is_each_recipients_own_9_am(
     assert (await record(rt, "all-hands", NY_USER))["state"] == d.SENT
     # Sent as parts of the many-user send: its progress counts them.
     progress = await rt.campaigns.progress("all-hands")
-    assert progress is not None and progress["counts"]["sent"] == 3
+    assert progress is not None and progress.counts["sent"] == 3
 
 
 async def test_a_windows_zone_from_a_teams_client_is_the_recipients_zone(

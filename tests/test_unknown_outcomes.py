@@ -84,8 +84,8 @@ async def test_a_send_recovered_from_a_crash_mid_call_is_resent_and_marked_ambig
     assert (record["unknownAttempt"], record["unknownAttemptAt"], record["unknownCause"]) == (
         1, claimed_at, "lease-expired")
     progress = await installed.campaigns.progress("k")
-    assert progress is not None and progress["state"] == "done"
-    assert progress["counts"] == {"queued": 1, "sent": 1, "ambiguous": 1}
+    assert progress is not None and progress.summary.state == "done"
+    assert progress.counts == {"queued": 1, "sent": 1, "ambiguous": 1}
     report = [json.loads(line) async for chunk in send_report(installed, "k", "json")
               for line in chunk.decode().splitlines()]
     assert [(r["state"], r["ambiguous"], r["unknownAttempt"]) for r in report] == [
@@ -103,8 +103,8 @@ async def test_on_unknown_skip_records_unknown_and_sends_no_second_copy(
     assert (record["state"], record["reason"], record["ambiguous"]) == (
         d.UNKNOWN, "outcome-unknown", True)
     progress = await installed.campaigns.progress("k")
-    assert progress is not None and progress["state"] == "done"
-    assert progress["counts"] == {"queued": 1, "unknown": 1, "ambiguous": 1}
+    assert progress is not None and progress.summary.state == "done"
+    assert progress.counts == {"queued": 1, "unknown": 1, "ambiguous": 1}
 
 
 @pytest.fixture

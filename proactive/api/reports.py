@@ -66,17 +66,19 @@ async def reach(rt: Runtime, group: str = "") -> Reply:
     from proactive.errors import NotFound
     from proactive.reporting.reports import REACH_COLUMNS, ReportError, reach_rows
     from proactive.runtime import REFERENCES_TABLE
+    from proactive.storage.reference_rows import ReferenceRow
 
     table = rt.sdk_table(REFERENCES_TABLE, create=False)
     counts: dict[str, Counter[str]] = {}
     rows, partial = 0, False
     try:
-        async for row in table.query_entities("kind ne ''", select=["RowKey", "kind"]):
+        async for entity in table.query_entities("kind ne ''", select=["RowKey", "kind"]):
             rows += 1
             if rows > MAX_REACH_ROWS:
                 partial = True
                 break
-            counts.setdefault(str(row.get("RowKey")), Counter())[str(row.get("kind"))] += 1
+            row = ReferenceRow.from_entity(dict(entity))
+            counts.setdefault(row.row_key, Counter())[str(row.kind)] += 1
     except NotFound:
         pass
     tenants = [{"tenant": tenant, "counts": dict(kinds)}

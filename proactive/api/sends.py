@@ -42,16 +42,17 @@ async def status(rt: Runtime, key: str, *, base_url: str) -> Reply:
     view: dict[str, Any] = {"key": key}
     progress = await rt.campaigns.progress(key)
     if progress is not None:
-        counts = {k: int(v) for k, v in progress["counts"].items()}
+        summary = progress.summary
+        counts = {k: int(v) for k, v in progress.counts.items()}
         done = sum(counts.get(k, 0) for k in FINISHED)
-        state = progress.get("state", "running")
+        state = str(summary.state or "running")
         if state == "running" and counts.get("queued", 0) and done >= counts["queued"]:
             state = "done"
-        view.update(state=state, counts=counts, createdAt=progress.get("createdAt"))
-        if progress.get("cancelledAt"):
-            view["cancelledAt"] = progress["cancelledAt"]
-        if progress.get("detail"):  # done with nobody to send to: why
-            view.update(reason=progress.get("reason"), detail=progress["detail"])
+        view.update(state=state, counts=counts, createdAt=summary.created_at)
+        if summary.cancelled_at:
+            view["cancelledAt"] = summary.cancelled_at
+        if summary.detail:  # done with nobody to send to: why
+            view.update(reason=summary.reason, detail=summary.detail)
     else:
         states: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
@@ -200,8 +201,8 @@ async def _listed(rt: Runtime, entry: SendIndexRow) -> dict[str, Any]:
     from proactive.storage.progress import FINISHED
 
     progress = await rt.campaigns.progress(entry.key)
-    counts = {k: int(v) for k, v in (progress or {}).get("counts", {}).items()}
-    state = str((progress or {}).get("state") or entry.state)
+    counts = {k: int(v) for k, v in (progress.counts if progress else {}).items()}
+    state = str((progress.summary.state if progress else None) or entry.state)
     if state == "running" and counts.get("queued", 0) and sum(
             counts.get(k, 0) for k in FINISHED) >= counts["queued"]:
         state = "done"

@@ -56,7 +56,7 @@ from proactive.cli.storage import (
     StorageRefused,
     _enqueue,
     _known_users,
-    _progress,
+    _progress_view,
     _run,
     _schedules,
     _status,
@@ -295,9 +295,9 @@ def cmd_progress(args: argparse.Namespace, settings: Settings) -> int:
         from proactive.cli.live import watch
 
         # A key that never appears is a typo (or a message not sent): give up.
-        return watch(lambda: _run(settings, lambda t: _progress(settings, t, args.key)),
+        return watch(lambda: _run(settings, lambda t: _progress_view(settings, t, args.key)),
                      args.key, interval=args.interval, missing_after=WATCH_MISSING)
-    found = _run(settings, lambda t: _progress(settings, t, args.key))
+    found = _run(settings, lambda t: _progress_view(settings, t, args.key))
     if found is None:
         raise CliError(f"no many-user send is recorded under --key {args.key}",
                        "check the key; a one-user send shows with `status`")

@@ -21,6 +21,7 @@ from proactive.storage import credentials
 
 if TYPE_CHECKING:
     from proactive.contract import OutboxMessage
+    from proactive.storage.campaign_rows import CampaignProgress
     from proactive.storage.credentials import StorageTokens
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ async def _status(settings: Settings, tokens: StorageTokens | None,
 
 
 async def _progress(settings: Settings, tokens: StorageTokens | None,
-                    key: str) -> dict[str, Any] | None:
+                    key: str) -> CampaignProgress | None:
     from proactive.errors import NotFound
     from proactive.runtime import SENDS_TABLE
     from proactive.storage.progress import Campaigns
@@ -98,6 +99,13 @@ async def _progress(settings: Settings, tokens: StorageTokens | None,
             return await Campaigns(table).progress(key)
         except NotFound:
             return None
+
+
+async def _progress_view(settings: Settings, tokens: StorageTokens | None,
+                         key: str) -> dict[str, Any] | None:
+    """`progress`'s JSON: the summary's properties and the counts."""
+    found = await _progress(settings, tokens, key)
+    return found.view() if found is not None else None
 
 
 async def _poison(settings: Settings, tokens: StorageTokens | None, limit: int) -> list[Any]:
@@ -234,12 +242,12 @@ async def send_state(settings: Settings, tokens: StorageTokens | None,
 
     found = await _progress(settings, tokens, key)
     if found is not None:
-        counts = found.get("counts", {})
+        counts = found.counts
         if int(counts.get("queued", 0)) <= MAX_ENGAGEMENT_ROWS:  # as status does: stays quick
             rows = await _status(settings, tokens, key)
             counts["read"] = sum(row.get("read") == "read" for row in rows)
             counts["acked"] = sum(bool(row.get("ackedAt")) for row in rows)
-        return found
+        return found.view()
     rows = await _status(settings, tokens, key)
     if not rows:
         return None

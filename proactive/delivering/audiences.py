@@ -81,11 +81,11 @@ async def _team_page(rt: Runtime, target: Target) -> Page:
     if team is None:
         raise Permanent(Reason.UNKNOWN_TEAM, "the bot has no stored reference for this team "
                                              "(install it in the team first)")
-    if team.get("installState") == InstallState.UNINSTALLED:
+    if team.install_state == InstallState.UNINSTALLED:
         raise Unreachable(Reason.UNINSTALLED, "the bot was removed from this team")
-    tenant = str(team.get("tenantId") or target.tenant)
+    tenant = team.tenant_id or target.tenant
     (members, token), _ = await call(
-        rt, tenant, "", str(team.get("serviceUrl") or ""),
+        rt, tenant, "", team.service_url or "",
         lambda url: rt.connector.paged_members(url, target.id, page_size=TEAM_PAGE,
                                                continuation=target.continuation))
     found = Page(users=[], tenant=tenant, continuation=token)

@@ -61,11 +61,11 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
                           text=content.text or content.summary, audience=target.kind)
     summary, new = await rt.campaigns.start(message.key, expected=message.part, listed=listed)
     if message.part and target.kind == TargetKind.USERS and len(target.users) <= PART:
-        refused = str(summary.get("detail") or "refused") \
-            if summary.get("reason") == Reason.GRAPH_PERMISSION else ""
+        refused = (summary.detail or "refused") \
+            if summary.reason == Reason.GRAPH_PERMISSION else ""
         standby = await rt.outbox.standby(message, delay=STANDBY)
         try:
-            cancelled = summary["state"] == SendState.CANCELLED
+            cancelled = summary.state == SendState.CANCELLED
             return await _deliver_part(rt, message, cancelled=cancelled, graph_refused=refused)
         finally:
             await _withdraw(rt, standby)
@@ -76,10 +76,10 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     if not new:
         # Sent again after Graph refused the app (the permission is granted
         # now): split again, and the users it failed are tried again.
-        again = summary.get("reason") == Reason.GRAPH_PERMISSION and not message.part
+        again = summary.reason == Reason.GRAPH_PERMISSION and not message.part
         if not again and await rt.campaigns.was_split(message.key, audience):
             return Outcome(Action.DONE, Reason.DUPLICATE)
-        if (summary.get("finishedAt") or again) and not target.continuation:
+        if (summary.finished_at or again) and not target.continuation:
             # Another message of a send that had finished: it runs again.
             await rt.campaigns.reopen(message.key,
                                       again=Reason.GRAPH_PERMISSION if again else "")

@@ -213,7 +213,7 @@ async def _reference(rt: Runtime, target: Target) -> Reference:
         if ref is None and target.team:
             team = await rt.references.team(target.team, tenant)
             if team is not None:
-                ref = Reference.from_entity({**team, "conversationId": target.id})
+                ref = team.reference(conversation_id=target.id)
         if ref is None:
             raise Permanent(Reason.UNKNOWN_CHANNEL, "no reference is stored for this channel "
                                                     "(give its team, or install the bot in it)")

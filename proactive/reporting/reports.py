@@ -122,14 +122,15 @@ def send_report(rt: Runtime, key: str, fmt: str) -> AsyncIterator[bytes]:
 
 async def _unreachable(rt: Runtime) -> AsyncIterator[dict[str, Any]]:
     from proactive.runtime import REFERENCES_TABLE
+    from proactive.storage.reference_rows import ReferenceRow
 
     table = rt.sdk_table(REFERENCES_TABLE)
     states = " or ".join(f"installState eq '{state}'" for state in sorted(UNREACHABLE))
     async for entity in table.query_entities(f"kind eq 'user' and ({states})",
                                              results_per_page=PAGE):
-        state = str(entity.get("installState"))
-        yield {"user": entity.get("aadObjectId"), "tenantId": entity.get("tenantId"),
-               "status": state, "at": entity.get(f"{state}At")}
+        row = ReferenceRow.from_entity(dict(entity))
+        yield {"user": row.aad_id, "tenantId": row.tenant_id,
+               "status": str(row.install_state), "at": row.state_at}
 
 
 async def _opted_out(rt: Runtime) -> AsyncIterator[dict[str, Any]]:

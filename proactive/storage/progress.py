@@ -38,6 +38,9 @@ audience was refused; a cancelled send stays `cancelled`) with `finishedAt`,
 each part is counted, and every progress read does it too, so a worker dying
 between its count and its check leaves the flip to the next reader. The flip
 is an ETag-conditional replace of the summary: exactly one writer makes it.
+
+The summary leaves as a `CampaignRow` (storage/campaign_rows.py); `cancel` and
+`refuse` stay merges of a few properties, shards and markers stay entities.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables
+from proactive.storage.campaign_rows import SUMMARY, CampaignProgress, CampaignRow
 from proactive.storage.counting import (  # noqa: F401 - part of this module's API
     AMBIGUOUS,
     SKIP_REASONS,
@@ -90,7 +94,7 @@ class Campaigns:
         self._shard_written: dict[str, tuple[dict[str, Any], str]] = {}
 
     async def start(self, key: str, *, expected: bool = False,
-                    listed: SendIndexRow | None = None) -> tuple[dict[str, Any], bool]:
+                    listed: SendIndexRow | None = None) -> tuple[CampaignRow, bool]:
         """The summary row, created if this is the key's first broadcast, and
         whether this call created it. `expected`: it almost surely exists (a
         part of a split send), so it is read first: one request instead of a
@@ -98,31 +102,31 @@ class Campaigns:
         written once, by the call that created the summary."""
         pk = tables.safe_key(key)
         if expected:
-            found = await tables.read(self.table, pk, "summary")
+            found = await tables.read(self.table, pk, SUMMARY)
             if found:
-                return found[0], False
+                return CampaignRow.from_entity(found[0]), False
         created = tables.iso()
         index = replace(listed or SendIndexRow(key=key, created_at=created), key=key,
                         created_at=created)
-        entity = {"PartitionKey": pk, "RowKey": "summary", "key": key,
-                  "state": SendState.RUNNING, "createdAt": created, "indexRow": index.row_key}
+        summary = CampaignRow(key=key, state=SendState.RUNNING, created_at=created,
+                              index_row=index.row_key)
         try:
-            await tables.create(self.table, entity)
+            await tables.create(self.table, summary.to_entity())
         except tables.Conflict:
             # A redelivered split, or more recipients under the same key.
-            found = await tables.read(self.table, pk, "summary")
-            return (found[0] if found else entity), False
+            found = await tables.read(self.table, pk, SUMMARY)
+            return (CampaignRow.from_entity(found[0]) if found else summary), False
         # After the summary: a crash between the two leaves a send unlisted
         # (still readable by key), never a listed key without a send.
         await tables.merge(self.table, index.to_entity())
-        return entity, True
+        return summary, True
 
-    async def _list_state(self, summary: Mapping[str, Any], state: str) -> None:
+    async def _list_state(self, summary: CampaignRow, state: SendState) -> None:
         """Copy a final state to the send's index row (if it has one)."""
-        if summary.get("indexRow"):
+        if summary.index_row:
             await tables.merge(self.table, {"PartitionKey": SendIndexRow.partition(),
-                                            "RowKey": summary["indexRow"],
-                                            "state": str(SendState(state))})
+                                            "RowKey": summary.index_row,
+                                            "state": str(state)})
 
     async def was_split(self, key: str, audience: str) -> bool:
         found = await tables.read(self.table, tables.safe_key(key), f"split-{audience}")
@@ -138,7 +142,7 @@ class Campaigns:
         """An audience of the send could not be read: it ends `failed` with why
         (once every other part has finished)."""
         await tables.merge(self.table, {"PartitionKey": tables.safe_key(key),
-                                        "RowKey": "summary", "reason": reason,
+                                        "RowKey": SUMMARY, "reason": reason,
                                         "detail": detail[:1000]})
 
     async def reopen(self, key: str, *, again: str = "") -> None:
@@ -148,34 +152,36 @@ class Campaigns:
         until they have a new result (or the reason is met again, `refuse`)
         they don't count as finished."""
         pk = tables.safe_key(key)
-        found = await tables.read(self.table, pk, "summary")
-        if found is None or found[0].get("state") == SendState.CANCELLED:
+        found = await tables.read(self.table, pk, SUMMARY)
+        if found is None:
+            return
+        summary = CampaignRow.from_entity(found[0])
+        if summary.state == SendState.CANCELLED:
             return
         # Finished, or refused by Graph (sent again once it is granted).
-        entity = {k: v for k, v in found[0].items()
-                  if k not in ("finishedAt", "durationSeconds", "reason", "detail")
-                  and not k.startswith("total_")}
+        reopened = replace(summary, state=SendState.RUNNING, finished_at=None,
+                           duration_seconds=None, reason=None, detail=None, totals={},
+                           again=again or summary.again)
         # Changed meanwhile (cancelled, or reopened by another copy): left as it is.
         with contextlib.suppress(tables.Conflict):
-            await tables.replace_if(self.table, {**entity, "state": SendState.RUNNING,
-                                                 **({"again": again} if again else {})},
-                                    found[1])
+            await tables.replace_if(self.table, reopened.to_entity(), found[1])
 
     async def cancel(self, key: str) -> bool:
         """Mark the send cancelled; False if there is no such send."""
         pk = tables.safe_key(key)
-        found = await tables.read(self.table, pk, "summary")
+        found = await tables.read(self.table, pk, SUMMARY)
         if found is None:
             return False
-        await tables.merge(self.table, {"PartitionKey": pk, "RowKey": "summary",
+        await tables.merge(self.table, {"PartitionKey": pk, "RowKey": SUMMARY,
                                         "state": SendState.CANCELLED,
                                         "cancelledAt": tables.iso()})
-        await self._list_state(found[0], SendState.CANCELLED)
+        await self._list_state(CampaignRow.from_entity(found[0]), SendState.CANCELLED)
         return True
 
     async def cancelled(self, key: str) -> bool:
-        found = await tables.read(self.table, tables.safe_key(key), "summary")
-        return bool(found) and found[0].get("state") == SendState.CANCELLED  # type: ignore[index]
+        found = await tables.read(self.table, tables.safe_key(key), SUMMARY)
+        return found is not None and \
+            CampaignRow.from_entity(found[0]).state == SendState.CANCELLED
 
     async def count(self, key: str, results: Mapping[str, Counter[str]],
                     people: Mapping[str, str] | None = None) -> None:
@@ -290,17 +296,16 @@ class Campaigns:
         found = await tables.read(self.table, pk, rk)
         return found if found else ({"PartitionKey": pk, "RowKey": rk}, "")
 
-    async def progress(self, key: str) -> dict[str, Any] | None:
+    async def progress(self, key: str) -> CampaignProgress | None:
         """The summary with the summed counters; settled first if it can be."""
         read = await self._read(key)
         if read is None:
             return None
         summary, etag, totals, split = read
-        if split and not summary.get("finishedAt") and _settled(totals, summary):
+        if split and not summary.finished_at and _settled(totals, summary):
             summary = await self._finish(summary, etag, totals) or summary
         totals.pop("pages", None)
-        return {k: v for k, v in summary.items() if k not in ("PartitionKey", "RowKey")} | {
-            "counts": dict(totals)}
+        return CampaignProgress(summary, dict(totals))
 
     async def settle(self, key: str) -> bool:
         """Turn the send final if every recipient is counted; True if this
@@ -309,20 +314,20 @@ class Campaigns:
         if read is None:
             return False
         summary, etag, totals, split = read
-        if not split or summary.get("finishedAt") or not _settled(totals, summary):
+        if not split or summary.finished_at or not _settled(totals, summary):
             return False
         return await self._finish(summary, etag, totals) is not None
 
-    async def _read(self, key: str) -> tuple[dict[str, Any], str, Counter[str], bool] | None:
-        summary: tuple[dict[str, Any], str] | None = None
+    async def _read(self, key: str) -> tuple[CampaignRow, str, Counter[str], bool] | None:
+        summary: tuple[CampaignRow, str] | None = None
         totals: Counter[str] = Counter()
         split = False
         async for entity in self.table.query_entities(
                 "PartitionKey eq @pk and RowKey lt @marker",
                 parameters={"pk": tables.safe_key(key), "marker": MARKER}):
             row = dict(entity)
-            if row["RowKey"] == "summary":
-                summary = row, str(entity.metadata["etag"])
+            if row["RowKey"] == SUMMARY:
+                summary = CampaignRow.from_entity(row), str(entity.metadata["etag"])
             elif row["RowKey"].startswith("shard-"):
                 totals.update({k: int(v) for k, v in row.items()
                                if k not in ("PartitionKey", "RowKey")})
@@ -339,48 +344,50 @@ class Campaigns:
         if read is None:
             return False
         summary, etag, totals, _ = read
-        if summary.get("finishedAt") or totals.get("queued", 0):
+        if summary.finished_at or totals.get("queued", 0):
             return False
         # `done`, not `failed`: nothing went wrong, there was nobody to send to.
-        return await self._finish({**summary, "state": SendState.DONE, "reason": reason,
-                                   "detail": detail}, etag, totals) is not None
+        return await self._finish(replace(summary, state=SendState.DONE, reason=reason,
+                                          detail=detail), etag, totals) is not None
 
-    async def _finish(self, summary: dict[str, Any], etag: str,
-                      totals: Counter[str]) -> dict[str, Any] | None:
+    async def _finish(self, summary: CampaignRow, etag: str,
+                      totals: Counter[str]) -> CampaignRow | None:
         from datetime import datetime
 
         now = tables.now_utc()
         try:
-            started = datetime.fromisoformat(str(summary.get("createdAt", "")))
+            started = datetime.fromisoformat(str(summary.created_at or ""))
             duration = round((now - started).total_seconds(), 3)
         except ValueError:
             duration = 0.0
-        state = summary.get("state")
+        state = summary.state
         if state == SendState.RUNNING:
-            state = SendState.FAILED if summary.get("reason") else SendState.DONE
-        final = {**summary, "state": state, "finishedAt": tables.iso(now),
-                 "durationSeconds": duration,
-                 **{f"total_{name}": totals.get(name, 0)
-                    for name in ("queued", "sent", "failed", "skipped")},
-                 **{f"total_{name}": totals[name] for name in (*FINISHED, AMBIGUOUS)
-                    if totals.get(name)}}
+            state = SendState.FAILED if summary.reason else SendState.DONE
+        final = replace(summary, state=state, finished_at=tables.iso(now),
+                        duration_seconds=duration, totals={
+                            **summary.totals,
+                            **{name: totals.get(name, 0)
+                               for name in ("queued", "sent", "failed", "skipped")},
+                            **{name: totals[name] for name in (*FINISHED, AMBIGUOUS)
+                               if totals.get(name)}})
         try:
-            await tables.replace_if(self.table, final, etag)
+            await tables.replace_if(self.table, final.to_entity(), etag)
         except tables.Conflict:
             return None  # another writer changed it first (finished it, or cancelled)
-        await self._list_state(final, str(final["state"]))
+        if final.state is not None:
+            await self._list_state(final, final.state)
         return final
 
 
-def _settled(totals: Counter[str], summary: Mapping[str, Any]) -> bool:
+def _settled(totals: Counter[str], summary: CampaignRow) -> bool:
     """Every page split and every queued person counted (none: an empty
     audience is done too). Recipients being tried again (`again`) are not
     finished until they have a new result or the send is refused again."""
     if totals.get("pages", 0) > 0:
         return False
     finished = sum(totals.get(name, 0) for name in FINISHED)
-    again = str(summary.get("again") or "")
-    if again and not summary.get("reason"):
+    again = summary.again or ""
+    if again and not summary.reason:
         finished -= totals.get(f"failed_{again.replace('-', '_')}", 0)
     return finished >= totals.get("queued", 0)
 

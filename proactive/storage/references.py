@@ -13,6 +13,10 @@ One table, rows keyed by what producers address (PartitionKey) and the tenant
 
 Install state lives on the user, conversation and team rows: `installed`,
 `uninstalled` (kept, with when), `blocked` (the user blocked the bot).
+
+Rows leave this store typed (storage/reference_rows.py): a `Reference` to
+send to, a team's whole `ReferenceRow`. Writes stay merges of the properties
+each activity or answer taught: see that module.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables, user_index
@@ -33,6 +36,8 @@ from proactive.storage.reference_keys import (
     tenant_pk,
     user_pk,
 )
+from proactive.storage.reference_rows import Reference as Reference  # the senders' import
+from proactive.storage.reference_rows import ReferenceRow
 from proactive.teams.activity import Activity, Change
 
 if TYPE_CHECKING:
@@ -51,48 +56,6 @@ CACHE_SIZE = 1_000
 # row): set by `ReferenceStore.part`, seen by the tasks the part starts.
 _PART: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
     "proactive_part_references", default=None)
-
-
-@dataclass(frozen=True)
-class Reference:
-    """Where and how to reach one conversation."""
-
-    conversation_id: str
-    service_url: str
-    tenant_id: str
-    bot_id: str
-    conversation_type: str
-    state: str
-    timezone: str = ""
-    locale: str = ""
-    user_id: str = ""
-    # A personal (1:1) chat's owner: whose opt-outs a send into it obeys,
-    # whatever address it used (README "Opt-out, opt-in, help").
-    aad_id: str = ""
-    installation_id: str = ""  # Graph's installation of the app for the user, once read
-    install_posted: bool = False  # Graph installed the app for the user (POST 201/409)
-
-    @property
-    def owner(self) -> str:
-        """The AAD id of the person this conversation is a 1:1 chat with, or ""."""
-        return self.aad_id if self.conversation_type == "personal" else ""
-
-    @classmethod
-    def from_entity(cls, entity: dict[str, Any]) -> Reference:
-        return cls(
-            conversation_id=entity.get("conversationId", ""),
-            service_url=entity.get("serviceUrl", ""),
-            tenant_id=entity.get("tenantId", ""),
-            bot_id=entity.get("botId", ""),
-            conversation_type=entity.get("conversationType", ""),
-            state=entity.get("installState", InstallState.UNKNOWN),
-            timezone=entity.get("timezone", ""),
-            locale=entity.get("locale", ""),
-            user_id=entity.get("userId", ""),
-            aad_id=entity.get("aadObjectId", ""),
-            installation_id=entity.get("graphInstallationId", ""),
-            install_posted=bool(entity.get("graphInstallPosted")),
-        )
 
 
 class ReferenceStore:
@@ -169,8 +132,9 @@ class ReferenceStore:
         entity = await self._find(conv_pk(conversation_id), tenant_id)
         return Reference.from_entity(entity) if entity else None
 
-    async def team(self, team_id: str, tenant_id: str | None = None) -> dict[str, Any] | None:
-        return await self._find(team_pk(team_id), tenant_id)
+    async def team(self, team_id: str, tenant_id: str | None = None) -> ReferenceRow | None:
+        entity = await self._find(team_pk(team_id), tenant_id)
+        return ReferenceRow.from_entity(entity) if entity else None
 
     async def tenant_service_url(self, tenant_id: str) -> tuple[str, str] | None:
         """(serviceUrl, botId) last seen for the tenant."""
