@@ -13,19 +13,16 @@ transaction, with counter names (`failed_<reason>`) that are data, not fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from proactive.storage import tables
+from proactive.storage.rows import entity_of, fill
+from proactive.storage.rows import stored as _prop
 from proactive.storage.send_index import SendState
 
 SUMMARY = "summary"  # the summary's RowKey
 TOTAL = "total_"  # a final counter copied to the summary: `total_sent`
-
-
-def _prop(name: str) -> Any:
-    """A field stored under the property `name` (None: the row has none)."""
-    return field(default=None, metadata={"property": name})
 
 
 @dataclass
@@ -49,31 +46,24 @@ class CampaignRow:
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> CampaignRow:
-        known = {f.metadata["property"]: f.name for f in _STORED}
-        row = cls(key=str(entity.get("key", "")))
-        for name, value in entity.items():
-            if name == "state" and value in SendState.__members__.values():
-                row.state = SendState(value)
-            elif name in known and name != "state":
-                setattr(row, known[name], value)
-            elif name.startswith(TOTAL):
-                row.totals[name.removeprefix(TOTAL)] = value
-            elif name != "key":
-                row.extra[name] = value
+        row = fill(cls(key=str(entity.get("key", ""))),
+                   {name: value for name, value in entity.items()
+                    if name != "state" and not name.startswith(TOTAL)}, skip=("key",))
+        row.totals = {name.removeprefix(TOTAL): value for name, value in entity.items()
+                      if name.startswith(TOTAL)}
+        state = entity.get("state")
+        if isinstance(state, str) and state in SendState.__members__.values():
+            row.state = SendState(state)
+        elif state is not None:
+            row.extra["state"] = state
         return row
 
     def to_entity(self) -> dict[str, Any]:
-        entity: dict[str, Any] = {"PartitionKey": tables.safe_key(self.key),
-                                  "RowKey": SUMMARY, **self.extra, "key": self.key}
-        for f in _STORED:
-            value = getattr(self, f.name)
-            if value is not None:
-                entity[f.metadata["property"]] = str(value) if f.name == "state" else value
-        entity.update({TOTAL + name: n for name, n in self.totals.items()})
-        return entity
-
-
-_STORED = tuple(f for f in fields(CampaignRow) if "property" in f.metadata)
+        entity = {"PartitionKey": tables.safe_key(self.key), "RowKey": SUMMARY,
+                  **entity_of(self), "key": self.key}
+        if self.state is not None:
+            entity["state"] = str(self.state)
+        return entity | {TOTAL + name: n for name, n in self.totals.items()}
 
 
 @dataclass

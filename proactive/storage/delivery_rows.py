@@ -8,15 +8,12 @@ it was read. A field that is None is a property the row does not have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from proactive.storage import tables
-
-
-def _prop(name: str) -> Any:
-    """A field stored under the property `name` (None: the row has none)."""
-    return field(default=None, metadata={"property": name})
+from proactive.storage.rows import entity_of, fill
+from proactive.storage.rows import stored as _prop
 
 
 @dataclass
@@ -51,24 +48,13 @@ class DeliveryRow:
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> DeliveryRow:
-        known = {f.metadata["property"]: f.name for f in _STORED}
         row = cls(key=str(entity.get("key", "")), recipient=str(entity.get("recipient", "")))
-        for name, value in entity.items():
-            if name in known:
-                setattr(row, known[name], value)
-            elif name not in ("key", "recipient"):
-                row.extra[name] = value
-        return row
+        return fill(row, entity, skip=("key", "recipient"))
 
     def to_entity(self) -> dict[str, Any]:
-        entity: dict[str, Any] = {"PartitionKey": tables.safe_key(self.key),
-                                  "RowKey": tables.safe_key(self.recipient), **self.extra,
-                                  "key": self.key, "recipient": self.recipient}
-        for f in _STORED:
-            value = getattr(self, f.name)
-            if value is not None:
-                entity[f.metadata["property"]] = value
-        return entity
+        return {"PartitionKey": tables.safe_key(self.key),
+                "RowKey": tables.safe_key(self.recipient), **entity_of(self),
+                "key": self.key, "recipient": self.recipient}
 
     def edited(self, op: str, state: str, reason: str) -> None:
         """Record the outcome (an EditState) of an `update` or `delete` of the
@@ -78,5 +64,3 @@ class DeliveryRow:
         else:
             self.update_state, self.update_reason = state, reason
 
-
-_STORED = tuple(f for f in fields(DeliveryRow) if "property" in f.metadata)

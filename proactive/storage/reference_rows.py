@@ -18,10 +18,12 @@ change which properties each write sets. Those merges stay as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proactive.storage.reference_keys import InstallState
+from proactive.storage.rows import entity_of, fill, properties
+from proactive.storage.rows import stored as _prop
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,6 @@ class Reference:
         )
 
 
-def _prop(name: str) -> Any:
-    """A field stored under the property `name` (None: the row has none)."""
-    return field(default=None, metadata={"property": name})
-
-
 @dataclass
 class ReferenceRow:
     partition_key: str  # user:… conv:… team:… tenant:… (reference_keys.py)
@@ -107,28 +104,17 @@ class ReferenceRow:
     def from_entity(cls, entity: dict[str, Any]) -> ReferenceRow:
         row = cls(partition_key=str(entity.get("PartitionKey", "")),
                   row_key=str(entity.get("RowKey", "")))
-        for name, value in entity.items():
-            if name in _BY_PROPERTY:
-                setattr(row, _BY_PROPERTY[name], value)
-            elif name not in ("PartitionKey", "RowKey"):
-                row.extra[name] = value
-        return row
+        return fill(row, entity, skip=("PartitionKey", "RowKey"))
 
     def to_entity(self) -> dict[str, Any]:
-        entity: dict[str, Any] = {"PartitionKey": self.partition_key,
-                                  "RowKey": self.row_key, **self.extra}
-        for f in _STORED:
-            value = getattr(self, f.name)
-            if value is not None:
-                entity[f.metadata["property"]] = value
-        return entity
+        return {"PartitionKey": self.partition_key, "RowKey": self.row_key,
+                **entity_of(self)}
 
     @property
     def state_at(self) -> str | None:
         """When the row took its install state (`installedAt`, `blockedAt`...)."""
-        name = f"{self.install_state}At"
-        return getattr(self, _BY_PROPERTY[name]) if name in _BY_PROPERTY \
-            else self.extra.get(name)
+        name, known = f"{self.install_state}At", properties(ReferenceRow)
+        return getattr(self, known[name]) if name in known else self.extra.get(name)
 
     def reference(self, conversation_id: str | None = None) -> Reference:
         """The row as a Reference; `conversation_id`: to another conversation
@@ -136,7 +122,3 @@ class ReferenceRow:
         found = Reference.from_entity(self.to_entity())
         return found if conversation_id is None else replace(found,
                                                              conversation_id=conversation_id)
-
-
-_STORED = tuple(f for f in fields(ReferenceRow) if "property" in f.metadata)
-_BY_PROPERTY = {f.metadata["property"]: f.name for f in _STORED}
