@@ -63,7 +63,8 @@ async def killed_mid_call(rt: Runtime, emulator: ConnectorEmulator, key: str) ->
     claim = await rt.deliveries.claim(key, RECIPIENT)
     assert isinstance(claim, Claim)
     activity_id = await rt.connector.send(emulator.url, CONV, {"type": "message", "text": TEXT})
-    later = timedelta(seconds=rt.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = rt.deliveries.lease + rt.deliveries.record_for + timedelta(seconds=1)
     rt.deliveries.clock = lambda: tables.now_utc() + later
     return activity_id
 
@@ -151,7 +152,8 @@ async def test_a_late_answer_is_kept_beside_the_resent_copy_and_delete_reaches_b
     assert isinstance(first, Claim)
     first_id = await installed.connector.send(emulator.url, CONV,
                                               {"type": "message", "text": TEXT})
-    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
     installed.deliveries.clock = lambda: tables.now_utc() + later
     await process(installed, send("k"), message_id="m1")  # the second worker resends
     second_id = (await row(installed, "k"))["activityId"]
@@ -174,7 +176,8 @@ async def test_a_late_answer_turns_a_row_recorded_unknown_into_sent(
     assert isinstance(first, Claim)
     first_id = await installed.connector.send(emulator.url, CONV,
                                               {"type": "message", "text": TEXT})
-    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
     installed.deliveries.clock = lambda: tables.now_utc() + later
     await process(installed, send("k", onUnknown="skip"), message_id="m1")
     assert (await row(installed, "k"))["state"] == d.UNKNOWN
@@ -241,7 +244,8 @@ async def test_a_late_answer_landing_during_the_second_call_keeps_both(
     first = await installed.deliveries.claim("k", RECIPIENT)
     assert isinstance(first, Claim)
     first_id = await installed.connector.send(emulator.url, CONV, {"type": "message", "text": TEXT})
-    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
     installed.deliveries.clock = lambda: tables.now_utc() + later
     second = await installed.deliveries.claim("k", RECIPIENT)
     assert isinstance(second, Claim)

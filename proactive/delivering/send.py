@@ -112,7 +112,7 @@ async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
                                        attempts=claim.attempts - 1)
             return Outcome(Action.DONE, str(skip))
     try:
-        fields = await _deliver(rt, target, content, key)
+        fields = await _deliver(rt, target, content, key, claim)
     except _OptedOut as skip:  # not an attempt: nothing was sent
         await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
                                    optedOut=skip.topic, attempts=claim.attempts - 1)
@@ -293,15 +293,19 @@ def _same_host(a: str, b: str) -> bool:
 
 
 async def _deliver(rt: Runtime, target: Target, content: Content,
-                   key: str = "") -> dict[str, Any]:
+                   key: str, claim: Claim) -> dict[str, Any]:
     ref = await _reference(rt, target)
     activity = content.activity(key)
-    ready = None
     # A send into someone's 1:1 chat is a send to that person, whatever
     # address it used: by user, or by the chat's conversation id.
     owner = target.id if target.kind == "user" else ref.owner
-    if owner and not content.service:
-        async def ready() -> None:
+
+    async def ready() -> None:
+        if rt.deliveries.too_late_to_call(claim):
+            # The claim is too old for a call to end inside its lease: given
+            # back (uncounted), it is sent when the message comes back.
+            raise RetryLater(0.0, Reason.BUSY, "the claim is too old to start a call on")
+        if owner and not content.service:
             stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
@@ -311,7 +315,7 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
                     url, bot_id=ref.bot_id, channel_id=target.id, tenant_id=ref.tenant_id,
-                    activity=activity))
+                    activity=activity), ready=ready)
         else:
             conversation_id = ref.conversation_id
             if target.kind == "channel":

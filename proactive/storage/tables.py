@@ -46,6 +46,14 @@ class Conflict(Exception):
     """Another writer changed or created the entity first."""
 
 
+def parse_iso(stamp: str) -> datetime | None:
+    """A time written by `iso` (None if empty or not one)."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
 async def attempts(count: int = 12) -> AsyncIterator[int]:
     """Rounds of a read-modify-write loop, with a short random pause between
     them so that writers racing on one row spread out."""
