@@ -93,8 +93,16 @@ async def test_a_part_whose_worker_dies_comes_back_as_its_standby_copy(
             raise _Killed
         await withdraw(standby)
 
+    real_claim = runtime.deliveries.claim
+
+    async def claim_unless_dead(*args: Any, **kwargs: Any) -> Any:
+        if dead.get() and calls >= 4:
+            raise _Killed
+        return await real_claim(*args, **kwargs)
+
     runtime.connector.send = dies_on_the_fourth  # type: ignore[method-assign]
     runtime.outbox.withdraw = never  # type: ignore[method-assign]
+    runtime.deliveries.claim = claim_unless_dead  # type: ignore[method-assign]
     dead.set(True)
     with pytest.raises(_Killed):
         # the host keeps it 600 s

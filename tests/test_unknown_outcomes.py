@@ -259,3 +259,28 @@ async def test_a_late_answer_landing_during_the_second_call_keeps_both(
     assert (record["state"], record["attempts"], record["unknownCause"]) == (
         d.SENT, 2, "lease-expired")
     assert [c["activityId"] for c in d.copies(record)] == [second_id, first_id]
+
+
+class _Killed(BaseException):
+    """The process dies: no `except Exception` of the product catches it."""
+
+
+async def test_a_worker_killed_waiting_for_its_send_slot_leaves_a_clean_retry(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker dies while it waits for the tenant's send slot: nothing was sent.
+    async def dies_waiting(*args: Any, **kwargs: Any) -> float:
+        raise _Killed
+
+    monkeypatch.setattr(installed.tenant_pacer, "acquire", dies_waiting)
+    with pytest.raises(_Killed):
+        await process(installed, send("k"), message_id="held")
+    monkeypatch.undo()
+    # The message comes back long after any claim it could have left ran out.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
+    installed.deliveries.clock = lambda: tables.now_utc() + later
+    await process(installed, send("k"), message_id="held")
+
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"]) == (d.SENT, 1)
+    assert not record.get("ambiguous")  # a clean retry: not "may have two copies"
+    assert emulator.counters["delivered"] == 1

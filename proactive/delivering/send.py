@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
 from proactive.contract import Content, Target
+from proactive.delivering.attempt import Attempt, Finished
 from proactive.delivering.outcomes import Action, DeliveryState, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
 from proactive.errors import (
@@ -35,6 +36,7 @@ from proactive.storage.deliveries import (
     ON_UNKNOWN_SKIP,
     UNKNOWN_OUTCOMES,
     Claim,
+    Unrecorded,
     unknown_attempt,
 )
 from proactive.storage.references import BLOCKED, DISABLED, UNINSTALLED, Reference
@@ -87,44 +89,49 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content, *,
 
 async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
                         sent_reason: str) -> Outcome:
+    attempt = Attempt(rt, key, target.recipient, content.on_unknown)
     try:
-        claim = await rt.deliveries.claim(key, target.recipient, on_unknown=content.on_unknown)
-    except (Busy, StorageUnavailable) as exc:  # nothing was sent
-        return outcome_of(exc, 1)
-    if not isinstance(claim, Claim):
+        return await _attempted_send(rt, key, target, content, sent_reason, attempt)
+    except Finished as done:
         log.info("delivery %s -> %s already %s", key, log_id(target.recipient),
-                 claim.get("state"))
+                 done.row.get("state"))
         return Outcome(Action.DONE, Reason.DUPLICATE)
-    if claim.entity.get("ambiguous") and claim.entity.get("unknownAttempt") == \
-            claim.attempts - 1:
-        log.warning("delivery %s -> %s: attempt %s had an unknown outcome (%s); sending "
-                    "again (onUnknown resend)", key, log_id(target.recipient),
-                    claim.entity["unknownAttempt"], claim.entity.get("unknownCause"))
+    except Unrecorded:
+        raise  # Teams answered: the message must come back (storage/deliveries.py)
+    except (Busy, StorageUnavailable) as exc:
+        if attempt.claim is None or isinstance(exc, Busy):  # nothing claimed, nothing sent
+            return outcome_of(exc, 1)
+        return await _put_back(rt, attempt.claim, exc)
+
+
+async def _attempted_send(rt: Runtime, key: str, target: Target, content: Content,
+                          sent_reason: str, attempt: Attempt) -> Outcome:
     if content.unless is not None:  # a follow-up: only to who still hasn't
         from proactive.delivering.reminders import skip_reason
 
-        try:
-            skip = await skip_reason(rt, content.unless, target.recipient)
-        except StorageUnavailable as exc:  # nothing was sent: the condition comes back
-            return await _put_back(rt, claim, exc)
+        skip = await skip_reason(rt, content.unless, target.recipient)
         if skip is not None:
+            claim = await attempt.take()
             await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=str(skip),
                                        attempts=claim.attempts - 1)
             return Outcome(Action.DONE, str(skip))
     try:
-        fields = await _deliver(rt, target, content, key, claim)
+        fields = await _deliver(rt, target, content, key, attempt)
     except _OptedOut as skip:  # not an attempt: nothing was sent
+        claim = await attempt.take()
         await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
                                    optedOut=skip.topic, attempts=claim.attempts - 1)
         return Outcome(Action.DONE, Reason.OPTED_OUT)
-    except StorageUnavailable as exc:
-        return await _put_back(rt, claim, exc)
     except (DeliveryFailed, RetryLater) as exc:
+        if attempt.claim is None and not isinstance(exc, DeliveryFailed):
+            return outcome_of(exc, 1)  # put off before the claim: nothing to give back
+        claim = await attempt.take()  # a failure before the call is recorded too
         return await record_failure(rt, claim, exc, what="delivery",
                                     on_unknown=content.on_unknown)
     # Teams accepted it: from here on `sent` must be written. finish keeps
     # trying through a storage outage, or raises Unrecorded (a retry: the
     # message comes back and this process writes it then).
+    claim = await attempt.take()
     if sent_reason:
         fields["reason"] = sent_reason
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
@@ -260,15 +267,21 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
     stored one was refused with 403 InvalidBotApiHost). Raises members of
     proactive.errors; pacing.Defer when the budget is spent for a while.
     `ready` runs once the slot is taken, just before the call (the opt-out
-    check, which needs what the slot's reservation learnt)."""
+    check, which needs what the slot's reservation learnt, and the delivery's
+    claim): it starts as long before the slot as it usually takes, so the
+    call still leaves on its slot."""
     waited = time.monotonic()
-    await rt.tenant_pacer.acquire(tenant)
+    pacer = rt.tenant_pacer
+    at = await pacer.acquire(tenant, early=pacer.early if ready is not None else 0.0)
     if conversation_id:
         await rt.conversation_pacer.acquire(conversation_id)
     telemetry.record("proactive.pacing.wait", time.monotonic() - waited)
     if ready is not None:
+        began = time.monotonic()
         await ready()
-    await rt.tenant_pacer.spaced(tenant)  # however late this one leaves
+        pacer.took(time.monotonic() - began)
+        await pacer.until(tenant, at)
+    await pacer.spaced(tenant)  # however late this one leaves
     try:
         try:
             return await request(service_url), service_url
@@ -293,7 +306,7 @@ def _same_host(a: str, b: str) -> bool:
 
 
 async def _deliver(rt: Runtime, target: Target, content: Content,
-                   key: str, claim: Claim) -> dict[str, Any]:
+                   key: str, attempt: Attempt) -> dict[str, Any]:
     ref = await _reference(rt, target)
     activity = content.activity(key)
     # A send into someone's 1:1 chat is a send to that person, whatever
@@ -301,14 +314,15 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
     owner = target.id if target.kind == "user" else ref.owner
 
     async def ready() -> None:
-        if rt.deliveries.too_late_to_call(claim):
-            # The claim is too old for a call to end inside its lease: given
-            # back (uncounted), it is sent when the message comes back.
-            raise RetryLater(0.0, Reason.BUSY, "the claim is too old to start a call on")
         if owner and not content.service:
             stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
+        claim = await attempt.take()  # the slot is granted: the call is about to go out
+        if rt.deliveries.too_late_to_call(claim):
+            # The claim is too old for a call to end inside its lease (a second
+            # call after a stale conversation): given back, sent when it comes back.
+            raise RetryLater(0.0, Reason.BUSY, "the claim is too old to start a call on")
     try:
         if target.kind == "channel" and not target.reply_to:
             (conversation_id, activity_id), service_url = await call(
