@@ -284,3 +284,23 @@ async def test_a_worker_killed_waiting_for_its_send_slot_leaves_a_clean_retry(
     assert (record["state"], record["attempts"]) == (d.SENT, 1)
     assert not record.get("ambiguous")  # a clean retry: not "may have two copies"
     assert emulator.counters["delivered"] == 1
+
+
+async def test_a_claim_too_old_by_its_slot_is_given_back_not_called_on(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The claim is taken, then its slot comes late (the pacing row's storage
+    # was slow): by then a call might not end inside the claim's lease.
+    real_until = installed.tenant_pacer.until
+
+    async def slow_slot(*args: Any) -> None:
+        await real_until(*args)
+        late = installed.deliveries.lease * d.CALL_SHARE + timedelta(seconds=1)
+        installed.deliveries.clock = lambda: tables.now_utc() + late
+
+    monkeypatch.setattr(installed.tenant_pacer, "until", slow_slot)
+    await process(installed, send("k"), message_id="m")
+
+    assert emulator.counters["delivered"] == 0
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"]) == (d.RETRYING, 0)  # given back, uncounted
+    assert not record.get("ambiguous")

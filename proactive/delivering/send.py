@@ -261,7 +261,8 @@ async def _create_personal(rt: Runtime, target: Target, *, member_id: str = "") 
 
 async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
                request: Callable[[str], Awaitable[T]], *,
-               ready: Callable[[], Awaitable[None]] | None = None) -> tuple[T, str]:
+               ready: Callable[[], Awaitable[None]] | None = None,
+               still: Callable[[], None] | None = None) -> tuple[T, str]:
     """One Connector call, paced for the tenant and conversation. Returns its
     answer and the serviceUrl that gave it (the cloud's fallback host when the
     stored one was refused with 403 InvalidBotApiHost). Raises members of
@@ -282,6 +283,8 @@ async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
         pacer.took(time.monotonic() - began)
         await pacer.until(tenant, at)
     await pacer.spaced(tenant)  # however late this one leaves
+    if still is not None:
+        still()  # the very last check, however long the waits above took
     try:
         try:
             return await request(service_url), service_url
@@ -318,10 +321,13 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
             stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
-        claim = await attempt.take()  # the slot is granted: the call is about to go out
-        if rt.deliveries.too_late_to_call(claim):
-            # The claim is too old for a call to end inside its lease (a second
-            # call after a stale conversation): given back, sent when it comes back.
+        await attempt.take()  # the slot is granted: the call is about to go out
+
+    def still() -> None:
+        if attempt.claim is not None and rt.deliveries.too_late_to_call(attempt.claim):
+            # Too old for a call to end inside the claim's lease (a slot missed
+            # through a slow storage, a second call after a stale conversation):
+            # given back, sent when it comes back.
             raise RetryLater(0.0, Reason.BUSY, "the claim is too old to start a call on")
     try:
         if target.kind == "channel" and not target.reply_to:
@@ -329,14 +335,14 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
                     url, bot_id=ref.bot_id, channel_id=target.id, tenant_id=ref.tenant_id,
-                    activity=activity), ready=ready)
+                    activity=activity), ready=ready, still=still)
         else:
             conversation_id = ref.conversation_id
             if target.kind == "channel":
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity, ready)
+                                                                activity, ready, still)
             except Permanent as exc:
                 if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != "user":
                     raise
@@ -344,7 +350,7 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                 ref = await _create_personal(rt, Target("user", target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity, ready)
+                                                                activity, ready, still)
     except Unreachable as exc:
         await rt.references.mark(ref, _MARKS[Reason(exc.reason)],
                                  aad_id=target.id if target.kind == "user" else "")
@@ -368,6 +374,8 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
                          activity: dict[str, Any],
-                         ready: Callable[[], Awaitable[None]] | None) -> tuple[str, str]:
+                         ready: Callable[[], Awaitable[None]] | None,
+                         still: Callable[[], None]) -> tuple[str, str]:
     return await call(rt, ref.tenant_id, conversation_id, ref.service_url,
-                      lambda url: rt.connector.send(url, conversation_id, activity), ready=ready)
+                      lambda url: rt.connector.send(url, conversation_id, activity), ready=ready,
+                      still=still)
