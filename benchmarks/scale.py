@@ -147,7 +147,7 @@ async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
     from proactive.config import Settings
 
     tag = uuid.uuid4().hex[:8]
-    values = app_settings(azurite.connection_string, tag, 50)
+    values = app_settings(azurite.connection_string, tag, 50, connector=emulator.url)
     settings = Settings.from_env(values)
     started = time.monotonic()
     await seed(settings, emulator, size, args.tenants)
@@ -175,7 +175,8 @@ async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
                 if delivered >= size and await queue_count(queue) == 0:
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{size}: only {delivered} delivered")
+                    raise TimeoutError(f"{size}: only {delivered} delivered; the worker's "
+                                       f"log ends: {worker_log.read_text()[-3000:]}")
                 await asyncio.sleep(1.0)
             wall = time.monotonic() - started
             peak = max(peak, peak_rss_mb(proc.pid))
