@@ -304,3 +304,18 @@ async def test_a_claim_too_old_by_its_slot_is_given_back_not_called_on(
     record = await row(installed, "k")
     assert (record["state"], record["attempts"]) == (d.RETRYING, 0)  # given back, uncounted
     assert not record.get("ambiguous")
+
+
+async def test_storage_failing_between_claim_and_call_uses_up_no_attempt(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proactive.errors import StorageUnavailable
+
+    async def pacing_row_unreachable(*args: Any) -> None:  # the slot passed: a new one
+        raise StorageUnavailable(detail="the pacing row could not be read")
+
+    monkeypatch.setattr(installed.tenant_pacer, "until", pacing_row_unreachable)
+    await process(installed, send("k"), message_id="m")
+
+    assert emulator.counters["delivered"] == 0
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"]) == (d.RETRYING, 0)  # given back, uncounted

@@ -122,6 +122,8 @@ async def _attempted_send(rt: Runtime, key: str, target: Target, content: Conten
         await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
                                    optedOut=skip.topic, attempts=claim.attempts - 1)
         return Outcome(Action.DONE, Reason.OPTED_OUT)
+    except StorageUnavailable:
+        raise  # nothing was sent: given back uncounted (_claimed_send)
     except (DeliveryFailed, RetryLater) as exc:
         if attempt.claim is None and not isinstance(exc, DeliveryFailed):
             return outcome_of(exc, 1)  # put off before the claim: nothing to give back
