@@ -260,28 +260,40 @@ def azurite_ops(log: Path, start: int = 0, end: int | None = None,
                 prefix: str = "") -> tuple[list[tuple[str, str]], int]:
     """The storage operations Azurite logged in its debug log between byte
     offsets `start` and `end` (default: now), in order, as (table or '',
-    operation) with the table's `prefix` removed; and the end offset.
-    Azurite logs 'tableName=X' and 'Operation=Y' once per request, keyed by
-    its request id: counted from outside, whatever client made them."""
+    operation) with the table's `prefix` removed; and the end offset."""
+    stop_at = [start]
+    ops = list(stream_azurite_ops(log, start, end, prefix, stop_at))
+    return ops, stop_at[0]
+
+
+def stream_azurite_ops(log: Path, start: int = 0, end: int | None = None, prefix: str = "",
+                       stop_at: list[int] | None = None) -> Iterator[tuple[str, str]]:
+    """azurite_ops one at a time, reading the log a line at a time (it is
+    large at 100k recipients); `stop_at[0]` is set to the offset after the
+    last whole line read. Azurite logs 'tableName=X' and 'Operation=Y' once
+    per request, keyed by its request id: counted from outside, whatever
+    client made them."""
+    tables: dict[str, str] = {}
+    offset = start
     with open(log, "rb") as f:
         f.seek(start)
-        data = f.read() if end is None else f.read(max(0, end - start))
-    # A request's lines may straddle `end`: only whole lines count.
-    text = data[:data.rfind(b"\n") + 1].decode(errors="replace")
-    stop_at = start + len(text.encode())
-    tables: dict[str, str] = {}
-    ops: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) < 4:
-            continue
-        request, message = parts[1], parts[3]
-        if "tableName=" in message:
-            name = message.rsplit("tableName=", 1)[1].strip()
-            tables[request] = name[len(prefix):] if prefix and name.startswith(prefix) else name
-        elif "DispatchMiddleware: Operation=" in message:
-            ops.append((tables.pop(request, ""), message.rsplit("=", 1)[1].strip()))
-    return ops, stop_at
+        for raw in f:
+            # A request's lines may straddle `end`: only whole lines count.
+            if not raw.endswith(b"\n") or (end is not None and offset + len(raw) > end):
+                break
+            offset += len(raw)
+            parts = raw.decode(errors="replace").split(" ", 3)
+            if len(parts) < 4:
+                continue
+            request, message = parts[1], parts[3]
+            if "tableName=" in message:
+                name = message.rsplit("tableName=", 1)[1].strip()
+                tables[request] = name[len(prefix):] if prefix and name.startswith(prefix) \
+                    else name
+            elif "DispatchMiddleware: Operation=" in message:
+                yield tables.pop(request, ""), message.rsplit("=", 1)[1].strip()
+    if stop_at is not None:
+        stop_at[0] = offset
 
 
 def op_kind(table: str, operation: str) -> str:

@@ -36,14 +36,16 @@ tenant (`--users-lists N`: `{"users": [...]}` lists of N under one key).
    Connector calls made), and whether the counters add up;
 6. the same with storage down for about 60 s (`--long-outage S` to change).
    Cases 5 and 6 run against an Azurite of their own on disk, with the
-   product's claim lease (300 s) and the host's queue lease at 30 s, so that
+   product's claim lease (45 s, its holder recording for 270 s) and the
+   host's queue lease at 30 s, so that
    messages whose invocation is still retrying come back to the worker
    meanwhile, as they do in Azure after a renewal fails.
 7. 2,000 users, two workers, the emulator answering each call 250 ms after
    carrying it out (Teams' round trip), one worker killed with SIGKILL once a
    third have their message and a new one started, with the real leases: the
    host's 600 s on queue messages (the Functions host's fixed visibility
-   timeout), the product's 300 s claims. How long after the kill the last
+   timeout), the product's 45 s claims (taken over 20 s after a mark). How
+   long after the kill the last
    user was reached (target: within the host's 600 s), the longest pause in
    deliveries after it, duplicates, and the ambiguous count the send reports.
 
@@ -152,7 +154,7 @@ class Case:
     key: str = ""
     text: str = ""
     answer: float = 0.0  # seconds the emulator holds each answer (Teams' round trip)
-    real_leases: bool = False  # the host's 600 s queue lease, the product's 300 s claim lease
+    real_leases: bool = False  # the host's 600 s queue lease, the product's claim lease (45 s)
 
     @property
     def users(self) -> int:
@@ -728,7 +730,7 @@ def report_recovery(result: Result) -> None:
            fmt="{:,.0f}")
     note("target: every user within the host's 600 s lease; pauses up to the parts' "
          "standby (60 s), and the dead worker's own in-flight users (<= "
-         "PROACTIVE_MAX_CALLS_IN_FLIGHT) after its claims' 300 s lease")
+         "PROACTIVE_MAX_CALLS_IN_FLIGHT) after their 45 s lease and a 20 s takeover mark")
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -750,7 +752,7 @@ def cases(args: argparse.Namespace) -> list[Case]:
         Case(6, f"{chaos:,} users, storage down ~{args.long_outage:.0f} s mid-broadcast",
              {4: chaos}, 1, outage=max(0.0, args.long_outage - 2)),
         Case(7, f"{chaos:,} users, two workers, Teams answering in 250 ms, one worker killed "
-                f"with the real leases (host 600 s, claims 300 s)", {5: chaos}, 2, kill=True,
+                f"with the real leases (host 600 s, claims 45 s)", {5: chaos}, 2, kill=True,
              answer=0.25, real_leases=True),
     ]
     for case in all_cases:

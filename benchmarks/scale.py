@@ -44,6 +44,7 @@ from benchmarks._common import (
     note,
     op_kind,
     stop,
+    stream_azurite_ops,
 )
 from benchmarks.storage_ops import _beside_the_path, settled_size
 from benchmarks.whole_path import (
@@ -132,26 +133,11 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def count_ops(log: Path, start: int, prefix: str) -> Counter[str]:
-    """Azurite's debug log from `start`, streamed (it is large at 100k): the
-    operations on this run's tables and queue, by kind (as azurite_ops)."""
-    names: dict[str, str] = {}
-    kinds: Counter[str] = Counter()
-    with open(log, "rb") as f:
-        f.seek(start)
-        for raw in f:
-            line = raw.decode(errors="replace")
-            parts = line.split(" ", 3)
-            if len(parts) < 4:
-                continue
-            request, message = parts[1], parts[3]
-            if "tableName=" in message:
-                name = message.rsplit("tableName=", 1)[1].strip()
-                names[request] = name[len(prefix):] if name.startswith(prefix) else name
-            elif "DispatchMiddleware: Operation=" in message:
-                operation = message.rsplit("=", 1)[1].strip()
-                if operation != "Queue_GetProperties":  # the benchmark's own polling
-                    kinds[op_kind(names.pop(request, ""), operation)] += 1
-    return kinds
+    """The operations on this run's tables and queue in Azurite's debug log
+    from `start`, by kind (streamed: the log is large at 100k)."""
+    return Counter(op_kind(table, operation)
+                   for table, operation in stream_azurite_ops(log, start, prefix=prefix)
+                   if operation != "Queue_GetProperties")  # the benchmark's own polling
 
 
 async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
@@ -161,7 +147,7 @@ async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
     from proactive.config import Settings
 
     tag = uuid.uuid4().hex[:8]
-    values = app_settings(azurite.connection_string, tag, 50)
+    values = app_settings(azurite.connection_string, tag, 50, connector=emulator.url)
     settings = Settings.from_env(values)
     started = time.monotonic()
     await seed(settings, emulator, size, args.tenants)
@@ -189,7 +175,8 @@ async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
                 if delivered >= size and await queue_count(queue) == 0:
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{size}: only {delivered} delivered")
+                    raise TimeoutError(f"{size}: only {delivered} delivered; the worker's "
+                                       f"log ends: {worker_log.read_text()[-3000:]}")
                 await asyncio.sleep(1.0)
             wall = time.monotonic() - started
             peak = max(peak, peak_rss_mb(proc.pid))

@@ -147,12 +147,12 @@ class Settings:
     # Teams allows 50 requests/s per app per tenant (older docs said 30).
     tenant_rps: float = 50.0
     max_attempts: int = 8
-    # How long a worker's claim on a delivery holds before another may retry it.
-    # Its holder keeps trying to write Teams' answer for 90 % of it (through a
-    # storage outage); as long as host.json's functionTimeout (5 min), so no
-    # live invocation's claim is ever taken over. A crashed worker's message
-    # comes back after the queue's lease anyway (minutes in Azure).
-    claim_lease_seconds: int = 300
+    # How long a worker's claim on a delivery holds before another may look at
+    # taking it over (storage/deliveries.py): its holder starts no Connector
+    # call after a quarter of it, so a live holder has Teams' answer before it
+    # ends; a dead holder's user is taken over 20 s after the lease ends (a
+    # live holder held up by a storage outage writes its answer first).
+    claim_lease_seconds: int = 45
     # A tenant's deliveries between claim and record at once per process: the
     # most a crash of the process can leave unknown (and, resent, duplicate).
     # At Teams' ~250 ms answers 16 keep 50/s; benchmarks/in_flight.py measures it.
@@ -282,7 +282,7 @@ class Settings:
             bot_name=(env.get("PROACTIVE_BOT_NAME") or "").strip() or "Proactive",
             tenant_rps=float(_int(env, "PROACTIVE_TENANT_RPS", 50, problems)),
             max_attempts=_int(env, "PROACTIVE_MAX_ATTEMPTS", 8, problems),
-            claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 300, problems),
+            claim_lease_seconds=_int(env, "PROACTIVE_CLAIM_LEASE_SECONDS", 45, problems),
             max_calls_in_flight=_int(env, "PROACTIVE_MAX_CALLS_IN_FLIGHT", 16, problems),
             api_audience=env.get("PROACTIVE_API_AUDIENCE", "").strip(),
             api_role=env.get("PROACTIVE_API_ROLE", "").strip(),

@@ -168,7 +168,8 @@ async def test_the_reminder_goes_once_to_exactly_who_had_not_read_through_a_kill
     # The part it held comes back twice (its lease ran out, and its standby
     # copy) to a healthy worker, with the parts not yet started; the dead
     # worker's claim has run out meanwhile (the store's clock moves on).
-    later = timedelta(seconds=runtime.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = runtime.deliveries.lease + runtime.deliveries.record_for + timedelta(seconds=1)
     runtime.deliveries.clock = lambda: now_utc() + later
     killed = json.loads(held[-1])["to"]
 

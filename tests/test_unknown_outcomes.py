@@ -64,7 +64,8 @@ async def killed_mid_call(rt: Runtime, emulator: ConnectorEmulator, key: str) ->
     claim = await rt.deliveries.claim(key, RECIPIENT)
     assert isinstance(claim, Claim)
     activity_id = await rt.connector.send(emulator.url, CONV, {"type": "message", "text": TEXT})
-    later = timedelta(seconds=rt.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = rt.deliveries.lease + rt.deliveries.record_for + timedelta(seconds=1)
     rt.deliveries.clock = lambda: tables.now_utc() + later
     return activity_id
 
@@ -152,7 +153,8 @@ async def test_a_late_answer_is_kept_beside_the_resent_copy_and_delete_reaches_b
     assert isinstance(first, Claim)
     first_id = await installed.connector.send(emulator.url, CONV,
                                               {"type": "message", "text": TEXT})
-    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
     installed.deliveries.clock = lambda: tables.now_utc() + later
     await process(installed, send("k"), message_id="m1")  # the second worker resends
     second_id = (await row(installed, "k"))["activityId"]
@@ -175,7 +177,8 @@ async def test_a_late_answer_turns_a_row_recorded_unknown_into_sent(
     assert isinstance(first, Claim)
     first_id = await installed.connector.send(emulator.url, CONV,
                                               {"type": "message", "text": TEXT})
-    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
     installed.deliveries.clock = lambda: tables.now_utc() + later
     await process(installed, send("k", onUnknown="skip"), message_id="m1")
     assert (await row(installed, "k"))["state"] == d.UNKNOWN
@@ -242,7 +245,8 @@ async def test_a_late_answer_landing_during_the_second_call_keeps_both(
     first = await installed.deliveries.claim("k", RECIPIENT)
     assert isinstance(first, Claim)
     first_id = await installed.connector.send(emulator.url, CONV, {"type": "message", "text": TEXT})
-    later = timedelta(seconds=installed.settings.claim_lease_seconds + 1)
+    # Its holder's lease and its recording window are long over.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
     installed.deliveries.clock = lambda: tables.now_utc() + later
     second = await installed.deliveries.claim("k", RECIPIENT)
     assert isinstance(second, Claim)
@@ -256,3 +260,63 @@ async def test_a_late_answer_landing_during_the_second_call_keeps_both(
     assert (record["state"], record["attempts"], record["unknownCause"]) == (
         d.SENT, 2, "lease-expired")
     assert [c["activityId"] for c in copies(record)] == [second_id, first_id]
+
+
+class _Killed(BaseException):
+    """The process dies: no `except Exception` of the product catches it."""
+
+
+async def test_a_worker_killed_waiting_for_its_send_slot_leaves_a_clean_retry(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker dies while it waits for the tenant's send slot: nothing was sent.
+    async def dies_waiting(*args: Any, **kwargs: Any) -> float:
+        raise _Killed
+
+    monkeypatch.setattr(installed.tenant_pacer, "acquire", dies_waiting)
+    with pytest.raises(_Killed):
+        await process(installed, send("k"), message_id="held")
+    monkeypatch.undo()
+    # The message comes back long after any claim it could have left ran out.
+    later = installed.deliveries.lease + installed.deliveries.record_for + timedelta(seconds=1)
+    installed.deliveries.clock = lambda: tables.now_utc() + later
+    await process(installed, send("k"), message_id="held")
+
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"]) == (d.SENT, 1)
+    assert not record.get("ambiguous")  # a clean retry: not "may have two copies"
+    assert emulator.counters["delivered"] == 1
+
+
+async def test_a_claim_too_old_by_its_slot_is_given_back_not_called_on(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The claim is taken, then its slot comes late (the pacing row's storage
+    # was slow): by then a call might not end inside the claim's lease.
+    real_until = installed.tenant_pacer.until
+
+    async def slow_slot(*args: Any) -> None:
+        await real_until(*args)
+        late = installed.deliveries.lease * d.CALL_SHARE + timedelta(seconds=1)
+        installed.deliveries.clock = lambda: tables.now_utc() + late
+
+    monkeypatch.setattr(installed.tenant_pacer, "until", slow_slot)
+    await process(installed, send("k"), message_id="m")
+
+    assert emulator.counters["delivered"] == 0
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"]) == (d.RETRYING, 0)  # given back, uncounted
+    assert not record.get("ambiguous")
+
+
+async def test_storage_failing_between_claim_and_call_uses_up_no_attempt(
+        installed: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proactive.errors import StorageUnavailable
+
+    async def pacing_row_unreachable(*args: Any) -> None:  # the slot passed: a new one
+        raise StorageUnavailable(detail="the pacing row could not be read")
+
+    monkeypatch.setattr(installed.tenant_pacer, "until", pacing_row_unreachable)
+    await process(installed, send("k"), message_id="m")
+
+    assert emulator.counters["delivered"] == 0
+    record = await row(installed, "k")
+    assert (record["state"], record["attempts"]) == (d.RETRYING, 0)  # given back, uncounted

@@ -91,6 +91,10 @@ SPACING_MARGIN = 1.001
 # instance waiting behind it still waits rather than defers).
 SPARSE_GROWTH = 2.0
 SPARSE_WINDOW = 1.0
+# A send's last step before its call (the delivery's claim, one storage write)
+# starts this many times its mean duration before the slot, at most MAX_EARLY s.
+EARLY_MARGIN = 1.5
+MAX_EARLY = 0.25
 # Slots given up in a row because the task woke too late, before deferring.
 LATE_TRIES = 8
 BUDGET = "budget"
@@ -148,11 +152,14 @@ class TenantPacer:
         self.max_wait = max_wait
         self.sleep = sleep
         self._slots: dict[str, _Slots] = defaultdict(_Slots)
+        self._took = 0.0  # the mean time of the step between slot and call (`took`)
         # When this process's last `rate` requests per tenant left (`spaced`).
         self._left: dict[str, deque[float]] = {}
 
-    async def acquire(self, tenant: str) -> float:
-        """Wait for this tenant's next send slot (returned), or raise Defer."""
+    async def acquire(self, tenant: str, *, early: float = 0.0) -> float:
+        """Wait for this tenant's next send slot (returned), or raise Defer.
+        `early`: return that many seconds before the slot (`until` waits out
+        the rest), for work that must come between the slot and the call."""
         slots = self._slots[budget_key(tenant)]
         for _ in range(LATE_TRIES):
             async with slots.lock:
@@ -165,7 +172,7 @@ class TenantPacer:
                 if not slots.times:
                     await self._reserve(tenant, slots, now)
                 at, _ = slots.times.popleft()
-            wait = at - self.clock()
+            wait = at - early - self.clock()
             if wait > 0:
                 await self.sleep(wait)  # type: ignore[misc]
             if self.clock() - at <= LATE:
@@ -173,6 +180,24 @@ class TenantPacer:
             # Woke too late (a busy event loop): the slot has passed; a send
             # now would arrive too close to the sends `rate` slots later.
         raise Defer(self.batch_seconds)
+
+    @property
+    def early(self) -> float:
+        """How long before its slot a send starts its last step (`took`)."""
+        return min(MAX_EARLY, EARLY_MARGIN * self._took)
+
+    def took(self, seconds: float) -> None:
+        """The last step before a call took this long (its claim's write)."""
+        self._took += 0.2 * (seconds - self._took)
+
+    async def until(self, tenant: str, at: float) -> None:
+        """Wait for slot `at` that `acquire` returned early; if it has passed
+        by more than LATE meanwhile, for the next slot instead."""
+        wait = at - self.clock()
+        if wait > 0:
+            await self.sleep(wait)  # type: ignore[misc]
+        elif -wait > LATE:
+            await self.acquire(tenant)
 
     async def spaced(self, tenant: str) -> None:
         """Just before a request leaves: if this process's request `rate`

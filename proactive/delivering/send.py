@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from proactive import telemetry
 from proactive.contract import Content, OnUnknown, Target, TargetKind
+from proactive.delivering.attempt import Attempt, Finished
 from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.pacing import Defer
 from proactive.delivering.render import activity as activity_of
@@ -37,6 +38,7 @@ from proactive.storage.copies import unknown_attempt
 from proactive.storage.deliveries import (
     UNKNOWN_OUTCOMES,
     Claim,
+    Unrecorded,
 )
 from proactive.storage.reference_keys import InstallState
 from proactive.storage.references import Reference
@@ -84,44 +86,51 @@ async def send_one(rt: Runtime, key: str, target: Target, content: Content, *,
 
 async def _claimed_send(rt: Runtime, key: str, target: Target, content: Content,
                         sent_reason: str) -> Outcome:
+    attempt = Attempt(rt, key, target.recipient, content.on_unknown)
     try:
-        claim = await rt.deliveries.claim(key, target.recipient, on_unknown=content.on_unknown)
-    except (Busy, StorageUnavailable) as exc:  # nothing was sent
-        return outcome_of(exc, 1)
-    if not isinstance(claim, Claim):
+        return await _attempted_send(rt, key, target, content, sent_reason, attempt)
+    except Finished as done:
         log.info("delivery %s -> %s already %s", key, log_id(target.recipient),
-                 claim.state)
+                 done.row.state)
         return Outcome(Action.DONE, Reason.DUPLICATE)
-    if claim.entity.get("ambiguous") and claim.entity.get("unknownAttempt") == \
-            claim.attempts - 1:
-        log.warning("delivery %s -> %s: attempt %s had an unknown outcome (%s); sending "
-                    "again (onUnknown resend)", key, log_id(target.recipient),
-                    claim.entity["unknownAttempt"], claim.entity.get("unknownCause"))
+    except Unrecorded:
+        raise  # Teams answered: the message must come back (storage/deliveries.py)
+    except (Busy, StorageUnavailable) as exc:
+        if attempt.claim is None or isinstance(exc, Busy):  # nothing claimed, nothing sent
+            return outcome_of(exc, 1)
+        return await _put_back(rt, attempt.claim, exc)
+
+
+async def _attempted_send(rt: Runtime, key: str, target: Target, content: Content,
+                          sent_reason: str, attempt: Attempt) -> Outcome:
     if content.unless is not None:  # a follow-up: only to who still hasn't
         from proactive.delivering.reminders import skip_reason
 
-        try:
-            skip = await skip_reason(rt, content.unless, target.recipient)
-        except StorageUnavailable as exc:  # nothing was sent: the condition comes back
-            return await _put_back(rt, claim, exc)
+        skip = await skip_reason(rt, content.unless, target.recipient)
         if skip is not None:
+            claim = await attempt.take()
             await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=str(skip),
                                        attempts=claim.attempts - 1)
             return Outcome(Action.DONE, str(skip))
     try:
-        fields = await _deliver(rt, target, content, key)
+        fields = await _deliver(rt, target, content, key, attempt)
     except _OptedOut as skip:  # not an attempt: nothing was sent
+        claim = await attempt.take()
         await rt.deliveries.finish(claim, DeliveryState.SKIPPED, reason=Reason.OPTED_OUT,
                                    optedOut=skip.topic, attempts=claim.attempts - 1)
         return Outcome(Action.DONE, Reason.OPTED_OUT)
-    except StorageUnavailable as exc:
-        return await _put_back(rt, claim, exc)
+    except StorageUnavailable:
+        raise  # nothing was sent: given back uncounted (_claimed_send)
     except (DeliveryFailed, RetryLater) as exc:
+        if attempt.claim is None and not isinstance(exc, DeliveryFailed):
+            return outcome_of(exc, 1)  # put off before the claim: nothing to give back
+        claim = await attempt.take()  # a failure before the call is recorded too
         return await record_failure(rt, claim, exc, what="delivery",
                                     on_unknown=content.on_unknown)
     # Teams accepted it: from here on `sent` must be written. finish keeps
     # trying through a storage outage, or raises Unrecorded (a retry: the
     # message comes back and this process writes it then).
+    claim = await attempt.take()
     if sent_reason:
         fields["reason"] = sent_reason
     await rt.deliveries.finish(claim, DeliveryState.SENT, **fields)
@@ -250,21 +259,30 @@ async def _create_personal(rt: Runtime, target: Target, *, member_id: str = "") 
 
 async def call(rt: Runtime, tenant: str, conversation_id: str, service_url: str,
                request: Callable[[str], Awaitable[T]], *,
-               ready: Callable[[], Awaitable[None]] | None = None) -> tuple[T, str]:
+               ready: Callable[[], Awaitable[None]] | None = None,
+               still: Callable[[], None] | None = None) -> tuple[T, str]:
     """One Connector call, paced for the tenant and conversation. Returns its
     answer and the serviceUrl that gave it (the cloud's fallback host when the
     stored one was refused with 403 InvalidBotApiHost). Raises members of
     proactive.errors; pacing.Defer when the budget is spent for a while.
     `ready` runs once the slot is taken, just before the call (the opt-out
-    check, which needs what the slot's reservation learnt)."""
+    check, which needs what the slot's reservation learnt, and the delivery's
+    claim): it starts as long before the slot as it usually takes, so the
+    call still leaves on its slot."""
     waited = time.monotonic()
-    await rt.tenant_pacer.acquire(tenant)
+    pacer = rt.tenant_pacer
+    at = await pacer.acquire(tenant, early=pacer.early if ready is not None else 0.0)
     if conversation_id:
         await rt.conversation_pacer.acquire(conversation_id)
     telemetry.record("proactive.pacing.wait", time.monotonic() - waited)
     if ready is not None:
+        began = time.monotonic()
         await ready()
-    await rt.tenant_pacer.spaced(tenant)  # however late this one leaves
+        pacer.took(time.monotonic() - began)
+        await pacer.until(tenant, at)
+    await pacer.spaced(tenant)  # however late this one leaves
+    if still is not None:
+        still()  # the very last check, however long the waits above took
     try:
         try:
             return await request(service_url), service_url
@@ -289,32 +307,40 @@ def _same_host(a: str, b: str) -> bool:
 
 
 async def _deliver(rt: Runtime, target: Target, content: Content,
-                   key: str = "") -> dict[str, Any]:
+                   key: str, attempt: Attempt) -> dict[str, Any]:
     ref = await _reference(rt, target)
     activity = activity_of(content, key)
-    ready = None
     # A send into someone's 1:1 chat is a send to that person, whatever
     # address it used: by user, or by the chat's conversation id.
     owner = target.id if target.kind == TargetKind.USER else ref.owner
-    if owner and not content.service:
-        async def ready() -> None:
+
+    async def ready() -> None:
+        if owner and not content.service:
             stopped = await rt.opt_outs.check(ref.tenant_id, owner, content.topic)
             if stopped is not None:
                 raise _OptedOut(stopped.topic)
+        await attempt.take()  # the slot is granted: the call is about to go out
+
+    def still() -> None:
+        if attempt.claim is not None and rt.deliveries.too_late_to_call(attempt.claim):
+            # Too old for a call to end inside the claim's lease (a slot missed
+            # through a slow storage, a second call after a stale conversation):
+            # given back, sent when it comes back.
+            raise RetryLater(0.0, Reason.BUSY, "the claim is too old to start a call on")
     try:
         if target.kind == TargetKind.CHANNEL and not target.reply_to:
             (conversation_id, activity_id), service_url = await call(
                 rt, ref.tenant_id, target.id, ref.service_url,
                 lambda url: rt.connector.create_channel_thread(
                     url, bot_id=ref.bot_id, channel_id=target.id, tenant_id=ref.tenant_id,
-                    activity=activity))
+                    activity=activity), ready=ready, still=still)
         else:
             conversation_id = ref.conversation_id
             if target.kind == TargetKind.CHANNEL:
                 conversation_id = f"{target.id};messageid={target.reply_to}"
             try:
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity, ready)
+                                                                activity, ready, still)
             except Permanent as exc:
                 if exc.reason != Reason.CONVERSATION_NOT_FOUND or target.kind != TargetKind.USER:
                     raise
@@ -322,7 +348,7 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
                 ref = await _create_personal(rt, Target(TargetKind.USER, target.id, ref.tenant_id))
                 conversation_id = ref.conversation_id
                 activity_id, service_url = await _send_activity(rt, ref, conversation_id,
-                                                                activity, ready)
+                                                                activity, ready, still)
     except Unreachable as exc:
         # What the answer teaches us about the recipient: the same word.
         await rt.references.mark(ref, InstallState(exc.reason),
@@ -347,6 +373,8 @@ async def _deliver(rt: Runtime, target: Target, content: Content,
 
 async def _send_activity(rt: Runtime, ref: Reference, conversation_id: str,
                          activity: dict[str, Any],
-                         ready: Callable[[], Awaitable[None]] | None) -> tuple[str, str]:
+                         ready: Callable[[], Awaitable[None]] | None,
+                         still: Callable[[], None]) -> tuple[str, str]:
     return await call(rt, ref.tenant_id, conversation_id, ref.service_url,
-                      lambda url: rt.connector.send(url, conversation_id, activity), ready=ready)
+                      lambda url: rt.connector.send(url, conversation_id, activity), ready=ready,
+                      still=still)

@@ -13,10 +13,16 @@ cancelled; sent -> deleted. `reason` says why for failed and retrying rows;
 Storage can be down at any of these steps; none of them may send twice:
 
 - Once Teams has answered, the worker keeps trying to write the outcome
-  (backing off, for RECORDING of the lease, counted from the claim) and keeps
-  it in this process meanwhile: a copy of the message that comes back here
-  writes it instead of sending again. The lease is longer than that, so no one
-  else may take the claim while its holder is still trying.
+  (backing off, for RECORD_FOR leases: 270 s) and keeps it in this process
+  meanwhile: a copy of the message that comes back here writes it instead.
+- The claim's lease is short (45 s): its holder starts no Connector call
+  after CALL_SHARE of it, so a live holder has Teams' answer before the lease
+  ends. The next worker to look at a lapsed claim marks the row (`takeoverAt`)
+  and takes it over only once `grace` (20 s) has passed with the mark still
+  standing: a live holder held up by a storage outage (shorter than 270 s)
+  writes its answer over the mark as soon as storage answers (its retries are
+  at most 8 s apart), and only a holder cut off from storage for longer than
+  `grace` while others reach it could still cause a second copy.
 - Every claim carries a `claimId`. A claim whose write failed (it may or may
   not have landed) or that could not be given back is remembered here as
   unused: this process takes it over without counting an attempt, instead of
@@ -81,13 +87,16 @@ UNKNOWN_OUTCOMES = frozenset({Reason.TIMEOUT, Reason.GATEWAY_TIMEOUT})
 # itself (a permission not granted yet), not anything about the recipient.
 AGAIN = frozenset({"graph-permission"})
 
-# The outcome write is retried until this share of the lease has passed since
-# the claim; the rest is a margin for clocks that disagree between machines.
-RECORDING = 0.9
+# A claim's holder starts no Connector call after this share of its lease
+# (then it gives the claim back): the call (15 s timeout, twice with the
+# cloud's fallback host) still ends inside the lease.
+CALL_SHARE = 0.25
+# How long a holder keeps writing Teams' answer (x the lease); a takeover mark stands.
+RECORD_FOR, GRACE = 6, timedelta(seconds=20)
 # Seconds between tries of the outcome write: doubling from the first to the last.
 PAUSES = (0.25, 8.0)
 # A claim held this long (seconds) is waited out, not looked at every second or two.
-BUSY_WAIT = 30.0
+BUSY_WAIT = 10.0
 # Unused claims remembered per process, at most (the oldest are forgotten:
 # their rows then wait out their lease, as after a crash).
 MAX_UNUSED = 10_000
@@ -105,6 +114,7 @@ class Claim:
     entity: dict[str, Any]
     etag: str
     record_by: datetime  # how long the outcome write may be retried
+    call_by: datetime | None = None  # no Connector call may start after this
 
     @property
     def attempts(self) -> int:
@@ -120,11 +130,16 @@ class Claim:
 
 
 class DeliveryStore:
-    def __init__(self, table: Table, *, lease: timedelta = timedelta(seconds=300),
+    def __init__(self, table: Table, *, lease: timedelta = timedelta(seconds=45),
                  clock: Callable[[], datetime] = tables.now_utc,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.table = table
         self.lease = lease
+        # The holder's outcome write is retried this long after the claim (270 s).
+        self.record_for = lease * RECORD_FOR
+        # A takeover mark stands this long first (never longer than the lease,
+        # so the short leases of tests and benchmarks stay short).
+        self.grace = min(GRACE, lease)
         self.clock = clock
         self.sleep = sleep
         # This process's memory, by (key, recipient): outcomes Teams gave that
@@ -190,8 +205,10 @@ class DeliveryStore:
         if state == SENDING and not unused and entity.get("leaseUntil", "") > tables.iso(now):
             raise Busy(_busy_for(str(entity["leaseUntil"]), now, self.lease))
         if state == SENDING and not unused:
+            await self._mark_or_wait(entity, etag, now)
             # Its holder died between claim and record: its call may have gone through.
             entity.update(unknown_attempt(entity, "lease-expired"))
+        entity.pop("takeoverAt", None)
         if on_unknown == OnUnknown.SKIP and entity.get("ambiguous"):  # at most once
             entity.update(state=UNKNOWN, reason=Reason.OUTCOME_UNKNOWN, claimId=claim_id,
                           updatedAt=tables.iso(now), leaseUntil="")
@@ -212,8 +229,35 @@ class DeliveryStore:
                 return self._claimed(*again, now)
             raise Busy from exc
 
+    async def _mark_or_wait(self, entity: dict[str, Any], etag: str, now: datetime) -> None:
+        """A claim whose lease ran out: returns when it may be taken over, or
+        raises Busy with how long to wait. It may be once `grace` has passed
+        since this or another worker marked it (`takeoverAt`) and the mark
+        still stands (a live holder's outcome write replaces the row, mark and
+        all), or once the holder's recording window is over too."""
+        lapsed = tables.parse_iso(str(entity.get("leaseUntil", "")))
+        if lapsed is not None and now >= lapsed + self.record_for:
+            return  # its holder has stopped trying to write
+        marked = tables.parse_iso(str(entity.get("takeoverAt", "")))
+        if marked is not None and now >= marked + self.grace:
+            return
+        if marked is None:
+            try:
+                await tables.replace_if(self.table, {**entity, "takeoverAt": tables.iso(now)},
+                                        etag)
+            except tables.Conflict as exc:
+                raise Busy from exc  # the row moved: its holder (or another) wrote
+            marked = now
+        raise Busy((marked + self.grace - now).total_seconds() + 1)
+
     def _claimed(self, entity: dict[str, Any], etag: str, now: datetime) -> Claim:
-        return Claim(entity, etag, record_by=now + self.lease * RECORDING)
+        return Claim(entity, etag, record_by=now + self.record_for,
+                     call_by=now + self.lease * CALL_SHARE)
+
+    def too_late_to_call(self, claim: Claim) -> bool:
+        """Whether the claim is too old for a Connector call to start on it
+        (see CALL_SHARE): give it back instead."""
+        return claim.call_by is not None and self.clock() > claim.call_by
 
     def _remember_unused(self, where: tuple[str, str], claim_id: str) -> None:
         self._unused.setdefault(where, set()).add(claim_id)
@@ -229,7 +273,16 @@ class DeliveryStore:
                   "attempts": claim.attempts - 1, "updatedAt": tables.iso(self.clock()),
                   "leaseUntil": ""}
         try:
-            claim.etag = await tables.replace_if(self.table, entity, claim.etag)
+            try:
+                claim.etag = await tables.replace_if(self.table, entity, claim.etag)
+            except tables.Conflict:
+                # Still ours if only a takeover mark moved it: give it back over the mark.
+                found = await tables.read(self.table, tables.safe_key(claim.where[0]),
+                                          tables.safe_key(claim.where[1]))
+                if found is None or found[0].get("claimId") != claim.id \
+                        or found[0].get("state") != SENDING:
+                    raise
+                claim.etag = await tables.replace_if(self.table, entity, found[1])
         except (StorageUnavailable, tables.Conflict) as exc:
             self._remember_unused(claim.where, claim.id)
             log.warning("delivery %s -> %s: claim not given back (%s); this process "
@@ -336,10 +389,10 @@ def _busy_for(lease_until: str, now: datetime, lease: timedelta) -> float:
     short while (0: the default jittered wait) while the claim is young (its
     holder answers in seconds), the rest of the lease once it has been held
     for BUSY_WAIT (its holder is likely dead, or waiting out a storage outage)."""
-    try:
-        left = (datetime.fromisoformat(lease_until.replace("Z", "+00:00")) - now)
-    except ValueError:
+    until = tables.parse_iso(lease_until)
+    if until is None:
         return 0.0
+    left = until - now
     if lease - left < timedelta(seconds=BUSY_WAIT):
         return 0.0
     return max(1.0, left.total_seconds() + 1)

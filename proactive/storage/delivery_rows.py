@@ -28,6 +28,7 @@ class DeliveryRow:
     created_at: str | None = _prop("createdAt")
     updated_at: str | None = _prop("updatedAt")
     lease_until: str | None = _prop("leaseUntil")
+    takeover_at: str | None = _prop("takeoverAt")  # a lapsed claim marked for takeover
     retry_at: str | None = _prop("retryAt")
     sent_at: str | None = _prop("sentAt")
     activity_id: str | None = _prop("activityId")

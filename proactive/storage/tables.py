@@ -50,6 +50,14 @@ def iso(moment: datetime | None = None) -> str:
 __all__ = ["Conflict", "NotFound", "PreconditionFailed"]  # re-exported for storage's callers
 
 
+def parse_iso(stamp: str) -> datetime | None:
+    """A time written by `iso` (None if empty or not one)."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
 async def attempts(count: int = 12) -> AsyncIterator[int]:
     """Rounds of a read-modify-write loop, with a short random pause between
     them so that writers racing on one row spread out."""
