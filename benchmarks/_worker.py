@@ -56,7 +56,7 @@ def install_trace() -> None:
     original_acquire = pacing.TenantPacer.acquire
     original_throttled = pacing.TenantPacer.throttled
 
-    async def acquire(self: Any, tenant: str) -> float:
+    async def acquire(self: Any, tenant: str, **kwargs: Any) -> float:
         if not getattr(self, "_bench_traced", False):  # its sleep, traced: how late it wakes
             self._bench_traced = True
             original_sleep = self.sleep
@@ -68,7 +68,7 @@ def install_trace() -> None:
 
             self.sleep = sleep
         try:
-            at = await original_acquire(self, tenant)
+            at = await original_acquire(self, tenant, **kwargs)
         except pacing.Defer as exc:
             TRACE["deferred"].append((time.time(), exc.delay))
             raise
@@ -107,9 +107,9 @@ def install_trace() -> None:
 
     original_aiohttp = ConnectorClient._aiohttp
 
-    async def over_aiohttp(self: Any, method: str, url: str, *args: Any) -> Any:
+    async def over_aiohttp(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         started = time.time()
-        answer = await original_aiohttp(self, method, url, *args)
+        answer = await original_aiohttp(self, method, url, *args, **kwargs)
         TRACE["connector"].append((started, time.time(), answer[0]))
         return answer
 
@@ -171,9 +171,9 @@ def install() -> None:
 
     original_aiohttp = ConnectorClient._aiohttp
 
-    async def over_aiohttp(self: Any, method: str, url: str, *args: Any) -> Any:
+    async def over_aiohttp(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         COUNTS[_label(method, url)] += 1
-        return await original_aiohttp(self, method, url, *args)
+        return await original_aiohttp(self, method, url, *args, **kwargs)
 
     ConnectorClient._aiohttp = over_aiohttp  # type: ignore[method-assign]
 
@@ -189,7 +189,7 @@ def main() -> int:
 
         from proactive.delivering import pacing
 
-        async def acquire(self: Any, tenant: str) -> float:
+        async def acquire(self: Any, tenant: str, **kwargs: Any) -> float:
             return time.time()
 
         pacing.TenantPacer.acquire = acquire  # type: ignore[method-assign]

@@ -64,11 +64,11 @@ async def run_bound(settings: Settings, emulator: ConnectorEmulator, users: int,
     calls = 0
     real_send = rt.connector.send
 
-    async def counted(*args: Any) -> str:
+    async def counted(*args: Any, **kwargs: Any) -> str:
         nonlocal calls
         calls += 1
         try:
-            return await real_send(*args)
+            return await real_send(*args, **kwargs)
         finally:
             calls -= 1
 

@@ -33,7 +33,7 @@ from benchmarks._common import (
     note,
 )
 from proactive.config import Settings
-from proactive.contract import Content, Target
+from proactive.contract import Content, Target, TargetKind
 from proactive.runtime import Runtime
 from proactive.scheduling import parse_spec, rows_for, tick
 from proactive_devtools.processes import start_azurite
@@ -61,7 +61,7 @@ async def seed(rt: Runtime, count: int, due: int) -> float:
 
     def add(key: str, n: int, when: datetime) -> None:
         spec = parse_spec({"at": when.strftime("%Y-%m-%dT%H:%M:%SZ")})
-        target = Target("user", f"00000000-0000-4000-8000-{n:012d}")
+        target = Target(TargetKind.USER, f"00000000-0000-4000-8000-{n:012d}")
         # 'now' well before: every item is past the lookahead when written.
         for row in rows_for(key, target, CONTENT, spec, "UTC", NOW - timedelta(days=1)):
             rows = by_partition[row["PartitionKey"]]

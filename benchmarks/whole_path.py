@@ -41,6 +41,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,14 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int,
     await provision(settings)  # as the deployment (or ./scripts/dev) does
     rt = await Runtime.create(settings)
     try:
-        await bounded([
-            (lambda i=i: rt.references.record(
-                parse_activity(install_activity(i, tenants, emulator.url))))
-            for i in range(users)], 32)
-        await bounded([(lambda b=b: rt.outbox.queue.send_message(b)) for b in bodies], 32)
+        async def installed(i: int) -> None:
+            await rt.references.record(parse_activity(install_activity(i, tenants, emulator.url)))
+
+        async def queued(body: str) -> None:
+            await rt.outbox.queue.send_message(body)
+
+        await bounded([partial(installed, i) for i in range(users)], 32)
+        await bounded([partial(queued, body) for body in bodies], 32)
     finally:
         await rt.close()
 
@@ -199,10 +203,10 @@ async def per_op_cpu(make: Callable[[int], Awaitable[Any]], count: int,
                      concurrency: int = 16, *, server_pid: int = 0, label: str = "") -> float:
     """CPU µs per call of `make(i)` in this process: `count` calls after a
     warm-up. With `server_pid`, the server's CPU per call goes to SERVER_US."""
-    await bounded([(lambda i=i: make(i)) for i in range(min(50, count))], concurrency)
+    await bounded([partial(make, i) for i in range(min(50, count))], concurrency)
     server0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
     cpu0 = time.process_time()
-    await bounded([(lambda i=i: make(i + 50)) for i in range(count)], concurrency)
+    await bounded([partial(make, i + 50) for i in range(count)], concurrency)
     ours = (time.process_time() - cpu0) / count * 1e6
     if server_pid and label:
         SERVER_US[label] = (tree_cpu_seconds(server_pid) - server0) / count * 1e6
@@ -219,7 +223,7 @@ async def op_costs(settings: Any, emulator: Emulator, azurite_pid: int, ops: int
     from azure.data.tables import UpdateMode
 
     from proactive.runtime import Runtime
-    from proactive.storage.references import user_pk
+    from proactive.storage.reference_keys import user_pk
     from proactive.storage.tables import safe_key
 
     rt = await Runtime.create(settings)
@@ -358,14 +362,15 @@ def print_breakdown(costs: dict[str, float], counts: dict[str, int], messages: i
                fmt="{:,.0f}", indent=4)
     print(f"  requests the worker made per message ({messages:,} messages, "
           "incl. warm-up and start-up):")
-    groups: Counter[str] = Counter()
+    groups: dict[str, float] = {}
     for name, count in sorted(counts.items()):
         per = count / messages
         cost = costs.get(name)
         extra = f"× {cost:,.0f} µs = {per * cost:,.0f} µs" if cost is not None else ""
         figure(name, per, extra, fmt="{:,.3f}", indent=4)
         if cost is not None:
-            groups[name.split(" ", 1)[0]] += per * cost
+            group = name.split(" ", 1)[0]
+            groups[group] = groups.get(group, 0.0) + per * cost
     total = measured_ms * 1000
     groups["rest"] = total - sum(groups.values())
     azurite = sum(count / messages * SERVER_US.get(name, 0.0) for name, count in counts.items()
