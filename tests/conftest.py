@@ -17,6 +17,7 @@ from proactive_devtools.provision import provision
 
 if TYPE_CHECKING:
     import httpx
+    from azure.data.tables.aio import TableClient
 
     from proactive.runtime import Runtime
     from proactive_devtools.emulator import ConnectorEmulator
@@ -30,6 +31,19 @@ def azurite() -> Iterator[Azurite]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def fresh_table(azurite: Azurite) -> AsyncIterator[TableClient]:
+    """A new, empty table of the session's Azurite, through the SDK's client."""
+    from azure.data.tables.aio import TableServiceClient
+
+    async with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        client = await service.create_table(f"t{uuid.uuid4().hex[:12]}")
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ lost or renamed. On Azurite, through the Campaigns store the worker uses."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
 from proactive.storage.campaign_rows import CampaignRow
 from proactive.storage.progress import Campaigns
@@ -20,13 +18,8 @@ from proactive.storage.send_index import SendIndexRow, SendState
 
 
 @pytest.fixture
-async def table(azurite: Any) -> AsyncIterator[TableClient]:
-    async with TableServiceClient.from_connection_string(azurite.connection_string) as service:
-        client = await service.create_table(f"sends{uuid.uuid4().hex[:10]}")
-        try:
-            yield client
-        finally:
-            await client.close()
+def table(fresh_table: TableClient) -> TableClient:
+    return fresh_table
 
 
 async def summary_of(table: TableClient, key: str) -> dict[str, Any]:

@@ -6,25 +6,18 @@ renamed. On Azurite, through the DeliveryStore the worker uses."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
 from proactive.storage.deliveries import SENT, Claim, DeliveryStore
 from proactive.storage.delivery_rows import DeliveryRow
 
 
 @pytest.fixture
-async def table(azurite: Any) -> AsyncIterator[TableClient]:
-    async with TableServiceClient.from_connection_string(azurite.connection_string) as service:
-        client = await service.create_table(f"rows{uuid.uuid4().hex[:10]}")
-        try:
-            yield client
-        finally:
-            await client.close()
+def table(fresh_table: TableClient) -> TableClient:
+    return fresh_table
 
 
 async def stored(table: TableClient) -> dict[str, Any]:

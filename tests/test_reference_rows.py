@@ -7,12 +7,10 @@ store's merges keep it. On Azurite, through the ReferenceStore the worker uses."
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
 from proactive.receiving.activities import parse_activity
 from proactive.storage.reference_keys import InstallState, team_pk, user_pk
@@ -25,13 +23,8 @@ TEAM = "19:team-general@thread.tacv2"
 
 
 @pytest.fixture
-async def table(azurite: Any) -> AsyncIterator[TableClient]:
-    async with TableServiceClient.from_connection_string(azurite.connection_string) as service:
-        client = await service.create_table(f"refs{uuid.uuid4().hex[:10]}")
-        try:
-            yield client
-        finally:
-            await client.close()
+def table(fresh_table: TableClient) -> TableClient:
+    return fresh_table
 
 
 async def stored(table: TableClient, pk: str) -> dict[str, Any]:
