@@ -13,8 +13,10 @@ limits). Printed per size, with the ratio to the targets:
   log, as benchmarks.storage_ops; the benchmark's own queue polling left
   out): target <= 2.5 at every size.
 
-Seeding (not measured) writes what `ReferenceStore.record` of a personal
-install writes for a broadcast to find: each user's row (`user:{aad id}`, a
+Seeding (not measured) runs with Azurite restarted without its debug log
+(its data on disk, `relaunch`), and the measured send with it. It writes
+what `ReferenceStore.record` of a personal install writes for a broadcast
+to find: each user's row (`user:{aad id}`, a
 partition of its own, so one insert each, 64 at a time) and the tenant's
 index rows (`users:{tenant}`, one partition: entity-group transactions of
 100 upserts, with the marker a tenant first seen by this code gets), and the
@@ -124,6 +126,23 @@ async def retried(make: Any) -> None:
             await asyncio.sleep(0.5)
 
 
+def relaunch(azurite: Any, debug_log: Path | None) -> None:
+    """Azurite started again on the same data (on disk), with or without its
+    debug log. Seeding runs without it: at 100k rows Azurite accepted rows
+    faster than its log could write their lines, the lines queued up in its
+    memory (0.9 GB at 10k rows) and were written at a few rows' worth a second,
+    so the log ran minutes behind and counting the send from it was impossible.
+    Stopping writes the data out (a SIGINT: LokiJS saves on close), which can
+    take a while at 100k rows."""
+    import signal
+
+    from proactive_devtools.processes import stop_process
+
+    stop_process(azurite.proc, timeout=600, sig=signal.SIGINT)
+    azurite.debug_log = debug_log
+    azurite.restart()
+
+
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -150,7 +169,9 @@ async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
     values = app_settings(azurite.connection_string, tag, 50, connector=emulator.url)
     settings = Settings.from_env(values)
     started = time.monotonic()
+    await asyncio.to_thread(relaunch, azurite, None)
     await seed(settings, emulator, size, args.tenants)
+    await asyncio.to_thread(relaunch, azurite, log)
     note(f"{size:,}: seeded in {time.monotonic() - started:.0f} s")
     queue = QueueClient.from_connection_string(settings.storage_connection,
                                                settings.outbox_queue)
@@ -202,7 +223,9 @@ async def run(args: argparse.Namespace) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "azurite-debug.log"
-        azurite = start_azurite(debug_log=log)
+        # On disk, so that it can be restarted without its debug log for the
+        # seeding (`relaunch`).
+        azurite = start_azurite(debug_log=log, location=str(Path(tmp) / "azurite"))
         try:
             with emulator_process() as emulator:
                 for size in sizes:
