@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +81,21 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
     from azure.data.tables.aio import TableServiceClient
 
     from proactive.storage import tables, user_index
-    from proactive.storage.references import tenant_pk, user_pk
+    from proactive.storage.reference_keys import tenant_pk, user_pk
     from proactive_devtools.provision import provision
 
     await provision(settings)
     rows = [user_rows(i, tenants, emulator.url) for i in range(users)]
     async with TableServiceClient.from_connection_string(settings.storage_connection) as svc:
         table = svc.get_table_client(settings.table_name("references"))
-        await bounded([(lambda r=r: retried(lambda: table.create_entity(
-            {**r, "PartitionKey": user_pk(r["aadObjectId"])}))) for r in rows], 64)
+        async def insert(row: dict[str, Any]) -> None:
+            await retried(partial(table.create_entity,
+                                  {**row, "PartitionKey": user_pk(row["aadObjectId"])}))
+
+        async def upsert(batch: list[dict[str, Any]]) -> None:
+            await retried(partial(table.submit_transaction, [("upsert", e) for e in batch]))
+
+        await bounded([partial(insert, r) for r in rows], 64)
         by_tenant: dict[str, list[dict[str, Any]]] = {
             user_index.index_pk(tenant_id(t)): [{
                 "PartitionKey": user_index.index_pk(tenant_id(t)), "RowKey": user_index.MARKER,
@@ -99,8 +106,7 @@ async def seed(settings: Any, emulator: Emulator, users: int, tenants: int) -> N
             by_tenant.setdefault(entry["PartitionKey"], []).append(entry)
         batches = [part[i:i + 100] for part in by_tenant.values()
                    for i in range(0, len(part), 100)]
-        await bounded([(lambda b=b: retried(lambda: table.submit_transaction(
-            [("upsert", e) for e in b]))) for b in batches], 8)
+        await bounded([partial(upsert, b) for b in batches], 8)
         for t in range(tenants):
             tenant = tenant_id(t)
             await table.upsert_entity({"PartitionKey": tenant_pk(tenant),
