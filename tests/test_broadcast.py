@@ -290,6 +290,41 @@ async def test_a_process_writes_its_last_counter_shard_back_without_reading_it(
     assert progress is not None and progress.counts == {"sent": 26}
 
 
+async def test_counts_at_once_in_one_process_take_different_shards(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send's parts in one worker count at the same time: each takes a shard
+    no other count of the process is writing, so none conflicts with another
+    and, once each shard was written, none reads one."""
+    import asyncio
+    from collections import Counter
+
+    from proactive.storage import tables
+
+    campaigns = runtime.campaigns
+    await campaigns.start("k")
+    reads: list[object] = []
+    transactions: list[object] = []
+    get_entity, submit = campaigns.table.get_entity, tables.submit
+
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await get_entity(*args, **kwargs)
+
+    async def submitted(*args: Any, **kwargs: Any) -> Any:
+        transactions.append(args)
+        return await submit(*args, **kwargs)
+
+    monkeypatch.setattr(campaigns.table, "get_entity", read)
+    monkeypatch.setattr(tables, "submit", submitted)
+    for n in range(3):
+        await asyncio.gather(*(campaigns.count("k", {f"{n}-{i}": Counter(sent=1)})
+                               for i in range(8)))
+    assert len(transactions) == 24  # one each: no conflict
+    assert len(reads) == 8  # the first round read the eight shards; then none
+    progress = await campaigns.progress("k")
+    assert progress is not None and progress.counts == {"sent": 24}
+
+
 class _Killed(BaseException):
     """The process dies: no `except Exception` of the product catches it."""
 

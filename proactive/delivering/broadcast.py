@@ -32,8 +32,8 @@ from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unre
 from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
 from proactive.storage import tables
 from proactive.storage.counting import result_counts
-from proactive.storage.progress import PER_TRANSACTION
 from proactive.storage.send_index import SendIndexRow, SendState
+from proactive.storage.shards import PER_TRANSACTION
 from proactive.storage.states import DeliveryState
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ Modules, from the clients to the tables:
     deliveries.py    delivery rows: one per (key, recipient), the send-once guard
     states.py        the states a delivery row records (`DeliveryState`, `EditState`)
     copies.py        the copies Teams accepted; attempts of unknown outcome
-    progress.py      a many-user send's counters and cancellation (`sends` table)
+    progress.py      a many-user send's state, cancellation and end (`sends` table)
+    shards.py        its counters: sharded, each recipient counted once
     counting.py      what one recipient's outcome adds to those counters
     send_index.py    the sends, newest first, for listing them
     references.py    conversation references, kept fresh by inbound activities
@@ -29,4 +30,4 @@ loading one table's module does not load the rest.
 
 __all__ = ["acks", "autocreate", "copies", "counting", "credentials", "deliveries",
            "preferences", "progress", "queues", "reads", "reference_keys", "references",
-           "seal", "send_index", "states", "table_rest", "tables", "user_index"]
+           "seal", "send_index", "shards", "states", "table_rest", "tables", "user_index"]
