@@ -4,9 +4,9 @@ Per tenant (Teams: 50 requests/s per app per tenant) the budget is shared
 through one Table Storage row per tenant holding the next free send time and
 the current rate. A worker reserves a short run of send slots with an
 ETag-conditional write (about 0.2 s worth, so one storage write per ~10
-sends at 50/s; up to 1 s worth for a tenant with only a few sends a second,
-while no other instance reserves for it) and spends them locally, spaced
-about 1/rate apart. However many
+sends at 50/s; while no other instance reserves for the tenant, up to 0.4 s
+worth for a busy one and up to 1 s worth for a tenant with only a few sends
+a second) and spends them locally, spaced about 1/rate apart. However many
 instances run, together they can't reserve more than the rate: slots are
 handed out from one clock in one row.
 
@@ -91,6 +91,10 @@ SPACING_MARGIN = 1.001
 # instance waiting behind it still waits rather than defers).
 SPARSE_GROWTH = 2.0
 SPARSE_WINDOW = 1.0
+# A busy instance alone on a tenant (at most 1/BUSY_UNUSED of its slots given
+# up) grows its reservation the same way up to BUSY_WINDOW seconds.
+BUSY_WINDOW = 0.4
+BUSY_UNUSED = 10
 # A send's last step before its call (the delivery's claim, one storage write)
 # starts this many times its mean duration before the slot, at most MAX_EARLY s.
 EARLY_MARGIN = 1.5
@@ -240,7 +244,8 @@ class TenantPacer:
             if start - now > self.max_wait:
                 raise Defer(start - now)
             window = self._window(slots, contended=attempt > 0 or (
-                start > now and row.get("nextFree") != slots.row.get("nextFree")))
+                start > now and row.get("nextFree") != slots.row.get("nextFree")),
+                throttled=now - float(row.get("throttledAt", 0.0)) < QUIET_BEFORE_RECOVERY)
             count = max(1, round(rate * window))
             spacing = spacing_of(rate)
             entity = {**row, "PartitionKey": pk, "RowKey": rk, "rate": rate,
@@ -256,17 +261,23 @@ class TenantPacer:
             return
         raise Defer(self.batch_seconds)
 
-    def _window(self, slots: _Slots, *, contended: bool) -> float:
+    def _window(self, slots: _Slots, *, contended: bool, throttled: bool) -> float:
         """How much of the tenant's budget to reserve: batch_seconds, grown
-        (up to SPARSE_WINDOW) while this instance has the tenant to itself and
-        leaves most of its slots unused: a tenant with a few sends a second
-        then costs one write per several sends instead of one per send. Back
-        to batch_seconds as soon as another instance reserves too (its sends
-        would wait for ours) or the slots are used."""
-        if contended or not slots.window or slots.unused * 2 < slots.reserved:
+        while this instance has the tenant to itself. Sparse (most of its
+        slots unused): up to SPARSE_WINDOW, so a tenant with a few sends a
+        second costs one write per several sends instead of one per send.
+        Busy (nearly every slot used): up to BUSY_WINDOW, one write per ~20
+        sends at 50/s. Back to batch_seconds as soon as another instance
+        reserves too (its sends would wait for ours), a 429 came lately (the
+        next reservation takes the lowered rate sooner), or use changes."""
+        if contended or throttled or not slots.window:
             return self.batch_seconds
-        return min(slots.window * SPARSE_GROWTH, max(self.batch_seconds,
-                                                     min(SPARSE_WINDOW, self.max_wait / 2)))
+        if slots.unused * 2 >= slots.reserved:
+            return min(slots.window * SPARSE_GROWTH, max(self.batch_seconds,
+                                                         min(SPARSE_WINDOW, self.max_wait / 2)))
+        if slots.unused * BUSY_UNUSED <= slots.reserved:
+            return min(slots.window * SPARSE_GROWTH, max(self.batch_seconds, BUSY_WINDOW))
+        return self.batch_seconds
 
     async def throttled(self, tenant: str) -> float:
         """Teams answered 429 for this tenant: lower its shared rate by a
