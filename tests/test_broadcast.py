@@ -323,6 +323,16 @@ async def test_counts_at_once_in_one_process_take_different_shards(
     assert len(reads) == 8  # the first round read the eight shards; then none
     progress = await campaigns.progress("k")
     assert progress is not None and progress.counts == {"sent": 24}
+    # A shard whose read failed (storage down) is not left marked as taken.
+    from proactive.errors import StorageUnavailable
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("down")
+
+    monkeypatch.setattr(campaigns.table, "get_entity", down)
+    with pytest.raises(StorageUnavailable):
+        await campaigns.count("j", {"x": Counter(sent=1)})
+    assert campaigns.shards._writing == {}
 
 
 class _Killed(BaseException):

@@ -94,7 +94,6 @@ class Shards:
         aliases = {who: person for who, person in people.items()
                    if who in pending and person != who}
         replacing: dict[str, str] = {}  # entry -> its marker's ETag (counted again)
-        writing = self._writing.setdefault(pk, set())
         shard: tuple[dict[str, Any], str] | None = None  # the shard in hand, as read
         try:
             async for _ in tables.attempts(20):
@@ -103,7 +102,7 @@ class Shards:
                                                                         results)
                 if not pending:
                     return
-                shard = shard or await self._take_shard(pk, writing)
+                shard = shard or await self._take_shard(pk)
                 row, etag = dict(shard[0]), shard[1]
                 for counts in pending.values():
                     for name, n in counts.items():
@@ -126,7 +125,7 @@ class Shards:
                     # markers are still free, and the shard must be read again.
                     recheck = exc.index != len(ops) - 1
                     if not recheck:
-                        writing.discard(str(row["RowKey"]))
+                        self._release(pk, str(row["RowKey"]))
                         shard = None
                     continue
                 if len(self._written) >= REMEMBERED_KEYS:
@@ -137,9 +136,7 @@ class Shards:
             raise tables.Conflict(detail=f"counters of {key} kept changing")
         finally:
             if shard is not None:
-                writing.discard(str(shard[0]["RowKey"]))
-            if not writing:
-                self._writing.pop(pk, None)
+                self._release(pk, str(shard[0]["RowKey"]))
 
     async def _uncounted(self, pk: str, pending: dict[str, Counter[str]],
                          aliases: dict[str, str], results: Mapping[str, Counter[str]]
@@ -180,9 +177,10 @@ class Shards:
                 kept[who] = person
         return left, kept, replacing
 
-    async def _take_shard(self, pk: str, writing: set[str]) -> tuple[dict[str, Any], str]:
-        """A shard of the key no count of this process is writing: one this
-        process wrote last (no read), else one read at random."""
+    async def _take_shard(self, pk: str) -> tuple[dict[str, Any], str]:
+        """A shard of the key no count of this process is writing (until
+        `_release`): one this process wrote (no read), else one read at random."""
+        writing = self._writing.setdefault(pk, set())
         free = self._written.get(pk, {})
         for rk in list(free):
             if rk not in writing:
@@ -191,8 +189,19 @@ class Shards:
         names = [f"shard-{i}" for i in range(SHARDS)]
         rk = random.choice([n for n in names if n not in writing] or names)
         writing.add(rk)
-        found = await tables.read(self.table, pk, rk)
+        try:
+            found = await tables.read(self.table, pk, rk)
+        except BaseException:
+            self._release(pk, rk)
+            raise
         return found if found else ({"PartitionKey": pk, "RowKey": rk}, "")
+
+    def _release(self, pk: str, rk: str) -> None:
+        writing = self._writing.get(pk)
+        if writing is not None:
+            writing.discard(rk)
+            if not writing:
+                del self._writing[pk]
 
 
 def _marker(entry: str) -> str:
