@@ -251,3 +251,49 @@ async def test_a_holder_starts_no_call_late_in_its_lease(runtime: Runtime) -> No
     assert isinstance(claim, Claim) and not holder.too_late_to_call(claim)
     now[0] += holder.lease * CALL_SHARE + timedelta(seconds=1)
     assert holder.too_late_to_call(claim)
+
+
+async def test_a_slow_part_pushes_its_standby_copy_out_and_takes_it_back(
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part held up (slow storage, a long pacing wait) outlives STANDBY: its
+    standby copy is pushed out while the part is alive, so it never runs
+    beside it, and is taken back when the part ends."""
+    import asyncio
+
+    from proactive.delivering import broadcast as b
+
+    monkeypatch.setattr(b, "STANDBY", 1.0)  # 60 s in production
+    users = await install_users(runtime, emulator.url, 3)
+    await runtime.campaigns.start("k")
+    await runtime.campaigns.count("k", {"part:x:0": Counter(queued=3)})
+    await runtime.campaigns.mark_split("k", "x")
+    answer = asyncio.Event()
+    real_send, real_postpone = runtime.connector.send, runtime.outbox.postpone
+    postponed: list[tuple[str, str]] = []
+
+    async def slow(*args: Any, **kwargs: Any) -> str:
+        await answer.wait()
+        return await real_send(*args, **kwargs)
+
+    async def counted(*args: Any, **kwargs: Any) -> tuple[str, str]:
+        postponed.append(await real_postpone(*args, **kwargs))
+        return postponed[-1]
+
+    runtime.connector.send = slow  # type: ignore[method-assign]
+    runtime.outbox.postpone = counted  # type: ignore[method-assign]
+    running = asyncio.create_task(
+        process(runtime, await app_made(runtime, part(users)), message_id="slow"))
+    peeked: list[Any] = []
+
+    async def pushed_out_three_times() -> bool:
+        peeked.extend(await runtime.outbox.queue.peek_messages(max_messages=32))
+        return len(postponed) >= 3
+
+    # 1.5 x STANDBY at least: unpushed, the copy would have turned visible.
+    await eventually(pushed_out_three_times, what="the standby copy pushed out", timeout=10)
+    assert peeked == []
+    answer.set()
+    await running
+    assert emulator.counters["delivered"] == 3
+    properties = await runtime.outbox.queue.get_queue_properties()
+    assert properties.approximate_message_count == 0  # the copy was taken back

@@ -15,6 +15,7 @@ each person once (storage/progress.py): a user is named `user:<object id>` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -29,7 +30,14 @@ from proactive.delivering.preinstall import install_one
 from proactive.delivering.requeue import retry_later
 from proactive.delivering.send import finish_unsent, send_one
 from proactive.delivering.unlisted import WHY, digest, digest_of, unlisted, unreadable
-from proactive.errors import Permanent, Reason, RetryLater, StorageUnavailable, Transient
+from proactive.errors import (
+    Permanent,
+    Reason,
+    RetryLater,
+    StorageError,
+    StorageUnavailable,
+    Transient,
+)
 from proactive.storage import tables
 from proactive.storage.counting import result_counts
 from proactive.storage.send_index import SendIndexRow, SendState
@@ -47,8 +55,9 @@ CONCURRENCY = 8
 # host's fixed ten-minute lease (README "Exactly once, as far as Teams
 # allows"). So a part starts no user after PART_SECONDS (the rest go back on
 # the queue at once, as a smaller part), and keeps a standby copy of itself
-# that turns visible STANDBY seconds after it started unless the part finishes
-# first: after a crash its users are picked up within STANDBY, not 600 s.
+# that turns visible STANDBY seconds after the part was last seen alive unless
+# it finishes first: after a crash its users are picked up within STANDBY, not
+# 600 s (`_standby`).
 PART_SECONDS = 10.0
 STANDBY = 60.0
 
@@ -63,12 +72,9 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     if message.part and target.kind == TargetKind.USERS and len(target.users) <= PART:
         refused = (summary.detail or "refused") \
             if summary.reason == Reason.GRAPH_PERMISSION else ""
-        standby = await rt.outbox.standby(message, delay=STANDBY)
-        try:
+        async with _standby(rt, message):
             cancelled = summary.state == SendState.CANCELLED
             return await _deliver_part(rt, message, cancelled=cancelled, graph_refused=refused)
-        finally:
-            await _withdraw(rt, standby)
     # Several messages may share a key (an audience too big for one message):
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
@@ -158,14 +164,43 @@ async def _split_page(rt: Runtime, message: OutboxMessage, audience: str) -> Out
     return Outcome(Action.DONE, "split")
 
 
-async def _withdraw(rt: Runtime, standby: tuple[str, str]) -> None:
-    """The part ended (or failed, and the host retries it): its standby copy
-    is not needed. If storage is down it stays and runs later, finding its
-    users done: harmless."""
+@contextlib.asynccontextmanager
+async def _standby(rt: Runtime, message: OutboxMessage) -> AsyncIterator[None]:
+    """A standby copy of the part for as long as it runs: turning visible
+    STANDBY s out, pushed out again every STANDBY / 2 s while the part is
+    alive (a part held up by slow storage is not run twice), and taken back
+    when it ends (or fails, and the host retries it). A copy that can't be
+    pushed out or taken back (storage down) runs later and finds its users
+    done: harmless."""
+    held = [await rt.outbox.standby(message, delay=STANDBY)]
+    ended = asyncio.Event()
+
+    async def keep() -> None:
+        while True:
+            try:
+                await asyncio.wait_for(ended.wait(), timeout=STANDBY / 2)
+                return
+            except TimeoutError:
+                pass
+            try:
+                held[0] = await rt.outbox.postpone(held[0], delay=STANDBY)
+            except StorageUnavailable:
+                continue  # tried again in STANDBY / 2
+            except StorageError as exc:  # gone: it ran (a pop receipt of its own), or was taken
+                log.warning("a part's standby copy could not be pushed out: %s %s",
+                            exc.status, exc.code)
+                return
+
+    keeper = asyncio.create_task(keep())
     try:
-        await rt.outbox.withdraw(standby)
-    except StorageUnavailable as exc:
-        log.warning("a part's standby copy was not withdrawn: %s", type(exc).__name__)
+        yield
+    finally:
+        ended.set()
+        await keeper  # an update under way finishes: its pop receipt takes the copy back
+        try:
+            await rt.outbox.withdraw(held[0])
+        except StorageUnavailable as exc:
+            log.warning("a part's standby copy was not withdrawn: %s", type(exc).__name__)
 
 
 async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:

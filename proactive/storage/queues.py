@@ -108,6 +108,15 @@ class Outbox:
             message.to_json()))), visibility_timeout=max(1, round(delay)))
         return str(sent.id), str(sent.pop_receipt)
 
+    async def postpone(self, standby: tuple[str, str], *, delay: float) -> tuple[str, str]:
+        """Push a standby copy's turn `delay` seconds out from now (its
+        part is still running); returns its new pop receipt with its id.
+        Raises NotFound if the copy is gone (it ran, or was taken back)."""
+        with translated():
+            updated = await self.queue.update_message(
+                standby[0], standby[1], visibility_timeout=max(1, round(delay)))
+        return standby[0], str(updated.pop_receipt)
+
     async def withdraw(self, standby: tuple[str, str]) -> None:
         """Delete a standby copy; gone already (it ran) is fine."""
         with contextlib.suppress(NotFound), translated():
