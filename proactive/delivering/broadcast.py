@@ -172,10 +172,11 @@ async def _standby(rt: Runtime, message: OutboxMessage) -> AsyncIterator[None]:
     when it ends (or fails, and the host retries it). A copy that can't be
     pushed out or taken back (storage down) runs later and finds its users
     done: harmless."""
-    held = [await rt.outbox.standby(message, delay=STANDBY)]
+    copy = await rt.outbox.standby(message, delay=STANDBY)
     ended = asyncio.Event()
 
     async def keep() -> None:
+        nonlocal copy
         while True:
             try:
                 await asyncio.wait_for(ended.wait(), timeout=STANDBY / 2)
@@ -183,7 +184,7 @@ async def _standby(rt: Runtime, message: OutboxMessage) -> AsyncIterator[None]:
             except TimeoutError:
                 pass
             try:
-                held[0] = await rt.outbox.postpone(held[0], delay=STANDBY)
+                copy = await rt.outbox.postpone(copy, delay=STANDBY)
             except StorageUnavailable:
                 continue  # tried again in STANDBY / 2
             except StorageError as exc:  # gone: it ran (a pop receipt of its own), or was taken
@@ -198,7 +199,7 @@ async def _standby(rt: Runtime, message: OutboxMessage) -> AsyncIterator[None]:
         ended.set()
         await keeper  # an update under way finishes: its pop receipt takes the copy back
         try:
-            await rt.outbox.withdraw(held[0])
+            await rt.outbox.withdraw(copy)
         except StorageUnavailable as exc:
             log.warning("a part's standby copy was not withdrawn: %s", type(exc).__name__)
 
