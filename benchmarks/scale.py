@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 import uuid
@@ -229,6 +230,9 @@ async def one_size(size: int, args: argparse.Namespace, azurite: Any, log: Path,
         finally:
             stop(proc, timeout=30)
             await queue.close()
+            if args.keep_logs:
+                Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+                shutil.copy(worker_log, Path(args.keep_logs) / f"worker-{size}.log")
     kinds = await logged(log, offset, f"b{tag}", size)
     return {"size": size, "rss": peak, "kinds": kinds, "ops": sum(kinds.values()) / size,
             "wall": wall, "delivered": delivered}
@@ -285,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000",
                         help="comma-separated audience sizes (default 1000,10000,100000)")
     parser.add_argument("--tenants", type=int, default=5)
+    parser.add_argument("--keep-logs", metavar="DIR", default=None,
+                        help="copy each size's worker log (its warnings: retries, "
+                             "claims refused) into DIR")
     parser.add_argument("--timeout-factor", type=float, default=6.0,
                         help="give up after this many times the time at 50/s per tenant")
     asyncio.run(run(parse(parser, argv)))
