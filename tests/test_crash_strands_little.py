@@ -297,3 +297,16 @@ async def test_a_slow_part_pushes_its_standby_copy_out_and_takes_it_back(
     assert emulator.counters["delivered"] == 3
     properties = await runtime.outbox.queue.get_queue_properties()
     assert properties.approximate_message_count == 0  # the copy was taken back
+
+
+async def test_withdrawing_a_standby_copy_another_worker_took_is_fine(runtime: Runtime) -> None:
+    """The copy turned visible and another worker dequeued it (a new pop
+    receipt): the part's own withdraw must not fail the part, which would
+    send the host's copy of it round again."""
+    from proactive.contract.parse import parse_message
+
+    message = parse_message(part([aad(0)]))
+    copy = await runtime.outbox.standby(message, delay=1)
+    taken = await eventually(lambda: visible(runtime), what="the copy visible", timeout=10)
+    assert [m.id for m in taken] == [copy[0]]
+    await runtime.outbox.withdraw(copy)  # the stale pop receipt: no error

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proactive.errors import Conflict, NotFound
+from proactive.errors import Conflict, NotFound, StorageError
 from proactive.storage import tables
 from proactive.storage.faults import translated
 
@@ -118,9 +118,15 @@ class Outbox:
         return standby[0], str(updated.pop_receipt)
 
     async def withdraw(self, standby: tuple[str, str]) -> None:
-        """Delete a standby copy; gone already (it ran) is fine."""
-        with contextlib.suppress(NotFound), translated():
-            await self.queue.delete_message(*standby)
+        """Delete a standby copy; gone already (it ran), or taken by a worker
+        that runs it now (a new pop receipt: Queue Storage answers 400
+        PopReceiptMismatch), is fine: that copy finds its users done."""
+        try:
+            with contextlib.suppress(NotFound), translated():
+                await self.queue.delete_message(*standby)
+        except StorageError as exc:
+            if exc.code != "PopReceiptMismatch":
+                raise
 
     async def poison(self, original: str, *, reason: str, detail: str,
                      message_id: str = "") -> None:
