@@ -349,7 +349,7 @@ async def test_a_crash_at_any_point_of_the_split_loses_and_doubles_nothing(
     from proactive.delivering import broadcast as b
 
     monkeypatch.setattr(b, "PART", 4)  # 5 parts of 18 users
-    monkeypatch.setattr(b, "PER_TRANSACTION", 2)  # parts counted two at a time
+    monkeypatch.setattr(b, "PER_TRANSACTION", 9)  # parts counted two at a time
     users = await install_users(runtime, emulator.url, 18)
     writers = {"put": runtime.outbox, "count": runtime.campaigns,
                "mark_split": runtime.campaigns}
@@ -390,3 +390,63 @@ async def test_a_crash_at_any_point_of_the_split_loses_and_doubles_nothing(
         assert progress is not None
         assert progress.counts == {"queued": 18, "sent": 18}, kill_at
         assert progress.summary.state == "done", kill_at
+
+
+@pytest.mark.parametrize("audience", ["allUsers", "users"])
+async def test_a_split_that_failed_part_way_goes_on_where_its_last_count_was(
+        runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch,
+        audience: str) -> None:
+    """Storage fails under a long split (its tenth part can't be queued): the
+    message comes back and the split goes on after the parts its last count
+    recorded, queuing again only those queued since (not every part from the
+    first user on). Every user gets the message once and is queued once."""
+    from proactive.delivering import broadcast as b
+    from proactive.errors import StorageUnavailable
+
+    monkeypatch.setattr(b, "PART", 4)  # 15 parts of 60 users
+    monkeypatch.setattr(b, "PER_TRANSACTION", 9)  # counted two parts at a time
+    users = await install_users(runtime, emulator.url, 60)
+    put = runtime.outbox.put
+    parts: list[list[str]] = []
+
+    async def failing(message: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(parts) == 9 and not failed:
+            failed.append(True)
+            raise StorageUnavailable()
+        if message.part:  # not the message itself, put back to be tried again
+            parts.append(list(message.target.users))
+        return await put(message, *args, **kwargs)
+
+    failed: list[bool] = []
+    monkeypatch.setattr(runtime.outbox, "put", failing)
+    to = {"allUsers": True, "tenant": TENANT} if audience == "allUsers" else {"users": users}
+    message = broadcast(to, key="resumed")
+    assert (await process(runtime, message, message_id="r")).reason == "storage-unavailable"
+    assert (await process(runtime, message, message_id="r")).reason == "split"
+    # Parts 1-8 were counted with the split's position; part 9 was queued
+    # after that count and is queued again; nothing before it is.
+    assert len(parts) == 16
+    assert parts[9] == parts[8] and parts[10:] == [users[i:i + 4] for i in range(36, 60, 4)]
+    await drain(runtime)
+    assert sorted(d.conversation_id for d in emulator.deliveries) == sorted(
+        f"a:conv-{i}" for i in range(60))
+    progress = await runtime.campaigns.progress("resumed")
+    assert progress is not None
+    assert progress.counts == {"queued": 60, "sent": 60}
+    assert progress.summary.state == "done"
+
+
+async def test_a_split_position_is_kept_even_when_its_people_were_counted_before(
+        runtime: Runtime) -> None:
+    """A split run again queues a part counted before (its count's answer was
+    lost): the count adds nothing, and the split's position still moves on."""
+    from collections import Counter
+
+    await runtime.campaigns.start("k")
+    entries = {f"queued:user:{i}": Counter(queued=1) for i in range(3)}
+    await runtime.campaigns.count("k", entries, resume=("a", "3"))
+    assert await runtime.campaigns.resumes_after("k", "a") == "3"
+    await runtime.campaigns.count("k", entries, resume=("a", "6"))
+    assert await runtime.campaigns.resumes_after("k", "a") == "6"
+    progress = await runtime.campaigns.progress("k")
+    assert progress is not None and progress.counts == {"queued": 3}

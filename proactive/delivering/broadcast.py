@@ -79,6 +79,7 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
     # each audience is split once, however often its message is delivered (a
     # key new with this message has split nothing yet).
     audience = digest(target)
+    again = False
     if not new:
         # Sent again after Graph refused the app (the permission is granted
         # now): split again, and the users it failed are tried again.
@@ -91,21 +92,26 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
                                       again=Reason.GRAPH_PERMISSION if again else "")
     if target.kind in (TargetKind.TEAM_MEMBERS, TargetKind.GROUP):
         return await _split_page(rt, message, audience)
-    queued, uncounted = 0, {}
-    async for users in _audience(rt, target):
+    # A split that stopped part-way (storage failed under a split of
+    # minutes) goes on after its last count, not from its first user: only
+    # the parts queued since that count are queued again.
+    after = "" if new or again else await rt.campaigns.resumes_after(message.key, audience)
+    queued, uncounted, position = 0, {}, after
+    async for users, position in _audience(rt, target, after):
         await rt.outbox.put(message.for_users(users).retry(attempt=1))
         queued += len(users)
         # Each person once, even if a crash makes the split run again or
         # another message of the key names them too; all before `mark_split`
-        # (the send can't turn done before that).
+        # (the send can't turn done before that). Whole parts a count, in one
+        # transaction with the position after its last part.
         uncounted.update(queued_entries(users))
-        if len(uncounted) >= PER_TRANSACTION:
-            await rt.campaigns.count(message.key, uncounted)
+        if len(uncounted) + PART > PER_TRANSACTION - 1:
+            await rt.campaigns.count(message.key, uncounted, resume=(audience, position))
             uncounted = {}
     if uncounted:
-        await rt.campaigns.count(message.key, uncounted)
+        await rt.campaigns.count(message.key, uncounted, resume=(audience, position))
     await rt.campaigns.mark_split(message.key, audience)
-    if queued == 0 and target.kind == TargetKind.ALL_USERS:
+    if queued == 0 and not after and target.kind == TargetKind.ALL_USERS:
         tenant = target.tenant or rt.settings.app_tenant_id
         await rt.campaigns.finish_empty(message.key, "no-recipients",
                                         f"no user of tenant {tenant!r} has a stored personal "
@@ -113,7 +119,8 @@ async def run(rt: Runtime, message: OutboxMessage) -> Outcome:
         log.warning("send %s: no user of tenant %r to send to", message.key, tenant)
         return Outcome(Action.DONE, "no-recipients")
     await rt.campaigns.settle(message.key)  # every part may be done already
-    log.info("send %s split for %d users", message.key, queued)
+    log.info("send %s split for %d users%s", message.key, queued,
+             f" (resumed after {after})" if after else "")
     return Outcome(Action.DONE, "split")
 
 
@@ -211,21 +218,25 @@ async def _numbered(parts: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int,
         index += 1
 
 
-async def _audience(rt: Runtime, target: Target) -> AsyncIterator[list[str]]:
-    """The users in parts of at most PART, without listing them all at once."""
+async def _audience(rt: Runtime, target: Target, after: str
+                    ) -> AsyncIterator[tuple[list[str], str]]:
+    """The users after `after` in parts of at most PART, without listing them
+    all at once; each with the position after it (a list's: how many users
+    of it; a tenant's: its last user's AAD id)."""
     if target.kind == TargetKind.USERS:
-        for start in range(0, len(target.users), PART):
-            yield list(target.users[start:start + PART])
+        for start in range(int(after or 0), len(target.users), PART):
+            part = list(target.users[start:start + PART])
+            yield part, str(start + len(part))
         return
     tenant = target.tenant or rt.settings.app_tenant_id
     batch: list[str] = []
-    async for user in rt.references.users_of_tenant(tenant):
+    async for user in rt.references.users_of_tenant(tenant, after):
         batch.append(user)
         if len(batch) == PART:
-            yield batch
+            yield batch, user
             batch = []
     if batch:
-        yield batch
+        yield batch, batch[-1]
 
 
 async def _deliver_part(rt: Runtime, message: OutboxMessage, *, cancelled: bool,

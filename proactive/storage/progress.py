@@ -10,7 +10,10 @@ A paged audience (a team's roster, a group) is split a page at a time: a page
 with a next page counts `pages` +1 in the same transaction as its users, and
 the next page's split counts it -1, so `pages` is 0 only once every page is
 split. An audience that can't be read at all ends the send `failed` with its
-reason (`refuse`).
+reason (`refuse`). A listed audience (a list, a tenant's users) is split in
+one run; each count of its queued people writes a `resume-*` row in the same
+transaction saying how far the split got, so a split run again after a
+failure goes on from there instead of queuing its first users again.
 
 A send reaches a final state by itself: once its audience is split (a
 `split-*` row, no page pending) and every queued recipient is counted (sent +
@@ -97,6 +100,12 @@ class Campaigns:
         found = await tables.read(self.table, tables.safe_key(key), f"split-{audience}")
         return found is not None
 
+    async def resumes_after(self, key: str, audience: str) -> str:
+        """Where a split of `audience` that stopped part-way goes on: after
+        the position its last count recorded ("" : from the start)."""
+        found = await tables.read(self.table, tables.safe_key(key), f"resume-{audience}")
+        return str(found[0].get("after") or "") if found else ""
+
     async def mark_split(self, key: str, audience: str) -> None:
         """After every part is queued: a crash before this re-splits (each user
         is still delivered once), one after it does not."""
@@ -149,9 +158,15 @@ class Campaigns:
             CampaignRow.from_entity(found[0]).state == SendState.CANCELLED
 
     async def count(self, key: str, results: Mapping[str, Counter[str]],
-                    people: Mapping[str, str] | None = None) -> None:
-        """Add to the key's counters, each entry once (storage/shards.py)."""
-        await self.shards.count(key, results, people)
+                    people: Mapping[str, str] | None = None, *,
+                    resume: tuple[str, str] | None = None) -> None:
+        """Add to the key's counters, each entry once (storage/shards.py).
+        `resume`: (audience, position): in the same transaction, a split of
+        that audience run again goes on after `position` (`resumes_after`)."""
+        also = [] if resume is None else [{"PartitionKey": tables.safe_key(key),
+                                           "RowKey": f"resume-{resume[0]}",
+                                           "after": resume[1]}]
+        await self.shards.count(key, results, people, also)
 
     async def progress(self, key: str) -> CampaignProgress | None:
         """The summary with the summed counters; settled first if it can be."""

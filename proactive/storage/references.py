@@ -143,10 +143,11 @@ class ReferenceStore:
             return None
         return entity.get("serviceUrl", ""), entity.get("botId", "")
 
-    async def users_of_tenant(self, tenant_id: str) -> AsyncIterator[str]:
+    async def users_of_tenant(self, tenant_id: str, after: str = "") -> AsyncIterator[str]:
         """AAD ids of the tenant's users with a personal reference, a page of
-        the tenant's index at a time, in index order (see user_index)."""
-        async for row in user_index.users(self.table, tenant_id):
+        the tenant's index at a time, in index order (see user_index);
+        `after`: those after this AAD id."""
+        async for row in user_index.users(self.table, tenant_id, after):
             if row.get("aadObjectId"):  # kept: a part sent soon here reads nothing
                 self._keep(user_index.as_user_row(row))
                 yield str(row["aadObjectId"])

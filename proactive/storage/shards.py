@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from proactive.storage import tables
@@ -62,14 +62,18 @@ class Shards:
         self._writing: dict[str, set[str]] = {}
 
     async def count(self, key: str, results: Mapping[str, Counter[str]],
-                    people: Mapping[str, str] | None = None) -> None:
+                    people: Mapping[str, str] | None = None,
+                    also: Sequence[dict[str, Any]] = ()) -> None:
         """Add to the counters, each entry (a recipient's result, a queued
         person) once however often it is reported: one transaction writes a
         shard and a marker per entry, in transactions of at most
-        PER_TRANSACTION markers, in order. `people`: the person an entry's
+        PER_TRANSACTION operations, in order. `people`: the person an entry's
         result is for when it differs from the entry's name (a principal name
-        resolved to its object id): counted once per person."""
+        resolved to its object id): counted once per person. `also`: rows of
+        the key's partition written (replaced) with the last of them, so they
+        say what the count says (a split's checkpoint)."""
         people = dict(people or {})
+        room = PER_TRANSACTION - len(also)
         batch: dict[str, Counter[str]] = {}
         size = 0
         claimed: set[str] = set()  # people this call counts (a marker appears once per batch)
@@ -80,16 +84,16 @@ class Shards:
                 who, counts = (who if person != who else f"dup:{who}"), Counter(queued=-1)
             claimed.add(person)
             width = 2 if people.get(who, who) != who else 1
-            if size + width > PER_TRANSACTION:
+            if size + width > room:
                 await self._count(key, batch, people)
                 batch, size = {}, 0
             batch[who] = counts
             size += width
-        if batch:
-            await self._count(key, batch, people)
+        if batch or also:
+            await self._count(key, batch, people, also)
 
     async def _count(self, key: str, results: Mapping[str, Counter[str]],
-                     people: Mapping[str, str]) -> None:
+                     people: Mapping[str, str], also: Sequence[dict[str, Any]] = ()) -> None:
         pk, pending, recheck = tables.safe_key(key), dict(results), False
         aliases = {who: person for who, person in people.items()
                    if who in pending and person != who}
@@ -100,7 +104,9 @@ class Shards:
                 if recheck:  # a marker existed (or the answer did not say which row failed)
                     pending, aliases, replacing = await self._uncounted(pk, pending, aliases,
                                                                         results)
-                if not pending:
+                if not pending:  # all counted before: the rows alone
+                    if also:
+                        await tables.submit(self.table, _upserts(also))
                     return
                 shard = shard or await self._take_shard(pk)
                 row, etag = dict(shard[0]), shard[1]
@@ -117,6 +123,7 @@ class Shards:
                                   "countedAt": tables.iso()}
                         ops.append(("update", marker, tables.if_match(replacing[who]))
                                    if who in replacing else ("create", marker))
+                ops.extend(_upserts(also))
                 ops.append(("update", row, tables.if_match(etag)) if etag else ("create", row))
                 try:
                     answers = await tables.submit(self.table, ops)
@@ -202,6 +209,10 @@ class Shards:
             writing.discard(rk)
             if not writing:
                 del self._writing[pk]
+
+
+def _upserts(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    return [("upsert", row, {"mode": "replace"}) for row in rows]
 
 
 def _marker(entry: str) -> str:

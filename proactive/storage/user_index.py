@@ -93,9 +93,15 @@ async def change(table: Table, tenant_id: str, aad_id: str, fields: dict[str, An
                                   mode="merge")
 
 
-async def users(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
+async def users(table: Table, tenant_id: str, after: str = "") -> AsyncIterator[dict[str, Any]]:
     """The tenant's index rows, in key order; the first listing of a tenant
-    indexed before this code copies its rows over from the old scan first."""
+    indexed before this code copies its rows over from the old scan first.
+    `after`: only the users after this one (a listing that went this far
+    before: the copy is done)."""
+    if after:
+        async for row in _index(table, tenant_id, after=index_rk(after)):
+            yield row
+        return
     rows = _index(table, tenant_id)
     first = await anext(rows, None)
     if first is None or first["RowKey"] != MARKER:  # a tenant from before the index
@@ -134,10 +140,12 @@ async def mark(table: Table, tenant_id: str) -> None:
                                "indexed": True})
 
 
-def _index(table: Table, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
-    return _dicts(table.query_entities("PartitionKey eq @pk",
-                                       parameters={"pk": index_pk(tenant_id)},
-                                       results_per_page=PAGE))
+def _index(table: Table, tenant_id: str, after: str = "") -> AsyncIterator[dict[str, Any]]:
+    """The index partition in key order (`after`: from the next RowKey on)."""
+    query, parameters = "PartitionKey eq @pk", {"pk": index_pk(tenant_id)}
+    if after:
+        query, parameters["after"] = query + " and RowKey gt @after", after
+    return _dicts(table.query_entities(query, parameters=parameters, results_per_page=PAGE))
 
 
 async def _dicts(rows: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
