@@ -27,7 +27,7 @@ from proactive.delivering.outcomes import Action, Outcome, outcome_of
 from proactive.delivering.render import checked
 from proactive.delivering.requeue import refuse, retry_later
 from proactive.delivering.send import send_one
-from proactive.errors import InvalidMessage, ProactiveError
+from proactive.errors import InvalidMessage, ProactiveError, StorageUnavailable
 from proactive.runtime import Runtime
 from proactive.storage.queues import lenient_text
 
@@ -77,6 +77,8 @@ async def _settle(rt: Runtime, message: OutboxMessage, body: str, message_id: st
     except InvalidMessage as exc:  # e.g. an update's new time that can't be used
         return await refuse(rt, body, exc, message_id=message_id)
     except ProactiveError as exc:
+        if isinstance(exc, StorageUnavailable):  # which table or queue, and how
+            log.warning("outbox message %s: %s", message_id, exc)
         outcome = outcome_of(exc, message.attempt)
     if outcome.state == Action.RETRY:
         return await retry_later(rt, message, outcome, message_id=message_id)

@@ -395,7 +395,7 @@ async def test_a_crash_at_any_point_of_the_split_loses_and_doubles_nothing(
 @pytest.mark.parametrize("audience", ["allUsers", "users"])
 async def test_a_split_that_failed_part_way_goes_on_where_its_last_count_was(
         runtime: Runtime, emulator: ConnectorEmulator, monkeypatch: pytest.MonkeyPatch,
-        audience: str) -> None:
+        audience: str, caplog: pytest.LogCaptureFixture) -> None:
     """Storage fails under a long split (its tenth part can't be queued): the
     message comes back and the split goes on after the parts its last count
     recorded, queuing again only those queued since (not every part from the
@@ -412,7 +412,7 @@ async def test_a_split_that_failed_part_way_goes_on_where_its_last_count_was(
     async def failing(message: Any, *args: Any, **kwargs: Any) -> Any:
         if len(parts) == 9 and not failed:
             failed.append(True)
-            raise StorageUnavailable()
+            raise StorageUnavailable(detail="queue outbox: ServiceRequestError")
         if message.part:  # not the message itself, put back to be tried again
             parts.append(list(message.target.users))
         return await put(message, *args, **kwargs)
@@ -422,6 +422,9 @@ async def test_a_split_that_failed_part_way_goes_on_where_its_last_count_was(
     to = {"allUsers": True, "tenant": TENANT} if audience == "allUsers" else {"users": users}
     message = broadcast(to, key="resumed")
     assert (await process(runtime, message, message_id="r")).reason == "storage-unavailable"
+    # The operator's log says what failed, not just that something did.
+    assert "outbox message r: storage-unavailable: queue outbox: ServiceRequestError" \
+        in caplog.text
     assert (await process(runtime, message, message_id="r")).reason == "split"
     # Parts 1-8 were counted with the split's position; part 9 was queued
     # after that count and is queued again; nothing before it is.
@@ -450,3 +453,42 @@ async def test_a_split_position_is_kept_even_when_its_people_were_counted_before
     assert await runtime.campaigns.resumes_after("k", "a") == "6"
     progress = await runtime.campaigns.progress("k")
     assert progress is not None and progress.counts == {"queued": 3}
+
+
+@pytest.mark.parametrize("landed", [False, True])
+async def test_a_count_whose_answer_was_lost_is_counted_once_without_failing(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch, landed: bool) -> None:
+    """Storage resets the connection of a count's transaction (the tables SDK
+    retries no POST): whether it landed or not, the count goes on by itself
+    (its part is not failed and run again) and counts each entry once. A
+    transaction that did not land costs one read to find out."""
+    from collections import Counter
+
+    from proactive.errors import StorageUnavailable
+    from proactive.storage import tables
+
+    await runtime.campaigns.start("k")
+    submit, get_entity = tables.submit, runtime.campaigns.table.get_entity
+    transactions, reads = [], []
+
+    async def lossy(*args: Any, **kwargs: Any) -> Any:
+        transactions.append(args)
+        if len(transactions) == 1:
+            if landed:
+                await submit(*args, **kwargs)
+            raise StorageUnavailable(detail="ServiceRequestError")
+        return await submit(*args, **kwargs)
+
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await get_entity(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "submit", lossy)
+    monkeypatch.setattr(runtime.campaigns.table, "get_entity", read)
+    entries = {f"user:{i}": Counter(sent=1) for i in range(25)}
+    await runtime.campaigns.count("k", entries)
+    progress = await runtime.campaigns.progress("k")
+    assert progress is not None and progress.counts == {"sent": 25}
+    if not landed:
+        assert len(transactions) == 2
+        assert len([r for r in reads if str(r[1]).startswith("~")]) == 1

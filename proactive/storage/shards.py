@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from proactive.errors import StorageUnavailable
 from proactive.storage import tables
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ SHARDS = 8
 # Entries counted in one entity-group transaction: at most 100 operations, a
 # marker per entry and the shard.
 PER_TRANSACTION = 99
+# Transactions of one count whose answer may be lost (then it fails).
+LOST_ANSWERS = 3
 # Keys whose written shards a process remembers (then it forgets them all).
 REMEMBERED_KEYS = 1024
 # Row keys of the per-entry markers start with this; it sorts after
@@ -94,7 +97,7 @@ class Shards:
 
     async def _count(self, key: str, results: Mapping[str, Counter[str]],
                      people: Mapping[str, str], also: Sequence[dict[str, Any]] = ()) -> None:
-        pk, pending, recheck = tables.safe_key(key), dict(results), False
+        pk, pending, recheck, lost = tables.safe_key(key), dict(results), False, 0
         aliases = {who: person for who, person in people.items()
                    if who in pending and person != who}
         replacing: dict[str, str] = {}  # entry -> its marker's ETag (counted again)
@@ -134,6 +137,18 @@ class Shards:
                     if not recheck:
                         self._release(pk, str(row["RowKey"]))
                         shard = None
+                    continue
+                except StorageUnavailable:
+                    # No answer (a connection reset under a busy storage: the
+                    # SDK retries no POST): the transaction landed whole or
+                    # not at all, and its first marker says which.
+                    lost += 1
+                    if lost > LOST_ANSWERS:
+                        raise
+                    if await tables.read(self.table, pk, _marker(next(iter(pending)))) is None:
+                        continue  # it did not land: the same transaction again
+                    self._release(pk, str(row["RowKey"]))  # it may have: as after a conflict
+                    shard, recheck = None, True
                     continue
                 if len(self._written) >= REMEMBERED_KEYS:
                     self._written.clear()
